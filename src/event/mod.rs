@@ -1,0 +1,631 @@
+//! The event schema, batches of events, their codecs and their validation.
+//!
+//! An event is one measurement or occurrence reported by a device, a service
+//! or a user:
+//!
+//! | part | type | |
+//! | --- | --- | --- |
+//! | `tenant` | string | required; whose data this is |
+//! | `stream` | string | required; the topic, e.g. `metrics`, `events`, `alerts` |
+//! | `ts` | [`Timestamp`] | required; event time |
+//! | `id` | string or bytes | optional; for dedup and deterministic sampling |
+//! | `dims` | string → string | labels such as `region`, `device`, `type` |
+//! | `fields` | string → `f64` | named numeric measurements |
+//! | `geo` | [`GeoPoint`] | optional latitude / longitude |
+//! | `payload` | bytes | optional raw payload, kept opaque |
+//!
+//! Decoders produce an [`EventBatch`], a compact columnar container that
+//! interns every repeated string (tenant, stream, dim keys and values, field
+//! names) in a per-batch [`Symbols`] table and keeps dims, fields and ids in
+//! flat arenas, so decoding allocates nothing per event once a batch is
+//! reused. [`Event`] is the owned, self-contained form for building events in
+//! code and for tests.
+//!
+//! The wire forms are described in [`json`] (JSON, JSON arrays and NDJSON)
+//! and [`protobuf`] (`proto/edgestream.proto`); [`decode`] picks one from an
+//! HTTP content type. [`Limits::validate`] checks a decoded batch.
+
+use core::fmt;
+use core::ops::Range;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::time::Timestamp;
+
+mod decode;
+pub mod json;
+pub mod protobuf;
+mod symbols;
+mod validate;
+
+pub use decode::{DecodeError, Format, JsonErrorKind, ProtoErrorKind, decode};
+pub use symbols::{Sym, Symbols};
+pub use validate::{BatchPolicy, Limits, Part, RejectKind, RejectReason, Rejection, ValidationReport};
+
+/// A point on Earth in degrees (WGS 84): latitude −90..=90, longitude −180..=180.
+///
+/// Decoders accept any `f64`; [`Limits::validate`] rejects points outside
+/// those ranges or with non-finite coordinates.
+#[derive(Clone, Copy, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct GeoPoint {
+    /// Latitude in degrees, positive north.
+    pub lat: f64,
+    /// Longitude in degrees, positive east.
+    pub lon: f64,
+}
+
+impl GeoPoint {
+    /// A point at `lat`, `lon` degrees.
+    pub const fn new(lat: f64, lon: f64) -> Self {
+        GeoPoint { lat, lon }
+    }
+
+    /// Whether both coordinates are finite and inside their ranges.
+    pub fn is_valid(&self) -> bool {
+        (-90.0..=90.0).contains(&self.lat) && (-180.0..=180.0).contains(&self.lon)
+    }
+}
+
+/// The optional identity of an event: a string or raw bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EventId {
+    /// A textual id, such as a UUID or `device-17:4711`.
+    Str(String),
+    /// A binary id, such as a 16-byte UUID or a hash.
+    Bytes(Vec<u8>),
+}
+
+impl EventId {
+    /// The id's bytes (UTF-8 for a string id).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            EventId::Str(s) => s.as_bytes(),
+            EventId::Bytes(b) => b,
+        }
+    }
+
+    /// A borrowed view of this id.
+    pub fn as_ref(&self) -> EventIdRef<'_> {
+        match self {
+            EventId::Str(s) => EventIdRef::Str(s),
+            EventId::Bytes(b) => EventIdRef::Bytes(b),
+        }
+    }
+}
+
+impl From<&str> for EventId {
+    fn from(s: &str) -> Self {
+        EventId::Str(s.to_owned())
+    }
+}
+
+impl From<String> for EventId {
+    fn from(s: String) -> Self {
+        EventId::Str(s)
+    }
+}
+
+impl From<Vec<u8>> for EventId {
+    fn from(b: Vec<u8>) -> Self {
+        EventId::Bytes(b)
+    }
+}
+
+/// A borrowed event id, as stored in an [`EventBatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventIdRef<'a> {
+    /// A textual id.
+    Str(&'a str),
+    /// A binary id.
+    Bytes(&'a [u8]),
+}
+
+impl<'a> EventIdRef<'a> {
+    /// The id's bytes (UTF-8 for a string id).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match *self {
+            EventIdRef::Str(s) => s.as_bytes(),
+            EventIdRef::Bytes(b) => b,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> EventId {
+        match *self {
+            EventIdRef::Str(s) => EventId::Str(s.to_owned()),
+            EventIdRef::Bytes(b) => EventId::Bytes(b.to_vec()),
+        }
+    }
+}
+
+/// One event, owning its strings: the convenient form for building events in
+/// code. Batches store events more compactly; see [`EventBatch`].
+///
+/// ```
+/// use edgestream::event::{Event, GeoPoint};
+/// use edgestream::time::Timestamp;
+///
+/// let ts = Timestamp::from_millis(1_795_838_400_000).unwrap();
+/// let e = Event::new("acme", "metrics", ts)
+///     .with_id("evt-1")
+///     .with_dim("region", "eu-west")
+///     .with_field("temp_c", 21.5)
+///     .with_geo(GeoPoint::new(38.72, -9.14));
+/// assert_eq!(e.field("temp_c"), Some(21.5));
+/// ```
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Event {
+    /// Whose data this is.
+    pub tenant: String,
+    /// The topic the event belongs to.
+    pub stream: String,
+    /// Event time.
+    pub ts: Timestamp,
+    /// Optional identity for dedup and deterministic sampling.
+    pub id: Option<EventId>,
+    /// Labels, in the order given.
+    pub dims: SmallVec<[(String, String); 4]>,
+    /// Numeric measurements, in the order given.
+    pub fields: SmallVec<[(String, f64); 4]>,
+    /// Optional location.
+    pub geo: Option<GeoPoint>,
+    /// Optional opaque payload.
+    pub payload: Option<Bytes>,
+}
+
+impl Event {
+    /// An event with no id, dims, fields, geo point or payload.
+    pub fn new(tenant: impl Into<String>, stream: impl Into<String>, ts: Timestamp) -> Self {
+        Event { tenant: tenant.into(), stream: stream.into(), ts, ..Event::default() }
+    }
+
+    /// Sets the id.
+    pub fn with_id(mut self, id: impl Into<EventId>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Appends a dim.
+    pub fn with_dim(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.dims.push((key.into(), value.into()));
+        self
+    }
+
+    /// Appends a field.
+    pub fn with_field(mut self, name: impl Into<String>, value: f64) -> Self {
+        self.fields.push((name.into(), value));
+        self
+    }
+
+    /// Sets the geo point.
+    pub fn with_geo(mut self, geo: GeoPoint) -> Self {
+        self.geo = Some(geo);
+        self
+    }
+
+    /// Sets the payload.
+    pub fn with_payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.payload = Some(payload.into());
+        self
+    }
+
+    /// The value of the first dim named `key`.
+    pub fn dim(&self, key: &str) -> Option<&str> {
+        self.dims.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of the first field named `name`.
+    pub fn field(&self, name: &str) -> Option<f64> {
+        self.fields.iter().find(|(k, _)| k == name).map(|&(_, v)| v)
+    }
+}
+
+/// Where an event's id lives in its batch's id arena.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum IdSlot {
+    None,
+    Str(Range<usize>),
+    Bytes(Range<usize>),
+}
+
+/// One event inside an [`EventBatch`]: symbols and ranges into the batch's
+/// shared tables.
+#[derive(Clone, Debug)]
+pub(crate) struct Record {
+    tenant: Sym,
+    stream: Sym,
+    ts: Timestamp,
+    id: IdSlot,
+    dims: Range<usize>,
+    fields: Range<usize>,
+    geo: Option<GeoPoint>,
+    payload: Option<Bytes>,
+}
+
+/// A batch of events: what every decoder produces and every later stage
+/// consumes.
+///
+/// Storage is columnar and shared: strings are interned once per batch in
+/// [`EventBatch::symbols`], dims and fields of all events sit in two flat
+/// arrays, ids in one byte arena, and payloads are [`Bytes`] slices of the
+/// decoded body (no copy). Reusing a batch ([`EventBatch::clear`], or a
+/// decoder's `decode_into`) keeps every allocation, so steady-state decoding
+/// allocates nothing per event.
+///
+/// ```
+/// use edgestream::event::{Event, EventBatch};
+/// use edgestream::time::Timestamp;
+///
+/// let ts = Timestamp::from_secs(1_795_838_400).unwrap();
+/// let mut batch = EventBatch::new();
+/// for device in ["d-1", "d-2", "d-1"] {
+///     batch.push(&Event::new("acme", "metrics", ts).with_dim("device", device).with_field("temp_c", 21.0));
+/// }
+/// assert_eq!(batch.len(), 3);
+/// // "acme", "metrics", "device", "d-1", "d-2", "temp_c": each stored once.
+/// assert_eq!(batch.symbols().len(), 6);
+/// let second = batch.get(1).unwrap();
+/// assert_eq!(second.dim("device"), Some("d-2"));
+/// ```
+#[derive(Clone, Default)]
+pub struct EventBatch {
+    symbols: Symbols,
+    records: Vec<Record>,
+    dims: Vec<(Sym, Sym)>,
+    fields: Vec<(Sym, f64)>,
+    ids: Vec<u8>,
+}
+
+impl fmt::Debug for EventBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for EventBatch {
+    /// Two batches are equal when they hold equal events in the same order,
+    /// whatever their symbol tables look like.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+}
+
+impl EventBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Removes every event and string, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.symbols.clear();
+        self.records.clear();
+        self.dims.clear();
+        self.fields.clear();
+        self.ids.clear();
+    }
+
+    /// The batch's string table: resolves the [`Sym`]s of its events.
+    pub fn symbols(&self) -> &Symbols {
+        &self.symbols
+    }
+
+    /// The event at `index`.
+    pub fn get(&self, index: usize) -> Option<EventRef<'_>> {
+        self.records.get(index).map(|record| EventRef { batch: self, record })
+    }
+
+    /// The events in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EventRef<'_>> + '_ {
+        self.records.iter().map(move |record| EventRef { batch: self, record })
+    }
+
+    /// Appends a copy of `event`.
+    pub fn push(&mut self, event: &Event) {
+        let mut b = self.start_event();
+        let tenant = b.intern(&event.tenant);
+        let stream = b.intern(&event.stream);
+        for (k, v) in &event.dims {
+            b.dim(k, v);
+        }
+        for (k, v) in &event.fields {
+            b.field(k, *v);
+        }
+        match &event.id {
+            Some(EventId::Str(s)) => b.id_str(s),
+            Some(EventId::Bytes(bytes)) => b.id_bytes(bytes),
+            None => {}
+        }
+        b.finish(tenant, stream, event.ts, event.geo, event.payload.clone());
+    }
+
+    /// Every event as an owned [`Event`].
+    pub fn to_events(&self) -> Vec<Event> {
+        self.iter().map(|e| e.to_owned()).collect()
+    }
+
+    /// Starts appending an event; decoders build events through this.
+    pub(crate) fn start_event(&mut self) -> EventBuilder<'_> {
+        EventBuilder {
+            dims_start: self.dims.len(),
+            fields_start: self.fields.len(),
+            ids_start: self.ids.len(),
+            id: IdSlot::None,
+            batch: self,
+        }
+    }
+
+    /// Keeps only the events for which `keep(index)` is true, in order.
+    /// Arena space of removed events is reclaimed by the next `clear`.
+    pub(crate) fn retain_indexed(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let mut i = 0;
+        self.records.retain(|_| {
+            let k = keep(i);
+            i += 1;
+            k
+        });
+    }
+}
+
+/// Appends one event to a batch. Dims, fields and the id are pushed as the
+/// decoder meets them; [`EventBuilder::finish`] seals the event. Dropping the
+/// builder without finishing leaves orphan arena entries but no event, which
+/// is harmless: arenas are reclaimed on `clear`.
+pub(crate) struct EventBuilder<'b> {
+    batch: &'b mut EventBatch,
+    dims_start: usize,
+    fields_start: usize,
+    ids_start: usize,
+    id: IdSlot,
+}
+
+impl EventBuilder<'_> {
+    #[inline]
+    pub(crate) fn intern(&mut self, s: &str) -> Sym {
+        self.batch.symbols.intern(s)
+    }
+
+    #[inline]
+    pub(crate) fn dim(&mut self, key: &str, value: &str) {
+        let k = self.batch.symbols.intern(key);
+        let v = self.batch.symbols.intern(value);
+        self.batch.dims.push((k, v));
+    }
+
+    #[inline]
+    pub(crate) fn dim_sym(&mut self, key: Sym, value: Sym) {
+        self.batch.dims.push((key, value));
+    }
+
+    #[inline]
+    pub(crate) fn field(&mut self, name: &str, value: f64) {
+        let k = self.batch.symbols.intern(name);
+        self.batch.fields.push((k, value));
+    }
+
+    #[inline]
+    pub(crate) fn field_sym(&mut self, name: Sym, value: f64) {
+        self.batch.fields.push((name, value));
+    }
+
+    /// Sets a string id, replacing any id set before.
+    pub(crate) fn id_str(&mut self, id: &str) {
+        let r = self.store_id(id.as_bytes());
+        self.id = IdSlot::Str(r);
+    }
+
+    /// Sets a bytes id, replacing any id set before.
+    pub(crate) fn id_bytes(&mut self, id: &[u8]) {
+        let r = self.store_id(id);
+        self.id = IdSlot::Bytes(r);
+    }
+
+    fn store_id(&mut self, id: &[u8]) -> Range<usize> {
+        // A replaced id of this same event is dropped from the arena.
+        self.batch.ids.truncate(self.ids_start);
+        self.batch.ids.extend_from_slice(id);
+        self.ids_start..self.batch.ids.len()
+    }
+
+    /// Seals the event and appends it to the batch.
+    pub(crate) fn finish(self, tenant: Sym, stream: Sym, ts: Timestamp, geo: Option<GeoPoint>, payload: Option<Bytes>) {
+        let record = Record {
+            tenant,
+            stream,
+            ts,
+            id: self.id,
+            dims: self.dims_start..self.batch.dims.len(),
+            fields: self.fields_start..self.batch.fields.len(),
+            geo,
+            payload,
+        };
+        self.batch.records.push(record);
+    }
+}
+
+/// A borrowed view of one event in an [`EventBatch`].
+#[derive(Clone, Copy)]
+pub struct EventRef<'a> {
+    batch: &'a EventBatch,
+    record: &'a Record,
+}
+
+impl fmt::Debug for EventRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("tenant", &self.tenant())
+            .field("stream", &self.stream())
+            .field("ts", &self.ts())
+            .field("id", &self.id())
+            .field("dims", &self.dims().collect::<Vec<_>>())
+            .field("fields", &self.fields().collect::<Vec<_>>())
+            .field("geo", &self.geo())
+            .field("payload", &self.payload())
+            .finish()
+    }
+}
+
+impl PartialEq for EventRef<'_> {
+    /// Field values compare by bit pattern, so a NaN equals the same NaN.
+    fn eq(&self, other: &Self) -> bool {
+        self.tenant() == other.tenant()
+            && self.stream() == other.stream()
+            && self.ts() == other.ts()
+            && self.id() == other.id()
+            && self.dims().eq(other.dims())
+            && self.fields().map(|(k, v)| (k, v.to_bits())).eq(other.fields().map(|(k, v)| (k, v.to_bits())))
+            && self.geo().map(|g| (g.lat.to_bits(), g.lon.to_bits()))
+                == other.geo().map(|g| (g.lat.to_bits(), g.lon.to_bits()))
+            && self.payload() == other.payload()
+    }
+}
+
+impl<'a> EventRef<'a> {
+    /// The tenant.
+    pub fn tenant(&self) -> &'a str {
+        self.batch.symbols.str(self.record.tenant)
+    }
+
+    /// The stream (topic).
+    pub fn stream(&self) -> &'a str {
+        self.batch.symbols.str(self.record.stream)
+    }
+
+    /// Event time.
+    pub fn ts(&self) -> Timestamp {
+        self.record.ts
+    }
+
+    /// The id, if any.
+    pub fn id(&self) -> Option<EventIdRef<'a>> {
+        let ids = &self.batch.ids;
+        match &self.record.id {
+            IdSlot::None => None,
+            IdSlot::Str(r) => ids.get(r.clone()).and_then(|b| core::str::from_utf8(b).ok()).map(EventIdRef::Str),
+            IdSlot::Bytes(r) => ids.get(r.clone()).map(EventIdRef::Bytes),
+        }
+    }
+
+    /// The dims as `(key, value)` strings, in order.
+    pub fn dims(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + 'a {
+        let symbols = &self.batch.symbols;
+        self.dim_syms().iter().map(move |&(k, v)| (symbols.str(k), symbols.str(v)))
+    }
+
+    /// The value of the first dim named `key`.
+    pub fn dim(&self, key: &str) -> Option<&'a str> {
+        let k = self.batch.symbols.get(key)?;
+        self.dim_syms().iter().find(|(dk, _)| *dk == k).map(|&(_, v)| self.batch.symbols.str(v))
+    }
+
+    /// The fields as `(name, value)`, in order.
+    pub fn fields(&self) -> impl ExactSizeIterator<Item = (&'a str, f64)> + 'a {
+        let symbols = &self.batch.symbols;
+        self.field_syms().iter().map(move |&(k, v)| (symbols.str(k), v))
+    }
+
+    /// The value of the first field named `name`.
+    pub fn field(&self, name: &str) -> Option<f64> {
+        let k = self.batch.symbols.get(name)?;
+        self.field_syms().iter().find(|(fk, _)| *fk == k).map(|&(_, v)| v)
+    }
+
+    /// The geo point, if any.
+    pub fn geo(&self) -> Option<GeoPoint> {
+        self.record.geo
+    }
+
+    /// The payload, if any: a zero-copy slice of the decoded body.
+    pub fn payload(&self) -> Option<&'a Bytes> {
+        self.record.payload.as_ref()
+    }
+
+    /// The tenant as a symbol of [`EventBatch::symbols`].
+    pub fn tenant_sym(&self) -> Sym {
+        self.record.tenant
+    }
+
+    /// The stream as a symbol of [`EventBatch::symbols`].
+    pub fn stream_sym(&self) -> Sym {
+        self.record.stream
+    }
+
+    /// The dims as symbol pairs: the fast path for grouping.
+    pub fn dim_syms(&self) -> &'a [(Sym, Sym)] {
+        self.batch.dims.get(self.record.dims.clone()).unwrap_or_default()
+    }
+
+    /// The fields keyed by symbol: the fast path for aggregation.
+    pub fn field_syms(&self) -> &'a [(Sym, f64)] {
+        self.batch.fields.get(self.record.fields.clone()).unwrap_or_default()
+    }
+
+    /// An owned copy of this event.
+    pub fn to_owned(&self) -> Event {
+        Event {
+            tenant: self.tenant().to_owned(),
+            stream: self.stream().to_owned(),
+            ts: self.ts(),
+            id: self.id().map(|id| id.to_owned()),
+            dims: self.dims().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            fields: self.fields().map(|(k, v)| (k.to_owned(), v)).collect(),
+            geo: self.geo(),
+            payload: self.payload().cloned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(n: i64) -> Timestamp {
+        Timestamp::from_nanos(n)
+    }
+
+    #[test]
+    fn push_then_read_back() {
+        let e = Event::new("acme", "metrics", ts(5))
+            .with_id(vec![1u8, 2, 3])
+            .with_dim("region", "eu")
+            .with_dim("device", "d-1")
+            .with_field("temp", 21.5)
+            .with_geo(GeoPoint::new(1.0, 2.0))
+            .with_payload(&b"raw"[..]);
+        let mut batch = EventBatch::new();
+        batch.push(&e);
+        batch.push(&Event::new("acme", "events", ts(6)).with_id("x"));
+        assert_eq!(batch.to_events(), vec![e.clone(), Event::new("acme", "events", ts(6)).with_id("x")]);
+        let first = batch.get(0).unwrap();
+        assert_eq!(first.dim("device"), Some("d-1"));
+        assert_eq!(first.dim("nope"), None);
+        assert_eq!(first.field("temp"), Some(21.5));
+        assert_eq!(first.id(), Some(EventIdRef::Bytes(&[1, 2, 3])));
+        assert_eq!(batch.get(1).unwrap().dims().len(), 0);
+        assert!(batch.get(2).is_none());
+    }
+
+    #[test]
+    fn clear_keeps_working_and_equality_ignores_symbol_order() {
+        let mut a = EventBatch::new();
+        a.push(&Event::new("z", "y", ts(1)).with_dim("k", "v"));
+        let mut b = EventBatch::new();
+        b.push(&Event::new("q", "y", ts(0)));
+        b.clear();
+        b.push(&Event::new("z", "y", ts(1)).with_dim("k", "v"));
+        assert_eq!(a, b);
+        b.retain_indexed(|_| false);
+        assert!(b.is_empty());
+    }
+}

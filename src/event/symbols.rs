@@ -1,0 +1,155 @@
+//! String interning for event batches.
+
+use core::fmt;
+use core::hash::BuildHasher;
+use core::ops::Range;
+
+use hashbrown::HashTable;
+
+/// A handle to a string interned in a [`Symbols`] table.
+///
+/// Symbols are small (`u32`) and compare by value; two equal strings interned
+/// in the same table get the same `Sym`. A `Sym` only means something
+/// together with the table that issued it: the [`EventBatch`] it came from.
+///
+/// [`EventBatch`]: crate::event::EventBatch
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sym(u32);
+
+impl Sym {
+    /// The position of this symbol in its table (0, 1, 2, … in order of
+    /// first interning), usable as a dense index into side tables.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// An append-only table of distinct strings, each stored once.
+///
+/// Decoders intern tenants, streams, dim keys, dim values and field names, so
+/// a string repeated in every event of a batch costs one copy and one hash
+/// lookup per occurrence, and no allocation. [`Symbols::clear`] keeps the
+/// allocated capacity for the next batch.
+///
+/// A table holds at most `u32::MAX` strings; interning more is not possible
+/// within the memory any decoder limit allows.
+#[derive(Clone, Default)]
+pub struct Symbols {
+    text: String,
+    spans: Vec<Range<usize>>,
+    table: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl fmt::Debug for Symbols {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter().map(|(_, s)| s)).finish()
+    }
+}
+
+impl Symbols {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The symbol for `s`, adding `s` to the table if it is new.
+    #[inline]
+    pub fn intern(&mut self, s: &str) -> Sym {
+        let hash = self.hasher.hash_one(s);
+        let Symbols { text, spans, table, hasher } = self;
+        let found = table.find(hash, |&i| spans.get(i as usize).and_then(|r| text.get(r.clone())) == Some(s));
+        if let Some(&i) = found {
+            return Sym(i);
+        }
+        let index = u32::try_from(spans.len()).unwrap_or(u32::MAX);
+        let start = text.len();
+        text.push_str(s);
+        spans.push(start..text.len());
+        table.insert_unique(hash, index, |&i| {
+            let key = spans.get(i as usize).and_then(|r| text.get(r.clone())).unwrap_or_default();
+            hasher.hash_one(key)
+        });
+        Sym(index)
+    }
+
+    /// The symbol for `s` if it has been interned.
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        let hash = self.hasher.hash_one(s);
+        self.table.find(hash, |&i| self.resolve(Sym(i)) == Some(s)).map(|&i| Sym(i))
+    }
+
+    /// The string behind `sym`, or `None` if `sym` was not issued by this
+    /// table (or the table was cleared since).
+    #[inline]
+    pub fn resolve(&self, sym: Sym) -> Option<&str> {
+        self.spans.get(sym.index()).and_then(|r| self.text.get(r.clone()))
+    }
+
+    /// The string behind a symbol this table issued; `""` for a foreign one.
+    #[inline]
+    pub(crate) fn str(&self, sym: Sym) -> &str {
+        self.resolve(sym).unwrap_or_default()
+    }
+
+    /// Number of distinct strings.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Bytes of string data held (not counting the index).
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Every symbol with its string, in the order they were interned.
+    pub fn iter(&self) -> impl Iterator<Item = (Sym, &str)> + '_ {
+        self.spans.iter().enumerate().map(|(i, r)| (Sym(i as u32), self.text.get(r.clone()).unwrap_or_default()))
+    }
+
+    /// Removes every string, keeping the allocations for reuse.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.spans.clear();
+        self.table.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_is_stable_and_dense() {
+        let mut s = Symbols::new();
+        let a = s.intern("region");
+        let b = s.intern("eu-west");
+        assert_eq!(s.intern("region"), a);
+        assert_eq!((a.index(), b.index()), (0, 1));
+        assert_eq!(s.resolve(b), Some("eu-west"));
+        assert_eq!(s.get("eu-west"), Some(b));
+        assert_eq!(s.get("nope"), None);
+        assert_eq!(s.intern(""), Sym(2));
+        assert_eq!(s.resolve(Sym(2)), Some(""));
+        assert_eq!(s.len(), 3);
+        s.clear();
+        assert!(s.is_empty());
+        assert_eq!(s.resolve(a), None);
+        assert_eq!(s.intern("eu-west"), Sym(0));
+    }
+
+    #[test]
+    fn many_strings_survive_growth() {
+        let mut s = Symbols::new();
+        let syms: Vec<_> = (0..10_000).map(|i| s.intern(&format!("device-{i}"))).collect();
+        for (i, sym) in syms.iter().enumerate() {
+            assert_eq!(s.resolve(*sym), Some(format!("device-{i}").as_str()));
+            assert_eq!(s.intern(&format!("device-{i}")), *sym);
+        }
+    }
+}

@@ -1,0 +1,651 @@
+//! Limits on what a batch may contain, and the validation that enforces them.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{EventBatch, EventIdRef, EventRef, Sym};
+use crate::time::{Span, Timestamp};
+
+/// What a batch and its events may contain.
+///
+/// Two kinds of limit live here. **Batch limits** (`max_batch_bytes`,
+/// `max_events_per_batch`) are enforced by the decoders while they read, so
+/// a hostile body can never make them hold more than these bounds: every
+/// decoder's memory is linear in the body size, and bodies are capped. **Event
+/// limits** are checked by [`Limits::validate`], which rejects the offending
+/// events one by one with a typed [`RejectReason`].
+///
+/// Every field has a default (the `DEFAULT_*` constants); in serde config any
+/// field may be left out:
+///
+/// ```
+/// use edgestream::event::Limits;
+///
+/// let limits: Limits = serde_json::from_str(r#"{"max_events_per_batch": 500, "max_future_skew": "30s"}"#)?;
+/// assert_eq!(limits.max_events_per_batch, 500);
+/// assert_eq!(limits.max_dims_per_event, Limits::DEFAULT_MAX_DIMS_PER_EVENT);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest body a decoder accepts, in bytes.
+    pub max_batch_bytes: usize,
+    /// Most events a decoder accepts in one body.
+    pub max_events_per_batch: usize,
+    /// Most dims on one event.
+    pub max_dims_per_event: usize,
+    /// Most fields on one event.
+    pub max_fields_per_event: usize,
+    /// Longest tenant, stream, dim key or field name, in bytes.
+    pub max_key_len: usize,
+    /// Longest dim value, in bytes.
+    pub max_value_len: usize,
+    /// Longest id, in bytes.
+    pub max_id_len: usize,
+    /// Largest payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// How far past the caller's `now` an event time may be (clock skew of
+    /// the senders). Later events are rejected as [`RejectReason::InFuture`].
+    pub max_future_skew: Span,
+    /// How far before the caller's `now` an event time may be, if bounded.
+    /// Older events are rejected as [`RejectReason::TooOld`]. Unbounded by
+    /// default: backfills are legitimate, and the window stage counts
+    /// events that arrive after their window closed.
+    pub max_event_age: Option<Span>,
+    /// What happens to the valid events of a batch that has invalid ones.
+    pub policy: BatchPolicy,
+}
+
+impl Limits {
+    /// Default for [`Limits::max_batch_bytes`]: 4 MiB.
+    pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 << 20;
+    /// Default for [`Limits::max_events_per_batch`].
+    pub const DEFAULT_MAX_EVENTS_PER_BATCH: usize = 10_000;
+    /// Default for [`Limits::max_dims_per_event`].
+    pub const DEFAULT_MAX_DIMS_PER_EVENT: usize = 32;
+    /// Default for [`Limits::max_fields_per_event`].
+    pub const DEFAULT_MAX_FIELDS_PER_EVENT: usize = 64;
+    /// Default for [`Limits::max_key_len`].
+    pub const DEFAULT_MAX_KEY_LEN: usize = 128;
+    /// Default for [`Limits::max_value_len`].
+    pub const DEFAULT_MAX_VALUE_LEN: usize = 1_024;
+    /// Default for [`Limits::max_id_len`].
+    pub const DEFAULT_MAX_ID_LEN: usize = 256;
+    /// Default for [`Limits::max_payload_bytes`]: 64 KiB.
+    pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 << 10;
+    /// Default for [`Limits::max_future_skew`]: 5 minutes.
+    pub const DEFAULT_MAX_FUTURE_SKEW: Span = Span::from_mins(5);
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch_bytes: Self::DEFAULT_MAX_BATCH_BYTES,
+            max_events_per_batch: Self::DEFAULT_MAX_EVENTS_PER_BATCH,
+            max_dims_per_event: Self::DEFAULT_MAX_DIMS_PER_EVENT,
+            max_fields_per_event: Self::DEFAULT_MAX_FIELDS_PER_EVENT,
+            max_key_len: Self::DEFAULT_MAX_KEY_LEN,
+            max_value_len: Self::DEFAULT_MAX_VALUE_LEN,
+            max_id_len: Self::DEFAULT_MAX_ID_LEN,
+            max_payload_bytes: Self::DEFAULT_MAX_PAYLOAD_BYTES,
+            max_future_skew: Self::DEFAULT_MAX_FUTURE_SKEW,
+            max_event_age: None,
+            policy: BatchPolicy::default(),
+        }
+    }
+}
+
+/// What [`Limits::validate`] does with the valid events of a batch that also
+/// holds invalid ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BatchPolicy {
+    /// Keep the valid events, reject the invalid ones (the default).
+    #[default]
+    AcceptValid,
+    /// Reject the whole batch if any event is invalid; the valid events are
+    /// reported with [`RejectReason::BatchRejected`].
+    RejectBatch,
+}
+
+/// Which part of an event a [`RejectReason`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Part {
+    /// The tenant.
+    Tenant,
+    /// The stream.
+    Stream,
+    /// The id.
+    Id,
+    /// A dim key.
+    DimKey,
+    /// A dim value.
+    DimValue,
+    /// A field name.
+    FieldName,
+    /// The payload.
+    Payload,
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Part::Tenant => "tenant",
+            Part::Stream => "stream",
+            Part::Id => "id",
+            Part::DimKey => "dim key",
+            Part::DimValue => "dim value",
+            Part::FieldName => "field name",
+            Part::Payload => "payload",
+        })
+    }
+}
+
+/// Why one event of a batch was rejected. Each variant says how to fix it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// A required string is empty (tenant, stream, dim key, field name) or
+    /// an id is empty. Send a non-empty value, or leave the id out.
+    #[error("{part} is empty")]
+    Empty {
+        /// Which string.
+        part: Part,
+    },
+    /// A string, id or payload is longer than its limit. Shorten it or
+    /// raise the limit in [`Limits`].
+    #[error("{part} is {len} bytes, over the limit of {max}")]
+    TooLong {
+        /// Which string.
+        part: Part,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A tenant, stream, dim key, dim value or field name contains a control
+    /// character (U+0000..U+001F, U+007F..U+009F). Remove it.
+    #[error("{part} contains a control character")]
+    ControlCharacter {
+        /// Which string.
+        part: Part,
+    },
+    /// More dims than [`Limits::max_dims_per_event`].
+    #[error("{count} dims, over the limit of {max}")]
+    TooManyDims {
+        /// Dims on the event.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More fields than [`Limits::max_fields_per_event`].
+    #[error("{count} fields, over the limit of {max}")]
+    TooManyFields {
+        /// Fields on the event.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The same dim key appears twice. Send each key once.
+    #[error("dim {key:?} appears more than once")]
+    DuplicateDim {
+        /// The repeated key.
+        key: String,
+    },
+    /// The same field name appears twice. Send each field once.
+    #[error("field {name:?} appears more than once")]
+    DuplicateField {
+        /// The repeated name.
+        name: String,
+    },
+    /// A field value is NaN or infinite. Send finite numbers, or leave the
+    /// field out when there is no measurement.
+    #[error("field {name:?} is {value}, not a finite number")]
+    NonFiniteField {
+        /// The field.
+        name: String,
+        /// Its value.
+        value: f64,
+    },
+    /// The event time is further in the future than
+    /// [`Limits::max_future_skew`] allows. Check the sender's clock and the
+    /// timestamp's unit (milliseconds in JSON, nanoseconds in Protobuf).
+    #[error("event time {ts} is after the latest accepted time {latest}")]
+    InFuture {
+        /// The event time.
+        ts: Timestamp,
+        /// `now + max_future_skew`.
+        latest: Timestamp,
+    },
+    /// The event time is older than [`Limits::max_event_age`] allows. Check
+    /// the sender's clock and the timestamp's unit.
+    #[error("event time {ts} is before the earliest accepted time {earliest}")]
+    TooOld {
+        /// The event time.
+        ts: Timestamp,
+        /// `now - max_event_age`.
+        earliest: Timestamp,
+    },
+    /// The geo point is not finite or outside ±90° latitude / ±180°
+    /// longitude. Check the coordinate order (latitude first).
+    #[error("geo point ({lat}, {lon}) is outside ±90° latitude / ±180° longitude")]
+    InvalidGeo {
+        /// Latitude sent.
+        lat: f64,
+        /// Longitude sent.
+        lon: f64,
+    },
+    /// The event is valid, but another event in the same batch was not and
+    /// the policy is [`BatchPolicy::RejectBatch`]. Fix the others and resend.
+    #[error("the batch was rejected because event {first_invalid} is invalid")]
+    BatchRejected {
+        /// Index of the first invalid event in the batch.
+        first_invalid: usize,
+    },
+}
+
+/// The kind of a [`RejectReason`], without its details: the key the stats
+/// count rejections by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RejectKind {
+    /// [`RejectReason::Empty`].
+    Empty,
+    /// [`RejectReason::TooLong`].
+    TooLong,
+    /// [`RejectReason::ControlCharacter`].
+    ControlCharacter,
+    /// [`RejectReason::TooManyDims`].
+    TooManyDims,
+    /// [`RejectReason::TooManyFields`].
+    TooManyFields,
+    /// [`RejectReason::DuplicateDim`].
+    DuplicateDim,
+    /// [`RejectReason::DuplicateField`].
+    DuplicateField,
+    /// [`RejectReason::NonFiniteField`].
+    NonFiniteField,
+    /// [`RejectReason::InFuture`].
+    InFuture,
+    /// [`RejectReason::TooOld`].
+    TooOld,
+    /// [`RejectReason::InvalidGeo`].
+    InvalidGeo,
+    /// [`RejectReason::BatchRejected`].
+    BatchRejected,
+}
+
+impl RejectKind {
+    /// Every kind, in declaration order (the order of [`RejectKind::index`]).
+    pub const ALL: [RejectKind; 12] = [
+        RejectKind::Empty,
+        RejectKind::TooLong,
+        RejectKind::ControlCharacter,
+        RejectKind::TooManyDims,
+        RejectKind::TooManyFields,
+        RejectKind::DuplicateDim,
+        RejectKind::DuplicateField,
+        RejectKind::NonFiniteField,
+        RejectKind::InFuture,
+        RejectKind::TooOld,
+        RejectKind::InvalidGeo,
+        RejectKind::BatchRejected,
+    ];
+
+    /// A dense index in `0..RejectKind::ALL.len()`.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The snake_case name used in stats output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::Empty => "empty",
+            RejectKind::TooLong => "too_long",
+            RejectKind::ControlCharacter => "control_character",
+            RejectKind::TooManyDims => "too_many_dims",
+            RejectKind::TooManyFields => "too_many_fields",
+            RejectKind::DuplicateDim => "duplicate_dim",
+            RejectKind::DuplicateField => "duplicate_field",
+            RejectKind::NonFiniteField => "non_finite_field",
+            RejectKind::InFuture => "in_future",
+            RejectKind::TooOld => "too_old",
+            RejectKind::InvalidGeo => "invalid_geo",
+            RejectKind::BatchRejected => "batch_rejected",
+        }
+    }
+}
+
+impl fmt::Display for RejectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RejectReason {
+    /// The kind of this reason.
+    pub fn kind(&self) -> RejectKind {
+        match self {
+            RejectReason::Empty { .. } => RejectKind::Empty,
+            RejectReason::TooLong { .. } => RejectKind::TooLong,
+            RejectReason::ControlCharacter { .. } => RejectKind::ControlCharacter,
+            RejectReason::TooManyDims { .. } => RejectKind::TooManyDims,
+            RejectReason::TooManyFields { .. } => RejectKind::TooManyFields,
+            RejectReason::DuplicateDim { .. } => RejectKind::DuplicateDim,
+            RejectReason::DuplicateField { .. } => RejectKind::DuplicateField,
+            RejectReason::NonFiniteField { .. } => RejectKind::NonFiniteField,
+            RejectReason::InFuture { .. } => RejectKind::InFuture,
+            RejectReason::TooOld { .. } => RejectKind::TooOld,
+            RejectReason::InvalidGeo { .. } => RejectKind::InvalidGeo,
+            RejectReason::BatchRejected { .. } => RejectKind::BatchRejected,
+        }
+    }
+}
+
+/// One rejected event: its index in the batch as decoded, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    /// Position of the event in the decoded batch (0-based).
+    pub index: usize,
+    /// Why it was rejected.
+    pub reason: RejectReason,
+}
+
+/// The outcome of [`Limits::validate`] for one batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ValidationReport {
+    /// Events in the batch before validation.
+    pub received: usize,
+    /// Rejected events in index order, each with its reason. With
+    /// [`BatchPolicy::RejectBatch`] and any invalid event, every event is
+    /// here.
+    pub rejected: Vec<Rejection>,
+}
+
+impl ValidationReport {
+    /// Events that passed and remain in the batch.
+    pub fn accepted(&self) -> usize {
+        self.received - self.rejected.len()
+    }
+
+    /// Whether every event was accepted.
+    pub fn is_clean(&self) -> bool {
+        self.rejected.is_empty()
+    }
+}
+
+impl Limits {
+    /// Checks every event of `batch` against these limits, removes the
+    /// rejected ones from the batch (keeping the order of the rest) and
+    /// reports each rejection with its original index and reason.
+    ///
+    /// `now` is the host's current time; it bounds event times through
+    /// [`Limits::max_future_skew`] and [`Limits::max_event_age`]. The first
+    /// failing check of an event is its reason. With
+    /// [`BatchPolicy::RejectBatch`], one invalid event empties the batch.
+    ///
+    /// ```
+    /// use edgestream::event::{Event, EventBatch, Limits, RejectReason};
+    /// use edgestream::time::{Span, Timestamp};
+    ///
+    /// let now = Timestamp::from_secs(1_795_838_400).unwrap();
+    /// let mut batch = EventBatch::new();
+    /// batch.push(&Event::new("acme", "metrics", now).with_field("temp_c", 21.5));
+    /// batch.push(&Event::new("acme", "metrics", now).with_field("temp_c", f64::NAN));
+    /// batch.push(&Event::new("acme", "metrics", now.saturating_add(Span::from_hours(1))));
+    ///
+    /// let report = Limits::default().validate(&mut batch, now);
+    /// assert_eq!(report.accepted(), 1);
+    /// assert_eq!(batch.len(), 1);
+    /// assert_eq!(report.rejected[0].index, 1);
+    /// assert!(matches!(report.rejected[0].reason, RejectReason::NonFiniteField { .. }));
+    /// assert!(matches!(report.rejected[1].reason, RejectReason::InFuture { .. }));
+    /// ```
+    pub fn validate(&self, batch: &mut EventBatch, now: Timestamp) -> ValidationReport {
+        let latest = now.saturating_add(self.max_future_skew);
+        let earliest = self.max_event_age.map(|age| now.saturating_sub(age));
+        let mut rejected = Vec::new();
+        for (index, event) in batch.iter().enumerate() {
+            if let Err(reason) = self.check(&event, latest, earliest) {
+                rejected.push(Rejection { index, reason });
+            }
+        }
+        let received = batch.len();
+        if rejected.is_empty() {
+            return ValidationReport { received, rejected };
+        }
+        match self.policy {
+            BatchPolicy::AcceptValid => {
+                let mut next = rejected.iter().map(|r| r.index).peekable();
+                batch.retain_indexed(|i| {
+                    if next.peek() == Some(&i) {
+                        next.next();
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            BatchPolicy::RejectBatch => {
+                let first_invalid = rejected.first().map_or(0, |r| r.index);
+                let mut invalid = rejected.into_iter().peekable();
+                rejected = (0..received)
+                    .map(|index| match invalid.next_if(|r| r.index == index) {
+                        Some(r) => r,
+                        None => Rejection { index, reason: RejectReason::BatchRejected { first_invalid } },
+                    })
+                    .collect();
+                batch.clear();
+            }
+        }
+        ValidationReport { received, rejected }
+    }
+
+    fn check(&self, e: &EventRef<'_>, latest: Timestamp, earliest: Option<Timestamp>) -> Result<(), RejectReason> {
+        self.name(Part::Tenant, e.tenant())?;
+        self.name(Part::Stream, e.stream())?;
+        match e.id() {
+            Some(EventIdRef::Str("") | EventIdRef::Bytes([])) => return Err(RejectReason::Empty { part: Part::Id }),
+            Some(id) => max_len(Part::Id, id.as_bytes().len(), self.max_id_len)?,
+            None => {}
+        }
+        let dims = e.dim_syms();
+        if dims.len() > self.max_dims_per_event {
+            return Err(RejectReason::TooManyDims { count: dims.len(), max: self.max_dims_per_event });
+        }
+        for (key, value) in e.dims() {
+            self.name(Part::DimKey, key)?;
+            max_len(Part::DimValue, value.len(), self.max_value_len)?;
+            no_control(Part::DimValue, value)?;
+        }
+        if let Some(key) = first_duplicate(dims, |d| d.0) {
+            return Err(RejectReason::DuplicateDim { key: e.batch.symbols.str(key).to_owned() });
+        }
+        let fields = e.field_syms();
+        if fields.len() > self.max_fields_per_event {
+            return Err(RejectReason::TooManyFields { count: fields.len(), max: self.max_fields_per_event });
+        }
+        for (name, value) in e.fields() {
+            self.name(Part::FieldName, name)?;
+            if !value.is_finite() {
+                return Err(RejectReason::NonFiniteField { name: name.to_owned(), value });
+            }
+        }
+        if let Some(name) = first_duplicate(fields, |f| f.0) {
+            return Err(RejectReason::DuplicateField { name: e.batch.symbols.str(name).to_owned() });
+        }
+        if let Some(geo) = e.geo()
+            && !geo.is_valid()
+        {
+            return Err(RejectReason::InvalidGeo { lat: geo.lat, lon: geo.lon });
+        }
+        if let Some(payload) = e.payload() {
+            max_len(Part::Payload, payload.len(), self.max_payload_bytes)?;
+        }
+        let ts = e.ts();
+        if ts > latest {
+            return Err(RejectReason::InFuture { ts, latest });
+        }
+        if let Some(earliest) = earliest
+            && ts < earliest
+        {
+            return Err(RejectReason::TooOld { ts, earliest });
+        }
+        Ok(())
+    }
+
+    /// Checks a tenant, stream, dim key or field name.
+    fn name(&self, part: Part, s: &str) -> Result<(), RejectReason> {
+        if s.is_empty() {
+            return Err(RejectReason::Empty { part });
+        }
+        max_len(part, s.len(), self.max_key_len)?;
+        no_control(part, s)
+    }
+}
+
+fn max_len(part: Part, len: usize, max: usize) -> Result<(), RejectReason> {
+    if len > max { Err(RejectReason::TooLong { part, len, max }) } else { Ok(()) }
+}
+
+fn no_control(part: Part, s: &str) -> Result<(), RejectReason> {
+    // ASCII fast path: most labels are plain ASCII.
+    let has_control =
+        if s.is_ascii() { s.bytes().any(|b| b < 0x20 || b == 0x7f) } else { s.chars().any(char::is_control) };
+    if has_control { Err(RejectReason::ControlCharacter { part }) } else { Ok(()) }
+}
+
+/// The first key that occurs twice. Inputs are bounded by the dims/fields
+/// limits checked before, so the quadratic scan stays small (and beats
+/// hashing for the usual handful of entries).
+fn first_duplicate<T>(items: &[T], key: impl Fn(&T) -> Sym) -> Option<Sym> {
+    items.iter().enumerate().find_map(|(i, a)| {
+        let k = key(a);
+        items.iter().skip(i + 1).any(|b| key(b) == k).then_some(k)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, GeoPoint};
+
+    fn now() -> Timestamp {
+        Timestamp::from_secs(1_795_838_400).unwrap()
+    }
+
+    fn ok() -> Event {
+        Event::new("acme", "metrics", now()).with_dim("region", "eu").with_field("temp", 1.0)
+    }
+
+    fn reason_of(e: Event, limits: &Limits) -> Option<RejectReason> {
+        let mut b = EventBatch::new();
+        b.push(&e);
+        limits.validate(&mut b, now()).rejected.pop().map(|r| r.reason)
+    }
+
+    #[test]
+    fn each_rule_has_its_reason() {
+        let l = Limits::default();
+        assert_eq!(reason_of(ok(), &l), None);
+        let cases: Vec<(Event, RejectKind)> = vec![
+            (Event { tenant: String::new(), ..ok() }, RejectKind::Empty),
+            (Event { stream: "x".repeat(129), ..ok() }, RejectKind::TooLong),
+            (Event { tenant: "a\u{0}b".into(), ..ok() }, RejectKind::ControlCharacter),
+            (ok().with_dim("k", "line\nbreak"), RejectKind::ControlCharacter),
+            (ok().with_dim("k", "\u{85}"), RejectKind::ControlCharacter),
+            (ok().with_dim("region", "us"), RejectKind::DuplicateDim),
+            (ok().with_field("temp", 2.0), RejectKind::DuplicateField),
+            (ok().with_field("x", f64::INFINITY), RejectKind::NonFiniteField),
+            (ok().with_geo(GeoPoint::new(91.0, 0.0)), RejectKind::InvalidGeo),
+            (ok().with_geo(GeoPoint::new(0.0, f64::NAN)), RejectKind::InvalidGeo),
+            (ok().with_id(""), RejectKind::Empty),
+            (ok().with_id(vec![0u8; 257]), RejectKind::TooLong),
+            (ok().with_payload(vec![0u8; (64 << 10) + 1]), RejectKind::TooLong),
+            (ok().with_dim("", "v"), RejectKind::Empty),
+            (ok().with_dim("k", "v".repeat(1025)), RejectKind::TooLong),
+            (Event { ts: now().saturating_add(Span::from_secs(301)), ..ok() }, RejectKind::InFuture),
+        ];
+        for (event, kind) in cases {
+            assert_eq!(reason_of(event.clone(), &l).map(|r| r.kind()), Some(kind), "{event:?}");
+        }
+        let mut many = ok();
+        for i in 0..33 {
+            many = many.with_dim(format!("k{i}"), "v");
+        }
+        assert_eq!(reason_of(many, &l), Some(RejectReason::TooManyDims { count: 34, max: 32 }));
+        assert_eq!(reason_of(ok().with_field("x", -0.0), &l), None);
+        assert_eq!(
+            reason_of(Event { ts: now().saturating_add(Span::from_secs(300)), ..ok() }, &l),
+            None,
+            "exactly at the skew limit is accepted"
+        );
+    }
+
+    #[test]
+    fn event_age_is_only_checked_when_configured() {
+        let old = Event { ts: Timestamp::from_secs(0).unwrap(), ..ok() };
+        assert_eq!(reason_of(old.clone(), &Limits::default()), None);
+        let l = Limits { max_event_age: Some(Span::from_days(7)), ..Limits::default() };
+        assert_eq!(reason_of(old, &l).map(|r| r.kind()), Some(RejectKind::TooOld));
+    }
+
+    #[test]
+    fn accept_valid_keeps_order_and_reports_original_indexes() {
+        let mut b = EventBatch::new();
+        for i in 0..6 {
+            let e = if i % 2 == 1 { ok().with_field("bad", f64::NAN) } else { ok().with_dim("i", i.to_string()) };
+            b.push(&e);
+        }
+        let report = Limits::default().validate(&mut b, now());
+        assert_eq!(report.received, 6);
+        assert_eq!(report.accepted(), 3);
+        assert_eq!(report.rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [1, 3, 5]);
+        assert_eq!(b.iter().map(|e| e.dim("i").unwrap().to_owned()).collect::<Vec<_>>(), ["0", "2", "4"]);
+    }
+
+    #[test]
+    fn reject_batch_rejects_everything_with_reasons() {
+        let mut b = EventBatch::new();
+        b.push(&ok());
+        b.push(&ok().with_field("bad", f64::NAN));
+        b.push(&ok());
+        let l = Limits { policy: BatchPolicy::RejectBatch, ..Limits::default() };
+        let report = l.validate(&mut b, now());
+        assert!(b.is_empty());
+        assert_eq!(report.accepted(), 0);
+        let kinds: Vec<_> = report.rejected.iter().map(|r| (r.index, r.reason.kind())).collect();
+        assert_eq!(
+            kinds,
+            [(0, RejectKind::BatchRejected), (1, RejectKind::NonFiniteField), (2, RejectKind::BatchRejected)]
+        );
+        // A clean batch passes untouched under either policy.
+        let mut clean = EventBatch::new();
+        clean.push(&ok());
+        assert!(l.validate(&mut clean, now()).is_clean());
+        assert_eq!(clean.len(), 1);
+    }
+
+    #[test]
+    fn kinds_are_dense_and_named() {
+        for (i, k) in RejectKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+            assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{}\"", k.as_str()));
+        }
+    }
+
+    #[test]
+    fn limits_from_config_reject_unknown_keys() {
+        assert!(serde_json::from_str::<Limits>(r#"{"max_events": 5}"#).is_err());
+        let l: Limits = serde_json::from_str(r#"{"policy": "reject_batch", "max_event_age": "7d"}"#).unwrap();
+        assert_eq!(l.policy, BatchPolicy::RejectBatch);
+        assert_eq!(l.max_event_age, Some(Span::from_days(7)));
+    }
+}

@@ -1,0 +1,74 @@
+//! Embeddable, sans-IO stream processing for realtime dashboards.
+//!
+//! edgestream turns bodies of telemetry events into validated, counted
+//! batches, and (as the crate grows) into event-time window aggregates,
+//! rollups, dashboard deltas, alerts and Parquet files. The same code runs in
+//! a Cloudflare Worker (`wasm32-unknown-unknown`) and in a multi-core server.
+//!
+//! **The core performs no I/O, reads no clock and spawns no thread.** Bytes
+//! and the current time come in as arguments; results go out as values.
+//! That makes every behaviour deterministic, testable and replayable, and is
+//! what lets the core run on the edge, where `SystemTime::now()` panics and
+//! there are no threads.
+//!
+//! # A first look
+//!
+//! ```
+//! use edgestream::event::{decode, Limits};
+//! use edgestream::stats::IngestStats;
+//! use edgestream::time::Timestamp;
+//!
+//! let body = r#"{"tenant":"acme","stream":"metrics","ts":"2026-11-28T04:00:00Z","dims":{"region":"eu"},"fields":{"temp_c":21.5}}
+//! {"tenant":"acme","stream":"metrics","ts":"2026-11-28T04:00:01Z","fields":{"temp_c":"NaN"}}"#;
+//!
+//! let limits = Limits::default();
+//! let now: Timestamp = "2026-11-28T04:00:02Z".parse()?;
+//! let mut batch = decode("application/x-ndjson", body, &limits)?;
+//! let report = limits.validate(&mut batch, now);
+//!
+//! let mut stats = IngestStats::default();
+//! stats.record_batch(body.len(), &report);
+//! assert_eq!((stats.accepted, stats.rejected.total()), (1, 1));
+//! assert_eq!(batch.get(0).unwrap().field("temp_c"), Some(21.5));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Modules
+//!
+//! - [`time`]: [`Timestamp`](time::Timestamp) (i64 ns since the epoch), [`Span`](time::Span),
+//!   RFC 3339, tumbling-window arithmetic.
+//! - [`event`]: the event schema, [`EventBatch`](event::EventBatch), the JSON / NDJSON /
+//!   Protobuf codecs, [`Limits`](event::Limits) and validation.
+//! - [`proto`]: the `prost` message types of `proto/edgestream.proto`.
+//! - [`stats`]: counters of accepted and rejected events.
+//!
+//! # Feature flags
+//!
+//! The default build is the wasm-safe core and has no optional features yet.
+//! These are planned, each adding an adapter or a sink on top of the core:
+//!
+//! | feature | status | adds |
+//! | --- | --- | --- |
+//! | `parquet` | planned | Parquet batch writer and CSV export (arrow + parquet) |
+//! | `tokio` | planned | a tokio host: ingest channel, timers, subscriber fan-out |
+//! | `workers` | planned | a Durable Object "stream room" on workers-rs |
+//!
+//! ## Wasm
+//!
+//! The core builds for `wasm32-unknown-unknown` with default features; CI
+//! checks it on every change.
+//!
+//! # Panics
+//!
+//! No function panics on input data: decoders return [`DecodeError`](event::DecodeError),
+//! validation returns [`RejectReason`](event::RejectReason)s, and lints deny
+//! `unwrap`, `expect` and unchecked indexing outside tests.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod base64;
+pub mod event;
+pub mod proto;
+pub mod stats;
+pub mod time;
