@@ -2,6 +2,13 @@
 //! typed per-event rejection), none panics, and memory stays bounded by
 //! `Limits` whatever the body holds.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
 mod common;
 
 use bytes::Bytes;

@@ -7,6 +7,13 @@
 //! To refresh it after editing the `.proto` file:
 //! `UPDATE_GENERATED=1 cargo test --test proto_codegen`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
 use std::path::PathBuf;
 
 #[test]

@@ -36,7 +36,8 @@
 //! The encoders write `ts` as RFC 3339 in UTC, omit empty dims and fields,
 //! write a payload verbatim when it is itself a JSON value and as
 //! `payload_bytes` otherwise, so any batch survives encode → decode
-//! unchanged.
+//! unchanged, with one exception JSON imposes: a NaN reads back as the
+//! canonical NaN, whatever payload bits it had (Protobuf keeps them).
 
 use core::fmt;
 
@@ -867,6 +868,25 @@ mod tests {
         let three = Bytes::from(line.repeat(3));
         assert_eq!(Format::Ndjson.decode_into(&three, &limits, &mut batch), Ok(()));
         assert_eq!(batch.len(), 3);
+    }
+
+    #[test]
+    fn regression_nan_payload_bits_found_by_fuzzing() {
+        // A NaN with payload bits (0x7ff8b30000000000) came back from JSON as
+        // the canonical NaN; both are NaN, and batches compare them equal.
+        let odd_nan = f64::from_bits(0x7ff8_b300_0000_0000);
+        let mut batch = EventBatch::new();
+        batch.push(&Event::new("t", "s", Timestamp::UNIX_EPOCH).with_field("h", odd_nan));
+        let mut out = Vec::new();
+        encode(&batch, &mut out);
+        let back = decode(Format::Json, core::str::from_utf8(&out).unwrap()).unwrap();
+        assert!(back.get(0).unwrap().field("h").unwrap().is_nan());
+        assert_eq!(back, batch);
+        let mut zero = EventBatch::new();
+        zero.push(&Event::new("t", "s", Timestamp::UNIX_EPOCH).with_field("h", 0.0));
+        let mut negative_zero = EventBatch::new();
+        negative_zero.push(&Event::new("t", "s", Timestamp::UNIX_EPOCH).with_field("h", -0.0));
+        assert_ne!(zero, negative_zero);
     }
 
     #[test]

@@ -275,6 +275,8 @@ pub struct EventBatch {
     dims: Vec<(Sym, Sym)>,
     fields: Vec<(Sym, f64)>,
     ids: Vec<u8>,
+    /// Scratch for validation: a verdict per symbol, kept to reuse the allocation.
+    verdicts: Vec<u8>,
 }
 
 impl fmt::Debug for EventBatch {
@@ -284,8 +286,9 @@ impl fmt::Debug for EventBatch {
 }
 
 impl PartialEq for EventBatch {
-    /// Two batches are equal when they hold equal events in the same order,
-    /// whatever their symbol tables look like.
+    /// Two batches are equal when they hold equal events (see
+    /// [`EventRef`]'s `PartialEq`) in the same order, whatever their symbol
+    /// tables look like.
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len() && self.iter().zip(other.iter()).all(|(a, b)| a == b)
     }
@@ -396,6 +399,12 @@ impl EventBuilder<'_> {
         self.batch.symbols.intern(s)
     }
 
+    /// Interns UTF-8 bytes, validating them only the first time they occur.
+    #[inline]
+    pub(crate) fn intern_utf8(&mut self, bytes: &[u8]) -> Result<Sym, core::str::Utf8Error> {
+        self.batch.symbols.intern_utf8(bytes)
+    }
+
     #[inline]
     pub(crate) fn dim(&mut self, key: &str, value: &str) {
         let k = self.batch.symbols.intern(key);
@@ -477,17 +486,28 @@ impl fmt::Debug for EventRef<'_> {
 }
 
 impl PartialEq for EventRef<'_> {
-    /// Field values compare by bit pattern, so a NaN equals the same NaN.
+    /// Numbers compare as values that survive every codec: `-0.0` differs
+    /// from `0.0`, and a NaN equals any NaN (JSON carries no NaN payload).
     fn eq(&self, other: &Self) -> bool {
+        let geo = |e: &Self| e.geo().map(|g| (Num(g.lat), Num(g.lon)));
         self.tenant() == other.tenant()
             && self.stream() == other.stream()
             && self.ts() == other.ts()
             && self.id() == other.id()
             && self.dims().eq(other.dims())
-            && self.fields().map(|(k, v)| (k, v.to_bits())).eq(other.fields().map(|(k, v)| (k, v.to_bits())))
-            && self.geo().map(|g| (g.lat.to_bits(), g.lon.to_bits()))
-                == other.geo().map(|g| (g.lat.to_bits(), g.lon.to_bits()))
+            && self.fields().map(|(k, v)| (k, Num(v))).eq(other.fields().map(|(k, v)| (k, Num(v))))
+            && geo(self) == geo(other)
             && self.payload() == other.payload()
+    }
+}
+
+/// An `f64` compared by bit pattern, with every NaN equal to every other.
+#[derive(Clone, Copy)]
+struct Num(f64);
+
+impl PartialEq for Num {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits() || (self.0.is_nan() && other.0.is_nan())
     }
 }
 

@@ -88,8 +88,8 @@ fn decode_event(r: &mut Reader<'_>, end: usize, body: &Bytes, batch: &mut EventB
     while r.pos < end {
         let (field, wire) = r.key(end)?;
         match field {
-            1 => tenant = Some(ev.intern(r.string(wire, end, "tenant")?)),
-            2 => stream = Some(ev.intern(r.string(wire, end, "stream")?)),
+            1 => tenant = Some(r.symbol(wire, end, "tenant", &mut ev)?),
+            2 => stream = Some(r.symbol(wire, end, "stream", &mut ev)?),
             3 => {
                 r.expect(wire, VARINT, "ts_unix_nanos")?;
                 // int64 is the varint's bit pattern as two's complement.
@@ -111,7 +111,7 @@ fn decode_event(r: &mut Reader<'_>, end: usize, body: &Bytes, batch: &mut EventB
                     dim_end,
                     depth - 1,
                     &mut ev,
-                    |r, wire, end, ev| Ok(ev.intern(r.string(wire, end, "dims.value")?)),
+                    |r, wire, end, ev| r.symbol(wire, end, "dims.value", ev),
                     |ev| ev.intern(""),
                 )?;
                 ev.dim_sym(key, value);
@@ -163,7 +163,7 @@ fn decode_pair<T>(
     while r.pos < end {
         let (field, wire) = r.key(end)?;
         match field {
-            1 => k = Some(ev.intern(r.string(wire, end, "key")?)),
+            1 => k = Some(r.symbol(wire, end, "key", ev)?),
             2 => v = Some(value(r, wire, end, ev)?),
             _ => r.skip(field, wire, end, depth)?,
         }
@@ -262,6 +262,15 @@ impl<'a> Reader<'a> {
         let range = self.bytes_range(wire, end, field)?;
         let start = range.start;
         self.buf.get(range).ok_or((start, ProtoErrorKind::Truncated))
+    }
+
+    /// Reads a `string` field and interns it (UTF-8 is checked once per
+    /// distinct string).
+    #[inline]
+    fn symbol(&mut self, wire: u8, end: usize, field: &'static str, ev: &mut EventBuilder<'_>) -> Result<Sym> {
+        let start = self.pos;
+        let bytes = self.bytes(wire, end, field)?;
+        ev.intern_utf8(bytes).map_err(|_| (start, ProtoErrorKind::InvalidUtf8(field)))
     }
 
     #[inline]

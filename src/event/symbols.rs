@@ -56,18 +56,41 @@ impl Symbols {
     /// The symbol for `s`, adding `s` to the table if it is new.
     #[inline]
     pub fn intern(&mut self, s: &str) -> Sym {
-        let hash = self.hasher.hash_one(s);
-        let Symbols { text, spans, table, hasher } = self;
-        let found = table.find(hash, |&i| spans.get(i as usize).and_then(|r| text.get(r.clone())) == Some(s));
-        if let Some(&i) = found {
-            return Sym(i);
+        let hash = self.hasher.hash_one(s.as_bytes());
+        match self.find(hash, s.as_bytes()) {
+            Some(sym) => sym,
+            None => self.insert(hash, s),
         }
+    }
+
+    /// The symbol for the UTF-8 text `bytes`. Bytes already in the table
+    /// are known to be valid UTF-8, so only new strings are validated: the
+    /// check runs once per distinct string, not once per occurrence.
+    #[inline]
+    pub(crate) fn intern_utf8(&mut self, bytes: &[u8]) -> Result<Sym, core::str::Utf8Error> {
+        let hash = self.hasher.hash_one(bytes);
+        match self.find(hash, bytes) {
+            Some(sym) => Ok(sym),
+            None => Ok(self.insert(hash, core::str::from_utf8(bytes)?)),
+        }
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, bytes: &[u8]) -> Option<Sym> {
+        let Symbols { text, spans, table, .. } = self;
+        table
+            .find(hash, |&i| spans.get(i as usize).and_then(|r| text.as_bytes().get(r.clone())) == Some(bytes))
+            .map(|&i| Sym(i))
+    }
+
+    fn insert(&mut self, hash: u64, s: &str) -> Sym {
+        let Symbols { text, spans, table, hasher } = self;
         let index = u32::try_from(spans.len()).unwrap_or(u32::MAX);
         let start = text.len();
         text.push_str(s);
         spans.push(start..text.len());
         table.insert_unique(hash, index, |&i| {
-            let key = spans.get(i as usize).and_then(|r| text.get(r.clone())).unwrap_or_default();
+            let key = spans.get(i as usize).and_then(|r| text.as_bytes().get(r.clone())).unwrap_or_default();
             hasher.hash_one(key)
         });
         Sym(index)
@@ -75,8 +98,7 @@ impl Symbols {
 
     /// The symbol for `s` if it has been interned.
     pub fn get(&self, s: &str) -> Option<Sym> {
-        let hash = self.hasher.hash_one(s);
-        self.table.find(hash, |&i| self.resolve(Sym(i)) == Some(s)).map(|&i| Sym(i))
+        self.find(self.hasher.hash_one(s.as_bytes()), s.as_bytes())
     }
 
     /// The string behind `sym`, or `None` if `sym` was not issued by this

@@ -411,12 +411,27 @@ impl Limits {
     pub fn validate(&self, batch: &mut EventBatch, now: Timestamp) -> ValidationReport {
         let latest = now.saturating_add(self.max_future_skew);
         let earliest = self.max_event_age.map(|age| now.saturating_sub(age));
+        // Strings are interned, so each distinct one is checked once per
+        // batch here, and events then only look up its verdict.
+        let mut verdicts = core::mem::take(&mut batch.verdicts);
+        verdicts.clear();
+        verdicts.extend(batch.symbols.iter().map(|(_, s)| {
+            let mut v = 0;
+            if self.name(Part::Tenant, s).is_ok() {
+                v |= NAME_OK;
+            }
+            if self.value(s).is_ok() {
+                v |= VALUE_OK;
+            }
+            v
+        }));
         let mut rejected = Vec::new();
         for (index, event) in batch.iter().enumerate() {
-            if let Err(reason) = self.check(&event, latest, earliest) {
+            if let Err(reason) = self.check(&event, &verdicts, latest, earliest) {
                 rejected.push(Rejection { index, reason });
             }
         }
+        batch.verdicts = verdicts;
         let received = batch.len();
         if rejected.is_empty() {
             return ValidationReport { received, rejected };
@@ -448,9 +463,21 @@ impl Limits {
         ValidationReport { received, rejected }
     }
 
-    fn check(&self, e: &EventRef<'_>, latest: Timestamp, earliest: Option<Timestamp>) -> Result<(), RejectReason> {
-        self.name(Part::Tenant, e.tenant())?;
-        self.name(Part::Stream, e.stream())?;
+    fn check(
+        &self,
+        e: &EventRef<'_>,
+        verdicts: &[u8],
+        latest: Timestamp,
+        earliest: Option<Timestamp>,
+    ) -> Result<(), RejectReason> {
+        let symbols = &e.batch.symbols;
+        let passes = |sym: Sym, bit: u8| verdicts.get(sym.index()).is_some_and(|v| v & bit != 0);
+        // The slow paths run only for a failing string, to name the reason.
+        let name = |part: Part, sym: Sym| {
+            if passes(sym, NAME_OK) { Ok(()) } else { self.name(part, symbols.str(sym)) }
+        };
+        name(Part::Tenant, e.tenant_sym())?;
+        name(Part::Stream, e.stream_sym())?;
         match e.id() {
             Some(EventIdRef::Str("") | EventIdRef::Bytes([])) => return Err(RejectReason::Empty { part: Part::Id }),
             Some(id) => max_len(Part::Id, id.as_bytes().len(), self.max_id_len)?,
@@ -460,26 +487,27 @@ impl Limits {
         if dims.len() > self.max_dims_per_event {
             return Err(RejectReason::TooManyDims { count: dims.len(), max: self.max_dims_per_event });
         }
-        for (key, value) in e.dims() {
-            self.name(Part::DimKey, key)?;
-            max_len(Part::DimValue, value.len(), self.max_value_len)?;
-            no_control(Part::DimValue, value)?;
+        for &(key, value) in dims {
+            name(Part::DimKey, key)?;
+            if !passes(value, VALUE_OK) {
+                self.value(symbols.str(value))?;
+            }
         }
         if let Some(key) = first_duplicate(dims, |d| d.0) {
-            return Err(RejectReason::DuplicateDim { key: e.batch.symbols.str(key).to_owned() });
+            return Err(RejectReason::DuplicateDim { key: symbols.str(key).to_owned() });
         }
         let fields = e.field_syms();
         if fields.len() > self.max_fields_per_event {
             return Err(RejectReason::TooManyFields { count: fields.len(), max: self.max_fields_per_event });
         }
-        for (name, value) in e.fields() {
-            self.name(Part::FieldName, name)?;
+        for &(field, value) in fields {
+            name(Part::FieldName, field)?;
             if !value.is_finite() {
-                return Err(RejectReason::NonFiniteField { name: name.to_owned(), value });
+                return Err(RejectReason::NonFiniteField { name: symbols.str(field).to_owned(), value });
             }
         }
-        if let Some(name) = first_duplicate(fields, |f| f.0) {
-            return Err(RejectReason::DuplicateField { name: e.batch.symbols.str(name).to_owned() });
+        if let Some(field) = first_duplicate(fields, |f| f.0) {
+            return Err(RejectReason::DuplicateField { name: symbols.str(field).to_owned() });
         }
         if let Some(geo) = e.geo()
             && !geo.is_valid()
@@ -501,6 +529,12 @@ impl Limits {
         Ok(())
     }
 
+    /// Checks a dim value.
+    fn value(&self, s: &str) -> Result<(), RejectReason> {
+        max_len(Part::DimValue, s.len(), self.max_value_len)?;
+        no_control(Part::DimValue, s)
+    }
+
     /// Checks a tenant, stream, dim key or field name.
     fn name(&self, part: Part, s: &str) -> Result<(), RejectReason> {
         if s.is_empty() {
@@ -510,6 +544,10 @@ impl Limits {
         no_control(part, s)
     }
 }
+
+/// Verdict bits of one interned string, computed once per batch.
+const NAME_OK: u8 = 1;
+const VALUE_OK: u8 = 2;
 
 fn max_len(part: Part, len: usize, max: usize) -> Result<(), RejectReason> {
     if len > max { Err(RejectReason::TooLong { part, len, max }) } else { Ok(()) }
