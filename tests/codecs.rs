@@ -40,6 +40,7 @@ fn payload() -> impl Strategy<Value = Bytes> {
         proptest::collection::vec(any::<u8>(), 0..40).prop_map(Bytes::from),
         Just(Bytes::from_static(br#"{"fw":"1.4.2","raw":[1,2,3]}"#)),
         Just(Bytes::from_static(b" 42")),
+        Just(Bytes::from_static(b"{\"a\"\n:\r\n[1 ,2]}")),
         "\\PC{0,20}".prop_map(|s| Bytes::from(format!("\"{}\"", s.replace(['"', '\\'], "")))),
     ]
 }

@@ -34,7 +34,7 @@
 //! and `\r\n` endings are fine). Errors give the line and column.
 //!
 //! The encoders write `ts` as RFC 3339 in UTC, omit empty dims and fields,
-//! write a payload verbatim when it is itself a JSON value and as
+//! write a payload verbatim when it is itself a one-line JSON value and as
 //! `payload_bytes` otherwise, so any batch survives encode → decode
 //! unchanged, with one exception JSON imposes: a NaN reads back as the
 //! canonical NaN, whatever payload bits it had (Protobuf keeps them).
@@ -160,10 +160,12 @@ pub fn encode_event(e: &EventRef<'_>, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-/// Whether `bytes` is exactly one JSON value with no surrounding space, so
-/// that it can be embedded verbatim and read back byte for byte.
+/// Whether `bytes` can be embedded verbatim and read back byte for byte:
+/// exactly one JSON value, no surrounding space, and no line break inside
+/// (whitespace between tokens may hold one, and NDJSON is split on them).
 fn is_json_value(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<&RawValue>(bytes).is_ok_and(|raw| raw.get().len() == bytes.len())
+    !bytes.iter().any(|&b| b == b'\n' || b == b'\r')
+        && serde_json::from_slice::<&RawValue>(bytes).is_ok_and(|raw| raw.get().len() == bytes.len())
 }
 
 /// Appends `s` as a JSON string.
@@ -868,6 +870,21 @@ mod tests {
         let three = Bytes::from(line.repeat(3));
         assert_eq!(Format::Ndjson.decode_into(&three, &limits, &mut batch), Ok(()));
         assert_eq!(batch.len(), 3);
+    }
+
+    #[test]
+    fn regression_payload_with_line_breaks_found_by_fuzzing() {
+        // A JSON payload with newlines between its tokens was embedded
+        // verbatim, which split its event across NDJSON lines.
+        let body = "{\"tenant\":\"t\",\"stream\":\"s\",\"ts\":1,\"payload\":{\"a\"\n\n:1}}";
+        let batch = decode(Format::Json, body).unwrap();
+        assert_eq!(batch.get(0).unwrap().payload().unwrap().as_ref(), b"{\"a\"\n\n:1}");
+        for format in [Format::Json, Format::Ndjson] {
+            let mut out = Vec::new();
+            format.encode(&batch, &mut out);
+            assert!(out.iter().filter(|&&b| b == b'\n').count() <= 1, "one line per event");
+            assert_eq!(decode(format, core::str::from_utf8(&out).unwrap()).unwrap(), batch);
+        }
     }
 
     #[test]
