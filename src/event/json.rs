@@ -360,7 +360,22 @@ impl Visitor<'_> for KeySeed {
         f.write_str("a key")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().copied().find(|k| k.name() == v).ok_or_else(|| truncated(v, 100)))
+        let key = match v {
+            "tenant" => Key::Tenant,
+            "stream" => Key::Stream,
+            "ts" => Key::Ts,
+            "id" => Key::Id,
+            "id_bytes" => Key::IdBytes,
+            "dims" => Key::Dims,
+            "fields" => Key::Fields,
+            "geo" => Key::Geo,
+            "payload" => Key::Payload,
+            "payload_bytes" => Key::PayloadBytes,
+            "lat" => Key::Lat,
+            "lon" => Key::Lon,
+            _ => return Ok(Err(truncated(v, 100))),
+        };
+        Ok(if self.0.contains(&key) { Ok(key) } else { Err(truncated(v, 100)) })
     }
 }
 

@@ -195,6 +195,19 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     #[inline]
     fn varint(&mut self, end: usize) -> Result<u64> {
+        // Tags, lengths and small numbers are one byte: the common case.
+        if self.pos < end
+            && let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow(end)
+    }
+
+    #[cold]
+    fn varint_slow(&mut self, end: usize) -> Result<u64> {
         let start = self.pos;
         let mut value = 0u64;
         for i in 0..10 {
