@@ -437,17 +437,22 @@ impl<'de> Visitor<'de> for EventSeed<'_, '_> {
                 Key::Tenant => tenant = Some(map.next_value_seed(SymSeed(&mut ev))?),
                 Key::Stream => stream = Some(map.next_value_seed(SymSeed(&mut ev))?),
                 Key::Ts => ts = Some(map.next_value_seed(TsSeed(slot))?),
-                Key::Id => map.next_value_seed(IdSeed { ev: &mut ev, scratch, slot, bytes: false })?,
-                Key::IdBytes => map.next_value_seed(IdSeed { ev: &mut ev, scratch, slot, bytes: true })?,
-                Key::Dims => map.next_value_seed(DimsSeed(&mut ev))?,
-                Key::Fields => map.next_value_seed(FieldsSeed { ev: &mut ev, slot })?,
-                Key::Geo => geo = map.next_value_seed(GeoSeed(slot))?,
+                Key::Id => _ = map.next_value_seed(Nullable(IdSeed(&mut ev)))?,
+                Key::IdBytes => {
+                    if map.next_value_seed(Nullable(Base64Seed { scratch, slot, key }))?.is_some() {
+                        ev.id_bytes(scratch);
+                    }
+                }
+                Key::Dims => _ = map.next_value_seed(Nullable(DimsSeed(&mut ev)))?,
+                Key::Fields => _ = map.next_value_seed(Nullable(FieldsSeed { ev: &mut ev, slot }))?,
+                Key::Geo => geo = map.next_value_seed(Nullable(GeoSeed(slot)))?,
                 Key::Payload => {
                     payload = map.next_value::<Option<&'de RawValue>>()?.map(|raw| subslice(body, raw.get().as_bytes()))
                 }
                 Key::PayloadBytes => {
-                    payload =
-                        map.next_value_seed(Base64Seed { scratch, slot, key })?.then(|| Bytes::copy_from_slice(scratch))
+                    payload = map
+                        .next_value_seed(Nullable(Base64Seed { scratch, slot, key }))?
+                        .map(|()| Bytes::copy_from_slice(scratch))
                 }
                 Key::Lat | Key::Lon => {}
             }
@@ -522,7 +527,34 @@ impl Visitor<'_> for TsSeed<'_> {
     }
 }
 
-/// Reads an optional base64 string into `scratch`; `Some(true)` when present.
+/// Reads an optional value with seed `S`: `null` (or an absent value)
+/// gives `None`, as in the Protobuf JSON mapping.
+struct Nullable<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value or null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
+    }
+}
+
+/// Reads a base64 string into `scratch`.
 struct Base64Seed<'s> {
     scratch: &'s mut Vec<u8>,
     slot: &'s mut Option<Fail>,
@@ -530,82 +562,51 @@ struct Base64Seed<'s> {
 }
 
 impl<'de> DeserializeSeed<'de> for Base64Seed<'_> {
-    type Value = bool;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_option(self)
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for Base64Seed<'_> {
-    type Value = bool;
+impl Visitor<'_> for Base64Seed<'_> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.key.expected())
     }
-    fn visit_none<E: de::Error>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_str(self)
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        match base64::decode(v.as_bytes(), self.scratch) {
-            Some(()) => Ok(true),
-            None => Err(fail(self.slot, JsonErrorKind::InvalidBase64(self.key.name()))),
-        }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        base64::decode(v.as_bytes(), self.scratch)
+            .ok_or_else(|| fail(self.slot, JsonErrorKind::InvalidBase64(self.key.name())))
     }
 }
 
-/// Reads an optional `id` (string) or `id_bytes` (base64) into the event.
-struct IdSeed<'e, 'b> {
-    ev: &'e mut EventBuilder<'b>,
-    scratch: &'e mut Vec<u8>,
-    slot: &'e mut Option<Fail>,
-    bytes: bool,
-}
+/// Reads a string `id` into the event.
+struct IdSeed<'e, 'b>(&'e mut EventBuilder<'b>);
 
 impl<'de> DeserializeSeed<'de> for IdSeed<'_, '_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
-    }
-}
-
-impl<'de> Visitor<'de> for IdSeed<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_str(self)
     }
+}
+
+impl Visitor<'_> for IdSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Key::Id.expected())
+    }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        if !self.bytes {
-            self.ev.id_str(v);
-        } else if base64::decode(v.as_bytes(), self.scratch).is_some() {
-            self.ev.id_bytes(self.scratch);
-        } else {
-            return Err(fail(self.slot, JsonErrorKind::InvalidBase64("id_bytes")));
-        }
+        self.0.id_str(v);
         Ok(())
     }
 }
 
-/// Reads an optional object of string dims into the event.
+/// Reads an object of string dims into the event.
 struct DimsSeed<'e, 'b>(&'e mut EventBuilder<'b>);
 
 impl<'de> DeserializeSeed<'de> for DimsSeed<'_, '_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
+        d.deserialize_map(self)
     }
 }
 
@@ -613,15 +614,6 @@ impl<'de> Visitor<'de> for DimsSeed<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(Key::Dims.expected())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(k) = map.next_key_seed(SymSeed(&mut *self.0))? {
@@ -632,7 +624,7 @@ impl<'de> Visitor<'de> for DimsSeed<'_, '_> {
     }
 }
 
-/// Reads an optional object of numeric fields into the event.
+/// Reads an object of numeric fields into the event.
 struct FieldsSeed<'e, 'b> {
     ev: &'e mut EventBuilder<'b>,
     slot: &'e mut Option<Fail>,
@@ -641,7 +633,7 @@ struct FieldsSeed<'e, 'b> {
 impl<'de> DeserializeSeed<'de> for FieldsSeed<'_, '_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
+        d.deserialize_map(self)
     }
 }
 
@@ -649,15 +641,6 @@ impl<'de> Visitor<'de> for FieldsSeed<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(Key::Fields.expected())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(k) = map.next_key_seed(SymSeed(&mut *self.ev))? {
@@ -708,29 +691,20 @@ impl Visitor<'_> for NumberSeed<'_> {
     }
 }
 
-/// An optional `{"lat": number, "lon": number}`.
+/// A `{"lat": number, "lon": number}` object.
 struct GeoSeed<'s>(&'s mut Option<Fail>);
 
 impl<'de> DeserializeSeed<'de> for GeoSeed<'_> {
-    type Value = Option<GeoPoint>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_option(self)
+    type Value = GeoPoint;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<GeoPoint, D::Error> {
+        d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for GeoSeed<'_> {
-    type Value = Option<GeoPoint>;
+    type Value = GeoPoint;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(Key::Geo.expected())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let (mut lat, mut lon) = (None, None);
@@ -743,7 +717,7 @@ impl<'de> Visitor<'de> for GeoSeed<'_> {
             *slot = Some(map.next_value_seed(NumberSeed { slot: &mut *self.0, key: Key::Geo })?);
         }
         match (lat, lon) {
-            (Some(lat), Some(lon)) => Ok(Some(GeoPoint { lat, lon })),
+            (Some(lat), Some(lon)) => Ok(GeoPoint { lat, lon }),
             (None, _) => Err(fail(self.0, JsonErrorKind::MissingField("geo.lat"))),
             (_, None) => Err(fail(self.0, JsonErrorKind::MissingField("geo.lon"))),
         }

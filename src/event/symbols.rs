@@ -79,7 +79,9 @@ impl Symbols {
     fn find(&self, hash: u64, bytes: &[u8]) -> Option<Sym> {
         let Symbols { text, spans, table, .. } = self;
         table
-            .find(hash, |&i| spans.get(i as usize).and_then(|r| text.as_bytes().get(r.clone())).is_some_and(|t| eq(t, bytes)))
+            .find(hash, |&i| {
+                spans.get(i as usize).and_then(|r| text.as_bytes().get(r.clone())).is_some_and(|t| eq(t, bytes))
+            })
             .map(|&i| Sym(i))
     }
 
