@@ -5,16 +5,20 @@
 //! be decoded at all is counted as malformed. Later stages (rate limits,
 //! sampling, late events, drops) add their own counters here.
 
+use core::fmt;
+use core::marker::PhantomData;
+
 use serde::{Deserialize, Serialize};
 
-use crate::event::{DecodeError, RejectKind, ValidationReport};
+use crate::event::{DecodeError, DecodeErrorKind, RejectKind, ValidationReport};
 
 /// Ingest counters, cheap to update and to merge.
 ///
-/// Invariant: `received == accepted + rejected.total()`.
+/// Invariants: `received == accepted + rejected.total()`, and
+/// `batches_malformed == malformed.total()`.
 ///
 /// ```
-/// use edgestream::event::{decode, Limits};
+/// use edgestream::event::{decode, DecodeErrorKind, Limits};
 /// use edgestream::stats::IngestStats;
 /// use edgestream::time::Timestamp;
 ///
@@ -32,7 +36,7 @@ use crate::event::{DecodeError, RejectKind, ValidationReport};
 ///     Err(e) => stats.record_malformed(5, &e),
 /// }
 /// assert_eq!((stats.received, stats.accepted, stats.rejected.total()), (2, 1, 1));
-/// assert_eq!(stats.batches_malformed, 1);
+/// assert_eq!(stats.malformed.get(DecodeErrorKind::Json), 1);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -43,6 +47,8 @@ pub struct IngestStats {
     /// too large, too many events, unsupported content type). Their events
     /// were never counted as received.
     pub batches_malformed: u64,
+    /// Malformed bodies by kind of error.
+    pub malformed: Counts<DecodeErrorKind>,
     /// Bytes of every body seen, decoded or not.
     pub bytes: u64,
     /// Events decoded.
@@ -50,7 +56,7 @@ pub struct IngestStats {
     /// Events that passed validation.
     pub accepted: u64,
     /// Events rejected by validation, by reason.
-    pub rejected: RejectCounts,
+    pub rejected: Counts<RejectKind>,
 }
 
 impl IngestStats {
@@ -66,8 +72,9 @@ impl IngestStats {
     }
 
     /// Counts a body of `bytes` bytes that could not be decoded.
-    pub fn record_malformed(&mut self, bytes: usize, _error: &DecodeError) {
+    pub fn record_malformed(&mut self, bytes: usize, error: &DecodeError) {
         self.batches_malformed += 1;
+        self.malformed.add(error.kind(), 1);
         self.bytes += bytes as u64;
     }
 
@@ -75,56 +82,110 @@ impl IngestStats {
     pub fn merge(&mut self, other: &IngestStats) {
         self.batches += other.batches;
         self.batches_malformed += other.batches_malformed;
+        self.malformed.merge(&other.malformed);
         self.bytes += other.bytes;
         self.received += other.received;
         self.accepted += other.accepted;
-        for kind in RejectKind::ALL {
-            self.rejected.add(kind, other.rejected.get(kind));
-        }
+        self.rejected.merge(&other.rejected);
     }
 }
 
-/// Rejected events counted by [`RejectKind`]. Serializes as a map from the
-/// kind's snake_case name to its count, leaving out zeros.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RejectCounts([u64; RejectKind::ALL.len()]);
+/// A fieldless enum whose values key a [`Counts`]: every reason something
+/// was rejected, dropped or refused.
+pub trait CountKey: Copy + Eq + fmt::Debug + 'static {
+    /// Every value, in the order of [`CountKey::index`].
+    const ALL: &'static [Self];
+    /// A dense index in `0..ALL.len()`.
+    fn index(self) -> usize;
+    /// The snake_case name used in stats output.
+    fn name(self) -> &'static str;
+}
 
-impl RejectCounts {
-    /// The count for `kind`.
-    pub fn get(&self, kind: RejectKind) -> u64 {
-        self.0.get(kind.index()).copied().unwrap_or(0)
+/// How many values a [`CountKey`] may have.
+const MAX_KEYS: usize = 32;
+
+/// Counters by reason: a small fixed array indexed by a [`CountKey`].
+/// Serializes as a map from the reason's name to its count, leaving out
+/// zeros; unknown names are refused when deserializing.
+pub struct Counts<K> {
+    counts: [u64; MAX_KEYS],
+    key: PhantomData<K>,
+}
+
+impl<K: CountKey> Counts<K> {
+    /// The count for `key`.
+    pub fn get(&self, key: K) -> u64 {
+        self.counts.get(key.index()).copied().unwrap_or(0)
     }
 
-    /// Adds `n` to the count for `kind`.
-    pub fn add(&mut self, kind: RejectKind, n: u64) {
-        if let Some(c) = self.0.get_mut(kind.index()) {
+    /// Adds `n` to the count for `key`.
+    pub fn add(&mut self, key: K, n: u64) {
+        // Kinds have at most MAX_KEYS values (checked by a test per kind).
+        if let Some(c) = self.counts.get_mut(key.index()) {
             *c += n;
         }
     }
 
-    /// The sum over every kind.
+    /// The sum over every key.
     pub fn total(&self) -> u64 {
-        self.0.iter().sum()
+        self.counts.iter().sum()
     }
 
-    /// The non-zero counts.
-    pub fn iter(&self) -> impl Iterator<Item = (RejectKind, u64)> + '_ {
-        RejectKind::ALL.into_iter().map(|k| (k, self.get(k))).filter(|&(_, n)| n > 0)
+    /// The non-zero counts, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (K, u64)> + '_ {
+        K::ALL.iter().map(|&k| (k, self.get(k))).filter(|&(_, n)| n > 0)
+    }
+
+    /// Adds every count of `other` to `self`.
+    pub fn merge(&mut self, other: &Self) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *mine += theirs;
+        }
     }
 }
 
-impl Serialize for RejectCounts {
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Counts { counts: [0; MAX_KEYS], key: PhantomData }
+    }
+}
+
+impl<K> Clone for Counts<K> {
+    fn clone(&self) -> Self {
+        Counts { counts: self.counts, key: PhantomData }
+    }
+}
+
+impl<K> PartialEq for Counts<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.counts == other.counts
+    }
+}
+
+impl<K> Eq for Counts<K> {}
+
+impl<K: CountKey> fmt::Debug for Counts<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter().map(|(k, n)| (k.name(), n))).finish()
+    }
+}
+
+impl<K: CountKey> Serialize for Counts<K> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.iter())
+        s.collect_map(self.iter().map(|(k, n)| (k.name(), n)))
     }
 }
 
-impl<'de> Deserialize<'de> for RejectCounts {
+impl<'de, K: CountKey> Deserialize<'de> for Counts<K> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = std::collections::BTreeMap::<RejectKind, u64>::deserialize(d)?;
-        let mut counts = RejectCounts::default();
-        for (kind, n) in map {
-            counts.add(kind, n);
+        let map = std::collections::BTreeMap::<String, u64>::deserialize(d)?;
+        let mut counts = Counts::default();
+        for (name, n) in map {
+            let key = K::ALL
+                .iter()
+                .find(|k| k.name() == name)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown counter {name:?}")))?;
+            counts.add(*key, n);
         }
         Ok(counts)
     }
@@ -150,5 +211,29 @@ mod tests {
         let json = serde_json::to_string(&b).unwrap();
         assert!(json.contains(r#""rejected":{"too_many_dims":2}"#), "{json}");
         assert_eq!(serde_json::from_str::<IngestStats>(&json).unwrap(), b);
+        assert!(serde_json::from_str::<Counts<RejectKind>>(r#"{"nope":1}"#).is_err());
+    }
+
+    #[test]
+    fn malformed_bodies_are_counted_by_kind() {
+        let mut stats = IngestStats::default();
+        stats.record_malformed(0, &DecodeError::EmptyBody);
+        stats.record_malformed(9, &DecodeError::TooManyEvents { max: 1 });
+        stats.record_malformed(9, &DecodeError::TooManyEvents { max: 1 });
+        assert_eq!(stats.batches_malformed, stats.malformed.total());
+        assert_eq!(stats.malformed.get(DecodeErrorKind::TooManyEvents), 2);
+        assert_eq!(format!("{:?}", stats.malformed), r#"{"empty_body": 1, "too_many_events": 2}"#);
+    }
+
+    #[test]
+    fn every_kind_fits_and_is_dense() {
+        fn check<K: CountKey>() {
+            assert!(K::ALL.len() <= MAX_KEYS);
+            for (i, k) in K::ALL.iter().enumerate() {
+                assert_eq!(k.index(), i, "{k:?}");
+            }
+        }
+        check::<RejectKind>();
+        check::<DecodeErrorKind>();
     }
 }

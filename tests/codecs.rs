@@ -11,6 +11,7 @@
 use bytes::Bytes;
 use edgestream::event::{DecodeError, Event, EventBatch, EventId, Format, GeoPoint, Limits};
 use edgestream::proto;
+use edgestream::stats::IngestStats;
 use edgestream::time::Timestamp;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -201,6 +202,50 @@ proptest! {
             (Err(_), None) => {}
             (a, b) => prop_assert!(false, "disagreement on {:?}: ours {:?}, prost {:?}", wire, a, b),
         }
+    }
+
+    #[test]
+    fn every_event_and_body_is_counted(
+        bodies in proptest::collection::vec(
+            (
+                proptest::collection::vec(any_event(), 0..6),
+                0..3usize,
+                proptest::option::of(any::<prop::sample::Index>()),
+            ),
+            1..8,
+        ),
+        reject_batch in any::<bool>(),
+    ) {
+        let mut limits = Limits::default();
+        if reject_batch {
+            limits.policy = edgestream::event::BatchPolicy::RejectBatch;
+        }
+        let mut stats = IngestStats::default();
+        let mut batch = EventBatch::new();
+        let mut accepted_events = 0;
+        for (events, format, corrupt) in &bodies {
+            let format = [Format::Json, Format::Ndjson, Format::Protobuf][*format];
+            let mut wire = Vec::new();
+            format.encode(&batch_of(events), &mut wire);
+            if let (Some(at), false) = (corrupt, wire.is_empty()) {
+                let i = at.index(wire.len());
+                wire[i] ^= 0x5a;
+            }
+            match format.decode_into(&Bytes::from(wire.clone()), &limits, &mut batch) {
+                Ok(()) => {
+                    let report = limits.validate(&mut batch, Timestamp::from_nanos(0));
+                    prop_assert_eq!(report.accepted(), batch.len());
+                    prop_assert_eq!(report.accepted_indices().count(), batch.len());
+                    accepted_events += batch.len() as u64;
+                    stats.record_batch(wire.len(), &report);
+                }
+                Err(e) => stats.record_malformed(wire.len(), &e),
+            }
+            prop_assert_eq!(stats.received, stats.accepted + stats.rejected.total());
+            prop_assert_eq!(stats.batches_malformed, stats.malformed.total());
+        }
+        prop_assert_eq!(stats.batches + stats.batches_malformed, bodies.len() as u64);
+        prop_assert_eq!(stats.accepted, accepted_events);
     }
 
     #[test]

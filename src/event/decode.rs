@@ -191,6 +191,64 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// The kind of this error, without its details: the key the stats count
+    /// malformed bodies by.
+    pub fn kind(&self) -> DecodeErrorKind {
+        match self {
+            DecodeError::UnsupportedContentType { .. } => DecodeErrorKind::UnsupportedContentType,
+            DecodeError::EmptyBody => DecodeErrorKind::EmptyBody,
+            DecodeError::TooLarge { .. } => DecodeErrorKind::TooLarge,
+            DecodeError::TooManyEvents { .. } => DecodeErrorKind::TooManyEvents,
+            DecodeError::Json { .. } => DecodeErrorKind::Json,
+            DecodeError::Protobuf { .. } => DecodeErrorKind::Protobuf,
+        }
+    }
+}
+
+/// The kind of a [`DecodeError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// [`DecodeError::UnsupportedContentType`].
+    UnsupportedContentType,
+    /// [`DecodeError::EmptyBody`].
+    EmptyBody,
+    /// [`DecodeError::TooLarge`].
+    TooLarge,
+    /// [`DecodeError::TooManyEvents`].
+    TooManyEvents,
+    /// [`DecodeError::Json`].
+    Json,
+    /// [`DecodeError::Protobuf`].
+    Protobuf,
+}
+
+impl crate::stats::CountKey for DecodeErrorKind {
+    const ALL: &'static [Self] = &[
+        DecodeErrorKind::UnsupportedContentType,
+        DecodeErrorKind::EmptyBody,
+        DecodeErrorKind::TooLarge,
+        DecodeErrorKind::TooManyEvents,
+        DecodeErrorKind::Json,
+        DecodeErrorKind::Protobuf,
+    ];
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn name(self) -> &'static str {
+        match self {
+            DecodeErrorKind::UnsupportedContentType => "unsupported_content_type",
+            DecodeErrorKind::EmptyBody => "empty_body",
+            DecodeErrorKind::TooLarge => "too_large",
+            DecodeErrorKind::TooManyEvents => "too_many_events",
+            DecodeErrorKind::Json => "json",
+            DecodeErrorKind::Protobuf => "protobuf",
+        }
+    }
+}
+
 /// What is wrong in a malformed JSON body.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]

@@ -39,7 +39,7 @@ pub mod protobuf;
 mod symbols;
 mod validate;
 
-pub use decode::{DecodeError, Format, JsonErrorKind, ProtoErrorKind, decode};
+pub use decode::{DecodeError, DecodeErrorKind, Format, JsonErrorKind, ProtoErrorKind, decode};
 pub use symbols::{Sym, Symbols};
 pub use validate::{BatchPolicy, Limits, Part, RejectKind, RejectReason, Rejection, ValidationReport};
 

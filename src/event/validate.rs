@@ -25,6 +25,10 @@ use crate::time::{Span, Timestamp};
 /// let limits: Limits = serde_json::from_str(r#"{"max_events_per_batch": 500, "max_future_skew": "30s"}"#)?;
 /// assert_eq!(limits.max_events_per_batch, 500);
 /// assert_eq!(limits.max_dims_per_event, Limits::DEFAULT_MAX_DIMS_PER_EVENT);
+///
+/// // In code: start from the defaults and change what you need.
+/// let mut limits = Limits::default();
+/// limits.max_event_age = Some(edgestream::time::Span::from_days(7));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,9 +286,8 @@ pub enum RejectKind {
     BatchRejected,
 }
 
-impl RejectKind {
-    /// Every kind, in declaration order (the order of [`RejectKind::index`]).
-    pub const ALL: [RejectKind; 12] = [
+impl crate::stats::CountKey for RejectKind {
+    const ALL: &'static [Self] = &[
         RejectKind::Empty,
         RejectKind::TooLong,
         RejectKind::ControlCharacter,
@@ -298,14 +301,10 @@ impl RejectKind {
         RejectKind::InvalidGeo,
         RejectKind::BatchRejected,
     ];
-
-    /// A dense index in `0..RejectKind::ALL.len()`.
-    pub const fn index(self) -> usize {
+    fn index(self) -> usize {
         self as usize
     }
-
-    /// The snake_case name used in stats output.
-    pub const fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             RejectKind::Empty => "empty",
             RejectKind::TooLong => "too_long",
@@ -325,7 +324,7 @@ impl RejectKind {
 
 impl fmt::Display for RejectKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(crate::stats::CountKey::name(*self))
     }
 }
 
@@ -378,6 +377,14 @@ impl ValidationReport {
     /// Whether every event was accepted.
     pub fn is_clean(&self) -> bool {
         self.rejected.is_empty()
+    }
+
+    /// The original indexes of the accepted events, in order: event `i` of
+    /// the validated batch was event `accepted_indices().nth(i)` of the
+    /// decoded one.
+    pub fn accepted_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut rejected = self.rejected.iter().map(|r| r.index).peekable();
+        (0..self.received).filter(move |&i| rejected.next_if_eq(&i).is_none())
     }
 }
 
@@ -646,6 +653,7 @@ mod tests {
         assert_eq!(report.received, 6);
         assert_eq!(report.accepted(), 3);
         assert_eq!(report.rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [1, 3, 5]);
+        assert_eq!(report.accepted_indices().collect::<Vec<_>>(), [0, 2, 4]);
         assert_eq!(b.iter().map(|e| e.dim("i").unwrap().to_owned()).collect::<Vec<_>>(), ["0", "2", "4"]);
     }
 
@@ -673,9 +681,10 @@ mod tests {
 
     #[test]
     fn kinds_are_dense_and_named() {
+        use crate::stats::CountKey;
         for (i, k) in RejectKind::ALL.iter().enumerate() {
             assert_eq!(k.index(), i);
-            assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{}\"", k.as_str()));
+            assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{}\"", k.name()));
         }
     }
 
