@@ -63,7 +63,7 @@ impl IngestStats {
     /// Counts a decoded body of `bytes` bytes and the outcome of its validation.
     pub fn record_batch(&mut self, bytes: usize, report: &ValidationReport) {
         self.batches += 1;
-        self.bytes += bytes as u64;
+        self.bytes = self.bytes.saturating_add(bytes as u64);
         self.received += report.received as u64;
         self.accepted += report.accepted() as u64;
         for r in &report.rejected {
@@ -75,30 +75,40 @@ impl IngestStats {
     pub fn record_malformed(&mut self, bytes: usize, error: &DecodeError) {
         self.batches_malformed += 1;
         self.malformed.add(error.kind(), 1);
-        self.bytes += bytes as u64;
+        self.bytes = self.bytes.saturating_add(bytes as u64);
     }
 
     /// Adds every counter of `other` to `self` (to sum shards or tenants).
+    /// Counters saturate rather than wrap, so stats restored from untrusted
+    /// storage cannot make this panic.
     pub fn merge(&mut self, other: &IngestStats) {
-        self.batches += other.batches;
-        self.batches_malformed += other.batches_malformed;
+        self.batches = self.batches.saturating_add(other.batches);
+        self.batches_malformed = self.batches_malformed.saturating_add(other.batches_malformed);
         self.malformed.merge(&other.malformed);
-        self.bytes += other.bytes;
-        self.received += other.received;
-        self.accepted += other.accepted;
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.received = self.received.saturating_add(other.received);
+        self.accepted = self.accepted.saturating_add(other.accepted);
         self.rejected.merge(&other.rejected);
     }
 }
 
 /// A fieldless enum whose values key a [`Counts`]: every reason something
-/// was rejected, dropped or refused.
-pub trait CountKey: Copy + Eq + fmt::Debug + 'static {
+/// was rejected, dropped or refused. Implemented by the crate's reason kinds
+/// ([`RejectKind`], [`DecodeErrorKind`], …) and sealed, so that every
+/// implementation is known to fit a [`Counts`].
+pub trait CountKey: Copy + Eq + fmt::Debug + sealed::Sealed + 'static {
     /// Every value, in the order of [`CountKey::index`].
     const ALL: &'static [Self];
     /// A dense index in `0..ALL.len()`.
     fn index(self) -> usize;
     /// The snake_case name used in stats output.
     fn name(self) -> &'static str;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::event::RejectKind {}
+    impl Sealed for crate::event::DecodeErrorKind {}
 }
 
 /// How many values a [`CountKey`] may have.
@@ -122,13 +132,13 @@ impl<K: CountKey> Counts<K> {
     pub fn add(&mut self, key: K, n: u64) {
         // Kinds have at most MAX_KEYS values (checked by a test per kind).
         if let Some(c) = self.counts.get_mut(key.index()) {
-            *c += n;
+            *c = c.saturating_add(n);
         }
     }
 
     /// The sum over every key.
     pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.iter().fold(0, |sum, &n| sum.saturating_add(n))
     }
 
     /// The non-zero counts, in key order.
@@ -139,7 +149,7 @@ impl<K: CountKey> Counts<K> {
     /// Adds every count of `other` to `self`.
     pub fn merge(&mut self, other: &Self) {
         for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *mine += theirs;
+            *mine = mine.saturating_add(*theirs);
         }
     }
 }
@@ -227,10 +237,11 @@ mod tests {
 
     #[test]
     fn every_kind_fits_and_is_dense() {
-        fn check<K: CountKey>() {
+        fn check<K: CountKey + Serialize>() {
             assert!(K::ALL.len() <= MAX_KEYS);
             for (i, k) in K::ALL.iter().enumerate() {
                 assert_eq!(k.index(), i, "{k:?}");
+                assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{}\"", k.name()), "serde and stats agree");
             }
         }
         check::<RejectKind>();

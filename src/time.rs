@@ -34,7 +34,8 @@ const NANOS_PER_SEC: i64 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
 
 /// Why a time value could not be built, parsed or computed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TimeError {
     /// The value does not fit in an `i64` count of nanoseconds since the
@@ -156,8 +157,8 @@ impl Timestamp {
     ///
     /// Accepted: `T`, `t` or a space between date and time; up to nine
     /// fractional digits (more are an error rather than silently truncated);
-    /// `Z`, `z` or a `±HH:MM` offset; a leap second `:60` is read as the first
-    /// instant of the next minute, as Unix time does.
+    /// `Z`, `z` or a `±HH:MM` offset; a leap second (`23:59:60` UTC) is read
+    /// as the first instant of the next day, as Unix time does.
     pub fn parse_rfc3339(text: &str) -> Result<Self, TimeError> {
         parse_rfc3339(text.as_bytes())
     }
@@ -192,8 +193,11 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// RFC 3339; honours width and alignment (`{:>32}`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.write_rfc3339(f)
+        let mut buf = [0u8; 32];
+        let len = format_rfc3339(*self, &mut buf);
+        f.pad(core::str::from_utf8(buf.get(..len).unwrap_or_default()).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -645,6 +649,11 @@ fn parse_rfc3339(s: &[u8]) -> Result<Timestamp, TimeError> {
     if hour > 23 || minute > 59 || second > 60 {
         return Err(E("time of day out of range"));
     }
+    // A leap second ends a UTC day: 23:59:60Z, or the same instant in
+    // another offset.
+    if second == 60 && (hour * 3_600 + minute * 60 - offset_secs).rem_euclid(SECS_PER_DAY) != SECS_PER_DAY - 60 {
+        return Err(E("second 60 is only valid at 23:59 UTC (a leap second)"));
+    }
     let days = days_from_civil(year, month, day);
     // Years are at most 9999 here, so this arithmetic cannot overflow i64.
     let secs = days * SECS_PER_DAY + hour * 3_600 + minute * 60 + second - offset_secs;
@@ -705,6 +714,8 @@ mod tests {
         assert_eq!(ts("2026-11-28t01:30:00-02:30"), ts("2026-11-28T04:00:00z"));
         assert_eq!(ts("2026-11-28 04:00:00Z"), ts("2026-11-28T04:00:00Z"));
         assert_eq!(ts("2016-12-31T23:59:60Z"), ts("2017-01-01T00:00:00Z"));
+        assert_eq!(ts("2017-01-01T00:59:60+01:00"), ts("2017-01-01T00:00:00Z"));
+        assert!(Timestamp::parse_rfc3339("2016-12-31T12:34:60Z").is_err());
     }
 
     #[test]

@@ -107,13 +107,17 @@ impl Format {
 
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.content_type())
+        f.pad(self.content_type())
     }
 }
 
 /// Decodes a body whose format is given by an HTTP content type: the entry
 /// point for an ingest endpoint. See [`Format::from_content_type`] for the
 /// accepted types and [`Format::decode_into`] to reuse a batch.
+///
+/// `body` is anything that converts into [`Bytes`] without copying (`Vec<u8>`,
+/// `String`, `&'static str`, `Bytes`); for borrowed data use
+/// `Bytes::copy_from_slice`. Payloads in the result are zero-copy slices of it.
 ///
 /// ```
 /// use edgestream::event::{decode, DecodeError, Limits};
@@ -137,7 +141,8 @@ pub fn decode(content_type: &str, body: impl Into<Bytes>, limits: &Limits) -> Re
 
 /// Why a body could not be decoded into a batch. Nothing of the body is
 /// kept: a malformed body is rejected whole, and says where it went wrong.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(tag = "error", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The content type names no supported format; send one of those
@@ -149,7 +154,8 @@ pub enum DecodeError {
         /// The content type received (at most 100 bytes of it).
         content_type: String,
     },
-    /// The body is empty; send at least one event.
+    /// The body is empty (zero bytes, or an NDJSON body of blank lines);
+    /// send at least one event. A JSON `[]` is a valid, empty batch.
     #[error("the body is empty")]
     EmptyBody,
     /// The body is larger than [`Limits::max_batch_bytes`]; split it.
@@ -250,11 +256,13 @@ impl crate::stats::CountKey for DecodeErrorKind {
 }
 
 /// What is wrong in a malformed JSON body.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum JsonErrorKind {
     /// Not JSON at all here (as described by the JSON parser); this includes
-    /// a body cut short and nesting deeper than 128 levels.
+    /// a body cut short. (A `payload` is kept verbatim and may nest deeper
+    /// than the parser's 128 levels elsewhere.)
     #[error("{0}")]
     Syntax(String),
     /// The value is not an event object (nor, at the top level of
@@ -268,8 +276,8 @@ pub enum JsonErrorKind {
     /// keys and their spelling.
     #[error("unknown key {0:?}")]
     UnknownField(String),
-    /// A key appears twice in one object (`id` and `id_bytes`, or `payload`
-    /// and `payload_bytes`, also count as the same key).
+    /// A key appears twice in one object, or both `id` and `id_bytes` (or
+    /// `payload` and `payload_bytes`) are given and not null.
     #[error("key `{0}` appears more than once")]
     DuplicateField(&'static str),
     /// A key has a value of the wrong type.
@@ -289,7 +297,8 @@ pub enum JsonErrorKind {
 }
 
 /// What is wrong in a malformed Protobuf body.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ProtoErrorKind {
     /// The body ends inside a value or a length-delimited field runs past

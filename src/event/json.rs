@@ -50,11 +50,9 @@ use super::{EventBatch, EventBuilder, EventIdRef, EventRef, GeoPoint, Sym};
 use crate::base64;
 use crate::time::Timestamp;
 
-/// Decodes a JSON body (one event object or an array of them) into `batch`,
-/// which is cleared first. Prefer [`Format::decode_into`], which also
-/// applies the size limits.
-///
-/// [`Format::decode_into`]: super::Format::decode_into
+/// Decodes a JSON body (one event object or an array of them), appending to
+/// `batch` (which [`Format::decode_into`](super::Format::decode_into) has
+/// cleared).
 pub(crate) fn decode_into(body: &Bytes, max_events: usize, batch: &mut EventBatch) -> Result<(), DecodeError> {
     let mut ctx = Ctx::new(body, max_events, batch);
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -72,7 +70,8 @@ pub(crate) fn decode_ndjson_into(body: &Bytes, max_events: usize, batch: &mut Ev
         let mut de = serde_json::Deserializer::from_slice(line);
         EventSeed { ctx: &mut ctx }.deserialize(&mut de).and_then(|()| de.end()).map_err(|e| ctx.error(e, index))?;
     }
-    Ok(())
+    // Only blank lines: no event at all, like a zero-byte body.
+    if ctx.batch.is_empty() { Err(DecodeError::EmptyBody) } else { Ok(()) }
 }
 
 /// Appends `batch` as a JSON array of event objects.
@@ -161,10 +160,13 @@ pub fn encode_event(e: &EventRef<'_>, out: &mut Vec<u8>) {
 }
 
 /// Whether `bytes` can be embedded verbatim and read back byte for byte:
-/// exactly one JSON value, no surrounding space, and no line break inside
-/// (whitespace between tokens may hold one, and NDJSON is split on them).
+/// exactly one JSON value other than `null`, no surrounding space, and no
+/// line break inside (whitespace between tokens may hold one, and NDJSON is
+/// split on them).
 fn is_json_value(bytes: &[u8]) -> bool {
-    !bytes.iter().any(|&b| b == b'\n' || b == b'\r')
+    // `"payload": null` reads back as no payload, so bytes `null` go as base64.
+    bytes != b"null"
+        && !bytes.iter().any(|&b| b == b'\n' || b == b'\r')
         && serde_json::from_slice::<&RawValue>(bytes).is_ok_and(|raw| raw.get().len() == bytes.len())
 }
 
@@ -232,7 +234,6 @@ struct Ctx<'b> {
 
 impl<'b> Ctx<'b> {
     fn new(body: &'b Bytes, max_events: usize, batch: &'b mut EventBatch) -> Self {
-        batch.clear();
         Ctx { body, batch, max_events, fail: None, key: None, scratch: Vec::new() }
     }
 
@@ -324,22 +325,8 @@ impl Key {
         }
     }
 
-    /// Keys that exclude each other share a bit.
     fn bit(self) -> u16 {
-        match self {
-            Key::IdBytes => Key::Id.bit(),
-            Key::PayloadBytes => Key::Payload.bit(),
-            k => 1 << (k as u16),
-        }
-    }
-
-    /// The name reported for a repeated key.
-    fn group_name(self) -> &'static str {
-        match self {
-            Key::IdBytes => "id",
-            Key::PayloadBytes => "payload",
-            k => k.name(),
-        }
+        1 << (self as u16)
     }
 }
 
@@ -425,11 +412,17 @@ impl<'de> Visitor<'de> for EventSeed<'_, '_> {
         let mut ev = batch.start_event();
         let (mut tenant, mut stream, mut ts, mut geo, mut payload) = (None, None, None, None, None);
         let mut seen = 0u16;
+        // `id`/`id_bytes` and `payload`/`payload_bytes` exclude each other
+        // unless one of them is null.
+        let (mut has_id, mut has_payload) = (false, false);
+        fn one_of<E: de::Error>(has: &mut bool, name: &'static str, slot: &mut Option<Fail>) -> Result<(), E> {
+            if core::mem::replace(has, true) { Err(fail(slot, JsonErrorKind::DuplicateField(name))) } else { Ok(()) }
+        }
         *current = None;
         while let Some(key) = map.next_key_seed(KeySeed(&Key::EVENT))? {
             let key = key.map_err(|name| fail(slot, JsonErrorKind::UnknownField(name)))?;
             if seen & key.bit() != 0 {
-                return Err(fail(slot, JsonErrorKind::DuplicateField(key.group_name())));
+                return Err(fail(slot, JsonErrorKind::DuplicateField(key.name())));
             }
             seen |= key.bit();
             *current = Some(key);
@@ -437,9 +430,14 @@ impl<'de> Visitor<'de> for EventSeed<'_, '_> {
                 Key::Tenant => tenant = Some(map.next_value_seed(SymSeed(&mut ev))?),
                 Key::Stream => stream = Some(map.next_value_seed(SymSeed(&mut ev))?),
                 Key::Ts => ts = Some(map.next_value_seed(TsSeed(slot))?),
-                Key::Id => _ = map.next_value_seed(Nullable(IdSeed(&mut ev)))?,
+                Key::Id => {
+                    if map.next_value_seed(Nullable(IdSeed(&mut ev)))?.is_some() {
+                        one_of(&mut has_id, "id", slot)?;
+                    }
+                }
                 Key::IdBytes => {
                     if map.next_value_seed(Nullable(Base64Seed { scratch, slot, key }))?.is_some() {
+                        one_of(&mut has_id, "id", slot)?;
                         ev.id_bytes(scratch);
                     }
                 }
@@ -447,12 +445,16 @@ impl<'de> Visitor<'de> for EventSeed<'_, '_> {
                 Key::Fields => _ = map.next_value_seed(Nullable(FieldsSeed { ev: &mut ev, slot }))?,
                 Key::Geo => geo = map.next_value_seed(Nullable(GeoSeed(slot)))?,
                 Key::Payload => {
-                    payload = map.next_value::<Option<&'de RawValue>>()?.map(|raw| subslice(body, raw.get().as_bytes()))
+                    if let Some(raw) = map.next_value::<Option<&'de RawValue>>()? {
+                        one_of(&mut has_payload, "payload", slot)?;
+                        payload = Some(subslice(body, raw.get().as_bytes()));
+                    }
                 }
                 Key::PayloadBytes => {
-                    payload = map
-                        .next_value_seed(Nullable(Base64Seed { scratch, slot, key }))?
-                        .map(|()| Bytes::copy_from_slice(scratch))
+                    if map.next_value_seed(Nullable(Base64Seed { scratch, slot, key }))?.is_some() {
+                        one_of(&mut has_payload, "payload", slot)?;
+                        payload = Some(Bytes::copy_from_slice(scratch));
+                    }
                 }
                 Key::Lat | Key::Lon => {}
             }
@@ -521,6 +523,17 @@ impl Visitor<'_> for TsSeed<'_> {
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
         self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+    /// serde_json reads `-0` and integers beyond 64 bits as floats: whole
+    /// values are still integers of milliseconds; a fraction is an error.
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
+        if v.fract() != 0.0 || !v.is_finite() {
+            Err(fail(self.0, JsonErrorKind::InvalidValue { field: Key::Ts.name(), expected: Key::Ts.expected() }))
+        } else if v.abs() < 9.2e18 {
+            self.visit_i64(v as i64)
+        } else {
+            Err(fail(self.0, JsonErrorKind::InvalidTimestamp(crate::time::TimeError::OutOfRange)))
+        }
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
         Timestamp::parse_rfc3339(v).map_err(|e| fail(self.0, JsonErrorKind::InvalidTimestamp(e)))
@@ -714,7 +727,7 @@ impl<'de> Visitor<'de> for GeoSeed<'_> {
             if slot.is_some() {
                 return Err(fail(self.0, JsonErrorKind::DuplicateField(key.name())));
             }
-            *slot = Some(map.next_value_seed(NumberSeed { slot: &mut *self.0, key: Key::Geo })?);
+            *slot = Some(map.next_value_seed(NumberSeed { slot: &mut *self.0, key })?);
         }
         match (lat, lon) {
             (Some(lat), Some(lon)) => Ok(GeoPoint { lat, lon }),
@@ -768,7 +781,7 @@ mod tests {
         assert_eq!(b.get(0).unwrap().ts().as_nanos(), 1_795_838_400_123_000_000);
         assert_eq!(b.get(0).unwrap().dim("k\"ey"), Some("vé"));
         assert_eq!(b.get(0).unwrap().id(), None);
-        let second = b.get(1).unwrap().to_owned();
+        let second = b.get(1).unwrap().to_event();
         assert_eq!(second.ts.as_nanos(), -1_000_000);
         assert_eq!(second.id, Some(EventId::Bytes(vec![0, 1, 2])));
         assert_eq!(second.payload.as_deref(), Some(&[0xff][..]));
@@ -821,6 +834,66 @@ mod tests {
         assert!(matches!(kind(r#"{"tenant":"#), JsonErrorKind::Syntax(_)));
         assert!(matches!(kind("[] []"), JsonErrorKind::Syntax(_)));
         assert_eq!(kind("{}"), JsonErrorKind::MissingField("tenant"));
+    }
+
+    #[test]
+    fn every_key_name_reads_back_as_its_key() {
+        for (keys, key) in
+            Key::EVENT.iter().map(|k| (&Key::EVENT[..], *k)).chain(Key::GEO.iter().map(|k| (&Key::GEO[..], *k)))
+        {
+            let json = format!("\"{}\"", key.name());
+            let mut de = serde_json::Deserializer::from_str(&json);
+            assert_eq!(KeySeed(keys).deserialize(&mut de).unwrap(), Ok(key));
+        }
+        let mut de = serde_json::Deserializer::from_str("\"lat\"");
+        assert_eq!(
+            KeySeed(&Key::EVENT).deserialize(&mut de).unwrap(),
+            Err("lat".to_owned()),
+            "geo keys are not event keys"
+        );
+    }
+
+    #[test]
+    fn id_and_payload_alternatives_may_be_null() {
+        let b = decode(
+            Format::Json,
+            r#"{"tenant":"t","stream":"s","ts":1,"id":null,"id_bytes":"AA==","payload_bytes":null,"payload":[1]}"#,
+        )
+        .unwrap();
+        let e = b.get(0).unwrap();
+        assert_eq!(e.id(), Some(EventIdRef::Bytes(&[0])));
+        assert_eq!(e.payload().map(|p| &p[..]), Some(&b"[1]"[..]));
+        assert_eq!(
+            kind(r#"{"tenant":"t","stream":"s","ts":1,"payload":1,"payload_bytes":"AA=="}"#),
+            JsonErrorKind::DuplicateField("payload")
+        );
+        assert_eq!(
+            kind(r#"{"tenant":"t","stream":"s","ts":1,"geo":{"lat":"x","lon":1}}"#),
+            JsonErrorKind::InvalidValue { field: "lat", expected: "a number" }
+        );
+    }
+
+    #[test]
+    fn whole_float_timestamps_are_integers() {
+        let at = |ts: &str| {
+            decode(Format::Json, &format!(r#"{{"tenant":"t","stream":"s","ts":{ts}}}"#)).map(|b| b.get(0).unwrap().ts())
+        };
+        assert_eq!(at("-0"), Ok(Timestamp::UNIX_EPOCH));
+        assert_eq!(at("1795838400000.0"), Ok(Timestamp::from_millis(1_795_838_400_000).unwrap()));
+        assert!(matches!(at("1e30"), Err(DecodeError::Json { kind: JsonErrorKind::InvalidTimestamp(_), .. })));
+        assert!(matches!(
+            at("1.5"),
+            Err(DecodeError::Json { kind: JsonErrorKind::InvalidValue { field: "ts", .. }, .. })
+        ));
+    }
+
+    #[test]
+    fn null_bytes_payload_round_trips() {
+        let mut batch = EventBatch::new();
+        batch.push(&Event::new("t", "s", Timestamp::UNIX_EPOCH).with_payload(&b"null"[..]));
+        let mut out = Vec::new();
+        encode(&batch, &mut out);
+        assert_eq!(decode(Format::Json, core::str::from_utf8(&out).unwrap()).unwrap(), batch);
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl EventId {
     }
 
     /// A borrowed view of this id.
-    pub fn as_ref(&self) -> EventIdRef<'_> {
+    pub fn as_id_ref(&self) -> EventIdRef<'_> {
         match self {
             EventId::Str(s) => EventIdRef::Str(s),
             EventId::Bytes(b) => EventIdRef::Bytes(b),
@@ -129,10 +129,11 @@ impl<'a> EventIdRef<'a> {
             EventIdRef::Bytes(b) => b,
         }
     }
+}
 
-    /// An owned copy.
-    pub fn to_owned(&self) -> EventId {
-        match *self {
+impl From<EventIdRef<'_>> for EventId {
+    fn from(id: EventIdRef<'_>) -> Self {
+        match id {
             EventIdRef::Str(s) => EventId::Str(s.to_owned()),
             EventIdRef::Bytes(b) => EventId::Bytes(b.to_vec()),
         }
@@ -154,7 +155,7 @@ impl<'a> EventIdRef<'a> {
 ///     .with_geo(GeoPoint::new(38.72, -9.14));
 /// assert_eq!(e.field("temp_c"), Some(21.5));
 /// ```
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Event {
     /// Whose data this is.
     pub tenant: String,
@@ -218,6 +219,23 @@ impl Event {
     /// The value of the first field named `name`.
     pub fn field(&self, name: &str) -> Option<f64> {
         self.fields.iter().find(|(k, _)| k == name).map(|&(_, v)| v)
+    }
+}
+
+impl PartialEq for Event {
+    /// The same equality as [`EventRef`]'s: `-0.0` differs from `0.0`, and a
+    /// NaN equals any NaN.
+    fn eq(&self, other: &Self) -> bool {
+        let geo = |e: &Self| e.geo.map(|g| (Num(g.lat), Num(g.lon)));
+        self.tenant == other.tenant
+            && self.stream == other.stream
+            && self.ts == other.ts
+            && self.id == other.id
+            && self.dims == other.dims
+            && self.fields.len() == other.fields.len()
+            && self.fields.iter().zip(&other.fields).all(|((a, x), (b, y))| a == b && Num(*x) == Num(*y))
+            && geo(self) == geo(other)
+            && self.payload == other.payload
     }
 }
 
@@ -355,7 +373,7 @@ impl EventBatch {
 
     /// Every event as an owned [`Event`].
     pub fn to_events(&self) -> Vec<Event> {
-        self.iter().map(|e| e.to_owned()).collect()
+        self.iter().map(|e| e.to_event()).collect()
     }
 
     /// Starts appending an event; decoders build events through this.
@@ -592,12 +610,12 @@ impl<'a> EventRef<'a> {
     }
 
     /// An owned copy of this event.
-    pub fn to_owned(&self) -> Event {
+    pub fn to_event(&self) -> Event {
         Event {
             tenant: self.tenant().to_owned(),
             stream: self.stream().to_owned(),
             ts: self.ts(),
-            id: self.id().map(|id| id.to_owned()),
+            id: self.id().map(EventId::from),
             dims: self.dims().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
             fields: self.fields().map(|(k, v)| (k.to_owned(), v)).collect(),
             geo: self.geo(),

@@ -5,11 +5,14 @@
 //! for building or reading messages field by field. This module is the fast
 //! path between the wire and an [`EventBatch`]: a decoder that walks the wire
 //! format once, interning strings and slicing payloads out of the body
-//! without copying, and an encoder that writes the same bytes `prost` would.
-//! Both follow the Protobuf rules the `prost` types follow (unknown fields
-//! and groups are skipped, a repeated scalar keeps its last value, a repeated
-//! `geo` message merges); tests and a fuzz target check that they agree
-//! with `prost` on any input.
+//! without copying, and an encoder that writes what `prost` writes, except
+//! that it keeps the sign of a `-0.0` value (which `prost` drops as a default
+//! value). The decoder follows the Protobuf rules the `prost` types follow
+//! (unknown fields and groups are skipped, a repeated scalar keeps its last
+//! value, a repeated `geo` message merges); tests and a fuzz target check
+//! that it reads every input as `prost` does, with one deliberate
+//! difference: an event without `ts_unix_nanos` is an error here, where
+//! `prost` would read it as time zero.
 //!
 //! ```
 //! use edgestream::event::{protobuf, Event, EventBatch, Format, Limits};
@@ -45,16 +48,15 @@ const RECURSION_LIMIT: u32 = 100;
 
 type Result<T> = core::result::Result<T, (usize, ProtoErrorKind)>;
 
-/// Decodes an `EventBatch` message into `batch`, which is cleared first.
-/// Prefer [`Format::decode_into`](super::Format::decode_into), which also
-/// applies the size limits.
+/// Decodes an `EventBatch` message, appending to `batch` (which
+/// [`Format::decode_into`](super::Format::decode_into) has cleared).
 pub(crate) fn decode_into(
     body: &Bytes,
     max_events: usize,
     batch: &mut EventBatch,
 ) -> core::result::Result<(), DecodeError> {
     batch.clear();
-    let mut r = Reader { buf: body, pos: 0 };
+    let mut r = Reader { buf: body, pos: 0, tag: 0 };
     while r.pos < body.len() {
         if let Err((offset, kind)) = next_field(&mut r, body, batch) {
             return Err(DecodeError::Protobuf { offset, event: batch.len(), kind });
@@ -110,6 +112,7 @@ fn decode_event(r: &mut Reader<'_>, end: usize, body: &Bytes, batch: &mut EventB
                     r,
                     dim_end,
                     depth - 1,
+                    "dims.key",
                     &mut ev,
                     |r, wire, end, ev| r.symbol(wire, end, "dims.value", ev),
                     |ev| ev.intern(""),
@@ -123,6 +126,7 @@ fn decode_event(r: &mut Reader<'_>, end: usize, body: &Bytes, batch: &mut EventB
                     r,
                     field_end,
                     depth - 1,
+                    "fields.name",
                     &mut ev,
                     |r, wire, end, _| r.double(wire, end, "fields.value"),
                     |_| 0.0,
@@ -136,6 +140,11 @@ fn decode_event(r: &mut Reader<'_>, end: usize, body: &Bytes, batch: &mut EventB
             }
             9 => {
                 let range = r.bytes_range(wire, end, "payload")?;
+                // `bytes_range` stays inside the body; checked again because
+                // `Bytes::slice` would panic otherwise.
+                if range.end > body.len() {
+                    return Err((r.tag, ProtoErrorKind::Truncated));
+                }
                 payload = Some(body.slice(range));
             }
             _ => r.skip(field, wire, end, depth)?,
@@ -148,13 +157,14 @@ fn decode_event(r: &mut Reader<'_>, end: usize, body: &Bytes, batch: &mut EventB
     Ok(())
 }
 
-/// Decodes a `Dim` or `Field` message: a string key in field 1 and a value
-/// in field 2 read by `value`; a missing part takes its proto3 default (the
-/// empty string, `default` for the value).
+/// Decodes a `Dim` or `Field` message: a string key (named `key_name` in
+/// errors) in field 1 and a value in field 2 read by `value`; a missing part
+/// takes its proto3 default (the empty string, `default` for the value).
 fn decode_pair<T>(
     r: &mut Reader<'_>,
     end: usize,
     depth: u32,
+    key_name: &'static str,
     ev: &mut EventBuilder<'_>,
     mut value: impl FnMut(&mut Reader<'_>, u8, usize, &mut EventBuilder<'_>) -> Result<T>,
     default: impl FnOnce(&mut EventBuilder<'_>) -> T,
@@ -163,7 +173,7 @@ fn decode_pair<T>(
     while r.pos < end {
         let (field, wire) = r.key(end)?;
         match field {
-            1 => k = Some(r.symbol(wire, end, "key", ev)?),
+            1 => k = Some(r.symbol(wire, end, key_name, ev)?),
             2 => v = Some(value(r, wire, end, ev)?),
             _ => r.skip(field, wire, end, depth)?,
         }
@@ -190,6 +200,8 @@ fn decode_geo(r: &mut Reader<'_>, end: usize, depth: u32, mut geo: GeoPoint) -> 
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Where the last tag read starts: errors about its field point there.
+    tag: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -233,6 +245,7 @@ impl<'a> Reader<'a> {
     #[inline]
     fn key(&mut self, end: usize) -> Result<(u32, u8)> {
         let start = self.pos;
+        self.tag = start;
         let key = self.varint(end)?;
         let key = u32::try_from(key).map_err(|_| (start, ProtoErrorKind::InvalidFieldNumber))?;
         let wire = (key & 7) as u8;
@@ -247,7 +260,7 @@ impl<'a> Reader<'a> {
     }
 
     fn expect(&self, wire: u8, want: u8, field: &'static str) -> Result<()> {
-        if wire == want { Ok(()) } else { Err((self.pos, ProtoErrorKind::WrongWireType { field, wire_type: wire })) }
+        if wire == want { Ok(()) } else { Err((self.tag, ProtoErrorKind::WrongWireType { field, wire_type: wire })) }
     }
 
     /// Reads a length prefix and returns the end of the delimited value.
@@ -314,8 +327,9 @@ impl<'a> Reader<'a> {
     /// matching end tag, each level costing one unit of `depth`.
     fn skip(&mut self, field: u32, wire: u8, end: usize, depth: u32) -> Result<()> {
         if depth == 0 {
-            return Err((self.pos, ProtoErrorKind::TooDeep));
+            return Err((self.tag, ProtoErrorKind::TooDeep));
         }
+        let tag = self.tag;
         match wire {
             VARINT => self.varint(end).map(drop),
             FIXED64 => self.fixed::<8>(end).map(drop),
@@ -332,7 +346,7 @@ impl<'a> Reader<'a> {
                 }
                 self.skip(inner, inner_wire, end, depth - 1)?;
             },
-            _ => Err((self.pos, ProtoErrorKind::InvalidWireType(wire))),
+            _ => Err((tag, ProtoErrorKind::InvalidWireType(wire))),
         }
     }
 }
@@ -351,17 +365,17 @@ pub fn encode(batch: &EventBatch, out: &mut Vec<u8>) {
 
 /// The encoded length of `event` as an `Event` message body.
 fn event_len(e: &EventRef<'_>) -> usize {
-    let mut n = str_field_len(1, e.tenant()) + str_field_len(2, e.stream());
+    let mut n = str_field_len(e.tenant()) + str_field_len(e.stream());
     n += 1 + varint_len(e.ts().as_nanos() as u64);
     n += match e.id() {
         Some(id) => len_field_len(id.as_bytes().len()),
         None => 0,
     };
     for (k, v) in e.dims() {
-        n += len_field_len(str_field_len(1, k) + str_field_len(2, v));
+        n += len_field_len(str_field_len(k) + str_field_len(v));
     }
     for (k, v) in e.fields() {
-        n += len_field_len(str_field_len(1, k) + f64_field_len(v));
+        n += len_field_len(str_field_len(k) + f64_field_len(v));
     }
     if let Some(g) = e.geo() {
         n += len_field_len(f64_field_len(g.lat) + f64_field_len(g.lon));
@@ -384,13 +398,13 @@ fn encode_event(e: &EventRef<'_>, out: &mut Vec<u8>) {
     }
     for (k, v) in e.dims() {
         key(6, LEN, out);
-        varint((str_field_len(1, k) + str_field_len(2, v)) as u64, out);
+        varint((str_field_len(k) + str_field_len(v)) as u64, out);
         str_field(1, k, out);
         str_field(2, v, out);
     }
     for (k, v) in e.fields() {
         key(7, LEN, out);
-        varint((str_field_len(1, k) + f64_field_len(v)) as u64, out);
+        varint((str_field_len(k) + f64_field_len(v)) as u64, out);
         str_field(1, k, out);
         f64_field(2, v, out);
     }
@@ -434,7 +448,7 @@ fn len_field(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 /// proto3 omits empty strings (the default value) from the wire.
-fn str_field_len(_field: u32, s: &str) -> usize {
+fn str_field_len(s: &str) -> usize {
     if s.is_empty() { 0 } else { len_field_len(s.len()) }
 }
 

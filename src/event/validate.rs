@@ -11,10 +11,14 @@ use crate::time::{Span, Timestamp};
 ///
 /// Two kinds of limit live here. **Batch limits** (`max_batch_bytes`,
 /// `max_events_per_batch`) are enforced by the decoders while they read, so
-/// a hostile body can never make them hold more than these bounds: every
-/// decoder's memory is linear in the body size, and bodies are capped. **Event
-/// limits** are checked by [`Limits::validate`], which rejects the offending
-/// events one by one with a typed [`RejectReason`].
+/// a hostile body can never make them hold more than these bounds. A decoded
+/// batch holds at most about 8 bytes per body byte (the worst case, a body of
+/// empty Protobuf fields, each 2 bytes on the wire and 16 in the batch) plus
+/// about 150 bytes per event, so with the defaults a batch never exceeds
+/// about 10 MiB, whatever the body; on a memory-tight host lower
+/// `max_batch_bytes`. **Event limits** are checked by [`Limits::validate`],
+/// which rejects the offending events one by one with a typed
+/// [`RejectReason`].
 ///
 /// Every field has a default (the `DEFAULT_*` constants); in serde config any
 /// field may be left out:
@@ -53,19 +57,23 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// How far past the caller's `now` an event time may be (clock skew of
     /// the senders). Later events are rejected as [`RejectReason::InFuture`].
+    /// Config refuses a negative span; set in code, one counts as zero.
+    #[serde(deserialize_with = "non_negative")]
     pub max_future_skew: Span,
     /// How far before the caller's `now` an event time may be, if bounded.
     /// Older events are rejected as [`RejectReason::TooOld`]. Unbounded by
     /// default: backfills are legitimate, and the window stage counts
-    /// events that arrive after their window closed.
+    /// events that arrive after their window closed. Config refuses a
+    /// negative span; set in code, one counts as zero.
+    #[serde(deserialize_with = "non_negative_option")]
     pub max_event_age: Option<Span>,
     /// What happens to the valid events of a batch that has invalid ones.
     pub policy: BatchPolicy,
 }
 
 impl Limits {
-    /// Default for [`Limits::max_batch_bytes`]: 4 MiB.
-    pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 << 20;
+    /// Default for [`Limits::max_batch_bytes`]: 1 MiB.
+    pub const DEFAULT_MAX_BATCH_BYTES: usize = 1 << 20;
     /// Default for [`Limits::max_events_per_batch`].
     pub const DEFAULT_MAX_EVENTS_PER_BATCH: usize = 10_000;
     /// Default for [`Limits::max_dims_per_event`].
@@ -99,6 +107,18 @@ impl Default for Limits {
             max_event_age: None,
             policy: BatchPolicy::default(),
         }
+    }
+}
+
+fn non_negative<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+    let span = Span::deserialize(d)?;
+    if span < Span::ZERO { Err(serde::de::Error::custom("a limit span must not be negative")) } else { Ok(span) }
+}
+
+fn non_negative_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Span>, D::Error> {
+    match Option::<Span>::deserialize(d)? {
+        Some(span) if span < Span::ZERO => Err(serde::de::Error::custom("a limit span must not be negative")),
+        other => Ok(other),
     }
 }
 
@@ -139,7 +159,7 @@ pub enum Part {
 
 impl fmt::Display for Part {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Part::Tenant => "tenant",
             Part::Stream => "stream",
             Part::Id => "id",
@@ -152,7 +172,11 @@ impl fmt::Display for Part {
 }
 
 /// Why one event of a batch was rejected. Each variant says how to fix it.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+///
+/// Serializes (for an HTTP error body) as an object tagged by `reason`,
+/// e.g. `{"reason":"too_long","part":"tenant","len":300,"max":128}`.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RejectReason {
     /// A required string is empty (tenant, stream, dim key, field name) or
@@ -324,7 +348,7 @@ impl crate::stats::CountKey for RejectKind {
 
 impl fmt::Display for RejectKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(crate::stats::CountKey::name(*self))
+        f.pad(crate::stats::CountKey::name(*self))
     }
 }
 
@@ -349,7 +373,7 @@ impl RejectReason {
 }
 
 /// One rejected event: its index in the batch as decoded, and why.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Rejection {
     /// Position of the event in the decoded batch (0-based).
     pub index: usize,
@@ -358,7 +382,7 @@ pub struct Rejection {
 }
 
 /// The outcome of [`Limits::validate`] for one batch.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ValidationReport {
     /// Events in the batch before validation.
     pub received: usize,
@@ -371,7 +395,7 @@ pub struct ValidationReport {
 impl ValidationReport {
     /// Events that passed and remain in the batch.
     pub fn accepted(&self) -> usize {
-        self.received - self.rejected.len()
+        self.received.saturating_sub(self.rejected.len())
     }
 
     /// Whether every event was accepted.
@@ -416,8 +440,8 @@ impl Limits {
     /// assert!(matches!(report.rejected[1].reason, RejectReason::InFuture { .. }));
     /// ```
     pub fn validate(&self, batch: &mut EventBatch, now: Timestamp) -> ValidationReport {
-        let latest = now.saturating_add(self.max_future_skew);
-        let earliest = self.max_event_age.map(|age| now.saturating_sub(age));
+        let latest = now.saturating_add(self.max_future_skew.max(Span::ZERO));
+        let earliest = self.max_event_age.map(|age| now.saturating_sub(age.max(Span::ZERO)));
         // Strings are interned, so each distinct one is checked once per
         // batch here, and events then only look up its verdict.
         let mut verdicts = core::mem::take(&mut batch.verdicts);
@@ -567,13 +591,21 @@ fn no_control(part: Part, s: &str) -> Result<(), RejectReason> {
     if has_control { Err(RejectReason::ControlCharacter { part }) } else { Ok(()) }
 }
 
-/// The first key that occurs twice. Inputs are bounded by the dims/fields
-/// limits checked before, so the quadratic scan stays small (and beats
-/// hashing for the usual handful of entries).
+/// The first key that occurs twice (or, past 16 entries, some key that
+/// does). Small inputs, the usual handful of dims, use a quadratic scan that
+/// beats hashing; large ones (a generous configured limit) sort a copy.
 fn first_duplicate<T>(items: &[T], key: impl Fn(&T) -> Sym) -> Option<Sym> {
-    items.iter().enumerate().find_map(|(i, a)| {
-        let k = key(a);
-        items.iter().skip(i + 1).any(|b| key(b) == k).then_some(k)
+    if items.len() <= 16 {
+        return items.iter().enumerate().find_map(|(i, a)| {
+            let k = key(a);
+            items.iter().skip(i + 1).any(|b| key(b) == k).then_some(k)
+        });
+    }
+    let mut keys: Vec<Sym> = items.iter().map(key).collect();
+    keys.sort_unstable();
+    keys.windows(2).find_map(|w| match *w {
+        [a, b] if a == b => Some(a),
+        _ => None,
     })
 }
 
@@ -686,6 +718,35 @@ mod tests {
             assert_eq!(k.index(), i);
             assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{}\"", k.name()));
         }
+    }
+
+    #[test]
+    fn duplicates_are_found_in_long_lists_too() {
+        let mut e = ok();
+        for i in 0..40 {
+            e = e.with_dim(format!("k{i}"), "v");
+        }
+        let l = Limits { max_dims_per_event: 100, ..Limits::default() };
+        assert_eq!(reason_of(e.clone(), &l), None);
+        assert_eq!(reason_of(e.with_dim("k7", "again"), &l), Some(RejectReason::DuplicateDim { key: "k7".into() }));
+    }
+
+    #[test]
+    fn negative_spans_are_refused_in_config_and_clamped_in_code() {
+        assert!(serde_json::from_str::<Limits>(r#"{"max_future_skew": "-1s"}"#).is_err());
+        assert!(serde_json::from_str::<Limits>(r#"{"max_event_age": "-1d"}"#).is_err());
+        assert!(serde_json::from_str::<Limits>(r#"{"max_event_age": null}"#).is_ok());
+        let l = Limits { max_future_skew: Span::from_secs(-60), ..Limits::default() };
+        assert_eq!(reason_of(ok(), &l), None, "an event at `now` passes a negative skew");
+    }
+
+    #[test]
+    fn reasons_serialize_for_error_bodies() {
+        let r = RejectReason::TooLong { part: Part::DimKey, len: 300, max: 128 };
+        assert_eq!(
+            serde_json::to_string(&Rejection { index: 4, reason: r }).unwrap(),
+            r#"{"index":4,"reason":{"reason":"too_long","part":"dim_key","len":300,"max":128}}"#
+        );
     }
 
     #[test]
