@@ -208,14 +208,19 @@ impl FromStr for Timestamp {
     }
 }
 
+/// Human-readable formats (JSON, YAML, TOML) use the RFC 3339 text; binary
+/// formats (bincode, postcard) the `i64` of nanoseconds.
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() { s.collect_str(self) } else { s.serialize_i64(self.0) }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return i64::deserialize(d).map(Timestamp);
+        }
         struct V;
         impl serde::de::Visitor<'_> for V {
             type Value = Timestamp;
@@ -355,14 +360,19 @@ impl FromStr for Span {
     }
 }
 
+/// Human-readable formats use the text form (`"10s"`, and also accept an
+/// integer of nanoseconds); binary formats the `i64` of nanoseconds.
 impl Serialize for Span {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() { s.collect_str(self) } else { s.serialize_i64(self.0) }
     }
 }
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return i64::deserialize(d).map(Span);
+        }
         struct V;
         impl serde::de::Visitor<'_> for V {
             type Value = Span;

@@ -497,6 +497,17 @@ impl From<&EventBatch> for proto::EventBatch {
     }
 }
 
+impl TryFrom<proto::EventBatch> for EventBatch {
+    type Error = MissingTimestamp;
+    fn try_from(p: proto::EventBatch) -> core::result::Result<Self, MissingTimestamp> {
+        let mut batch = EventBatch::new();
+        for e in p.events {
+            batch.push(&Event::try_from(e)?);
+        }
+        Ok(batch)
+    }
+}
+
 /// A `proto::Event` without `ts_unix_nanos` cannot become an [`Event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the event has no `ts_unix_nanos`")]
