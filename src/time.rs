@@ -324,17 +324,17 @@ const SPAN_UNITS: [(&str, i64); 7] = [
 ];
 
 impl fmt::Display for Span {
+    /// The text form; honours width and alignment (`{:>8}`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every value is a multiple of 1 ns, so a unit is always found.
+        let (unit, nanos) = SPAN_UNITS.iter().copied().find(|&(_, n)| self.0 % n == 0).unwrap_or(("ns", 1));
         if self.0 == 0 {
-            return f.write_str("0s");
+            f.pad("0s")
+        } else if f.width().is_none() {
+            write!(f, "{}{unit}", self.0 / nanos)
+        } else {
+            f.pad(&format!("{}{unit}", self.0 / nanos))
         }
-        for (unit, nanos) in SPAN_UNITS {
-            if self.0 % nanos == 0 {
-                return write!(f, "{}{unit}", self.0 / nanos);
-            }
-        }
-        // Unreachable: every value is a multiple of 1 ns.
-        write!(f, "{}ns", self.0)
     }
 }
 
@@ -776,6 +776,8 @@ mod tests {
         assert_eq!(Span::from_secs(90).to_string(), "90s");
         assert_eq!(Span::from_hours(48).to_string(), "2d");
         assert_eq!(Span::from_nanos(1_500).to_string(), "1500ns");
+        assert_eq!(format!("[{:>6}]", Span::from_secs(10)), "[   10s]");
+        assert_eq!(format!("[{:<24}]", Timestamp::UNIX_EPOCH), "[1970-01-01T00:00:00Z    ]");
         assert!("10".parse::<Span>().is_err());
         assert!("10 parsecs".parse::<Span>().is_err());
         assert_eq!("99999999999d".parse::<Span>(), Err(TimeError::OutOfRange));
