@@ -456,6 +456,7 @@ impl<'de> Visitor<'de> for EventSeed<'_, '_> {
                         payload = Some(Bytes::copy_from_slice(scratch));
                     }
                 }
+                // Not event keys: `KeySeed(&Key::EVENT)` never yields them.
                 Key::Lat | Key::Lon => {}
             }
             *current = None;
