@@ -8,7 +8,7 @@
 //! **The core performs no I/O, reads no clock and spawns no thread.** Bytes
 //! and the current time come in as arguments; results go out as values.
 //! That makes every behaviour deterministic, testable and replayable, and is
-//! what lets the core run on the edge, where `SystemTime::now()` panics and
+//! what lets the core run on the edge, where reading the system clock panics and
 //! there are no threads.
 //!
 //! # A first look

@@ -2,7 +2,7 @@
 //!
 //! Time in edgestream is *event time*, carried by the events themselves, or
 //! the "now" a host passes in. Nothing in this module (or anywhere in the core)
-//! reads a clock: `std::time::SystemTime::now()` panics on
+//! reads a clock: reading `std::time::SystemTime` panics on
 //! `wasm32-unknown-unknown`, and a clock read inside the library would make
 //! runs impossible to replay.
 //!
