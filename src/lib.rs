@@ -41,6 +41,8 @@
 //!   Protobuf codecs, [`Limits`](event::Limits) and validation.
 //! - [`proto`]: the `prost` message types of `proto/edgestream.proto`.
 //! - [`stats`]: counters of accepted and rejected events.
+//! - [`window`]: event-time windows (in progress); [`window::agg`] holds the
+//!   mergeable aggregate states: count, sum, min, max, mean, last, quantiles.
 //!
 //! # Feature flags
 //!
@@ -77,3 +79,4 @@ pub mod event;
 pub mod proto;
 pub mod stats;
 pub mod time;
+pub mod window;

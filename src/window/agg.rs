@@ -1,0 +1,507 @@
+//! Mergeable aggregate states: what a window keeps per (group, field).
+//!
+//! Every state here has `record` (one value, with its sample weight and event
+//! time) and `merge` (fold in the state of another part of the input). Merging
+//! the states of any partition of the input gives the state of the whole
+//! input, so several Durable Objects or threads can pre-aggregate and one of
+//! them merges:
+//!
+//! - [`Scalar`]: weighted count, sum, min, max, mean and last value by event
+//!   time, in 64 bytes. Count, min, max and last are exact under any
+//!   partition and order. The sum is exact whenever the partial sums are
+//!   representable (integers below 2^53, values with few binary digits);
+//!   otherwise it is compensated (Neumaier), so its error stays near one
+//!   rounding of the result rather than growing with the number of values.
+//! - [`Quantiles`]: a two-sided HDR histogram (negative and positive values)
+//!   answering any quantile within a configured number of significant digits.
+//!
+//! ```
+//! use edgestream::time::Timestamp;
+//! use edgestream::window::agg::Scalar;
+//!
+//! let t = Timestamp::from_secs;
+//! let (mut a, mut b) = (Scalar::new(), Scalar::new());
+//! a.record(21.5, 1.0, t(1).unwrap());
+//! b.record(23.5, 1.0, t(3).unwrap());
+//! b.record(19.0, 2.0, t(2).unwrap()); // a sampled event standing for two
+//! a.merge(&b);
+//! assert_eq!((a.count(), a.sum(), a.min(), a.max()), (4.0, 83.0, Some(19.0), Some(23.5)));
+//! assert_eq!(a.last(), Some((t(3).unwrap(), 23.5)));
+//! ```
+
+use core::cmp::Ordering;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// Count, sum, min, max, mean and last value of one field, weighted by the
+/// events' sample weights. 64 bytes; see the [module docs](self) for what
+/// is exact.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scalar {
+    /// Events recorded, unweighted.
+    events: u64,
+    /// Σ weight.
+    count: f64,
+    /// Σ weight·value, with `sum_err` its running compensation.
+    sum: f64,
+    sum_err: f64,
+    min: f64,
+    max: f64,
+    last: f64,
+    last_ts: Timestamp,
+}
+
+impl Default for Scalar {
+    fn default() -> Self {
+        Scalar::new()
+    }
+}
+
+impl Scalar {
+    /// An empty state.
+    pub const fn new() -> Self {
+        Scalar {
+            events: 0,
+            count: 0.0,
+            sum: 0.0,
+            sum_err: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            last: f64::NEG_INFINITY,
+            last_ts: Timestamp::MIN,
+        }
+    }
+
+    /// Records `value` at event time `ts`, standing for `weight` events (1
+    /// for an unsampled event, 1/p for one kept with probability p).
+    #[inline]
+    pub fn record(&mut self, value: f64, weight: f64, ts: Timestamp) {
+        self.events += 1;
+        self.count += weight;
+        self.add_to_sum(value * weight);
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.keep_last(value, ts);
+    }
+
+    /// Folds `other` into `self`: afterwards `self` is the state of both
+    /// inputs together.
+    pub fn merge(&mut self, other: &Scalar) {
+        self.events += other.events;
+        self.count += other.count;
+        self.add_to_sum(other.sum);
+        self.sum_err += other.sum_err;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        if other.events > 0 {
+            self.keep_last(other.last, other.last_ts);
+        }
+    }
+
+    /// Neumaier's compensated addition.
+    #[inline]
+    fn add_to_sum(&mut self, x: f64) {
+        let t = self.sum + x;
+        self.sum_err += if self.sum.abs() >= x.abs() { (self.sum - t) + x } else { (x - t) + self.sum };
+        self.sum = t;
+    }
+
+    /// The latest event time wins; at equal times the greater value does,
+    /// so the result does not depend on arrival order.
+    #[inline]
+    fn keep_last(&mut self, value: f64, ts: Timestamp) {
+        let later = match ts.cmp(&self.last_ts) {
+            Ordering::Greater => true,
+            Ordering::Equal => value.total_cmp(&self.last) == Ordering::Greater,
+            Ordering::Less => false,
+        };
+        if later {
+            self.last = value;
+            self.last_ts = ts;
+        }
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
+    /// Events recorded, unweighted.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The weighted count: the estimated number of events before sampling.
+    pub fn count(&self) -> f64 {
+        self.count
+    }
+
+    /// The weighted sum.
+    pub fn sum(&self) -> f64 {
+        self.sum + self.sum_err
+    }
+
+    /// The smallest value, if any.
+    pub fn min(&self) -> Option<f64> {
+        (!self.is_empty()).then_some(self.min)
+    }
+
+    /// The largest value, if any.
+    pub fn max(&self) -> Option<f64> {
+        (!self.is_empty()).then_some(self.max)
+    }
+
+    /// The weighted mean, if the weighted count is positive.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.sum() / self.count)
+    }
+
+    /// The value with the latest event time, and that time.
+    pub fn last(&self) -> Option<(Timestamp, f64)> {
+        (!self.is_empty()).then_some((self.last_ts, self.last))
+    }
+}
+
+/// How a [`Quantiles`] state trades memory for precision.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QuantileConfig {
+    /// Significant decimal digits kept (1 to 5): 2 means quantiles within
+    /// 1 % of the true value. Memory grows tenfold per digit.
+    pub sigfig: u8,
+    /// Values closer to zero than this count as zero; magnitudes are
+    /// recorded in units of it.
+    pub resolution: f64,
+    /// Magnitudes above this are recorded as this and counted in
+    /// [`Quantiles::clamped`].
+    pub max_abs: f64,
+}
+
+impl QuantileConfig {
+    /// Default for [`QuantileConfig::sigfig`].
+    pub const DEFAULT_SIGFIG: u8 = 2;
+    /// Default for [`QuantileConfig::resolution`].
+    pub const DEFAULT_RESOLUTION: f64 = 1e-3;
+    /// Default for [`QuantileConfig::max_abs`].
+    pub const DEFAULT_MAX_ABS: f64 = 1e12;
+}
+
+impl Default for QuantileConfig {
+    fn default() -> Self {
+        QuantileConfig {
+            sigfig: Self::DEFAULT_SIGFIG,
+            resolution: Self::DEFAULT_RESOLUTION,
+            max_abs: Self::DEFAULT_MAX_ABS,
+        }
+    }
+}
+
+/// A quantile sketch for any real values: an HDR histogram of the
+/// magnitudes of negative values, a count of zeros, and an HDR histogram of
+/// positive values. Each histogram is allocated on first use and grows only
+/// to the largest magnitude it has seen.
+///
+/// Weights are rounded to whole events (at least one) for quantiles.
+#[derive(Clone, Debug)]
+pub struct Quantiles {
+    config: QuantileConfig,
+    neg: Option<Box<Histogram<u64>>>,
+    zero: u64,
+    pos: Option<Box<Histogram<u64>>>,
+    clamped: u64,
+}
+
+impl Quantiles {
+    /// An empty sketch. An out-of-range `sigfig` is brought into 1..=5, and
+    /// a resolution or maximum that is not finite and positive takes its
+    /// default.
+    pub fn new(config: QuantileConfig) -> Self {
+        let positive = |v: f64, default: f64| if v.is_finite() && v > 0.0 { v } else { default };
+        let config = QuantileConfig {
+            sigfig: config.sigfig.clamp(1, 5),
+            resolution: positive(config.resolution, QuantileConfig::DEFAULT_RESOLUTION),
+            max_abs: positive(config.max_abs, QuantileConfig::DEFAULT_MAX_ABS),
+        };
+        Quantiles { config, neg: None, zero: 0, pos: None, clamped: 0 }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> QuantileConfig {
+        self.config
+    }
+
+    /// Records `value` standing for `weight` events. NaN is ignored (and
+    /// never reaches here from a validated batch).
+    pub fn record(&mut self, value: f64, weight: f64) {
+        if value.is_nan() {
+            return;
+        }
+        let n = if weight.is_finite() && weight >= 1.0 { weight.round() as u64 } else { 1 };
+        let limit = self.limit();
+        let magnitude = (value.abs() / self.config.resolution).round();
+        if magnitude < 1.0 {
+            self.zero += n;
+            return;
+        }
+        let m = if magnitude > limit as f64 {
+            self.clamped += n;
+            limit
+        } else {
+            magnitude as u64
+        };
+        let side = if value < 0.0 { &mut self.neg } else { &mut self.pos };
+        // Auto-resizing histograms accept any value up to i64::MAX / 2, far
+        // above `limit`; the error arm only keeps the no-panic promise.
+        let recorded = histogram(side, self.config.sigfig).is_some_and(|h| h.record_n(m, n).is_ok());
+        if !recorded {
+            self.clamped += n;
+        }
+    }
+
+    /// Folds `other` into `self`. Both should share a configuration; if the
+    /// resolutions differ, `other`'s values are counted in
+    /// [`Quantiles::clamped`] and not merged.
+    pub fn merge(&mut self, other: &Quantiles) {
+        if self.config.resolution != other.config.resolution {
+            self.clamped += other.len();
+            return;
+        }
+        self.zero += other.zero;
+        self.clamped += other.clamped;
+        let sigfig = self.config.sigfig;
+        for (mine, theirs) in [(&mut self.neg, &other.neg), (&mut self.pos, &other.pos)] {
+            if let Some(theirs) = theirs
+                && histogram(mine, sigfig).is_none_or(|h| h.add(theirs.as_ref()).is_err())
+            {
+                self.clamped += theirs.len();
+            }
+        }
+    }
+
+    fn limit(&self) -> u64 {
+        // max_abs / resolution is at most ~1.8e308 / tiny: cap at 2^52 so the
+        // histogram stays well inside its range.
+        (self.config.max_abs / self.config.resolution).min((1u64 << 52) as f64).max(1.0) as u64
+    }
+
+    /// Events recorded (whole, after rounding weights).
+    pub fn len(&self) -> u64 {
+        self.neg.as_ref().map_or(0, |h| h.len()) + self.zero + self.pos.as_ref().map_or(0, |h| h.len())
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Events whose magnitude was above [`QuantileConfig::max_abs`] (recorded
+    /// as that maximum) or that could not be merged.
+    pub fn clamped(&self) -> u64 {
+        self.clamped
+    }
+
+    /// The value at quantile `q` (0.0 ..= 1.0, clamped): the smallest
+    /// recorded value such that a fraction `q` of the events are at most it,
+    /// within the configured precision. `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.len();
+        if total == 0 {
+            return None;
+        }
+        let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+        // 1-based rank of the wanted event in ascending order.
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let negatives = self.neg.as_ref().map_or(0, |h| h.len());
+        let scale = self.config.resolution;
+        if rank <= negatives {
+            // The rank-th smallest value is the (negatives - rank + 1)-th
+            // smallest magnitude among the negatives, negated.
+            let h = self.neg.as_deref()?;
+            return magnitude_at(h, negatives - rank + 1).map(|m| -(m as f64) * scale);
+        }
+        if rank <= negatives + self.zero {
+            return Some(0.0);
+        }
+        let h = self.pos.as_deref()?;
+        magnitude_at(h, rank - negatives - self.zero).map(|m| m as f64 * scale)
+    }
+}
+
+/// The histogram of one side, created on first use. Creation cannot fail
+/// for `sigfig` in 1..=5 (which `Quantiles::new` ensures); if it ever did,
+/// the caller counts the values as clamped.
+fn histogram(side: &mut Option<Box<Histogram<u64>>>, sigfig: u8) -> Option<&mut Histogram<u64>> {
+    if side.is_none() {
+        *side = Histogram::new(sigfig).ok().map(Box::new);
+    }
+    side.as_deref_mut()
+}
+
+/// The magnitude of the `rank`-th smallest recorded value (1-based), at the
+/// middle of its bucket.
+fn magnitude_at(h: &Histogram<u64>, rank: u64) -> Option<u64> {
+    let mut seen = 0u64;
+    for v in h.iter_recorded() {
+        seen += v.count_at_value();
+        if seen >= rank {
+            let value = v.value_iterated_to();
+            return Some(h.lowest_equivalent(value).saturating_add(h.equivalent_range(value) / 2));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_nanos(s)
+    }
+
+    #[test]
+    fn scalar_is_64_bytes() {
+        assert_eq!(core::mem::size_of::<Scalar>(), 64);
+    }
+
+    #[test]
+    fn empty_scalar_has_no_values() {
+        let s = Scalar::new();
+        assert!(s.is_empty());
+        assert_eq!((s.min(), s.max(), s.mean(), s.last()), (None, None, None, None));
+        assert_eq!((s.count(), s.sum()), (0.0, 0.0));
+    }
+
+    #[test]
+    fn last_is_by_event_time_then_value() {
+        let mut s = Scalar::new();
+        s.record(1.0, 1.0, t(5));
+        s.record(2.0, 1.0, t(3));
+        assert_eq!(s.last(), Some((t(5), 1.0)));
+        s.record(0.5, 1.0, t(5));
+        s.record(7.0, 1.0, t(5));
+        assert_eq!(s.last(), Some((t(5), 7.0)), "ties go to the greater value");
+        let mut early = Scalar::new();
+        early.record(-1.0, 1.0, Timestamp::MIN);
+        assert_eq!(early.last(), Some((Timestamp::MIN, -1.0)));
+    }
+
+    #[test]
+    fn compensated_sum_beats_naive_summation() {
+        let mut s = Scalar::new();
+        let mut naive = 0.0;
+        for v in [1e16, 1.0, -1e16, 1.0].iter().cycle().take(4_000) {
+            s.record(*v, 1.0, t(0));
+            naive += v;
+        }
+        assert_eq!(s.sum(), 2_000.0);
+        assert_ne!(naive, 2_000.0);
+    }
+
+    #[test]
+    fn quantiles_of_mixed_signs() {
+        let mut q = Quantiles::new(QuantileConfig::default());
+        for v in -50..=50 {
+            q.record(f64::from(v), 1.0);
+        }
+        assert_eq!(q.len(), 101);
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() <= b.abs() * 0.01 + 1e-3);
+        assert!(close(q.quantile(0.0), -50.0), "{:?}", q.quantile(0.0));
+        assert!(close(q.quantile(0.5), 0.0), "{:?}", q.quantile(0.5));
+        assert!(close(q.quantile(1.0), 50.0), "{:?}", q.quantile(1.0));
+        assert!(close(q.quantile(0.25), -25.0), "{:?}", q.quantile(0.25));
+        assert!(close(q.quantile(0.99), 49.0), "{:?}", q.quantile(0.99));
+        assert_eq!(Quantiles::new(QuantileConfig::default()).quantile(0.5), None);
+    }
+
+    #[test]
+    fn quantiles_clamp_and_count_extremes() {
+        let config = QuantileConfig { max_abs: 100.0, ..QuantileConfig::default() };
+        let mut q = Quantiles::new(config);
+        q.record(1e9, 3.0);
+        q.record(f64::NEG_INFINITY, 1.0);
+        q.record(f64::NAN, 1.0);
+        assert_eq!((q.len(), q.clamped()), (4, 4));
+        assert!(q.quantile(1.0).is_some_and(|v| (v - 100.0).abs() < 1.0));
+        assert!(q.quantile(0.0).is_some_and(|v| (v + 100.0).abs() < 1.0));
+    }
+
+    fn values() -> impl Strategy<Value = Vec<(f64, f64, i64)>> {
+        proptest::collection::vec(
+            (
+                prop_oneof![(-1_000_000i64..1_000_000).prop_map(|v| v as f64), (-1e6..1e6f64)],
+                prop_oneof![Just(1.0), Just(2.0), Just(10.0)],
+                -5i64..5,
+            ),
+            0..60,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn scalar_merge_of_any_partition_equals_one_pass(
+            values in values(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+        ) {
+            let mut whole = Scalar::new();
+            for &(v, w, ts) in &values {
+                whole.record(v, w, t(ts));
+            }
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| c.index(values.len() + 1)).collect();
+            bounds.sort_unstable();
+            let mut merged = Scalar::new();
+            let mut start = 0;
+            for end in bounds.into_iter().chain([values.len()]) {
+                let mut part = Scalar::new();
+                for &(v, w, ts) in values.get(start..end).unwrap_or_default().iter().rev() {
+                    part.record(v, w, t(ts));
+                }
+                merged.merge(&part);
+                start = end;
+            }
+            prop_assert_eq!(merged.events(), whole.events());
+            prop_assert_eq!(merged.count(), whole.count());
+            prop_assert_eq!(merged.min(), whole.min());
+            prop_assert_eq!(merged.max(), whole.max());
+            prop_assert_eq!(merged.last(), whole.last());
+            let exact = values.iter().all(|(v, _, _)| v.fract() == 0.0);
+            if exact {
+                prop_assert_eq!(merged.sum(), whole.sum());
+            } else {
+                prop_assert!((merged.sum() - whole.sum()).abs() <= 1e-9 * (1.0 + whole.sum().abs()));
+            }
+        }
+
+        #[test]
+        fn quantile_merge_equals_one_pass_and_is_accurate(
+            values in proptest::collection::vec(-1e5..1e5f64, 1..200),
+            cut in any::<prop::sample::Index>(),
+            q in 0.0..=1.0f64,
+        ) {
+            let config = QuantileConfig::default();
+            let mut whole = Quantiles::new(config);
+            for &v in &values {
+                whole.record(v, 1.0);
+            }
+            let (left, right) = values.split_at(cut.index(values.len() + 1));
+            let (mut a, mut b) = (Quantiles::new(config), Quantiles::new(config));
+            left.iter().for_each(|&v| a.record(v, 1.0));
+            right.iter().for_each(|&v| b.record(v, 1.0));
+            a.merge(&b);
+            prop_assert_eq!(a.quantile(q), whole.quantile(q));
+            // Against the exact order statistic: within 1 % (2 significant
+            // digits) plus the resolution.
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            let exact = sorted[rank - 1];
+            let got = whole.quantile(q).unwrap();
+            prop_assert!((got - exact).abs() <= exact.abs() * 0.01 + 2e-3, "q {} got {} exact {}", q, got, exact);
+        }
+    }
+}
