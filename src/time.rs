@@ -483,6 +483,12 @@ impl Tumbling {
         if start == ts { Some(ts) } else { start.0.checked_add(self.size).map(Timestamp) }
     }
 
+    /// The start of window `k`, `offset + k·size`, if representable.
+    pub fn start_of_index(&self, k: i64) -> Option<Timestamp> {
+        let start = i128::from(k) * i128::from(self.size) + i128::from(self.offset);
+        i64::try_from(start).ok().map(Timestamp)
+    }
+
     /// The window index `k` of `ts` (window `k` starts at `offset + k·size`).
     #[inline]
     pub fn index(&self, ts: Timestamp) -> i64 {
@@ -844,6 +850,7 @@ mod tests {
                 prop_assert!((i128::from(t.as_nanos()) - i128::from(start.as_nanos())) < i128::from(size));
                 prop_assert_eq!((i128::from(start.as_nanos()) - i128::from(w.offset().as_nanos())).rem_euclid(i128::from(size)), 0);
                 prop_assert_eq!(w.start(start), Some(start));
+                prop_assert_eq!(w.start_of_index(w.index(t)), Some(start));
             } else {
                 // Only when the true boundary is below the representable range.
                 prop_assert!(i128::from(n) - (i128::from(n) - i128::from(w.offset().as_nanos())).rem_euclid(i128::from(size)) < i128::from(i64::MIN));

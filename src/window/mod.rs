@@ -1,7 +1,17 @@
-//! Event-time windows: tumbling windows keyed by (tenant, stream, group),
-//! watermarks, lateness and rollups are being built here; the
-//! [`agg`] module, the mergeable per-window aggregate states they keep, is
-//! ready and usable on its own (for example to merge partial aggregates
-//! from several Durable Objects).
+//! Event-time tumbling windows.
+//!
+//! [`Windows`] aggregates validated batches into tumbling windows keyed by
+//! (tenant, stream, group-by dims), closes them with a watermark, accepts
+//! late events within an allowed lateness (re-emitting the window as a
+//! correction), counts and returns the events too late for that, and caps
+//! the live groups per tenant with an overflow group. [`agg`] holds the
+//! mergeable aggregate states it keeps, usable on their own (for example to
+//! merge partial aggregates from several Durable Objects).
+//!
+//! Still to come in this module: update-mode emission, geohash grouping,
+//! snapshots, rollups and range queries.
 
 pub mod agg;
+mod tumbling;
+
+pub use tumbling::{FieldResult, FieldSpec, OVERFLOW, SpecError, WindowResult, WindowSpec, WindowStats, Windows};

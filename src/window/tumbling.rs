@@ -1,0 +1,704 @@
+//! The tumbling-window operator: event-time windows per group, closed by a
+//! watermark, with allowed lateness and bounded group cardinality.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use super::agg::{QuantileConfig, Quantiles, Scalar};
+use crate::event::{EventBatch, Sym, Symbols};
+use crate::time::{Span, TimeError, Timestamp, Tumbling};
+
+/// The group label value used for every group-by key of a tenant's
+/// overflow group (see [`WindowSpec::max_groups_per_tenant`]).
+pub const OVERFLOW: &str = "__overflow__";
+
+/// One aggregated field: the scalar aggregates always, quantiles if asked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    /// The field to read from each event.
+    pub field: String,
+    /// Quantiles to report, each in 0.0..=1.0 (e.g. `[0.5, 0.9, 0.99]`);
+    /// empty for none, which saves the histogram.
+    #[serde(default)]
+    pub quantiles: Vec<f64>,
+}
+
+impl FieldSpec {
+    /// Count, sum, min, max, mean and last of `field`.
+    pub fn new(field: impl Into<String>) -> Self {
+        FieldSpec { field: field.into(), quantiles: Vec::new() }
+    }
+
+    /// Also reports these quantiles.
+    pub fn with_quantiles(mut self, quantiles: impl IntoIterator<Item = f64>) -> Self {
+        self.quantiles = quantiles.into_iter().collect();
+        self
+    }
+}
+
+/// What to aggregate and when windows close.
+///
+/// ```
+/// use edgestream::time::Span;
+/// use edgestream::window::{FieldSpec, WindowSpec};
+///
+/// let spec: WindowSpec = serde_json::from_str(r#"{
+///     "size": "1m",
+///     "group_by": ["region"],
+///     "fields": [{"field": "latency_ms", "quantiles": [0.5, 0.99]}],
+///     "out_of_orderness": "5s",
+///     "allowed_lateness": "1m"
+/// }"#)?;
+/// assert_eq!(spec.size, Span::from_mins(1));
+/// assert_eq!(spec.fields, [FieldSpec::new("latency_ms").with_quantiles([0.5, 0.99])]);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WindowSpec {
+    /// Window size (at least 1 ms).
+    pub size: Span,
+    /// Shift of the window boundaries from the epoch.
+    pub offset: Span,
+    /// Dim keys that define a group (besides tenant and stream); an event
+    /// without one of them has the empty string for it.
+    pub group_by: Vec<String>,
+    /// The fields to aggregate.
+    pub fields: Vec<FieldSpec>,
+    /// How far behind the latest event time others may arrive and still be
+    /// on time: the watermark is the latest event time minus this.
+    pub out_of_orderness: Span,
+    /// How long after its close a window still accepts late events, each
+    /// batch of which re-emits the window as a correction.
+    pub allowed_lateness: Span,
+    /// After this long without events (by the `now` the host passes), the
+    /// watermark follows processing time (`now - idle_timeout`), so windows
+    /// close on a quiet stream. `None` waits for events forever.
+    pub idle_timeout: Option<Span>,
+    /// Most live groups per tenant; events of further groups are aggregated
+    /// into the tenant's overflow group, whose labels are all [`OVERFLOW`].
+    pub max_groups_per_tenant: usize,
+    /// Precision of the quantile sketches.
+    pub quantile_config: QuantileConfig,
+}
+
+impl WindowSpec {
+    /// Default for [`WindowSpec::max_groups_per_tenant`].
+    pub const DEFAULT_MAX_GROUPS_PER_TENANT: usize = 10_000;
+
+    /// Windows of `size` with the other defaults: no grouping beyond tenant
+    /// and stream, no fields (add them with [`WindowSpec::field`]), 2 s of
+    /// out-of-orderness, no lateness, a 10 s idle timeout, 10,000 groups per
+    /// tenant.
+    pub fn new(size: Span) -> Self {
+        WindowSpec { size, ..WindowSpec::default() }
+    }
+
+    /// Groups by these dim keys.
+    pub fn group_by(mut self, keys: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.group_by = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Aggregates this field.
+    pub fn field(mut self, field: FieldSpec) -> Self {
+        self.fields.push(field);
+        self
+    }
+
+    /// Sets the out-of-orderness bound.
+    pub fn out_of_orderness(mut self, span: Span) -> Self {
+        self.out_of_orderness = span;
+        self
+    }
+
+    /// Sets the allowed lateness.
+    pub fn allowed_lateness(mut self, span: Span) -> Self {
+        self.allowed_lateness = span;
+        self
+    }
+
+    /// Sets (or, with `None`, disables) the idle timeout.
+    pub fn idle_timeout(mut self, span: Option<Span>) -> Self {
+        self.idle_timeout = span;
+        self
+    }
+
+    /// Sets the per-tenant group cap.
+    pub fn max_groups_per_tenant(mut self, n: usize) -> Self {
+        self.max_groups_per_tenant = n;
+        self
+    }
+}
+
+impl Default for WindowSpec {
+    fn default() -> Self {
+        WindowSpec {
+            size: Span::from_secs(1),
+            offset: Span::ZERO,
+            group_by: Vec::new(),
+            fields: Vec::new(),
+            out_of_orderness: Span::from_secs(2),
+            allowed_lateness: Span::ZERO,
+            idle_timeout: Some(Span::from_secs(10)),
+            max_groups_per_tenant: Self::DEFAULT_MAX_GROUPS_PER_TENANT,
+            quantile_config: QuantileConfig::default(),
+        }
+    }
+}
+
+/// Why a [`WindowSpec`] cannot be used.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The window size is below 1 ms or the offset is out of range.
+    #[error("invalid window size or offset: {0}")]
+    Window(#[from] TimeError),
+    /// The size is below the 1 ms minimum.
+    #[error("window size {0} is below 1ms")]
+    TooSmall(Span),
+    /// A span that must not be negative is.
+    #[error("`{0}` must not be negative")]
+    Negative(&'static str),
+    /// A quantile outside 0.0..=1.0.
+    #[error("quantile {0} is outside 0.0..=1.0")]
+    Quantile(f64),
+    /// `max_groups_per_tenant` is zero; at least the overflow group needs room.
+    #[error("`max_groups_per_tenant` must be at least 1")]
+    NoGroups,
+}
+
+/// The aggregates of one field in one window.
+#[derive(Clone, Debug)]
+pub struct FieldResult {
+    /// The field's name.
+    pub field: Arc<str>,
+    /// Count, sum, min, max, mean and last; mergeable, for rollups.
+    pub scalar: Scalar,
+    /// The requested quantiles as `(q, value)`; empty when none were asked
+    /// or the field had no value.
+    pub quantiles: Vec<(f64, f64)>,
+    /// The quantile sketch itself, mergeable, when quantiles were asked.
+    pub sketch: Option<Quantiles>,
+}
+
+/// The result of one window for one group.
+#[derive(Clone, Debug)]
+pub struct WindowResult {
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// The stream.
+    pub stream: Arc<str>,
+    /// The group-by labels `(key, value)`, in the spec's order.
+    pub group: Arc<[(Arc<str>, Arc<str>)]>,
+    /// Window start (inclusive).
+    pub start: Timestamp,
+    /// Window end (exclusive).
+    pub end: Timestamp,
+    /// 0 for the first emission of this window, +1 for each correction.
+    pub revision: u32,
+    /// Whether this is a closed window's result (always true for now: the
+    /// operator emits when a window closes, and again for each correction).
+    pub is_final: bool,
+    /// Events in the window (of any field), unweighted.
+    pub events: u64,
+    /// Weighted event count.
+    pub count: f64,
+    /// One entry per [`WindowSpec::fields`], in order.
+    pub fields: Vec<FieldResult>,
+}
+
+/// Counters of what the operator did with the events it was given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WindowStats {
+    /// Events aggregated into an open window.
+    pub on_time: u64,
+    /// Late events aggregated into a closed window within the allowed
+    /// lateness (each such window is re-emitted as a correction).
+    pub late_accepted: u64,
+    /// Events too late even for the allowed lateness: not aggregated,
+    /// returned to the caller in `push`'s late buffer.
+    pub late_dropped: u64,
+    /// Events whose event time has no window in range (near the ends of the
+    /// `Timestamp` range): not aggregated, returned like late ones.
+    pub out_of_range: u64,
+    /// Events aggregated into an overflow group because their tenant was at
+    /// its group cap.
+    pub overflowed: u64,
+    /// Window results emitted, corrections included.
+    pub results: u64,
+    /// Corrections emitted.
+    pub corrections: u64,
+}
+
+type GroupId = u32;
+
+/// A group: its identity and its labels for results.
+struct Group {
+    tenant: Arc<str>,
+    stream: Arc<str>,
+    labels: Arc<[(Arc<str>, Arc<str>)]>,
+}
+
+struct FieldState {
+    scalar: Scalar,
+    quantiles: Option<Quantiles>,
+}
+
+struct WindowState {
+    events: u64,
+    count: f64,
+    fields: SmallVec<[FieldState; 2]>,
+    /// Emissions so far.
+    emitted: u32,
+    /// Changed since its last emission (for corrections).
+    dirty: bool,
+}
+
+/// The groups that hold state in one window index.
+#[derive(Default)]
+struct Bucket {
+    groups: Vec<GroupId>,
+    closed: bool,
+}
+
+/// Event-time tumbling windows over batches of events, keyed by tenant,
+/// stream and the group-by dims, closed by a watermark.
+///
+/// Calling order: [`Windows::push`] each validated batch with the host's
+/// `now`, then [`Windows::advance`] with the same or a later `now`, then
+/// drain [`Windows::poll_result`]. Call `advance` again at
+/// [`Windows::next_deadline`] so that quiet streams close their windows;
+/// early, late or repeated calls are harmless. The operator reads no clock.
+///
+/// The watermark only moves in `advance`, so the outcome for an event does
+/// not depend on its position in a batch: any order of the same events
+/// whose disorder stays within [`WindowSpec::out_of_orderness`] gives the
+/// same results.
+///
+/// ```
+/// use edgestream::event::{Event, EventBatch};
+/// use edgestream::time::{Span, Timestamp};
+/// use edgestream::window::{FieldSpec, WindowSpec, Windows};
+///
+/// let spec = WindowSpec::new(Span::from_secs(10)).group_by(["region"]).field(FieldSpec::new("temp_c"));
+/// let mut windows = Windows::new(spec)?;
+/// let t = |s: i64| Timestamp::from_secs(1_795_838_400 + s).unwrap();
+/// let mut batch = EventBatch::new();
+/// for (s, region, temp) in [(1, "eu", 20.0), (3, "eu", 22.0), (4, "us", 30.0), (15, "eu", 21.0)] {
+///     batch.push(&Event::new("acme", "metrics", t(s)).with_dim("region", region).with_field("temp_c", temp));
+/// }
+/// let mut late = Vec::new();
+/// windows.push(&batch, t(15), &mut late);
+/// windows.advance(t(15)); // watermark 15 s - 2 s: the first window [0, 10) closes
+/// let mut results = Vec::new();
+/// while let Some(r) = windows.poll_result() {
+///     results.push((r.group[0].1.to_string(), r.fields[0].scalar.mean()));
+/// }
+/// results.sort_by(|a, b| a.0.cmp(&b.0));
+/// assert_eq!(results, [("eu".to_string(), Some(21.0)), ("us".to_string(), Some(30.0))]);
+/// # Ok::<(), edgestream::window::SpecError>(())
+/// ```
+pub struct Windows {
+    spec: WindowSpec,
+    tumbling: Tumbling,
+    /// Global strings of live groups.
+    strings: Symbols,
+    /// Batch symbol index → global symbol, for the batch being pushed.
+    translate: Vec<u32>,
+    group_ids: HashMap<SmallVec<[u32; 6]>, GroupId, foldhash::fast::RandomState>,
+    groups: Vec<Group>,
+    groups_per_tenant: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    states: HashMap<(GroupId, i64), WindowState, foldhash::fast::RandomState>,
+    buckets: BTreeMap<i64, Bucket>,
+    /// Windows closed and changed since, awaiting a correction.
+    dirty: Vec<(GroupId, i64)>,
+    ready: std::collections::VecDeque<WindowResult>,
+    max_event_ts: Option<Timestamp>,
+    last_arrival: Option<Timestamp>,
+    watermark: Timestamp,
+    field_names: Vec<Arc<str>>,
+    stats: WindowStats,
+}
+
+impl core::fmt::Debug for Windows {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Windows")
+            .field("spec", &self.spec)
+            .field("watermark", &self.watermark)
+            .field("groups", &self.groups.len())
+            .field("open_states", &self.states.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+const UNSEEN: u32 = u32::MAX;
+const ABSENT: u32 = u32::MAX - 1;
+
+impl Windows {
+    /// An operator for `spec`.
+    pub fn new(spec: WindowSpec) -> Result<Self, SpecError> {
+        let tumbling = Tumbling::with_offset(spec.size, spec.offset)?;
+        if spec.size < Span::from_millis(1) {
+            return Err(SpecError::TooSmall(spec.size));
+        }
+        for (name, span) in [("out_of_orderness", spec.out_of_orderness), ("allowed_lateness", spec.allowed_lateness)] {
+            if span < Span::ZERO {
+                return Err(SpecError::Negative(name));
+            }
+        }
+        if spec.idle_timeout.is_some_and(|s| s < Span::ZERO) {
+            return Err(SpecError::Negative("idle_timeout"));
+        }
+        if let Some(&q) = spec.fields.iter().flat_map(|f| &f.quantiles).find(|q| !(0.0..=1.0).contains(*q)) {
+            return Err(SpecError::Quantile(q));
+        }
+        if spec.max_groups_per_tenant == 0 {
+            return Err(SpecError::NoGroups);
+        }
+        let field_names = spec.fields.iter().map(|f| Arc::from(f.field.as_str())).collect();
+        Ok(Windows {
+            spec,
+            tumbling,
+            strings: Symbols::new(),
+            translate: Vec::new(),
+            group_ids: HashMap::default(),
+            groups: Vec::new(),
+            groups_per_tenant: HashMap::default(),
+            states: HashMap::default(),
+            buckets: BTreeMap::new(),
+            dirty: Vec::new(),
+            ready: std::collections::VecDeque::new(),
+            max_event_ts: None,
+            last_arrival: None,
+            watermark: Timestamp::MIN,
+            field_names,
+            stats: WindowStats::default(),
+        })
+    }
+
+    /// The spec in force.
+    pub fn spec(&self) -> &WindowSpec {
+        &self.spec
+    }
+
+    /// The current watermark: windows ending at or before it are closed.
+    pub fn watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// What happened to the events pushed so far.
+    pub fn stats(&self) -> &WindowStats {
+        &self.stats
+    }
+
+    /// Live groups, overflow groups included.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// (group, window) states held: open windows, and closed ones still
+    /// within the allowed lateness.
+    pub fn live_windows(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Aggregates every event of `batch` (validate it first) into its
+    /// window. `now` is the host's current time, used only for the idle
+    /// timeout. The indexes of events too late to aggregate (or with no
+    /// window in range) are appended to `late`, so that the host can
+    /// archive them; they are also counted in [`Windows::stats`].
+    pub fn push(&mut self, batch: &EventBatch, now: Timestamp, late: &mut Vec<usize>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.last_arrival = Some(self.last_arrival.map_or(now, |t| t.max(now)));
+        self.translate.clear();
+        self.translate.resize(batch.symbols().len(), UNSEEN);
+        // The batch symbols of the group-by keys and fields (None: no event
+        // of this batch has it).
+        let symbols = batch.symbols();
+        let key_syms: SmallVec<[Option<Sym>; 4]> = self.spec.group_by.iter().map(|k| symbols.get(k)).collect();
+        let field_syms: SmallVec<[Option<Sym>; 4]> = self.spec.fields.iter().map(|f| symbols.get(&f.field)).collect();
+        let mut key: SmallVec<[u32; 6]> = SmallVec::new();
+        let mut values: SmallVec<[Option<Sym>; 4]> = SmallVec::new();
+        for (index, event) in batch.iter().enumerate() {
+            let ts = event.ts();
+            let (Some(start), Some(_)) = (self.tumbling.start(ts), self.tumbling.end(ts)) else {
+                self.stats.out_of_range += 1;
+                late.push(index);
+                continue;
+            };
+            let window = self.tumbling.index(start);
+            let end = start.saturating_add(self.spec.size);
+            let closed = end <= self.watermark;
+            if closed && end.saturating_add(self.spec.allowed_lateness) <= self.watermark {
+                self.stats.late_dropped += 1;
+                late.push(index);
+                continue;
+            }
+            // The group key: tenant, stream and each group-by value, as
+            // global symbols (ABSENT when the string is not global yet).
+            values.clear();
+            values.extend(
+                key_syms.iter().map(|k| k.and_then(|k| event.dim_syms().iter().find(|d| d.0 == k).map(|d| d.1))),
+            );
+            key.clear();
+            key.push(self.global(symbols, event.tenant_sym()));
+            key.push(self.global(symbols, event.stream_sym()));
+            for v in &values {
+                let g = match v {
+                    Some(v) => self.global(symbols, *v),
+                    None => self.global_str(""),
+                };
+                key.push(g);
+            }
+            let group = match self.group_ids.get(&key) {
+                Some(&g) => g,
+                None => self.new_group(symbols, event.tenant(), event.stream(), &values),
+            };
+            let state = self.states.entry((group, window)).or_insert_with(|| {
+                self.buckets.entry(window).or_default().groups.push(group);
+                WindowState {
+                    events: 0,
+                    count: 0.0,
+                    fields: self
+                        .spec
+                        .fields
+                        .iter()
+                        .map(|f| FieldState {
+                            scalar: Scalar::new(),
+                            quantiles: (!f.quantiles.is_empty()).then(|| Quantiles::new(self.spec.quantile_config)),
+                        })
+                        .collect(),
+                    emitted: 0,
+                    dirty: false,
+                }
+            });
+            let weight = 1.0;
+            state.events += 1;
+            state.count += weight;
+            for (slot, sym) in state.fields.iter_mut().zip(&field_syms) {
+                let Some(sym) = sym else { continue };
+                if let Some(&(_, value)) = event.field_syms().iter().find(|f| f.0 == *sym) {
+                    slot.scalar.record(value, weight, ts);
+                    if let Some(q) = &mut slot.quantiles {
+                        q.record(value, weight);
+                    }
+                }
+            }
+            if closed {
+                self.stats.late_accepted += 1;
+                if !state.dirty {
+                    state.dirty = true;
+                    self.dirty.push((group, window));
+                }
+            } else {
+                self.stats.on_time += 1;
+            }
+            self.max_event_ts = Some(self.max_event_ts.map_or(ts, |m| m.max(ts)));
+        }
+    }
+
+    /// The global symbol of batch symbol `sym`, or ABSENT.
+    #[inline]
+    fn global(&mut self, symbols: &Symbols, sym: Sym) -> u32 {
+        match self.translate.get(sym.index()) {
+            Some(&g) if g != UNSEEN => g,
+            _ => {
+                let g = self.global_str(symbols.resolve(sym).unwrap_or_default());
+                if let Some(slot) = self.translate.get_mut(sym.index()) {
+                    *slot = g;
+                }
+                g
+            }
+        }
+    }
+
+    fn global_str(&self, s: &str) -> u32 {
+        self.strings.get(s).map_or(ABSENT, |g| g.index() as u32)
+    }
+
+    /// Creates the group for `values` (or returns the tenant's overflow
+    /// group when the tenant is at its cap).
+    fn new_group(&mut self, symbols: &Symbols, tenant: &str, stream: &str, values: &[Option<Sym>]) -> GroupId {
+        let live = self.groups_per_tenant.get(tenant).copied().unwrap_or(0);
+        let overflow = live >= self.spec.max_groups_per_tenant;
+        let texts: SmallVec<[&str; 4]> = values
+            .iter()
+            .map(|v| if overflow { OVERFLOW } else { v.and_then(|v| symbols.resolve(v)).unwrap_or("") })
+            .collect();
+        let known = self.strings.len();
+        let mut key: SmallVec<[u32; 6]> = SmallVec::new();
+        for s in [tenant, stream].into_iter().chain(texts.iter().copied()) {
+            key.push(self.strings.intern(s).index() as u32);
+        }
+        // New global strings invalidate the ABSENT entries of the translation.
+        if self.strings.len() != known {
+            for g in &mut self.translate {
+                if *g == ABSENT {
+                    *g = UNSEEN;
+                }
+            }
+        }
+        if overflow {
+            self.stats.overflowed += 1;
+        }
+        if let Some(&g) = self.group_ids.get(&key) {
+            return g;
+        }
+        let id = self.groups.len() as GroupId;
+        let tenant_arc: Arc<str> = Arc::from(tenant);
+        let labels: Arc<[(Arc<str>, Arc<str>)]> =
+            self.spec.group_by.iter().zip(&texts).map(|(k, v)| (Arc::from(k.as_str()), Arc::from(*v))).collect();
+        self.groups.push(Group { tenant: tenant_arc.clone(), stream: Arc::from(stream), labels });
+        if !overflow {
+            *self.groups_per_tenant.entry(tenant_arc).or_insert(0) += 1;
+        }
+        self.group_ids.insert(key, id);
+        id
+    }
+
+    /// Moves the watermark (from the latest event time, or from `now` on an
+    /// idle stream), emits the results of windows that closed and the
+    /// corrections of late-updated ones, and frees windows past their
+    /// allowed lateness.
+    pub fn advance(&mut self, now: Timestamp) {
+        let mut watermark = self.watermark;
+        if let Some(max) = self.max_event_ts {
+            watermark = watermark.max(max.saturating_sub(self.spec.out_of_orderness));
+        }
+        if let (Some(idle), Some(last)) = (self.spec.idle_timeout, self.last_arrival)
+            && now.saturating_since(last) >= idle
+        {
+            watermark = watermark.max(now.saturating_sub(idle));
+        }
+        self.watermark = watermark;
+
+        // Corrections first: they concern windows closed before this call.
+        for (group, window) in core::mem::take(&mut self.dirty) {
+            self.emit(group, window);
+        }
+        let mut expired = Vec::new();
+        for (&window, bucket) in &mut self.buckets {
+            let Some(start) = self.tumbling.start_of_index(window) else { continue };
+            let end = start.saturating_add(self.spec.size);
+            if end > watermark {
+                break;
+            }
+            if !bucket.closed {
+                bucket.closed = true;
+                for &group in &bucket.groups {
+                    Self::emit_into(
+                        &mut self.states,
+                        &self.groups,
+                        &self.field_names,
+                        &self.spec,
+                        &mut self.ready,
+                        &mut self.stats,
+                        group,
+                        window,
+                        start,
+                    );
+                }
+            }
+            if end.saturating_add(self.spec.allowed_lateness) <= watermark {
+                expired.push(window);
+            }
+        }
+        for window in expired {
+            if let Some(bucket) = self.buckets.remove(&window) {
+                for group in bucket.groups {
+                    self.states.remove(&(group, window));
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, group: GroupId, window: i64) {
+        let Some(start) = self.tumbling.start_of_index(window) else { return };
+        Self::emit_into(
+            &mut self.states,
+            &self.groups,
+            &self.field_names,
+            &self.spec,
+            &mut self.ready,
+            &mut self.stats,
+            group,
+            window,
+            start,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "split borrows of the operator's fields")]
+    fn emit_into(
+        states: &mut HashMap<(GroupId, i64), WindowState, foldhash::fast::RandomState>,
+        groups: &[Group],
+        field_names: &[Arc<str>],
+        spec: &WindowSpec,
+        ready: &mut std::collections::VecDeque<WindowResult>,
+        stats: &mut WindowStats,
+        group: GroupId,
+        window: i64,
+        start: Timestamp,
+    ) {
+        let (Some(state), Some(g)) = (states.get_mut(&(group, window)), groups.get(group as usize)) else { return };
+        let fields = state
+            .fields
+            .iter()
+            .zip(field_names)
+            .zip(&spec.fields)
+            .map(|((f, name), fs)| FieldResult {
+                field: name.clone(),
+                scalar: f.scalar,
+                quantiles: f
+                    .quantiles
+                    .as_ref()
+                    .map(|q| fs.quantiles.iter().filter_map(|&p| q.quantile(p).map(|v| (p, v))).collect())
+                    .unwrap_or_default(),
+                sketch: f.quantiles.clone(),
+            })
+            .collect();
+        if state.emitted > 0 {
+            stats.corrections += 1;
+        }
+        stats.results += 1;
+        ready.push_back(WindowResult {
+            tenant: g.tenant.clone(),
+            stream: g.stream.clone(),
+            group: g.labels.clone(),
+            start,
+            end: start.saturating_add(spec.size),
+            revision: state.emitted,
+            is_final: true,
+            events: state.events,
+            count: state.count,
+            fields,
+        });
+        state.emitted += 1;
+        state.dirty = false;
+    }
+
+    /// The next result, oldest first.
+    pub fn poll_result(&mut self) -> Option<WindowResult> {
+        self.ready.pop_front()
+    }
+
+    /// When `advance` should be called next even if no event arrives: the
+    /// time at which the idle timeout would close the earliest open window.
+    /// `None` when no window is open or there is no idle timeout.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let idle = self.spec.idle_timeout?;
+        let last = self.last_arrival?;
+        let (&window, _) = self.buckets.iter().find(|(_, b)| !b.closed)?;
+        let end = self.tumbling.start_of_index(window)?.saturating_add(self.spec.size);
+        Some(last.saturating_add(idle).max(end.saturating_add(idle)))
+    }
+}

@@ -1,0 +1,336 @@
+//! The tumbling-window operator: boundaries, watermark, idle timeout,
+//! lateness, group cap, order independence, and a real series.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
+use std::collections::BTreeMap;
+
+use edgestream::event::{Event, EventBatch};
+use edgestream::time::{Span, Timestamp};
+use edgestream::window::agg::Scalar;
+use edgestream::window::{FieldSpec, OVERFLOW, SpecError, WindowResult, WindowSpec, Windows};
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+fn t(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms).unwrap()
+}
+
+fn ev(ms: i64, group: &str, value: f64) -> Event {
+    Event::new("acme", "metrics", t(ms)).with_dim("g", group).with_field("v", value)
+}
+
+fn spec() -> WindowSpec {
+    WindowSpec::new(Span::from_secs(10))
+        .group_by(["g"])
+        .field(FieldSpec::new("v"))
+        .out_of_orderness(Span::from_secs(2))
+        .idle_timeout(None)
+}
+
+/// Pushes `events` as one batch at `now`, then advances; returns the
+/// results and the late indexes.
+fn run(w: &mut Windows, events: &[Event], now: i64) -> (Vec<WindowResult>, Vec<usize>) {
+    let mut batch = EventBatch::new();
+    for e in events {
+        batch.push(e);
+    }
+    let mut late = Vec::new();
+    w.push(&batch, t(now), &mut late);
+    w.advance(t(now));
+    (drain(w), late)
+}
+
+fn drain(w: &mut Windows) -> Vec<WindowResult> {
+    std::iter::from_fn(|| w.poll_result()).collect()
+}
+
+/// (group, start ms) → (revision, events, sum, min, max, last).
+type Summary = BTreeMap<(String, i64), (u32, u64, f64, Option<f64>, Option<f64>, Option<(Timestamp, f64)>)>;
+
+fn summary(results: &[WindowResult]) -> Summary {
+    results
+        .iter()
+        .map(|r| {
+            let s = &r.fields[0].scalar;
+            (
+                (r.group[0].1.to_string(), r.start.as_millis()),
+                (r.revision, r.events, s.sum(), s.min(), s.max(), s.last()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn spec_errors() {
+    assert!(matches!(Windows::new(WindowSpec::new(Span::ZERO)), Err(SpecError::Window(_))));
+    assert!(matches!(Windows::new(WindowSpec::new(Span::from_micros(10))), Err(SpecError::TooSmall(_))));
+    assert!(matches!(Windows::new(spec().allowed_lateness(Span::from_secs(-1))), Err(SpecError::Negative(_))));
+    assert!(matches!(
+        Windows::new(spec().field(FieldSpec::new("x").with_quantiles([1.5]))),
+        Err(SpecError::Quantile(_))
+    ));
+    assert!(matches!(Windows::new(spec().max_groups_per_tenant(0)), Err(SpecError::NoGroups)));
+}
+
+#[test]
+fn boundaries_belong_to_the_window_they_start() {
+    let mut w = Windows::new(spec()).unwrap();
+    let (results, _) =
+        run(&mut w, &[ev(0, "a", 1.0), ev(9_999, "a", 2.0), ev(10_000, "a", 4.0), ev(30_000, "a", 0.0)], 30_000);
+    let s = summary(&results);
+    assert_eq!(s[&("a".into(), 0)].1, 2);
+    assert_eq!(s[&("a".into(), 0)].2, 3.0);
+    assert_eq!(s[&("a".into(), 10_000)].1, 1);
+    assert!(!s.contains_key(&("a".into(), 30_000)), "still open: watermark is 28 s");
+    assert_eq!(w.watermark(), t(28_000));
+    assert!(results.iter().all(|r| r.is_final && r.revision == 0 && r.end.as_millis() - r.start.as_millis() == 10_000));
+}
+
+#[test]
+fn negative_timestamps_window_correctly() {
+    let mut w = Windows::new(spec()).unwrap();
+    let (results, _) =
+        run(&mut w, &[ev(-1, "a", 1.0), ev(-10_000, "a", 2.0), ev(-10_001, "a", 4.0), ev(20_000, "a", 0.0)], 0);
+    let s = summary(&results);
+    assert_eq!(s[&("a".into(), -10_000)].1, 2);
+    assert_eq!(s[&("a".into(), -20_000)].1, 1);
+}
+
+#[test]
+fn the_watermark_only_moves_in_advance_and_never_back() {
+    let mut w = Windows::new(spec()).unwrap();
+    let (results, late) = run(&mut w, &[ev(25_000, "a", 1.0), ev(1_000, "a", 1.0)], 0);
+    // Both events are in one push: the watermark was MIN while pushing, so
+    // the early one is on time, and its window closes in this advance.
+    assert!(late.is_empty());
+    assert_eq!(summary(&results).len(), 1);
+    let (results, _) = run(&mut w, &[ev(5_000, "b", 1.0)], 0);
+    assert!(results.is_empty());
+    assert_eq!(w.stats().late_dropped, 1);
+    assert_eq!(w.watermark(), t(23_000));
+}
+
+#[test]
+fn idle_timeout_closes_windows_on_a_quiet_stream() {
+    let mut w = Windows::new(spec().idle_timeout(Some(Span::from_secs(5)))).unwrap();
+    // Event time far behind processing time (a backfill).
+    let (results, _) = run(&mut w, &[ev(1_000, "a", 1.0)], 100_000);
+    assert!(results.is_empty(), "not idle yet");
+    assert_eq!(w.next_deadline(), Some(t(105_000)));
+    w.advance(t(104_999));
+    assert!(drain(&mut w).is_empty());
+    w.advance(t(105_000));
+    assert_eq!(summary(&drain(&mut w)).len(), 1);
+    assert_eq!(w.next_deadline(), None, "nothing open");
+}
+
+#[test]
+fn late_events_within_lateness_emit_corrections_and_later_ones_are_returned() {
+    let mut w = Windows::new(spec().allowed_lateness(Span::from_secs(30))).unwrap();
+    let (first, _) = run(&mut w, &[ev(1_000, "a", 1.0), ev(12_000, "a", 5.0)], 0);
+    assert_eq!(summary(&first)[&("a".into(), 0)], (0, 1, 1.0, Some(1.0), Some(1.0), Some((t(1_000), 1.0))));
+    // Two late events for [0, 10) in one push: one correction.
+    let (second, late) = run(&mut w, &[ev(2_000, "a", 3.0), ev(3_000, "a", -1.0)], 0);
+    assert!(late.is_empty());
+    assert_eq!(summary(&second)[&("a".into(), 0)], (1, 3, 3.0, Some(-1.0), Some(3.0), Some((t(3_000), -1.0))));
+    assert_eq!(w.stats().late_accepted, 2);
+    assert_eq!(w.stats().corrections, 1);
+    // Move the watermark past [0, 10) + 30 s: the window is freed, and a
+    // late event for it is dropped, counted and handed back.
+    run(&mut w, &[ev(45_000, "a", 0.0)], 0);
+    let (third, late) = run(&mut w, &[ev(12_500, "a", 0.0), ev(4_000, "a", 9.0)], 0);
+    assert_eq!(late, [1]);
+    assert_eq!(w.stats().late_dropped, 1);
+    assert_eq!(summary(&third)[&("a".into(), 10_000)].0, 1, "10 s window corrected");
+    assert_eq!(w.stats().on_time + w.stats().late_accepted + w.stats().late_dropped, 7);
+}
+
+#[test]
+fn groups_over_the_cap_go_to_the_overflow_group() {
+    let mut w = Windows::new(spec().max_groups_per_tenant(2)).unwrap();
+    let events: Vec<Event> = ["a", "b", "c", "d", "a", "c"].iter().map(|g| ev(1_000, g, 1.0)).collect();
+    let other_tenant = Event::new("globex", "metrics", t(1_000)).with_dim("g", "z").with_field("v", 1.0);
+    let (results, _) = run(&mut w, &[events, vec![other_tenant, ev(20_000, "a", 0.0)]].concat(), 0);
+    let acme: BTreeMap<String, u64> =
+        results.iter().filter(|r| &*r.tenant == "acme").map(|r| (r.group[0].1.to_string(), r.events)).collect();
+    assert_eq!(acme, BTreeMap::from([("a".into(), 2), ("b".into(), 1), (OVERFLOW.into(), 3)]));
+    assert!(results.iter().any(|r| &*r.tenant == "globex"), "the cap is per tenant");
+    assert_eq!(w.stats().overflowed, 3);
+    assert_eq!(w.groups(), 4);
+}
+
+#[test]
+fn missing_group_dims_and_fields() {
+    let mut w = Windows::new(spec()).unwrap();
+    let no_dim = Event::new("acme", "metrics", t(1_000)).with_field("v", 2.0);
+    let no_field = Event::new("acme", "metrics", t(2_000)).with_dim("g", "a");
+    let (results, _) = run(&mut w, &[no_dim, no_field, ev(30_000, "a", 0.0)], 0);
+    let s = summary(&results);
+    assert_eq!(s[&("".into(), 0)].1, 1);
+    let a = results.iter().find(|r| &*r.group[0].1 == "a").unwrap();
+    assert_eq!((a.events, a.fields[0].scalar.is_empty()), (1, true), "counted, but no value for v");
+}
+
+#[test]
+fn quantiles_are_reported() {
+    let mut w = Windows::new(spec().field(FieldSpec::new("v").with_quantiles([0.5, 0.99]))).unwrap();
+    let events: Vec<Event> =
+        (1..=100).map(|i| ev(i * 10, "a", f64::from(i as i32))).chain([ev(30_000, "a", 0.0)]).collect();
+    let (results, _) = run(&mut w, &events, 0);
+    let r = results.iter().find(|r| r.start == t(0)).unwrap();
+    let q = &r.fields[1].quantiles;
+    assert_eq!(q.len(), 2);
+    assert!((q[0].1 - 50.0).abs() <= 0.5, "{q:?}");
+    assert!((q[1].1 - 99.0).abs() <= 1.0, "{q:?}");
+    assert!(r.fields[0].quantiles.is_empty());
+}
+
+#[test]
+fn machine_temperature_hourly_aggregates_match_an_independent_computation() {
+    let path =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/timeseries/nab_machine_temperature_system_failure.csv");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        panic!("{path} not found: the real-data fixtures live in ../shared/data");
+    };
+    let points: Vec<(Timestamp, f64)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (ts, v) = l.split_once(',').unwrap();
+            (format!("{}Z", ts.replace(' ', "T")).parse().unwrap(), v.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(points.len(), 22_695);
+    let spec = WindowSpec::new(Span::from_hours(1))
+        .field(FieldSpec::new("temp").with_quantiles([0.99]))
+        .out_of_orderness(Span::from_hours(2))
+        .idle_timeout(None);
+    let mut w = Windows::new(spec).unwrap();
+    let mut results = Vec::new();
+    let mut late = Vec::new();
+    for chunk in points.chunks(500) {
+        let mut batch = EventBatch::new();
+        for &(ts, v) in chunk {
+            batch.push(&Event::new("plant", "machine", ts).with_field("temp", v));
+        }
+        w.push(&batch, ts_now(), &mut late);
+        w.advance(ts_now());
+        results.extend(drain(&mut w));
+    }
+    // The idle timeout is off: move the watermark with a far-future event.
+    let mut flush = EventBatch::new();
+    flush.push(&Event::new("plant", "machine", t(4_000_000_000_000)));
+    w.push(&flush, ts_now(), &mut late);
+    w.advance(ts_now());
+    results.extend(drain(&mut w).into_iter().filter(|r| r.events > 0 && !r.fields[0].scalar.is_empty()));
+    assert!(late.is_empty(), "the one backward step is within 2 h");
+
+    // Independently: bucket by hour, sort, compute.
+    let mut hours: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for &(ts, v) in &points {
+        hours.entry(ts.as_secs().div_euclid(3_600)).or_default().push(v);
+    }
+    assert_eq!(results.len(), hours.len());
+    for r in &results {
+        let values = &hours[&r.start.as_secs().div_euclid(3_600)];
+        let s = &r.fields[0].scalar;
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        assert_eq!((s.min(), s.max()), (Some(min), Some(max)));
+        assert!((s.mean().unwrap() - mean).abs() < 1e-9 * mean.abs(), "{} vs {mean}", s.mean().unwrap());
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let p99 = sorted[((0.99 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+        let got = r.fields[0].quantiles[0].1;
+        assert!((got - p99).abs() <= p99.abs() * 0.01 + 0.002, "p99 {got} vs {p99}");
+    }
+    println!("{} hourly windows checked against an independent computation", results.len());
+}
+
+fn ts_now() -> Timestamp {
+    t(0)
+}
+
+fn events_strategy() -> impl Strategy<Value = Vec<(i64, u8, i32)>> {
+    proptest::collection::vec((0i64..60_000, 0u8..4, -1_000i32..1_000), 1..80)
+}
+
+fn run_all(events: &[(i64, u8, i32)], order: &[usize], chunks: usize) -> Summary {
+    let mut w = Windows::new(spec()).unwrap();
+    let mut results = Vec::new();
+    for part in order.chunks(order.len().div_ceil(chunks.max(1)).max(1)) {
+        let evs: Vec<Event> = part
+            .iter()
+            .map(|&i| {
+                let (ms, g, v) = events[i];
+                ev(ms, &format!("g{g}"), f64::from(v))
+            })
+            .collect();
+        results.extend(run(&mut w, &evs, 0).0);
+    }
+    results.extend(run(&mut w, &[ev(1_000_000, "end", 0.0)], 0).0);
+    summary(&results)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("tests/proptest-regressions/windows.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn order_within_the_bound_does_not_change_results(
+        events in events_strategy(),
+        swaps in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..40),
+        chunks in 1usize..5,
+    ) {
+        // Sorted order, then random swaps limited to events less than the
+        // out-of-orderness bound (2 s) apart.
+        let mut sorted: Vec<usize> = (0..events.len()).collect();
+        sorted.sort_by_key(|&i| events[i].0);
+        let mut shuffled = sorted.clone();
+        for (a, b) in swaps {
+            let (i, j) = (a.index(shuffled.len()), b.index(shuffled.len()));
+            let (lo, hi) = (i.min(j), i.max(j));
+            let span = shuffled[lo..=hi].iter().map(|&k| events[k].0);
+            if span.clone().max().unwrap() - span.min().unwrap() < 2_000 {
+                shuffled.swap(i, j);
+            }
+        }
+        prop_assert_eq!(run_all(&events, &shuffled, chunks), run_all(&events, &sorted, 1));
+    }
+
+    #[test]
+    fn merging_shard_results_equals_one_pass(events in events_strategy(), shards in 1usize..4) {
+        let one = run_all(&events, &(0..events.len()).collect::<Vec<_>>(), 1);
+        // Each shard aggregates its own events; merging their Scalars per
+        // (group, window) must give the one-pass state.
+        let mut merged: BTreeMap<(String, i64), Scalar> = BTreeMap::new();
+        for shard in 0..shards {
+            let mut w = Windows::new(spec()).unwrap();
+            let mine: Vec<Event> = events
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % shards == shard)
+                .map(|(_, &(ms, g, v))| ev(ms, &format!("g{g}"), f64::from(v)))
+                .collect();
+            let mut results = run(&mut w, &mine, 0).0;
+            results.extend(run(&mut w, &[ev(1_000_000, "end", 0.0)], 0).0);
+            for r in results {
+                merged.entry((r.group[0].1.to_string(), r.start.as_millis())).or_default().merge(&r.fields[0].scalar);
+            }
+        }
+        let merged: Summary = merged
+            .into_iter()
+            .map(|(k, s)| (k, (0, s.events(), s.sum(), s.min(), s.max(), s.last())))
+            .collect();
+        prop_assert_eq!(merged, one);
+    }
+}
