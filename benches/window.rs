@@ -1,0 +1,123 @@
+//! Window aggregation throughput: `Windows::push` (+ `advance` per batch)
+//! over pre-decoded batches, against a plain `HashMap<(group, window start),
+//! aggregate>` written the straightforward way, in the same run.
+//!
+//! Workload: 100,000 events in batches of 1,000 spanning 2 s of event time
+//! with ±20 ms of disorder, 10,000 groups given as a dim (strings the window
+//! code resolves), 1 s windows (about 5 events per group and window), count
+//! + sum + min + max over one field, and the same plus p99.
+//!
+//! `cargo bench --bench window`; figures in BENCHMARKS.md.
+
+#![allow(missing_docs, reason = "criterion generates the entry point")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "benchmark inputs are generated and known good"
+)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use edgestream::event::{Event, EventBatch};
+use edgestream::time::{Span, Timestamp};
+use edgestream::window::{FieldSpec, WindowSpec, Windows};
+
+#[path = "../tests/common/traffic.rs"]
+#[allow(dead_code, unreachable_pub, reason = "shared with the tests")]
+mod traffic;
+
+const EVENTS: usize = 100_000;
+const BATCH: usize = 1_000;
+const GROUPS: u64 = 10_000;
+
+fn batches() -> Vec<EventBatch> {
+    let mut rng = traffic::Rng::new(7);
+    let start = traffic::start();
+    let devices: Vec<String> = (0..GROUPS).map(|d| format!("dev-{d:05}")).collect();
+    (0..EVENTS / BATCH)
+        .map(|b| {
+            let mut batch = EventBatch::new();
+            for i in 0..BATCH {
+                let n = (b * BATCH + i) as i64;
+                // 50 events per ms: 100 k events span 2 s.
+                let ts = start.saturating_add(Span::from_micros(n * 20 + rng.below(40_000) as i64 - 20_000));
+                let device = &devices[rng.below(GROUPS) as usize];
+                batch.push(
+                    &Event::new("acme", "metrics", ts)
+                        .with_dim("device", device.as_str())
+                        .with_field("latency_ms", (rng.below(10_000) as f64) / 10.0),
+                );
+            }
+            batch
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct PlainAgg {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+/// The straightforward implementation: an owned key per event.
+fn plain(batches: &[EventBatch]) -> usize {
+    let mut map: HashMap<(String, i64), PlainAgg> = HashMap::new();
+    for batch in batches {
+        for e in batch.iter() {
+            let group = format!("{}/{}/{}", e.tenant(), e.stream(), e.dim("device").unwrap_or(""));
+            let window = e.ts().as_nanos().div_euclid(1_000_000_000);
+            let Some(v) = e.field("latency_ms") else { continue };
+            let agg = map.entry((group, window)).or_insert(PlainAgg {
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                ..Default::default()
+            });
+            agg.count += 1;
+            agg.sum += v;
+            agg.min = agg.min.min(v);
+            agg.max = agg.max.max(v);
+        }
+    }
+    map.len()
+}
+
+fn ours(batches: &[EventBatch], spec: &WindowSpec) -> usize {
+    let mut w = Windows::new(spec.clone()).unwrap();
+    let mut late = Vec::new();
+    let mut results = 0;
+    let now = Timestamp::UNIX_EPOCH;
+    for batch in batches {
+        w.push(batch, now, &mut late);
+        w.advance(now);
+        while w.poll_result().is_some() {
+            results += 1;
+        }
+    }
+    results + w.live_windows()
+}
+
+fn bench(c: &mut Criterion) {
+    let batches = batches();
+    let scalar = WindowSpec::new(Span::from_secs(1))
+        .group_by(["device"])
+        .field(FieldSpec::new("latency_ms"))
+        .out_of_orderness(Span::from_millis(100))
+        .idle_timeout(None);
+    let mut with_p99 = scalar.clone();
+    with_p99.fields = vec![FieldSpec::new("latency_ms").with_quantiles([0.99])];
+    let mut group = c.benchmark_group("window/push_10k_groups_1s");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.sample_size(20);
+    group.bench_function("edgestream_count_sum_min_max", |b| b.iter(|| black_box(ours(&batches, &scalar))));
+    group.bench_function("edgestream_plus_p99", |b| b.iter(|| black_box(ours(&batches, &with_p99))));
+    group.bench_function("baseline_plain_hashmap", |b| b.iter(|| black_box(plain(&batches))));
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
