@@ -492,10 +492,15 @@ impl Tumbling {
     /// The window index `k` of `ts` (window `k` starts at `offset + k·size`).
     #[inline]
     pub fn index(&self, ts: Timestamp) -> i64 {
-        // i128 keeps `ts - offset` from overflowing; the quotient fits in i64
-        // because size >= 1 and |ts - offset| < 2^64.
-        let q = (i128::from(ts.0) - i128::from(self.offset)).div_euclid(i128::from(self.size));
-        i64::try_from(q).unwrap_or(if q < 0 { i64::MIN } else { i64::MAX })
+        match ts.0.checked_sub(self.offset) {
+            Some(shifted) => shifted.div_euclid(self.size),
+            None => {
+                // Only near the range edge: i128 keeps `ts - offset` exact,
+                // and the quotient fits in i64 because size >= 1.
+                let q = (i128::from(ts.0) - i128::from(self.offset)).div_euclid(i128::from(self.size));
+                i64::try_from(q).unwrap_or(if q < 0 { i64::MIN } else { i64::MAX })
+            }
+        }
     }
 }
 

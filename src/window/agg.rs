@@ -33,6 +33,7 @@ use core::cmp::Ordering;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::time::Timestamp;
 
@@ -200,15 +201,23 @@ impl Default for QuantileConfig {
     }
 }
 
-/// A quantile sketch for any real values: an HDR histogram of the
-/// magnitudes of negative values, a count of zeros, and an HDR histogram of
-/// positive values. Each histogram is allocated on first use and grows only
-/// to the largest magnitude it has seen.
+/// A quantile sketch for any real values. Up to [`Quantiles::EXACT`]
+/// distinct values are kept as they are, and quantiles over them are exact
+/// (most groups of a short window never see more). Beyond that the values
+/// move into an HDR histogram of the magnitudes of negative values, a count
+/// of zeros, and an HDR histogram of positive values; each histogram is
+/// allocated on first use and grows only to the largest magnitude it has
+/// seen. Whether the sketch is exact depends only on the multiset of values,
+/// so merging gives what one pass gives.
 ///
 /// Weights are rounded to whole events (at least one) for quantiles.
 #[derive(Clone, Debug)]
 pub struct Quantiles {
     config: QuantileConfig,
+    /// Exact (value, events) pairs, while there are few.
+    exact: SmallVec<[(f64, u64); Quantiles::EXACT]>,
+    /// Whether the values live in the histograms (then `exact` is empty).
+    promoted: bool,
     neg: Option<Box<Histogram<u64>>>,
     zero: u64,
     pos: Option<Box<Histogram<u64>>>,
@@ -226,8 +235,12 @@ impl Quantiles {
             resolution: positive(config.resolution, QuantileConfig::DEFAULT_RESOLUTION),
             max_abs: positive(config.max_abs, QuantileConfig::DEFAULT_MAX_ABS),
         };
-        Quantiles { config, neg: None, zero: 0, pos: None, clamped: 0 }
+        Quantiles { config, exact: SmallVec::new(), promoted: false, neg: None, zero: 0, pos: None, clamped: 0 }
     }
+
+    /// How many distinct values are kept exactly before the histograms
+    /// take over.
+    pub const EXACT: usize = 8;
 
     /// The configuration in force.
     pub fn config(&self) -> QuantileConfig {
@@ -241,6 +254,29 @@ impl Quantiles {
             return;
         }
         let n = if weight.is_finite() && weight >= 1.0 { weight.round() as u64 } else { 1 };
+        if !self.promoted {
+            if let Some(entry) = self.exact.iter_mut().find(|e| e.0.to_bits() == value.to_bits()) {
+                entry.1 += n;
+                return;
+            }
+            if self.exact.len() < Self::EXACT {
+                self.exact.push((value, n));
+                return;
+            }
+            self.promote();
+        }
+        self.record_in_histograms(value, n);
+    }
+
+    /// Moves the exact values into the histograms.
+    fn promote(&mut self) {
+        self.promoted = true;
+        for (value, n) in core::mem::take(&mut self.exact) {
+            self.record_in_histograms(value, n);
+        }
+    }
+
+    fn record_in_histograms(&mut self, value: f64, n: u64) {
         let limit = self.limit();
         let magnitude = (value.abs() / self.config.resolution).round();
         if magnitude < 1.0 {
@@ -270,6 +306,15 @@ impl Quantiles {
             self.clamped += other.len();
             return;
         }
+        for &(value, n) in &other.exact {
+            self.record(value, n as f64);
+        }
+        if !other.promoted {
+            return;
+        }
+        if !self.promoted {
+            self.promote();
+        }
         self.zero += other.zero;
         self.clamped += other.clamped;
         let sigfig = self.config.sigfig;
@@ -290,7 +335,10 @@ impl Quantiles {
 
     /// Events recorded (whole, after rounding weights).
     pub fn len(&self) -> u64 {
-        self.neg.as_ref().map_or(0, |h| h.len()) + self.zero + self.pos.as_ref().map_or(0, |h| h.len())
+        self.exact.iter().map(|e| e.1).sum::<u64>()
+            + self.neg.as_ref().map_or(0, |h| h.len())
+            + self.zero
+            + self.pos.as_ref().map_or(0, |h| h.len())
     }
 
     /// Whether nothing was recorded.
@@ -315,6 +363,18 @@ impl Quantiles {
         let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
         // 1-based rank of the wanted event in ascending order.
         let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        if !self.promoted {
+            let mut sorted = self.exact.clone();
+            sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut seen = 0;
+            return sorted
+                .iter()
+                .find(|e| {
+                    seen += e.1;
+                    seen >= rank
+                })
+                .map(|e| e.0);
+        }
         let negatives = self.neg.as_ref().map_or(0, |h| h.len());
         let scale = self.config.resolution;
         if rank <= negatives {
@@ -420,13 +480,33 @@ mod tests {
     }
 
     #[test]
+    fn few_values_are_exact_and_many_are_promoted() {
+        let mut q = Quantiles::new(QuantileConfig::default());
+        for v in [3.25, -1.5, 3.25, 1e-9, 7.0] {
+            q.record(v, 1.0);
+        }
+        assert_eq!(q.quantile(0.0), Some(-1.5));
+        assert_eq!(q.quantile(0.4), Some(1e-9), "exact: below the histogram resolution too");
+        assert_eq!(q.quantile(0.8), Some(3.25));
+        assert_eq!(q.quantile(1.0), Some(7.0));
+        for v in 0..20 {
+            q.record(f64::from(v), 1.0);
+        }
+        assert_eq!(q.len(), 25);
+        assert!(q.quantile(1.0).is_some_and(|v| (v - 19.0).abs() < 0.2));
+    }
+
+    #[test]
     fn quantiles_clamp_and_count_extremes() {
         let config = QuantileConfig { max_abs: 100.0, ..QuantileConfig::default() };
         let mut q = Quantiles::new(config);
+        for v in 0..Quantiles::EXACT {
+            q.record(v as f64, 0.0);
+        }
         q.record(1e9, 3.0);
         q.record(f64::NEG_INFINITY, 1.0);
         q.record(f64::NAN, 1.0);
-        assert_eq!((q.len(), q.clamped()), (4, 4));
+        assert_eq!((q.len(), q.clamped()), (4 + Quantiles::EXACT as u64, 4));
         assert!(q.quantile(1.0).is_some_and(|v| (v - 100.0).abs() < 1.0));
         assert!(q.quantile(0.0).is_some_and(|v| (v + 100.0).abs() < 1.0));
     }

@@ -246,19 +246,81 @@ struct Group {
     labels: Arc<[(Arc<str>, Arc<str>)]>,
 }
 
-struct FieldState {
-    scalar: Scalar,
-    quantiles: Option<Quantiles>,
-}
+/// A group's live windows: (window index, slot in the [`Slab`]). Usually one
+/// or two, so a scan beats a map; kept apart from [`Group`] so that the hot
+/// path touches one small entry per event.
+type GroupWindows = SmallVec<[(i64, u32); 2]>;
 
-struct WindowState {
+/// What a window holds besides its field aggregates.
+#[derive(Clone, Copy, Default)]
+struct Header {
     events: u64,
     count: f64,
-    fields: SmallVec<[FieldState; 2]>,
     /// Emissions so far.
     emitted: u32,
     /// Changed since its last emission (for corrections).
     dirty: bool,
+}
+
+/// Window states in flat arrays addressed by slot: a header per slot and
+/// `width` scalars per slot (and as many sketches when a field asks for
+/// quantiles), so the scalar path stays dense in memory.
+struct Slab {
+    width: usize,
+    headers: Vec<Header>,
+    scalars: Vec<Scalar>,
+    /// Empty when no field asks for quantiles.
+    sketches: Vec<Option<Quantiles>>,
+    free: Vec<u32>,
+}
+
+impl Slab {
+    fn new(width: usize) -> Self {
+        Slab { width, headers: Vec::new(), scalars: Vec::new(), sketches: Vec::new(), free: Vec::new() }
+    }
+
+    fn alloc(&mut self, spec: &WindowSpec) -> u32 {
+        let quantiles = spec.fields.iter().any(|f| !f.quantiles.is_empty());
+        let sketch = |f: &FieldSpec| (!f.quantiles.is_empty()).then(|| Quantiles::new(spec.quantile_config));
+        match self.free.pop() {
+            Some(slot) => {
+                let base = slot as usize * self.width;
+                if let Some(h) = self.headers.get_mut(slot as usize) {
+                    *h = Header::default();
+                }
+                for (i, f) in spec.fields.iter().enumerate() {
+                    if let Some(s) = self.scalars.get_mut(base + i) {
+                        *s = Scalar::new();
+                    }
+                    if let Some(q) = self.sketches.get_mut(base + i) {
+                        *q = sketch(f);
+                    }
+                }
+                slot
+            }
+            None => {
+                self.headers.push(Header::default());
+                self.scalars.extend(spec.fields.iter().map(|_| Scalar::new()));
+                if quantiles {
+                    self.sketches.extend(spec.fields.iter().map(sketch));
+                }
+                (self.headers.len() - 1) as u32
+            }
+        }
+    }
+
+    fn release(&mut self, slot: u32) {
+        let base = slot as usize * self.width;
+        // Drop the histograms now rather than on reuse.
+        for q in self.sketches.iter_mut().skip(base).take(self.width) {
+            *q = None;
+        }
+        self.free.push(slot);
+    }
+
+    fn live(&self) -> usize {
+        self.headers.len() - self.free.len()
+    }
 }
 
 /// The groups that hold state in one window index.
@@ -310,12 +372,14 @@ pub struct Windows {
     tumbling: Tumbling,
     /// Global strings of live groups.
     strings: Symbols,
-    /// Batch symbol index → global symbol, for the batch being pushed.
+    /// Batch symbol index → global symbol (or UNSEEN), for the batch being pushed.
     translate: Vec<u32>,
     group_ids: HashMap<SmallVec<[u32; 6]>, GroupId, foldhash::fast::RandomState>,
     groups: Vec<Group>,
     groups_per_tenant: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
-    states: HashMap<(GroupId, i64), WindowState, foldhash::fast::RandomState>,
+    /// Per group, its live windows (parallel to `groups`).
+    group_windows: Vec<GroupWindows>,
+    slab: Slab,
     buckets: BTreeMap<i64, Bucket>,
     /// Windows closed and changed since, awaiting a correction.
     dirty: Vec<(GroupId, i64)>,
@@ -333,7 +397,7 @@ impl core::fmt::Debug for Windows {
             .field("spec", &self.spec)
             .field("watermark", &self.watermark)
             .field("groups", &self.groups.len())
-            .field("open_states", &self.states.len())
+            .field("live_windows", &self.live_windows())
             .field("stats", &self.stats)
             .finish()
     }
@@ -364,6 +428,7 @@ impl Windows {
             return Err(SpecError::NoGroups);
         }
         let field_names = spec.fields.iter().map(|f| Arc::from(f.field.as_str())).collect();
+        let width = spec.fields.len();
         Ok(Windows {
             spec,
             tumbling,
@@ -372,7 +437,8 @@ impl Windows {
             group_ids: HashMap::default(),
             groups: Vec::new(),
             groups_per_tenant: HashMap::default(),
-            states: HashMap::default(),
+            group_windows: Vec::new(),
+            slab: Slab::new(width),
             buckets: BTreeMap::new(),
             dirty: Vec::new(),
             ready: std::collections::VecDeque::new(),
@@ -407,7 +473,7 @@ impl Windows {
     /// (group, window) states held: open windows, and closed ones still
     /// within the allowed lateness.
     pub fn live_windows(&self) -> usize {
-        self.states.len()
+        self.slab.live()
     }
 
     /// Aggregates every event of `batch` (validate it first) into its
@@ -464,40 +530,30 @@ impl Windows {
                 Some(&g) => g,
                 None => self.new_group(symbols, event.tenant(), event.stream(), &values),
             };
-            let state = self.states.entry((group, window)).or_insert_with(|| {
-                self.buckets.entry(window).or_default().groups.push(group);
-                WindowState {
-                    events: 0,
-                    count: 0.0,
-                    fields: self
-                        .spec
-                        .fields
-                        .iter()
-                        .map(|f| FieldState {
-                            scalar: Scalar::new(),
-                            quantiles: (!f.quantiles.is_empty()).then(|| Quantiles::new(self.spec.quantile_config)),
-                        })
-                        .collect(),
-                    emitted: 0,
-                    dirty: false,
-                }
-            });
+            let slot = match self.group_slot(group, window) {
+                Some(slot) => slot,
+                None => self.new_state(group, window),
+            };
             let weight = 1.0;
-            state.events += 1;
-            state.count += weight;
-            for (slot, sym) in state.fields.iter_mut().zip(&field_syms) {
+            let base = slot as usize * self.slab.width;
+            for (i, sym) in field_syms.iter().enumerate() {
                 let Some(sym) = sym else { continue };
                 if let Some(&(_, value)) = event.field_syms().iter().find(|f| f.0 == *sym) {
-                    slot.scalar.record(value, weight, ts);
-                    if let Some(q) = &mut slot.quantiles {
+                    if let Some(scalar) = self.slab.scalars.get_mut(base + i) {
+                        scalar.record(value, weight, ts);
+                    }
+                    if let Some(Some(q)) = self.slab.sketches.get_mut(base + i) {
                         q.record(value, weight);
                     }
                 }
             }
+            let Some(header) = self.slab.headers.get_mut(slot as usize) else { continue };
+            header.events += 1;
+            header.count += weight;
             if closed {
                 self.stats.late_accepted += 1;
-                if !state.dirty {
-                    state.dirty = true;
+                if !header.dirty {
+                    header.dirty = true;
                     self.dirty.push((group, window));
                 }
             } else {
@@ -514,7 +570,11 @@ impl Windows {
             Some(&g) if g != UNSEEN => g,
             _ => {
                 let g = self.global_str(symbols.resolve(sym).unwrap_or_default());
-                if let Some(slot) = self.translate.get_mut(sym.index()) {
+                // ABSENT is not cached: the string may become global when
+                // its group is created, a moment later.
+                if g != ABSENT
+                    && let Some(slot) = self.translate.get_mut(sym.index())
+                {
                     *slot = g;
                 }
                 g
@@ -526,6 +586,22 @@ impl Windows {
         self.strings.get(s).map_or(ABSENT, |g| g.index() as u32)
     }
 
+    /// The state slot of `group` in `window`, if it has one.
+    #[inline]
+    fn group_slot(&self, group: GroupId, window: i64) -> Option<u32> {
+        self.group_windows.get(group as usize)?.iter().find(|w| w.0 == window).map(|w| w.1)
+    }
+
+    /// A fresh state for `group` in `window`, registered with both.
+    fn new_state(&mut self, group: GroupId, window: i64) -> u32 {
+        let slot = self.slab.alloc(&self.spec);
+        if let Some(windows) = self.group_windows.get_mut(group as usize) {
+            windows.push((window, slot));
+        }
+        self.buckets.entry(window).or_default().groups.push(group);
+        slot
+    }
+
     /// Creates the group for `values` (or returns the tenant's overflow
     /// group when the tenant is at its cap).
     fn new_group(&mut self, symbols: &Symbols, tenant: &str, stream: &str, values: &[Option<Sym>]) -> GroupId {
@@ -535,18 +611,9 @@ impl Windows {
             .iter()
             .map(|v| if overflow { OVERFLOW } else { v.and_then(|v| symbols.resolve(v)).unwrap_or("") })
             .collect();
-        let known = self.strings.len();
         let mut key: SmallVec<[u32; 6]> = SmallVec::new();
         for s in [tenant, stream].into_iter().chain(texts.iter().copied()) {
             key.push(self.strings.intern(s).index() as u32);
-        }
-        // New global strings invalidate the ABSENT entries of the translation.
-        if self.strings.len() != known {
-            for g in &mut self.translate {
-                if *g == ABSENT {
-                    *g = UNSEEN;
-                }
-            }
         }
         if overflow {
             self.stats.overflowed += 1;
@@ -559,6 +626,7 @@ impl Windows {
         let labels: Arc<[(Arc<str>, Arc<str>)]> =
             self.spec.group_by.iter().zip(&texts).map(|(k, v)| (Arc::from(k.as_str()), Arc::from(*v))).collect();
         self.groups.push(Group { tenant: tenant_arc.clone(), stream: Arc::from(stream), labels });
+        self.group_windows.push(SmallVec::new());
         if !overflow {
             *self.groups_per_tenant.entry(tenant_arc).or_insert(0) += 1;
         }
@@ -597,8 +665,9 @@ impl Windows {
                 bucket.closed = true;
                 for &group in &bucket.groups {
                     Self::emit_into(
-                        &mut self.states,
+                        &mut self.slab,
                         &self.groups,
+                        &self.group_windows,
                         &self.field_names,
                         &self.spec,
                         &mut self.ready,
@@ -616,7 +685,11 @@ impl Windows {
         for window in expired {
             if let Some(bucket) = self.buckets.remove(&window) {
                 for group in bucket.groups {
-                    self.states.remove(&(group, window));
+                    let Some(windows) = self.group_windows.get_mut(group as usize) else { continue };
+                    if let Some(i) = windows.iter().position(|w| w.0 == window) {
+                        let (_, slot) = windows.swap_remove(i);
+                        self.slab.release(slot);
+                    }
                 }
             }
         }
@@ -625,8 +698,9 @@ impl Windows {
     fn emit(&mut self, group: GroupId, window: i64) {
         let Some(start) = self.tumbling.start_of_index(window) else { return };
         Self::emit_into(
-            &mut self.states,
+            &mut self.slab,
             &self.groups,
+            &self.group_windows,
             &self.field_names,
             &self.spec,
             &mut self.ready,
@@ -639,8 +713,9 @@ impl Windows {
 
     #[allow(clippy::too_many_arguments, reason = "split borrows of the operator's fields")]
     fn emit_into(
-        states: &mut HashMap<(GroupId, i64), WindowState, foldhash::fast::RandomState>,
+        slab: &mut Slab,
         groups: &[Group],
+        group_windows: &[GroupWindows],
         field_names: &[Arc<str>],
         spec: &WindowSpec,
         ready: &mut std::collections::VecDeque<WindowResult>,
@@ -649,24 +724,30 @@ impl Windows {
         window: i64,
         start: Timestamp,
     ) {
-        let (Some(state), Some(g)) = (states.get_mut(&(group, window)), groups.get(group as usize)) else { return };
-        let fields = state
-            .fields
+        let Some(g) = groups.get(group as usize) else { return };
+        let Some(&(_, slot)) = group_windows.get(group as usize).and_then(|w| w.iter().find(|w| w.0 == window)) else {
+            return;
+        };
+        let base = slot as usize * slab.width;
+        let fields = field_names
             .iter()
-            .zip(field_names)
             .zip(&spec.fields)
-            .map(|((f, name), fs)| FieldResult {
-                field: name.clone(),
-                scalar: f.scalar,
-                quantiles: f
-                    .quantiles
-                    .as_ref()
-                    .map(|q| fs.quantiles.iter().filter_map(|&p| q.quantile(p).map(|v| (p, v))).collect())
-                    .unwrap_or_default(),
-                sketch: f.quantiles.clone(),
+            .enumerate()
+            .map(|(i, (name, fs))| {
+                let sketch = slab.sketches.get(base + i).cloned().flatten();
+                FieldResult {
+                    field: name.clone(),
+                    scalar: slab.scalars.get(base + i).copied().unwrap_or_default(),
+                    quantiles: sketch
+                        .as_ref()
+                        .map(|q| fs.quantiles.iter().filter_map(|&p| q.quantile(p).map(|v| (p, v))).collect())
+                        .unwrap_or_default(),
+                    sketch,
+                }
             })
             .collect();
-        if state.emitted > 0 {
+        let Some(header) = slab.headers.get_mut(slot as usize) else { return };
+        if header.emitted > 0 {
             stats.corrections += 1;
         }
         stats.results += 1;
@@ -676,14 +757,14 @@ impl Windows {
             group: g.labels.clone(),
             start,
             end: start.saturating_add(spec.size),
-            revision: state.emitted,
+            revision: header.emitted,
             is_final: true,
-            events: state.events,
-            count: state.count,
+            events: header.events,
+            count: header.count,
             fields,
         });
-        state.emitted += 1;
-        state.dirty = false;
+        header.emitted += 1;
+        header.dirty = false;
     }
 
     /// The next result, oldest first.
