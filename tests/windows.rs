@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use edgestream::event::{Event, EventBatch};
 use edgestream::time::{Span, Timestamp};
 use edgestream::window::agg::Scalar;
-use edgestream::window::{FieldSpec, OVERFLOW, SpecError, WindowResult, WindowSpec, Windows};
+use edgestream::window::{EmitMode, FieldSpec, OVERFLOW, SpecError, WindowResult, WindowSpec, Windows};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -149,6 +149,26 @@ fn late_events_within_lateness_emit_corrections_and_later_ones_are_returned() {
     assert_eq!(w.stats().late_dropped, 1);
     assert_eq!(summary(&third)[&("a".into(), 10_000)].0, 1, "10 s window corrected");
     assert_eq!(w.stats().on_time + w.stats().late_accepted + w.stats().late_dropped, 7);
+}
+
+#[test]
+fn update_mode_emits_partials_once_per_change_then_the_final() {
+    let mut w = Windows::new(spec().emit(EmitMode::OnUpdate)).unwrap();
+    let (first, _) = run(&mut w, &[ev(1_000, "a", 1.0), ev(2_000, "b", 2.0)], 0);
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|r| !r.is_final && r.revision == 0));
+    w.advance(t(0));
+    assert!(drain(&mut w).is_empty(), "nothing changed");
+    let (second, _) = run(&mut w, &[ev(3_000, "a", 3.0)], 0);
+    assert_eq!(second.len(), 1);
+    assert_eq!((second[0].revision, second[0].is_final, second[0].events), (1, false, 2));
+    // Closing: finals for both, no duplicate partial for the closing window.
+    let (third, _) = run(&mut w, &[ev(15_000, "a", 5.0)], 0);
+    let finals: Vec<_> = third.iter().filter(|r| r.is_final).map(|r| (r.group[0].1.to_string(), r.revision)).collect();
+    assert_eq!(finals, [("a".to_string(), 2), ("b".to_string(), 1)]);
+    let partials: Vec<_> = third.iter().filter(|r| !r.is_final).map(|r| r.start.as_millis()).collect();
+    assert_eq!(partials, [10_000], "the new window's partial");
+    assert_eq!(w.stats().corrections, 0);
 }
 
 #[test]

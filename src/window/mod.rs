@@ -8,10 +8,12 @@
 //! mergeable aggregate states it keeps, usable on their own (for example to
 //! merge partial aggregates from several Durable Objects).
 //!
-//! Still to come in this module: update-mode emission, geohash grouping,
+//! Still to come in this module: geohash grouping,
 //! snapshots, rollups and range queries.
 
 pub mod agg;
 mod tumbling;
 
-pub use tumbling::{FieldResult, FieldSpec, OVERFLOW, SpecError, WindowResult, WindowSpec, WindowStats, Windows};
+pub use tumbling::{
+    EmitMode, FieldResult, FieldSpec, OVERFLOW, SpecError, WindowResult, WindowSpec, WindowStats, Windows,
+};

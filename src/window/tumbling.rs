@@ -15,6 +15,20 @@ use crate::time::{Span, TimeError, Timestamp, Tumbling};
 /// overflow group (see [`WindowSpec::max_groups_per_tenant`]).
 pub const OVERFLOW: &str = "__overflow__";
 
+/// When [`Windows`] emits a window's result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EmitMode {
+    /// Once, when the window closes (and again for each correction).
+    #[default]
+    OnClose,
+    /// Also while open: a partial result (`is_final: false`) at most once
+    /// per [`Windows::advance`] for each window that changed, then the final
+    /// one when it closes.
+    OnUpdate,
+}
+
 /// One aggregated field: the scalar aggregates always, quantiles if asked.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +99,8 @@ pub struct WindowSpec {
     pub max_groups_per_tenant: usize,
     /// Precision of the quantile sketches.
     pub quantile_config: QuantileConfig,
+    /// When results are emitted.
+    pub emit: EmitMode,
 }
 
 impl WindowSpec {
@@ -129,6 +145,12 @@ impl WindowSpec {
         self
     }
 
+    /// Sets when results are emitted.
+    pub fn emit(mut self, mode: EmitMode) -> Self {
+        self.emit = mode;
+        self
+    }
+
     /// Sets the per-tenant group cap.
     pub fn max_groups_per_tenant(mut self, n: usize) -> Self {
         self.max_groups_per_tenant = n;
@@ -148,6 +170,7 @@ impl Default for WindowSpec {
             idle_timeout: Some(Span::from_secs(10)),
             max_groups_per_tenant: Self::DEFAULT_MAX_GROUPS_PER_TENANT,
             quantile_config: QuantileConfig::default(),
+            emit: EmitMode::OnClose,
         }
     }
 }
@@ -200,10 +223,12 @@ pub struct WindowResult {
     pub start: Timestamp,
     /// Window end (exclusive).
     pub end: Timestamp,
-    /// 0 for the first emission of this window, +1 for each correction.
+    /// 0 for the first emission of this window, +1 for each later one
+    /// (partials, the final result, corrections): the latest revision
+    /// replaces the earlier ones.
     pub revision: u32,
-    /// Whether this is a closed window's result (always true for now: the
-    /// operator emits when a window closes, and again for each correction).
+    /// Whether the window was closed when this was emitted: false only for
+    /// the partial results of [`EmitMode::OnUpdate`].
     pub is_final: bool,
     /// Events in the window (of any field), unweighted.
     pub events: u64,
@@ -258,8 +283,10 @@ struct Header {
     count: f64,
     /// Emissions so far.
     emitted: u32,
-    /// Changed since its last emission (for corrections).
+    /// Changed since its last emission.
     dirty: bool,
+    /// Emitted as final at least once (later final emissions are corrections).
+    closed_once: bool,
 }
 
 /// Window states in flat arrays addressed by slot: a header per slot and
@@ -552,12 +579,12 @@ impl Windows {
             header.count += weight;
             if closed {
                 self.stats.late_accepted += 1;
-                if !header.dirty {
-                    header.dirty = true;
-                    self.dirty.push((group, window));
-                }
             } else {
                 self.stats.on_time += 1;
+            }
+            if (closed || self.spec.emit == EmitMode::OnUpdate) && !header.dirty {
+                header.dirty = true;
+                self.dirty.push((group, window));
             }
             self.max_event_ts = Some(self.max_event_ts.map_or(ts, |m| m.max(ts)));
         }
@@ -650,10 +677,6 @@ impl Windows {
         }
         self.watermark = watermark;
 
-        // Corrections first: they concern windows closed before this call.
-        for (group, window) in core::mem::take(&mut self.dirty) {
-            self.emit(group, window);
-        }
         let mut expired = Vec::new();
         for (&window, bucket) in &mut self.buckets {
             let Some(start) = self.tumbling.start_of_index(window) else { continue };
@@ -675,12 +698,19 @@ impl Windows {
                         group,
                         window,
                         start,
+                        true,
                     );
                 }
             }
             if end.saturating_add(self.spec.allowed_lateness) <= watermark {
                 expired.push(window);
             }
+        }
+        // Then what changed since its last emission: corrections of closed
+        // windows, and (in update mode) partial results of open ones.
+        for (group, window) in core::mem::take(&mut self.dirty) {
+            let closed = self.buckets.get(&window).is_some_and(|b| b.closed);
+            self.emit(group, window, closed);
         }
         for window in expired {
             if let Some(bucket) = self.buckets.remove(&window) {
@@ -695,7 +725,7 @@ impl Windows {
         }
     }
 
-    fn emit(&mut self, group: GroupId, window: i64) {
+    fn emit(&mut self, group: GroupId, window: i64, is_final: bool) {
         let Some(start) = self.tumbling.start_of_index(window) else { return };
         Self::emit_into(
             &mut self.slab,
@@ -708,6 +738,7 @@ impl Windows {
             group,
             window,
             start,
+            is_final,
         );
     }
 
@@ -723,11 +754,17 @@ impl Windows {
         group: GroupId,
         window: i64,
         start: Timestamp,
+        is_final: bool,
     ) {
         let Some(g) = groups.get(group as usize) else { return };
         let Some(&(_, slot)) = group_windows.get(group as usize).and_then(|w| w.iter().find(|w| w.0 == window)) else {
             return;
         };
+        // A window closing now was maybe already emitted as a partial in
+        // this very call; one emission per change is enough.
+        if !is_final && slab.headers.get(slot as usize).is_none_or(|h| !h.dirty) {
+            return;
+        }
         let base = slot as usize * slab.width;
         let fields = field_names
             .iter()
@@ -747,9 +784,10 @@ impl Windows {
             })
             .collect();
         let Some(header) = slab.headers.get_mut(slot as usize) else { return };
-        if header.emitted > 0 {
+        if is_final && header.emitted > 0 && header.closed_once {
             stats.corrections += 1;
         }
+        header.closed_once |= is_final;
         stats.results += 1;
         ready.push_back(WindowResult {
             tenant: g.tenant.clone(),
@@ -758,7 +796,7 @@ impl Windows {
             start,
             end: start.saturating_add(spec.size),
             revision: header.emitted,
-            is_final: true,
+            is_final,
             events: header.events,
             count: header.count,
             fields,
