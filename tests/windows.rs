@@ -274,6 +274,39 @@ fn machine_temperature_hourly_aggregates_match_an_independent_computation() {
     println!("{} hourly windows checked against an independent computation", results.len());
 }
 
+#[test]
+fn restore_refuses_bad_bytes() {
+    use edgestream::window::SnapshotError;
+    assert!(matches!(Windows::restore(&[]), Err(SnapshotError::Malformed(_))));
+    assert!(matches!(Windows::restore(&[7]), Err(SnapshotError::Version(7))));
+    let mut w = Windows::new(spec().field(FieldSpec::new("v").with_quantiles([0.5]))).unwrap();
+    run(&mut w, &[ev(1_000, "a", 1.0), ev(2_000, "b", 2.0)], 0);
+    let mut bytes = Vec::new();
+    w.snapshot(&mut bytes);
+    for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+        assert!(Windows::restore(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    if std::env::var_os("WRITE_FUZZ_SEEDS").is_some() {
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/window_snapshot/two_groups.bin"), &bytes)
+            .unwrap();
+    }
+    let restored = Windows::restore(&bytes).unwrap();
+    let mut again = Vec::new();
+    restored.snapshot(&mut again);
+    assert_eq!(again, bytes, "snapshot of a restore is the same snapshot");
+}
+
+#[test]
+fn snapshot_of_ten_thousand_groups_is_compact() {
+    let mut w = Windows::new(spec()).unwrap();
+    let events: Vec<Event> = (0..10_000).map(|i| ev(1_000, &format!("dev-{i:05}"), f64::from(i))).collect();
+    run(&mut w, &events, 0);
+    let mut bytes = Vec::new();
+    w.snapshot(&mut bytes);
+    println!("10k groups, one open window each: {} bytes", bytes.len());
+    assert!(bytes.len() < 10_000 * 120, "{} bytes", bytes.len());
+}
+
 fn ts_now() -> Timestamp {
     t(0)
 }
@@ -325,6 +358,48 @@ proptest! {
             }
         }
         prop_assert_eq!(run_all(&events, &shuffled, chunks), run_all(&events, &sorted, 1));
+    }
+
+    #[test]
+    fn snapshot_restore_continue_equals_an_uninterrupted_run(
+        events in events_strategy(),
+        chunks in 2usize..6,
+        at in any::<prop::sample::Index>(),
+        update_mode in any::<bool>(),
+    ) {
+        let spec = spec()
+            .allowed_lateness(Span::from_secs(5))
+            .field(FieldSpec::new("v").with_quantiles([0.5, 0.9]))
+            .emit(if update_mode { EmitMode::OnUpdate } else { EmitMode::OnClose });
+        let parts: Vec<Vec<Event>> = events
+            .chunks(events.len().div_ceil(chunks).max(1))
+            .map(|c| c.iter().map(|&(ms, g, v)| ev(ms, &format!("g{g}"), f64::from(v))).collect())
+            .chain([vec![ev(1_000_000, "end", 0.0)]])
+            .collect();
+        let stop = at.index(parts.len());
+        let describe = |results: Vec<WindowResult>| -> Vec<String> {
+            results.iter().map(|r| format!("{}|{}|{}|{}|{}|{:?}|{:?}", r.group[0].1, r.start, r.revision, r.is_final, r.events,
+                r.fields[0].scalar, r.fields[1].quantiles)).collect()
+        };
+        let mut straight = Windows::new(spec.clone()).unwrap();
+        let mut expected = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            expected.extend(describe(run(&mut straight, part, i as i64 * 1_000).0));
+        }
+        let mut first = Windows::new(spec).unwrap();
+        let mut got = Vec::new();
+        for (i, part) in parts.iter().enumerate().take(stop) {
+            got.extend(describe(run(&mut first, part, i as i64 * 1_000).0));
+        }
+        let mut bytes = Vec::new();
+        first.snapshot(&mut bytes);
+        let mut resumed = Windows::restore(&bytes).unwrap();
+        prop_assert_eq!(resumed.stats(), first.stats());
+        for (i, part) in parts.iter().enumerate().skip(stop) {
+            got.extend(describe(run(&mut resumed, part, i as i64 * 1_000).0));
+        }
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(resumed.stats(), straight.stats());
     }
 
     #[test]

@@ -171,8 +171,11 @@ impl Scalar {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct QuantileConfig {
-    /// Significant decimal digits kept (1 to 5): 2 means quantiles within
-    /// 1 % of the true value. Memory grows tenfold per digit.
+    /// Significant decimal digits kept (1 to 3): 2 means quantiles within
+    /// 1 % of the true value. Memory grows tenfold per digit: a histogram
+    /// spanning the whole default range takes at most about 37 KB at 2
+    /// digits and 300 KB at 3, and only as much of that as the largest
+    /// value recorded needs.
     pub sigfig: u8,
     /// Values closer to zero than this count as zero; magnitudes are
     /// recorded in units of it.
@@ -211,6 +214,9 @@ impl Default for QuantileConfig {
 /// so merging gives what one pass gives.
 ///
 /// Weights are rounded to whole events (at least one) for quantiles.
+///
+/// Serializes as its recorded values (bucket, count), so a restored sketch
+/// answers exactly as the original.
 #[derive(Clone, Debug)]
 pub struct Quantiles {
     config: QuantileConfig,
@@ -225,13 +231,13 @@ pub struct Quantiles {
 }
 
 impl Quantiles {
-    /// An empty sketch. An out-of-range `sigfig` is brought into 1..=5, and
+    /// An empty sketch. An out-of-range `sigfig` is brought into 1..=3, and
     /// a resolution or maximum that is not finite and positive takes its
     /// default.
     pub fn new(config: QuantileConfig) -> Self {
         let positive = |v: f64, default: f64| if v.is_finite() && v > 0.0 { v } else { default };
         let config = QuantileConfig {
-            sigfig: config.sigfig.clamp(1, 5),
+            sigfig: config.sigfig.clamp(1, 3),
             resolution: positive(config.resolution, QuantileConfig::DEFAULT_RESOLUTION),
             max_abs: positive(config.max_abs, QuantileConfig::DEFAULT_MAX_ABS),
         };
@@ -392,8 +398,66 @@ impl Quantiles {
 }
 
 /// The histogram of one side, created on first use. Creation cannot fail
-/// for `sigfig` in 1..=5 (which `Quantiles::new` ensures); if it ever did,
+/// for `sigfig` in 1..=3 (which `Quantiles::new` ensures); if it ever did,
 /// the caller counts the values as clamped.
+/// The serialized form of a [`Quantiles`].
+#[derive(Serialize, Deserialize)]
+struct QuantilesRepr {
+    config: QuantileConfig,
+    exact: Vec<(f64, u64)>,
+    promoted: bool,
+    zero: u64,
+    clamped: u64,
+    neg: Vec<(u64, u64)>,
+    pos: Vec<(u64, u64)>,
+}
+
+fn recorded(h: &Option<Box<Histogram<u64>>>) -> Vec<(u64, u64)> {
+    h.as_deref()
+        .map(|h| h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect())
+        .unwrap_or_default()
+}
+
+impl Serialize for Quantiles {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        QuantilesRepr {
+            config: self.config,
+            exact: self.exact.to_vec(),
+            promoted: self.promoted,
+            zero: self.zero,
+            clamped: self.clamped,
+            neg: recorded(&self.neg),
+            pos: recorded(&self.pos),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantiles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = QuantilesRepr::deserialize(d)?;
+        let mut q = Quantiles::new(r.config);
+        q.exact = r.exact.into_iter().take(Quantiles::EXACT).collect();
+        q.promoted = r.promoted;
+        q.zero = r.zero;
+        q.clamped = r.clamped;
+        let sigfig = q.config.sigfig;
+        let limit = q.limit();
+        for (side, values) in [(&mut q.neg, r.neg), (&mut q.pos, r.pos)] {
+            for (value, count) in values {
+                // Buckets reach at most about twice the limit; anything above
+                // cannot come from `record`: refuse to grow a histogram for it.
+                if value > limit.saturating_mul(2)
+                    || histogram(side, sigfig).is_none_or(|h| h.record_n(value, count).is_err())
+                {
+                    q.clamped = q.clamped.saturating_add(count);
+                }
+            }
+        }
+        Ok(q)
+    }
+}
+
 fn histogram(side: &mut Option<Box<Histogram<u64>>>, sigfig: u8) -> Option<&mut Histogram<u64>> {
     if side.is_none() {
         *side = Histogram::new(sigfig).ok().map(Box::new);

@@ -8,12 +8,13 @@
 //! mergeable aggregate states it keeps, usable on their own (for example to
 //! merge partial aggregates from several Durable Objects).
 //!
-//! Still to come in this module: geohash grouping,
-//! snapshots, rollups and range queries.
+//! Still to come in this module: geohash grouping, rollups and range
+//! queries.
 
 pub mod agg;
 mod tumbling;
 
 pub use tumbling::{
-    EmitMode, FieldResult, FieldSpec, OVERFLOW, SpecError, WindowResult, WindowSpec, WindowStats, Windows,
+    EmitMode, FieldResult, FieldSpec, OVERFLOW, SnapshotError, SpecError, WindowResult, WindowSpec, WindowStats,
+    Windows,
 };

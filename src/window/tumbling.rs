@@ -1,6 +1,7 @@
 //! The tumbling-window operator: event-time windows per group, closed by a
 //! watermark, with allowed lateness and bounded group cardinality.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -197,7 +198,7 @@ pub enum SpecError {
 }
 
 /// The aggregates of one field in one window.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FieldResult {
     /// The field's name.
     pub field: Arc<str>,
@@ -211,7 +212,7 @@ pub struct FieldResult {
 }
 
 /// The result of one window for one group.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WindowResult {
     /// The tenant.
     pub tenant: Arc<str>,
@@ -269,6 +270,8 @@ struct Group {
     tenant: Arc<str>,
     stream: Arc<str>,
     labels: Arc<[(Arc<str>, Arc<str>)]>,
+    /// Counts toward its tenant's cap (false for overflow groups).
+    counted: bool,
 }
 
 /// A group's live windows: (window index, slot in the [`Slab`]). Usually one
@@ -277,7 +280,7 @@ struct Group {
 type GroupWindows = SmallVec<[(i64, u32); 2]>;
 
 /// What a window holds besides its field aggregates.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
 struct Header {
     events: u64,
     count: f64,
@@ -638,12 +641,18 @@ impl Windows {
             .iter()
             .map(|v| if overflow { OVERFLOW } else { v.and_then(|v| symbols.resolve(v)).unwrap_or("") })
             .collect();
+        if overflow {
+            self.stats.overflowed += 1;
+        }
+        self.insert_group(tenant, stream, &texts, !overflow)
+    }
+
+    /// The group of these strings, created if new; `counted` groups count
+    /// toward their tenant's cap (overflow groups do not).
+    fn insert_group(&mut self, tenant: &str, stream: &str, texts: &[&str], counted: bool) -> GroupId {
         let mut key: SmallVec<[u32; 6]> = SmallVec::new();
         for s in [tenant, stream].into_iter().chain(texts.iter().copied()) {
             key.push(self.strings.intern(s).index() as u32);
-        }
-        if overflow {
-            self.stats.overflowed += 1;
         }
         if let Some(&g) = self.group_ids.get(&key) {
             return g;
@@ -651,10 +660,10 @@ impl Windows {
         let id = self.groups.len() as GroupId;
         let tenant_arc: Arc<str> = Arc::from(tenant);
         let labels: Arc<[(Arc<str>, Arc<str>)]> =
-            self.spec.group_by.iter().zip(&texts).map(|(k, v)| (Arc::from(k.as_str()), Arc::from(*v))).collect();
-        self.groups.push(Group { tenant: tenant_arc.clone(), stream: Arc::from(stream), labels });
+            self.spec.group_by.iter().zip(texts).map(|(k, v)| (Arc::from(k.as_str()), Arc::from(*v))).collect();
+        self.groups.push(Group { tenant: tenant_arc.clone(), stream: Arc::from(stream), labels, counted });
         self.group_windows.push(SmallVec::new());
-        if !overflow {
+        if counted {
             *self.groups_per_tenant.entry(tenant_arc).or_insert(0) += 1;
         }
         self.group_ids.insert(key, id);
@@ -819,5 +828,174 @@ impl Windows {
         let (&window, _) = self.buckets.iter().find(|(_, b)| !b.closed)?;
         let end = self.tumbling.start_of_index(window)?.saturating_add(self.spec.size);
         Some(last.saturating_add(idle).max(end.saturating_add(idle)))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Snapshots
+
+/// The snapshot format version written by [`Windows::snapshot`].
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// Why a snapshot could not be restored.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The bytes are not a snapshot (truncated, corrupted, or not one).
+    #[error("not a window snapshot: {0}")]
+    Malformed(String),
+    /// A snapshot from a newer version of edgestream.
+    #[error("snapshot version {0} is not supported (this build reads version 1)")]
+    Version(u32),
+    /// The snapshot's spec is not valid.
+    #[error("the snapshot's spec is invalid: {0}")]
+    Spec(#[from] SpecError),
+    /// The snapshot's parts do not fit together (a window of an unknown
+    /// group, a wrong number of fields).
+    #[error("inconsistent snapshot: {0}")]
+    Inconsistent(&'static str),
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupSnap<'a> {
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    stream: Cow<'a, str>,
+    #[serde(borrow)]
+    values: Vec<Cow<'a, str>>,
+    counted: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WindowSnap<'a> {
+    group: u32,
+    window: i64,
+    header: Header,
+    #[serde(borrow)]
+    scalars: Cow<'a, [Scalar]>,
+    sketches: Vec<Option<Quantiles>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot<'a> {
+    version: u32,
+    spec: WindowSpec,
+    watermark: Timestamp,
+    max_event_ts: Option<Timestamp>,
+    last_arrival: Option<Timestamp>,
+    stats: WindowStats,
+    #[serde(borrow)]
+    groups: Vec<GroupSnap<'a>>,
+    #[serde(borrow)]
+    windows: Vec<WindowSnap<'a>>,
+    closed: Vec<i64>,
+    dirty: Vec<(u32, i64)>,
+    ready: Vec<WindowResult>,
+}
+
+impl Windows {
+    /// Appends the whole state (spec, watermark, groups, open and
+    /// not-yet-expired windows, pending results, counters) to `out` in a
+    /// compact, versioned binary form. [`Windows::restore`] continues from
+    /// it exactly where this operator is: a Durable Object can snapshot
+    /// after each `advance` and resume after eviction.
+    pub fn snapshot(&self, out: &mut Vec<u8>) {
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| GroupSnap {
+                tenant: Cow::Borrowed(&*g.tenant),
+                stream: Cow::Borrowed(&*g.stream),
+                values: g.labels.iter().map(|(_, v)| Cow::Borrowed(&**v)).collect(),
+                counted: g.counted,
+            })
+            .collect();
+        let width = self.slab.width;
+        // In bucket order, so that a restored operator emits in the same order.
+        let mut windows = Vec::with_capacity(self.live_windows());
+        for (&window, bucket) in &self.buckets {
+            for &group in &bucket.groups {
+                let Some(slot) = self.group_slot(group, window) else { continue };
+                let base = slot as usize * width;
+                windows.push(WindowSnap {
+                    group,
+                    window,
+                    header: self.slab.headers.get(slot as usize).copied().unwrap_or_default(),
+                    scalars: Cow::Borrowed(self.slab.scalars.get(base..base + width).unwrap_or_default()),
+                    sketches: self.slab.sketches.get(base..base + width).map(<[_]>::to_vec).unwrap_or_default(),
+                });
+            }
+        }
+        let snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            spec: self.spec.clone(),
+            watermark: self.watermark,
+            max_event_ts: self.max_event_ts,
+            last_arrival: self.last_arrival,
+            stats: self.stats.clone(),
+            groups,
+            windows,
+            closed: self.buckets.iter().filter(|(_, b)| b.closed).map(|(&w, _)| w).collect(),
+            dirty: self.dirty.clone(),
+            ready: self.ready.iter().cloned().collect(),
+        };
+        // Serializing plain data into a Vec cannot fail.
+        if let Ok(bytes) = postcard::to_allocvec(&snap) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+
+    /// An operator that continues from a [`Windows::snapshot`], with the
+    /// spec stored in it.
+    pub fn restore(bytes: &[u8]) -> Result<Windows, SnapshotError> {
+        let version = postcard::take_from_bytes::<u32>(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?.0;
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(version));
+        }
+        let snap: Snapshot<'_> = postcard::from_bytes(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        let mut w = Windows::new(snap.spec)?;
+        let width = w.slab.width;
+        for g in &snap.groups {
+            if g.values.len() != w.spec.group_by.len() {
+                return Err(SnapshotError::Inconsistent("a group has the wrong number of labels"));
+            }
+            let texts: SmallVec<[&str; 4]> = g.values.iter().map(|v| &**v).collect();
+            w.insert_group(&g.tenant, &g.stream, &texts, g.counted);
+        }
+        if w.groups.len() != snap.groups.len() {
+            return Err(SnapshotError::Inconsistent("duplicate groups"));
+        }
+        for ws in snap.windows {
+            if ws.scalars.len() != width || !(ws.sketches.is_empty() || ws.sketches.len() == width) {
+                return Err(SnapshotError::Inconsistent("a window has the wrong number of fields"));
+            }
+            if ws.group as usize >= w.groups.len() || w.group_slot(ws.group, ws.window).is_some() {
+                return Err(SnapshotError::Inconsistent("a window of an unknown group, or twice"));
+            }
+            let slot = w.new_state(ws.group, ws.window);
+            let base = slot as usize * width;
+            if let Some(h) = w.slab.headers.get_mut(slot as usize) {
+                *h = ws.header;
+            }
+            for (dst, src) in w.slab.scalars.iter_mut().skip(base).zip(ws.scalars.iter()) {
+                *dst = *src;
+            }
+            for (dst, src) in w.slab.sketches.iter_mut().skip(base).zip(ws.sketches) {
+                *dst = src;
+            }
+        }
+        for window in snap.closed {
+            if let Some(b) = w.buckets.get_mut(&window) {
+                b.closed = true;
+            }
+        }
+        w.dirty = snap.dirty;
+        w.ready = snap.ready.into();
+        w.watermark = snap.watermark;
+        w.max_event_ts = snap.max_event_ts;
+        w.last_arrival = snap.last_arrival;
+        w.stats = snap.stats;
+        Ok(w)
     }
 }
