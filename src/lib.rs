@@ -40,6 +40,7 @@
 //! - [`event`]: the event schema, [`EventBatch`](event::EventBatch), the JSON / NDJSON /
 //!   Protobuf codecs, [`Limits`](event::Limits) and validation.
 //! - [`proto`]: the `prost` message types of `proto/edgestream.proto`.
+//! - [`geo`]: geohash cells.
 //! - [`stats`]: counters of accepted and rejected events.
 //! - [`window`]: event-time windows (in progress); [`window::agg`] holds the
 //!   mergeable aggregate states: count, sum, min, max, mean, last, quantiles.
@@ -76,6 +77,7 @@ pub struct ReadmeDoctests;
 
 mod base64;
 pub mod event;
+pub mod geo;
 pub mod proto;
 pub mod stats;
 pub mod time;

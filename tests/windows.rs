@@ -186,6 +186,26 @@ fn groups_over_the_cap_go_to_the_overflow_group() {
 }
 
 #[test]
+fn geohash_cells_group_events_for_heatmaps() {
+    let mut w = Windows::new(spec().geo_cell(5)).unwrap();
+    let at = |lat, lon| ev(1_000, "a", 1.0).with_geo(edgestream::event::GeoPoint::new(lat, lon));
+    let (results, _) = run(
+        &mut w,
+        &[at(42.6, -5.6), at(42.6001, -5.6001), at(57.649, 10.407), ev(2_000, "a", 1.0), ev(30_000, "a", 0.0)],
+        0,
+    );
+    let cells: BTreeMap<String, u64> = results
+        .iter()
+        .map(|r| {
+            assert_eq!((&*r.group[0].0, &*r.group[1].0), ("g", "geohash"));
+            (r.group[1].1.to_string(), r.events)
+        })
+        .collect();
+    assert_eq!(cells, BTreeMap::from([("".into(), 1), ("ezs42".into(), 2), ("u4pru".into(), 1)]));
+    assert!(matches!(Windows::new(spec().geo_cell(13)), Err(SpecError::GeoCell(13))));
+}
+
+#[test]
 fn missing_group_dims_and_fields() {
     let mut w = Windows::new(spec()).unwrap();
     let no_dim = Event::new("acme", "metrics", t(1_000)).with_field("v", 2.0);

@@ -8,8 +8,7 @@
 //! mergeable aggregate states it keeps, usable on their own (for example to
 //! merge partial aggregates from several Durable Objects).
 //!
-//! Still to come in this module: geohash grouping, rollups and range
-//! queries.
+//! Still to come in this module: rollups and range queries.
 
 pub mod agg;
 mod tumbling;

@@ -10,6 +10,7 @@ use smallvec::SmallVec;
 
 use super::agg::{QuantileConfig, Quantiles, Scalar};
 use crate::event::{EventBatch, Sym, Symbols};
+use crate::geo::Geohash;
 use crate::time::{Span, TimeError, Timestamp, Tumbling};
 
 /// The group label value used for every group-by key of a tenant's
@@ -83,6 +84,10 @@ pub struct WindowSpec {
     /// Dim keys that define a group (besides tenant and stream); an event
     /// without one of them has the empty string for it.
     pub group_by: Vec<String>,
+    /// Also group by the geohash cell of the event's geo point, with this
+    /// many characters (1 to 12), for heatmaps. The cell is the last group
+    /// label, under the key `geohash`; events without a point have `""`.
+    pub geo_cell: Option<u8>,
     /// The fields to aggregate.
     pub fields: Vec<FieldSpec>,
     /// How far behind the latest event time others may arrive and still be
@@ -119,6 +124,12 @@ impl WindowSpec {
     /// Groups by these dim keys.
     pub fn group_by(mut self, keys: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.group_by = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Also groups by the geohash cell of this precision (1 to 12).
+    pub fn geo_cell(mut self, precision: u8) -> Self {
+        self.geo_cell = Some(precision);
         self
     }
 
@@ -165,6 +176,7 @@ impl Default for WindowSpec {
             size: Span::from_secs(1),
             offset: Span::ZERO,
             group_by: Vec::new(),
+            geo_cell: None,
             fields: Vec::new(),
             out_of_orderness: Span::from_secs(2),
             allowed_lateness: Span::ZERO,
@@ -192,6 +204,9 @@ pub enum SpecError {
     /// A quantile outside 0.0..=1.0.
     #[error("quantile {0} is outside 0.0..=1.0")]
     Quantile(f64),
+    /// `geo_cell` is outside 1..=12.
+    #[error("`geo_cell` must be a geohash precision from 1 to 12, not {0}")]
+    GeoCell(u8),
     /// `max_groups_per_tenant` is zero; at least the overflow group needs room.
     #[error("`max_groups_per_tenant` must be at least 1")]
     NoGroups,
@@ -457,6 +472,9 @@ impl Windows {
         if spec.max_groups_per_tenant == 0 {
             return Err(SpecError::NoGroups);
         }
+        if let Some(p) = spec.geo_cell.filter(|p| !(1..=crate::geo::MAX_PRECISION).contains(p)) {
+            return Err(SpecError::GeoCell(p));
+        }
         let field_names = spec.fields.iter().map(|f| Arc::from(f.field.as_str())).collect();
         let width = spec.fields.len();
         Ok(Windows {
@@ -556,9 +574,16 @@ impl Windows {
                 };
                 key.push(g);
             }
+            let cell = self.spec.geo_cell.and_then(|p| event.geo().and_then(|g| Geohash::encode(g.lat, g.lon, p)));
+            if self.spec.geo_cell.is_some() {
+                key.push(self.global_str(cell.as_ref().map_or("", Geohash::as_str)));
+            }
             let group = match self.group_ids.get(&key) {
                 Some(&g) => g,
-                None => self.new_group(symbols, event.tenant(), event.stream(), &values),
+                None => {
+                    let cell_text = self.spec.geo_cell.map(|_| cell.as_ref().map_or("", Geohash::as_str));
+                    self.new_group(symbols, event.tenant(), event.stream(), &values, cell_text)
+                }
             };
             let slot = match self.group_slot(group, window) {
                 Some(slot) => slot,
@@ -634,12 +659,21 @@ impl Windows {
 
     /// Creates the group for `values` (or returns the tenant's overflow
     /// group when the tenant is at its cap).
-    fn new_group(&mut self, symbols: &Symbols, tenant: &str, stream: &str, values: &[Option<Sym>]) -> GroupId {
+    fn new_group(
+        &mut self,
+        symbols: &Symbols,
+        tenant: &str,
+        stream: &str,
+        values: &[Option<Sym>],
+        cell: Option<&str>,
+    ) -> GroupId {
         let live = self.groups_per_tenant.get(tenant).copied().unwrap_or(0);
         let overflow = live >= self.spec.max_groups_per_tenant;
         let texts: SmallVec<[&str; 4]> = values
             .iter()
-            .map(|v| if overflow { OVERFLOW } else { v.and_then(|v| symbols.resolve(v)).unwrap_or("") })
+            .map(|v| v.and_then(|v| symbols.resolve(v)).unwrap_or(""))
+            .chain(cell)
+            .map(|text| if overflow { OVERFLOW } else { text })
             .collect();
         if overflow {
             self.stats.overflowed += 1;
@@ -659,8 +693,8 @@ impl Windows {
         }
         let id = self.groups.len() as GroupId;
         let tenant_arc: Arc<str> = Arc::from(tenant);
-        let labels: Arc<[(Arc<str>, Arc<str>)]> =
-            self.spec.group_by.iter().zip(texts).map(|(k, v)| (Arc::from(k.as_str()), Arc::from(*v))).collect();
+        let keys = self.spec.group_by.iter().map(String::as_str).chain(self.spec.geo_cell.map(|_| "geohash"));
+        let labels: Arc<[(Arc<str>, Arc<str>)]> = keys.zip(texts).map(|(k, v)| (Arc::from(k), Arc::from(*v))).collect();
         self.groups.push(Group { tenant: tenant_arc.clone(), stream: Arc::from(stream), labels, counted });
         self.group_windows.push(SmallVec::new());
         if counted {
@@ -957,7 +991,7 @@ impl Windows {
         let mut w = Windows::new(snap.spec)?;
         let width = w.slab.width;
         for g in &snap.groups {
-            if g.values.len() != w.spec.group_by.len() {
+            if g.values.len() != w.spec.group_by.len() + usize::from(w.spec.geo_cell.is_some()) {
                 return Err(SnapshotError::Inconsistent("a group has the wrong number of labels"));
             }
             let texts: SmallVec<[&str; 4]> = g.values.iter().map(|v| &**v).collect();
