@@ -8,10 +8,15 @@
 //! mergeable aggregate states it keeps, usable on their own (for example to
 //! merge partial aggregates from several Durable Objects).
 //!
-//! Still to come in this module: rollups and range queries.
+//! [`Rollup`] merges final window results into coarser tiers (1 min, 1 h,
+//! 1 day by default), keeps each for its retention, and answers range
+//! [`Query`]s.
 
 pub mod agg;
+mod rollup;
 mod tumbling;
+
+pub use rollup::{Point, Query, QueryResult, Rollup, RollupError, RollupSpec, RollupStats, Series, TierSpec};
 
 pub use tumbling::{
     EmitMode, FieldResult, FieldSpec, OVERFLOW, SnapshotError, SpecError, WindowResult, WindowSpec, WindowStats,

@@ -1,0 +1,466 @@
+//! Rollups: coarser tiers (1 min, 1 h, 1 day) built by merging finished
+//! base windows, each kept for its retention, and range queries over them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::WindowResult;
+use super::agg::{Quantiles, Scalar};
+use crate::time::{Span, Timestamp};
+
+/// One tier: windows of `size`, kept for `retention` behind the latest
+/// window end seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSpec {
+    /// Window size of the tier.
+    pub size: Span,
+    /// How long its windows are kept.
+    pub retention: Span,
+}
+
+/// The tiers of a [`Rollup`], finest first. The first is the base: the
+/// size of the [`Windows`](super::Windows) whose results are pushed. Each
+/// size is a multiple of the one before.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollupSpec {
+    /// The tiers, finest first.
+    pub tiers: Vec<TierSpec>,
+}
+
+impl Default for RollupSpec {
+    /// 1 s for 15 min, 1 min for 48 h, 1 h for 90 days, 1 day for 3 years.
+    fn default() -> Self {
+        let tier = |size, retention| TierSpec { size, retention };
+        RollupSpec {
+            tiers: vec![
+                tier(Span::from_secs(1), Span::from_mins(15)),
+                tier(Span::from_mins(1), Span::from_hours(48)),
+                tier(Span::from_hours(1), Span::from_days(90)),
+                tier(Span::from_days(1), Span::from_days(3 * 365)),
+            ],
+        }
+    }
+}
+
+/// Why a [`RollupSpec`] or a [`Query`] cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RollupError {
+    /// No tiers, a size or retention that is not positive, or a size that
+    /// is not a multiple of the previous tier's.
+    #[error("invalid rollup tiers: {0}")]
+    Tiers(&'static str),
+    /// The query asks for a resolution no tier has.
+    #[error("no tier has resolution {0}")]
+    Resolution(Span),
+    /// `from` is after `to`.
+    #[error("`from` is after `to`")]
+    Range,
+}
+
+/// A group's labels, `(key, value)`.
+type Labels = Vec<(Arc<str>, Arc<str>)>;
+
+/// A group: tenant, stream and labels.
+type Key = (Arc<str>, Arc<str>, Arc<[(Arc<str>, Arc<str>)]>);
+
+#[derive(Clone, Debug)]
+struct Agg {
+    revision: u32,
+    events: u64,
+    count: f64,
+    fields: Vec<(Arc<str>, Scalar, Option<Quantiles>)>,
+}
+
+impl Agg {
+    fn from_result(r: &WindowResult) -> Self {
+        Agg {
+            revision: r.revision,
+            events: r.events,
+            count: r.count,
+            fields: r.fields.iter().map(|f| (f.field.clone(), f.scalar, f.sketch.clone())).collect(),
+        }
+    }
+
+    fn empty_like(other: &Agg) -> Self {
+        Agg {
+            revision: 0,
+            events: 0,
+            count: 0.0,
+            fields: other
+                .fields
+                .iter()
+                .map(|(name, _, q)| (name.clone(), Scalar::new(), q.as_ref().map(|q| Quantiles::new(q.config()))))
+                .collect(),
+        }
+    }
+
+    fn merge(&mut self, other: &Agg) {
+        self.events += other.events;
+        self.count += other.count;
+        for ((_, s, q), (_, os, oq)) in self.fields.iter_mut().zip(&other.fields) {
+            s.merge(os);
+            if let (Some(q), Some(oq)) = (q.as_mut(), oq) {
+                q.merge(oq);
+            }
+        }
+    }
+}
+
+struct Tier {
+    spec: TierSpec,
+    /// (window start, group) → aggregates.
+    entries: BTreeMap<(Timestamp, Key), Agg>,
+}
+
+/// Counters of a [`Rollup`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RollupStats {
+    /// Final results merged.
+    pub results: u64,
+    /// Corrections applied (the tiers above were rebuilt from the tier
+    /// below).
+    pub corrections: u64,
+    /// Results ignored: partial (not final), of another window size, or
+    /// older than the base tier's retention.
+    pub ignored: u64,
+    /// Tier windows dropped past their retention.
+    pub expired: u64,
+}
+
+/// Tiers of aggregates built from final window results, with retention,
+/// answering range queries at any tier's resolution.
+///
+/// ```
+/// use edgestream::event::{Event, EventBatch};
+/// use edgestream::time::{Span, Timestamp};
+/// use edgestream::window::{FieldSpec, Query, Rollup, RollupSpec, WindowSpec, Windows};
+///
+/// let mut windows = Windows::new(WindowSpec::new(Span::from_secs(1)).field(FieldSpec::new("temp")).idle_timeout(None))?;
+/// let mut rollup = Rollup::new(RollupSpec::default())?;
+/// let t0 = Timestamp::from_secs(1_795_838_400).unwrap();
+/// let mut batch = EventBatch::new();
+/// for s in 0..120 {
+///     batch.push(&Event::new("acme", "metrics", t0.saturating_add(Span::from_secs(s))).with_field("temp", s as f64));
+/// }
+/// windows.push(&batch, t0, &mut Vec::new());
+/// windows.advance(t0);
+/// while let Some(result) = windows.poll_result() {
+///     rollup.push(&result);
+/// }
+/// let mut query = Query::new("acme", "metrics", t0, t0.saturating_add(Span::from_mins(2)));
+/// query.resolution = Some(Span::from_mins(1));
+/// let answer = rollup.query(&query)?;
+/// let first_minute = &answer.series[0].points[0];
+/// assert_eq!((first_minute.count, first_minute.max), (60.0, Some(59.0)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Rollup {
+    tiers: Vec<Tier>,
+    latest_end: Option<Timestamp>,
+    stats: RollupStats,
+}
+
+impl core::fmt::Debug for Rollup {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Rollup")
+            .field("tiers", &self.tiers.iter().map(|t| (t.spec, t.entries.len())).collect::<Vec<_>>())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Rollup {
+    /// A rollup with these tiers.
+    pub fn new(spec: RollupSpec) -> Result<Self, RollupError> {
+        let first = spec.tiers.first().ok_or(RollupError::Tiers("no tiers"))?;
+        if !first.size.is_positive() {
+            return Err(RollupError::Tiers("sizes must be positive"));
+        }
+        for pair in spec.tiers.windows(2) {
+            let [a, b] = pair else { continue };
+            if !b.size.is_positive() || b.size.as_nanos() % a.size.as_nanos() != 0 || b.size <= a.size {
+                return Err(RollupError::Tiers("each size must be a larger multiple of the previous one"));
+            }
+        }
+        if spec.tiers.iter().any(|t| !t.retention.is_positive()) {
+            return Err(RollupError::Tiers("retentions must be positive"));
+        }
+        Ok(Rollup {
+            tiers: spec.tiers.into_iter().map(|spec| Tier { spec, entries: BTreeMap::new() }).collect(),
+            latest_end: None,
+            stats: RollupStats::default(),
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &RollupStats {
+        &self.stats
+    }
+
+    /// Windows held in each tier, finest first.
+    pub fn len_per_tier(&self) -> Vec<usize> {
+        self.tiers.iter().map(|t| t.entries.len()).collect()
+    }
+
+    /// Merges a final result of the base window size into every tier; a
+    /// correction (a higher revision of a window already pushed) replaces
+    /// it and rebuilds the tiers above from the tier below. Partial results
+    /// are ignored. Then drops windows past their tier's retention.
+    pub fn push(&mut self, result: &WindowResult) {
+        let Some(base) = self.tiers.first() else { return };
+        let base_size = base.spec.size;
+        if !result.is_final || result.end.saturating_since(result.start) != base_size {
+            self.stats.ignored += 1;
+            return;
+        }
+        if let Some(latest) = self.latest_end
+            && result.end.saturating_add(base.spec.retention) <= latest
+        {
+            self.stats.ignored += 1;
+            return;
+        }
+        let key: Key = (result.tenant.clone(), result.stream.clone(), result.group.clone());
+        let agg = Agg::from_result(result);
+        let Some(tier0) = self.tiers.first_mut() else { return };
+        match tier0.entries.get_mut(&(result.start, key.clone())) {
+            Some(existing) if existing.revision >= agg.revision => {
+                self.stats.ignored += 1;
+                return;
+            }
+            Some(existing) => {
+                *existing = agg;
+                self.stats.corrections += 1;
+                self.rebuild_above(result.start, &key);
+            }
+            None => {
+                for tier in self.tiers.iter_mut().skip(1) {
+                    let Some(start) = floor(result.start, tier.spec.size) else { continue };
+                    tier.entries.entry((start, key.clone())).or_insert_with(|| Agg::empty_like(&agg)).merge(&agg);
+                }
+                if let Some(tier0) = self.tiers.first_mut() {
+                    tier0.entries.insert((result.start, key), agg);
+                }
+            }
+        }
+        self.stats.results += 1;
+        self.latest_end = Some(self.latest_end.map_or(result.end, |l| l.max(result.end)));
+        self.expire();
+    }
+
+    /// Recomputes, tier by tier, the windows containing `start` for `key`
+    /// from the tier below.
+    fn rebuild_above(&mut self, start: Timestamp, key: &Key) {
+        for i in 1..self.tiers.len() {
+            let (below, above) = self.tiers.split_at_mut(i);
+            let (Some(lower), Some(upper)) = (below.last(), above.first_mut()) else { continue };
+            let Some(bucket) = floor(start, upper.spec.size) else { continue };
+            let end = bucket.saturating_add(upper.spec.size);
+            let mut merged: Option<Agg> = None;
+            for ((s, k), agg) in lower.entries.range((bucket, key.clone())..(end, key.clone())) {
+                if k == key && *s < end {
+                    merged.get_or_insert_with(|| Agg::empty_like(agg)).merge(agg);
+                }
+            }
+            if let Some(merged) = merged {
+                upper.entries.insert((bucket, key.clone()), merged);
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let Some(latest) = self.latest_end else { return };
+        for tier in &mut self.tiers {
+            while let Some(entry) = tier.entries.first_entry() {
+                let end = entry.key().0.saturating_add(tier.spec.size);
+                if end.saturating_add(tier.spec.retention) > latest {
+                    break;
+                }
+                entry.remove();
+                self.stats.expired += 1;
+            }
+        }
+    }
+
+    /// Answers a range query: one series per group (after re-grouping by
+    /// [`Query::group_by`]) and field, with a point per tier window that
+    /// starts in `from..to` and has data.
+    pub fn query(&self, q: &Query) -> Result<QueryResult, RollupError> {
+        if q.from > q.to {
+            return Err(RollupError::Range);
+        }
+        let tier = match q.resolution {
+            Some(r) => self.tiers.iter().find(|t| t.spec.size == r).ok_or(RollupError::Resolution(r))?,
+            // The finest tier that still holds `from`.
+            None => {
+                let latest = self.latest_end.unwrap_or(q.from);
+                self.tiers
+                    .iter()
+                    .find(|t| q.from.saturating_add(t.spec.retention) >= latest)
+                    .or(self.tiers.last())
+                    .ok_or(RollupError::Tiers("no tiers"))?
+            }
+        };
+        let from = floor(q.from, tier.spec.size).unwrap_or(q.from);
+        // (labels, start) → merged aggregates, in label then time order.
+        let mut merged: BTreeMap<(Labels, Timestamp), Agg> = BTreeMap::new();
+        for ((start, (tenant, stream, labels)), agg) in tier.entries.range((from, min_key())..) {
+            if *start >= q.to {
+                break;
+            }
+            if **tenant != *q.tenant || **stream != *q.stream {
+                continue;
+            }
+            let matches = q.filters.iter().all(|(k, v)| labels.iter().any(|(lk, lv)| **lk == **k && **lv == **v));
+            if !matches {
+                continue;
+            }
+            let kept: Labels = match &q.group_by {
+                Some(keys) => labels.iter().filter(|(k, _)| keys.iter().any(|g| **g == **k)).cloned().collect(),
+                None => labels.to_vec(),
+            };
+            merged.entry((kept, *start)).or_insert_with(|| Agg::empty_like(agg)).merge(agg);
+        }
+        let mut series: BTreeMap<(Labels, Arc<str>), Vec<Point>> = BTreeMap::new();
+        for ((labels, start), agg) in merged {
+            for (name, scalar, sketch) in &agg.fields {
+                if !q.fields.is_empty() && !q.fields.iter().any(|f| **f == **name) {
+                    continue;
+                }
+                let quantiles = match sketch {
+                    Some(s) => q.quantiles.iter().filter_map(|&p| s.quantile(p).map(|v| (p, v))).collect(),
+                    None => Vec::new(),
+                };
+                series.entry((labels.clone(), name.clone())).or_default().push(Point {
+                    start,
+                    events: agg.events,
+                    count: scalar.count(),
+                    sum: scalar.sum(),
+                    min: scalar.min(),
+                    max: scalar.max(),
+                    mean: scalar.mean(),
+                    last: scalar.last().map(|(_, v)| v),
+                    quantiles,
+                });
+            }
+        }
+        Ok(QueryResult {
+            resolution: tier.spec.size,
+            series: series
+                .into_iter()
+                .map(|((labels, field), points)| Series {
+                    labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    field: field.to_string(),
+                    points,
+                })
+                .collect(),
+        })
+    }
+}
+
+fn min_key() -> Key {
+    (Arc::from(""), Arc::from(""), Arc::from(Vec::new()))
+}
+
+fn floor(ts: Timestamp, size: Span) -> Option<Timestamp> {
+    crate::time::Tumbling::new(size).ok()?.start(ts)
+}
+
+/// A range query over a [`Rollup`], the shape of
+/// `GET /api/metrics?from=&to=&agg=minute&stream=&group_by=`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Query {
+    /// Tenant.
+    pub tenant: String,
+    /// Stream.
+    pub stream: String,
+    /// Start of the range (inclusive; rounded down to the resolution).
+    pub from: Timestamp,
+    /// End of the range (exclusive).
+    pub to: Timestamp,
+    /// A tier's window size, or `None` for the finest tier that still holds
+    /// `from`.
+    #[serde(default)]
+    pub resolution: Option<Span>,
+    /// Only groups with these label values.
+    #[serde(default)]
+    pub filters: Vec<(String, String)>,
+    /// Re-group by this subset of the labels (merging the groups that share
+    /// it); `None` keeps every label.
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
+    /// Only these fields; empty for all.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Quantiles to compute from the sketches of fields that have them.
+    #[serde(default)]
+    pub quantiles: Vec<f64>,
+}
+
+impl Query {
+    /// Every group and field of `tenant`/`stream` in `from..to`, at the
+    /// finest resolution that covers it.
+    pub fn new(tenant: impl Into<String>, stream: impl Into<String>, from: Timestamp, to: Timestamp) -> Self {
+        Query {
+            tenant: tenant.into(),
+            stream: stream.into(),
+            from,
+            to,
+            resolution: None,
+            filters: Vec::new(),
+            group_by: None,
+            fields: Vec::new(),
+            quantiles: Vec::new(),
+        }
+    }
+}
+
+/// The answer to a [`Query`], ready to serialize as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryResult {
+    /// The tier's window size the points have.
+    pub resolution: Span,
+    /// One series per group and field.
+    pub series: Vec<Series>,
+}
+
+/// The points of one field for one group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// The group's labels (after re-grouping).
+    pub labels: Vec<(String, String)>,
+    /// The field.
+    pub field: String,
+    /// Points in time order.
+    pub points: Vec<Point>,
+}
+
+/// The aggregates of one tier window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Window start.
+    pub start: Timestamp,
+    /// Events in the window (of any field).
+    pub events: u64,
+    /// Weighted count of the field's values.
+    pub count: f64,
+    /// Weighted sum.
+    pub sum: f64,
+    /// Minimum.
+    pub min: Option<f64>,
+    /// Maximum.
+    pub max: Option<f64>,
+    /// Weighted mean.
+    pub mean: Option<f64>,
+    /// Value with the latest event time.
+    pub last: Option<f64>,
+    /// The requested quantiles, `(q, value)`.
+    pub quantiles: Vec<(f64, f64)>,
+}
