@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use edgestream::event::{Event, EventBatch};
 use edgestream::time::{Span, Timestamp};
 use edgestream::window::{FieldSpec, WindowSpec, Windows};
@@ -101,6 +101,40 @@ fn ours(batches: &[EventBatch], spec: &WindowSpec) -> usize {
     results + w.live_windows()
 }
 
+/// An operator that has already seen every group (an hour earlier, those
+/// windows closed and freed): the steady state of a long-running stream.
+fn warmed(spec: &WindowSpec) -> Windows {
+    let mut w = Windows::new(spec.clone()).unwrap();
+    let early = traffic::start().saturating_sub(Span::from_hours(1));
+    let mut batch = EventBatch::new();
+    for d in 0..GROUPS {
+        batch.push(
+            &Event::new("acme", "metrics", early)
+                .with_dim("device", format!("dev-{d:05}"))
+                .with_field("latency_ms", 1.0),
+        );
+    }
+    // One event just before the measured ones closes the early windows.
+    batch.push(&Event::new("acme", "metrics", traffic::start().saturating_sub(Span::from_secs(1))));
+    w.push(&batch, Timestamp::UNIX_EPOCH, &mut Vec::new());
+    w.advance(Timestamp::UNIX_EPOCH);
+    while w.poll_result().is_some() {}
+    w
+}
+
+fn feed(w: &mut Windows, batches: &[EventBatch]) -> usize {
+    let mut late = Vec::new();
+    let mut results = 0;
+    for batch in batches {
+        w.push(batch, Timestamp::UNIX_EPOCH, &mut late);
+        w.advance(Timestamp::UNIX_EPOCH);
+        while w.poll_result().is_some() {
+            results += 1;
+        }
+    }
+    results + w.live_windows()
+}
+
 fn bench(c: &mut Criterion) {
     let batches = batches();
     let scalar = WindowSpec::new(Span::from_secs(1))
@@ -115,6 +149,9 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("edgestream_count_sum_min_max", |b| b.iter(|| black_box(ours(&batches, &scalar))));
     group.bench_function("edgestream_plus_p99", |b| b.iter(|| black_box(ours(&batches, &with_p99))));
+    group.bench_function("edgestream_steady_state_count_sum_min_max", |b| {
+        b.iter_batched(|| warmed(&scalar), |mut w| black_box(feed(&mut w, &batches)), BatchSize::LargeInput)
+    });
     group.bench_function("baseline_plain_hashmap", |b| b.iter(|| black_box(plain(&batches))));
     group.finish();
 }

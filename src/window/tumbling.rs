@@ -294,9 +294,20 @@ struct Group {
 /// path touches one small entry per event.
 type GroupWindows = SmallVec<[(i64, u32); 2]>;
 
+/// A group id with its most recently used window slot.
+#[derive(Clone, Copy)]
+struct HotGroup {
+    id: GroupId,
+    window: i64,
+    slot: u32,
+}
+
 /// What a window holds besides its field aggregates.
 #[derive(Clone, Copy, Default, Serialize, Deserialize)]
 struct Header {
+    /// The (group, window) owning this slot, to validate cached slots.
+    group: GroupId,
+    window: i64,
     events: u64,
     count: f64,
     /// Emissions so far.
@@ -355,6 +366,9 @@ impl Slab {
     }
 
     fn release(&mut self, slot: u32) {
+        if let Some(h) = self.headers.get_mut(slot as usize) {
+            h.group = u32::MAX;
+        }
         let base = slot as usize * self.width;
         // Drop the histograms now rather than on reuse.
         for q in self.sketches.iter_mut().skip(base).take(self.width) {
@@ -419,7 +433,11 @@ pub struct Windows {
     strings: Symbols,
     /// Batch symbol index → global symbol (or UNSEEN), for the batch being pushed.
     translate: Vec<u32>,
-    group_ids: HashMap<SmallVec<[u32; 6]>, GroupId, foldhash::fast::RandomState>,
+    /// Group key (global symbols) → the group and, as a cache, the slot of
+    /// the window its last event went to: most events of a group land in
+    /// the same window as its previous one, and the map entry is already in
+    /// cache after the lookup.
+    group_ids: HashMap<SmallVec<[u32; 6]>, HotGroup, foldhash::fast::RandomState>,
     groups: Vec<Group>,
     groups_per_tenant: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     /// Per group, its live windows (parallel to `groups`).
@@ -578,16 +596,30 @@ impl Windows {
             if self.spec.geo_cell.is_some() {
                 key.push(self.global_str(cell.as_ref().map_or("", Geohash::as_str)));
             }
-            let group = match self.group_ids.get(&key) {
-                Some(&g) => g,
+            let hot = match self.group_ids.get(&key) {
+                Some(&hot) => hot,
                 None => {
                     let cell_text = self.spec.geo_cell.map(|_| cell.as_ref().map_or("", Geohash::as_str));
-                    self.new_group(symbols, event.tenant(), event.stream(), &values, cell_text)
+                    let id = self.new_group(symbols, event.tenant(), event.stream(), &values, cell_text);
+                    HotGroup { id, window: i64::MIN, slot: u32::MAX }
                 }
             };
-            let slot = match self.group_slot(group, window) {
-                Some(slot) => slot,
-                None => self.new_state(group, window),
+            let group = hot.id;
+            // The cached slot is valid only if it still belongs to this
+            // (group, window): slots are reused after windows expire.
+            let cached = hot.window == window
+                && self.slab.headers.get(hot.slot as usize).is_some_and(|h| h.group == group && h.window == window);
+            let slot = if cached {
+                hot.slot
+            } else {
+                let slot = match self.group_slot(group, window) {
+                    Some(slot) => slot,
+                    None => self.new_state(group, window),
+                };
+                if let Some(entry) = self.group_ids.get_mut(&key) {
+                    *entry = HotGroup { id: group, window, slot };
+                }
+                slot
             };
             let weight = 1.0;
             let base = slot as usize * self.slab.width;
@@ -650,6 +682,10 @@ impl Windows {
     /// A fresh state for `group` in `window`, registered with both.
     fn new_state(&mut self, group: GroupId, window: i64) -> u32 {
         let slot = self.slab.alloc(&self.spec);
+        if let Some(h) = self.slab.headers.get_mut(slot as usize) {
+            h.group = group;
+            h.window = window;
+        }
         if let Some(windows) = self.group_windows.get_mut(group as usize) {
             windows.push((window, slot));
         }
@@ -688,8 +724,8 @@ impl Windows {
         for s in [tenant, stream].into_iter().chain(texts.iter().copied()) {
             key.push(self.strings.intern(s).index() as u32);
         }
-        if let Some(&g) = self.group_ids.get(&key) {
-            return g;
+        if let Some(hot) = self.group_ids.get(&key) {
+            return hot.id;
         }
         let id = self.groups.len() as GroupId;
         let tenant_arc: Arc<str> = Arc::from(tenant);
@@ -700,7 +736,7 @@ impl Windows {
         if counted {
             *self.groups_per_tenant.entry(tenant_arc).or_insert(0) += 1;
         }
-        self.group_ids.insert(key, id);
+        self.group_ids.insert(key, HotGroup { id, window: i64::MIN, slot: u32::MAX });
         id
     }
 
@@ -1010,7 +1046,7 @@ impl Windows {
             let slot = w.new_state(ws.group, ws.window);
             let base = slot as usize * width;
             if let Some(h) = w.slab.headers.get_mut(slot as usize) {
-                *h = ws.header;
+                *h = Header { group: ws.group, window: ws.window, ..ws.header };
             }
             for (dst, src) in w.slab.scalars.iter_mut().skip(base).zip(ws.scalars.iter()) {
                 *dst = *src;
