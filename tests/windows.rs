@@ -172,6 +172,23 @@ fn update_mode_emits_partials_once_per_change_then_the_final() {
 }
 
 #[test]
+fn regression_a_window_dirty_when_it_closes_is_emitted_once() {
+    // Found in review: a window changed and closed in the same advance was
+    // emitted as final twice, the second time counted as a correction.
+    let mut w = Windows::new(spec().emit(EmitMode::OnUpdate)).unwrap();
+    let (results, _) = run(&mut w, &[ev(1_000, "a", 1.0), ev(15_000, "a", 2.0)], 0);
+    let first: Vec<_> = results.iter().filter(|r| r.start == t(0)).map(|r| (r.revision, r.is_final)).collect();
+    assert_eq!(first, [(0, true)]);
+    assert_eq!(w.stats().corrections, 0);
+    // Close mode: a late event in a window that closed with no state at all.
+    let mut w = Windows::new(spec().allowed_lateness(Span::from_secs(60))).unwrap();
+    run(&mut w, &[ev(35_000, "a", 1.0)], 0);
+    let (late, _) = run(&mut w, &[ev(5_000, "a", 7.0)], 0);
+    assert_eq!(late.iter().map(|r| (r.start.as_millis(), r.revision, r.is_final)).collect::<Vec<_>>(), [(0, 0, true)]);
+    assert_eq!((w.stats().results, w.stats().corrections), (1, 0));
+}
+
+#[test]
 fn groups_over_the_cap_go_to_the_overflow_group() {
     let mut w = Windows::new(spec().max_groups_per_tenant(2)).unwrap();
     let events: Vec<Event> = ["a", "b", "c", "d", "a", "c"].iter().map(|g| ev(1_000, g, 1.0)).collect();

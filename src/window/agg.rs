@@ -39,8 +39,10 @@ use crate::time::Timestamp;
 
 /// Count, sum, min, max, mean and last value of one field, weighted by the
 /// events' sample weights. 64 bytes; see the [module docs](self) for what
-/// is exact.
+/// is exact. Serializes with `min`, `max` and `last` absent when empty, so
+/// JSON (which has no infinities) round-trips it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "ScalarRepr", from = "ScalarRepr")]
 pub struct Scalar {
     /// Events recorded, unweighted.
     events: u64,
@@ -53,6 +55,49 @@ pub struct Scalar {
     max: f64,
     last: f64,
     last_ts: Timestamp,
+}
+
+/// The serialized form of a [`Scalar`].
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct ScalarRepr {
+    events: u64,
+    count: f64,
+    sum: f64,
+    sum_err: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+    last: Option<(Timestamp, f64)>,
+}
+
+impl From<Scalar> for ScalarRepr {
+    fn from(s: Scalar) -> Self {
+        ScalarRepr {
+            events: s.events,
+            count: s.count,
+            sum: s.sum,
+            sum_err: s.sum_err,
+            min: s.min(),
+            max: s.max(),
+            last: s.last(),
+        }
+    }
+}
+
+impl From<ScalarRepr> for Scalar {
+    fn from(r: ScalarRepr) -> Self {
+        let empty = Scalar::new();
+        let (last_ts, last) = r.last.unwrap_or((empty.last_ts, empty.last));
+        Scalar {
+            events: r.events,
+            count: r.count,
+            sum: r.sum,
+            sum_err: r.sum_err,
+            min: r.min.unwrap_or(empty.min),
+            max: r.max.unwrap_or(empty.max),
+            last,
+            last_ts,
+        }
+    }
 }
 
 impl Default for Scalar {
@@ -80,7 +125,7 @@ impl Scalar {
     /// for an unsampled event, 1/p for one kept with probability p).
     #[inline]
     pub fn record(&mut self, value: f64, weight: f64, ts: Timestamp) {
-        self.events += 1;
+        self.events = self.events.saturating_add(1);
         self.count += weight;
         self.add_to_sum(value * weight);
         self.min = self.min.min(value);
@@ -91,7 +136,7 @@ impl Scalar {
     /// Folds `other` into `self`: afterwards `self` is the state of both
     /// inputs together.
     pub fn merge(&mut self, other: &Scalar) {
-        self.events += other.events;
+        self.events = self.events.saturating_add(other.events);
         self.count += other.count;
         self.add_to_sum(other.sum);
         self.sum_err += other.sum_err;
@@ -106,6 +151,11 @@ impl Scalar {
     #[inline]
     fn add_to_sum(&mut self, x: f64) {
         let t = self.sum + x;
+        if !t.is_finite() {
+            // Overflow to ±inf (or a NaN input): compensation is meaningless.
+            self.sum = t;
+            return;
+        }
         self.sum_err += if self.sum.abs() >= x.abs() { (self.sum - t) + x } else { (x - t) + self.sum };
         self.sum = t;
     }
@@ -142,7 +192,7 @@ impl Scalar {
 
     /// The weighted sum.
     pub fn sum(&self) -> f64 {
-        self.sum + self.sum_err
+        if self.sum.is_finite() { self.sum + self.sum_err } else { self.sum }
     }
 
     /// The smallest value, if any.
@@ -262,7 +312,7 @@ impl Quantiles {
         let n = if weight.is_finite() && weight >= 1.0 { weight.round() as u64 } else { 1 };
         if !self.promoted {
             if let Some(entry) = self.exact.iter_mut().find(|e| e.0.to_bits() == value.to_bits()) {
-                entry.1 += n;
+                entry.1 = entry.1.saturating_add(n);
                 return;
             }
             if self.exact.len() < Self::EXACT {
@@ -286,7 +336,7 @@ impl Quantiles {
         let limit = self.limit();
         let magnitude = (value.abs() / self.config.resolution).round();
         if magnitude < 1.0 {
-            self.zero += n;
+            self.zero = self.zero.saturating_add(n);
             return;
         }
         let m = if magnitude > limit as f64 {
@@ -321,8 +371,8 @@ impl Quantiles {
         if !self.promoted {
             self.promote();
         }
-        self.zero += other.zero;
-        self.clamped += other.clamped;
+        self.zero = self.zero.saturating_add(other.zero);
+        self.clamped = self.clamped.saturating_add(other.clamped);
         let sigfig = self.config.sigfig;
         for (mine, theirs) in [(&mut self.neg, &other.neg), (&mut self.pos, &other.pos)] {
             if let Some(theirs) = theirs
@@ -341,10 +391,11 @@ impl Quantiles {
 
     /// Events recorded (whole, after rounding weights).
     pub fn len(&self) -> u64 {
-        self.exact.iter().map(|e| e.1).sum::<u64>()
-            + self.neg.as_ref().map_or(0, |h| h.len())
-            + self.zero
-            + self.pos.as_ref().map_or(0, |h| h.len())
+        self.exact
+            .iter()
+            .map(|e| e.1)
+            .chain([self.neg.as_ref().map_or(0, |h| h.len()), self.zero, self.pos.as_ref().map_or(0, |h| h.len())])
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Whether nothing was recorded.
@@ -372,11 +423,11 @@ impl Quantiles {
         if !self.promoted {
             let mut sorted = self.exact.clone();
             sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let mut seen = 0;
+            let mut seen = 0u64;
             return sorted
                 .iter()
                 .find(|e| {
-                    seen += e.1;
+                    seen = seen.saturating_add(e.1);
                     seen >= rank
                 })
                 .map(|e| e.0);
@@ -470,7 +521,7 @@ fn histogram(side: &mut Option<Box<Histogram<u64>>>, sigfig: u8) -> Option<&mut 
 fn magnitude_at(h: &Histogram<u64>, rank: u64) -> Option<u64> {
     let mut seen = 0u64;
     for v in h.iter_recorded() {
-        seen += v.count_at_value();
+        seen = seen.saturating_add(v.count_at_value());
         if seen >= rank {
             let value = v.value_iterated_to();
             return Some(h.lowest_equivalent(value).saturating_add(h.equivalent_range(value) / 2));
@@ -513,6 +564,30 @@ mod tests {
         let mut early = Scalar::new();
         early.record(-1.0, 1.0, Timestamp::MIN);
         assert_eq!(early.last(), Some((Timestamp::MIN, -1.0)));
+    }
+
+    #[test]
+    fn overflowing_sums_are_infinite_not_nan() {
+        let mut s = Scalar::new();
+        s.record(1e308, 1.0, t(0));
+        s.record(1e308, 1.0, t(0));
+        assert_eq!(s.sum(), f64::INFINITY);
+        let mut q = Quantiles::new(QuantileConfig::default());
+        q.record(1.0, 1.0);
+        q.exact[0].1 = u64::MAX;
+        q.record(2.0, 1.0);
+        assert_eq!(q.len(), u64::MAX);
+        assert!(q.quantile(1.0).is_some(), "saturated counts answer without panicking");
+    }
+
+    #[test]
+    fn scalars_round_trip_through_json_empty_or_not() {
+        let mut full = Scalar::new();
+        full.record(-2.5, 1.0, t(3));
+        for s in [Scalar::new(), full] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<Scalar>(&json).unwrap(), s, "{json}");
+        }
     }
 
     #[test]

@@ -131,6 +131,9 @@ pub struct RollupStats {
     pub ignored: u64,
     /// Tier windows dropped past their retention.
     pub expired: u64,
+    /// Corrections that could not reach a coarser tier because the finer
+    /// tier had already dropped part of that coarser window.
+    pub corrections_not_propagated: u64,
 }
 
 /// Tiers of aggregates built from final window results, with retention,
@@ -191,6 +194,9 @@ impl Rollup {
         if spec.tiers.iter().any(|t| !t.retention.is_positive()) {
             return Err(RollupError::Tiers("retentions must be positive"));
         }
+        if spec.tiers.windows(2).any(|p| matches!(p, [a, b] if a.retention < b.size)) {
+            return Err(RollupError::Tiers("each tier must be retained at least as long as the next tier's size"));
+        }
         Ok(Rollup {
             tiers: spec.tiers.into_iter().map(|spec| Tier { spec, entries: BTreeMap::new() }).collect(),
             latest_end: None,
@@ -216,13 +222,13 @@ impl Rollup {
         let Some(base) = self.tiers.first() else { return };
         let base_size = base.spec.size;
         if !result.is_final || result.end.saturating_since(result.start) != base_size {
-            self.stats.ignored += 1;
+            self.stats.ignored = self.stats.ignored.saturating_add(1);
             return;
         }
         if let Some(latest) = self.latest_end
             && result.end.saturating_add(base.spec.retention) <= latest
         {
-            self.stats.ignored += 1;
+            self.stats.ignored = self.stats.ignored.saturating_add(1);
             return;
         }
         let key: Key = (result.tenant.clone(), result.stream.clone(), result.group.clone());
@@ -230,12 +236,12 @@ impl Rollup {
         let Some(tier0) = self.tiers.first_mut() else { return };
         match tier0.entries.get_mut(&(result.start, key.clone())) {
             Some(existing) if existing.revision >= agg.revision => {
-                self.stats.ignored += 1;
+                self.stats.ignored = self.stats.ignored.saturating_add(1);
                 return;
             }
             Some(existing) => {
                 *existing = agg;
-                self.stats.corrections += 1;
+                self.stats.corrections = self.stats.corrections.saturating_add(1);
                 self.rebuild_above(result.start, &key);
             }
             None => {
@@ -248,7 +254,7 @@ impl Rollup {
                 }
             }
         }
-        self.stats.results += 1;
+        self.stats.results = self.stats.results.saturating_add(1);
         self.latest_end = Some(self.latest_end.map_or(result.end, |l| l.max(result.end)));
         self.expire();
     }
@@ -261,6 +267,12 @@ impl Rollup {
             let (Some(lower), Some(upper)) = (below.last(), above.first_mut()) else { continue };
             let Some(bucket) = floor(start, upper.spec.size) else { continue };
             let end = bucket.saturating_add(upper.spec.size);
+            // Rebuilding from a partly expired finer tier would lose data:
+            // leave this tier (and those above) as they are, and say so.
+            if lower.entries.first_key_value().is_some_and(|((first, _), _)| *first > bucket) {
+                self.stats.corrections_not_propagated = self.stats.corrections_not_propagated.saturating_add(1);
+                return;
+            }
             let mut merged: Option<Agg> = None;
             for ((s, k), agg) in lower.entries.range((bucket, key.clone())..(end, key.clone())) {
                 if k == key && *s < end {
@@ -282,7 +294,7 @@ impl Rollup {
                     break;
                 }
                 entry.remove();
-                self.stats.expired += 1;
+                self.stats.expired = self.stats.expired.saturating_add(1);
             }
         }
     }

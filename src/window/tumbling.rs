@@ -100,8 +100,10 @@ pub struct WindowSpec {
     /// watermark follows processing time (`now - idle_timeout`), so windows
     /// close on a quiet stream. `None` waits for events forever.
     pub idle_timeout: Option<Span>,
-    /// Most live groups per tenant; events of further groups are aggregated
-    /// into the tenant's overflow group, whose labels are all [`OVERFLOW`].
+    /// Most groups per tenant; events of further groups (of any stream) are
+    /// aggregated into the tenant's one overflow group, whose stream and
+    /// labels are all [`OVERFLOW`]. Groups are not freed yet when they go
+    /// quiet, so this caps the groups a tenant ever had.
     pub max_groups_per_tenant: usize,
     /// Precision of the quantile sketches.
     pub quantile_config: QuantileConfig,
@@ -564,7 +566,7 @@ impl Windows {
         for (index, event) in batch.iter().enumerate() {
             let ts = event.ts();
             let (Some(start), Some(_)) = (self.tumbling.start(ts), self.tumbling.end(ts)) else {
-                self.stats.out_of_range += 1;
+                self.stats.out_of_range = self.stats.out_of_range.saturating_add(1);
                 late.push(index);
                 continue;
             };
@@ -572,7 +574,7 @@ impl Windows {
             let end = start.saturating_add(self.spec.size);
             let closed = end <= self.watermark;
             if closed && end.saturating_add(self.spec.allowed_lateness) <= self.watermark {
-                self.stats.late_dropped += 1;
+                self.stats.late_dropped = self.stats.late_dropped.saturating_add(1);
                 late.push(index);
                 continue;
             }
@@ -635,12 +637,12 @@ impl Windows {
                 }
             }
             let Some(header) = self.slab.headers.get_mut(slot as usize) else { continue };
-            header.events += 1;
+            header.events = header.events.saturating_add(1);
             header.count += weight;
             if closed {
-                self.stats.late_accepted += 1;
+                self.stats.late_accepted = self.stats.late_accepted.saturating_add(1);
             } else {
-                self.stats.on_time += 1;
+                self.stats.on_time = self.stats.on_time.saturating_add(1);
             }
             if (closed || self.spec.emit == EmitMode::OnUpdate) && !header.dirty {
                 header.dirty = true;
@@ -689,7 +691,14 @@ impl Windows {
         if let Some(windows) = self.group_windows.get_mut(group as usize) {
             windows.push((window, slot));
         }
-        self.buckets.entry(window).or_default().groups.push(group);
+        // A late event may open state in a window that closed with no state
+        // for any group: its bucket is born closed, so it is emitted once,
+        // as a correction, not also as a closing window.
+        let closed = self
+            .tumbling
+            .start_of_index(window)
+            .is_some_and(|start| start.saturating_add(self.spec.size) <= self.watermark);
+        self.buckets.entry(window).or_insert_with(|| Bucket { groups: Vec::new(), closed }).groups.push(group);
         slot
     }
 
@@ -712,9 +721,12 @@ impl Windows {
             .map(|text| if overflow { OVERFLOW } else { text })
             .collect();
         if overflow {
-            self.stats.overflowed += 1;
+            self.stats.overflowed = self.stats.overflowed.saturating_add(1);
+            // One overflow group per tenant, whatever the stream, so that
+            // new streams cannot grow it either.
+            return self.insert_group(tenant, OVERFLOW, &texts, false);
         }
-        self.insert_group(tenant, stream, &texts, !overflow)
+        self.insert_group(tenant, stream, &texts, true)
     }
 
     /// The group of these strings, created if new; `counted` groups count
@@ -778,6 +790,7 @@ impl Windows {
                         window,
                         start,
                         true,
+                        false,
                     );
                 }
             }
@@ -789,7 +802,7 @@ impl Windows {
         // windows, and (in update mode) partial results of open ones.
         for (group, window) in core::mem::take(&mut self.dirty) {
             let closed = self.buckets.get(&window).is_some_and(|b| b.closed);
-            self.emit(group, window, closed);
+            self.emit(group, window, closed, true);
         }
         for window in expired {
             if let Some(bucket) = self.buckets.remove(&window) {
@@ -804,7 +817,7 @@ impl Windows {
         }
     }
 
-    fn emit(&mut self, group: GroupId, window: i64, is_final: bool) {
+    fn emit(&mut self, group: GroupId, window: i64, is_final: bool, only_if_dirty: bool) {
         let Some(start) = self.tumbling.start_of_index(window) else { return };
         Self::emit_into(
             &mut self.slab,
@@ -818,6 +831,7 @@ impl Windows {
             window,
             start,
             is_final,
+            only_if_dirty,
         );
     }
 
@@ -834,14 +848,15 @@ impl Windows {
         window: i64,
         start: Timestamp,
         is_final: bool,
+        only_if_dirty: bool,
     ) {
         let Some(g) = groups.get(group as usize) else { return };
         let Some(&(_, slot)) = group_windows.get(group as usize).and_then(|w| w.iter().find(|w| w.0 == window)) else {
             return;
         };
-        // A window closing now was maybe already emitted as a partial in
-        // this very call; one emission per change is enough.
-        if !is_final && slab.headers.get(slot as usize).is_none_or(|h| !h.dirty) {
+        // A change is emitted once: a window that closed in this call (and
+        // so was just emitted) or is listed twice is not emitted again.
+        if only_if_dirty && slab.headers.get(slot as usize).is_none_or(|h| !h.dirty) {
             return;
         }
         let base = slot as usize * slab.width;
@@ -864,10 +879,10 @@ impl Windows {
             .collect();
         let Some(header) = slab.headers.get_mut(slot as usize) else { return };
         if is_final && header.emitted > 0 && header.closed_once {
-            stats.corrections += 1;
+            stats.corrections = stats.corrections.saturating_add(1);
         }
         header.closed_once |= is_final;
-        stats.results += 1;
+        stats.results = stats.results.saturating_add(1);
         ready.push_back(WindowResult {
             tenant: g.tenant.clone(),
             stream: g.stream.clone(),
@@ -880,7 +895,7 @@ impl Windows {
             count: header.count,
             fields,
         });
-        header.emitted += 1;
+        header.emitted = header.emitted.saturating_add(1);
         header.dirty = false;
     }
 
@@ -890,14 +905,26 @@ impl Windows {
     }
 
     /// When `advance` should be called next even if no event arrives: the
-    /// time at which the idle timeout would close the earliest open window.
-    /// `None` when no window is open or there is no idle timeout.
+    /// time at which the idle timeout would close the earliest open window
+    /// or free the earliest closed one past its lateness. `None` when no
+    /// window is held or there is no idle timeout.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         let idle = self.spec.idle_timeout?;
         let last = self.last_arrival?;
-        let (&window, _) = self.buckets.iter().find(|(_, b)| !b.closed)?;
-        let end = self.tumbling.start_of_index(window)?.saturating_add(self.spec.size);
-        Some(last.saturating_add(idle).max(end.saturating_add(idle)))
+        let end = |window: i64| self.tumbling.start_of_index(window).map(|s| s.saturating_add(self.spec.size));
+        // The earliest open window to close, or closed window to free.
+        let close = self.buckets.iter().find(|(_, b)| !b.closed).and_then(|(&w, _)| end(w));
+        let free = self
+            .buckets
+            .iter()
+            .find(|(_, b)| b.closed)
+            .and_then(|(&w, _)| end(w))
+            .map(|e| e.saturating_add(self.spec.allowed_lateness));
+        let due = match (close, free) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(last.saturating_add(idle).max(due.saturating_add(idle)))
     }
 }
 
@@ -1040,6 +1067,10 @@ impl Windows {
             if ws.scalars.len() != width || !(ws.sketches.is_empty() || ws.sketches.len() == width) {
                 return Err(SnapshotError::Inconsistent("a window has the wrong number of fields"));
             }
+            let wants_sketch = |i: usize| w.spec.fields.get(i).is_some_and(|f| !f.quantiles.is_empty());
+            if (0..width).any(|i| wants_sketch(i) != ws.sketches.get(i).is_some_and(Option::is_some)) {
+                return Err(SnapshotError::Inconsistent("a window's quantile sketches do not match the spec"));
+            }
             if ws.group as usize >= w.groups.len() || w.group_slot(ws.group, ws.window).is_some() {
                 return Err(SnapshotError::Inconsistent("a window of an unknown group, or twice"));
             }
@@ -1060,7 +1091,18 @@ impl Windows {
                 b.closed = true;
             }
         }
+        // Every dirty window must be listed once for its emission; listed
+        // windows that are not dirty are skipped when emitting.
         w.dirty = snap.dirty;
+        for (&window, bucket) in &w.buckets {
+            for &group in &bucket.groups {
+                let dirty =
+                    w.group_slot(group, window).and_then(|s| w.slab.headers.get(s as usize)).is_some_and(|h| h.dirty);
+                if dirty && !w.dirty.contains(&(group, window)) {
+                    w.dirty.push((group, window));
+                }
+            }
+        }
         w.ready = snap.ready.into();
         w.watermark = snap.watermark;
         w.max_event_ts = snap.max_event_ts;
