@@ -199,7 +199,7 @@ fn groups_over_the_cap_go_to_the_overflow_group() {
     assert_eq!(acme, BTreeMap::from([("a".into(), 2), ("b".into(), 1), (OVERFLOW.into(), 3)]));
     assert!(results.iter().any(|r| &*r.tenant == "globex"), "the cap is per tenant");
     assert_eq!(w.stats().overflowed, 3);
-    assert_eq!(w.groups(), 4);
+    assert_eq!(w.groups(), 1, "the groups of the expired window were freed");
 }
 
 #[test]
@@ -220,6 +220,28 @@ fn geohash_cells_group_events_for_heatmaps() {
         .collect();
     assert_eq!(cells, BTreeMap::from([("".into(), 1), ("ezs42".into(), 2), ("u4pru".into(), 1)]));
     assert!(matches!(Windows::new(spec().geo_cell(13)), Err(SpecError::GeoCell(13))));
+}
+
+#[test]
+fn quiet_groups_are_freed_so_the_cap_counts_live_groups() {
+    let mut w = Windows::new(spec().max_groups_per_tenant(10).idle_timeout(Some(Span::from_secs(1)))).unwrap();
+    // 100 rounds of 10 new groups each; between rounds the stream is idle,
+    // so every window closes and expires, and its groups are freed.
+    for round in 0..100i64 {
+        let now = round * 100_000;
+        let events: Vec<Event> = (0..10).map(|i| ev(now, &format!("r{round}-g{i}"), 1.0)).collect();
+        run(&mut w, &events, now);
+        assert_eq!(w.groups(), 10, "round {round}");
+        w.advance(t(now + 50_000));
+        drain(&mut w);
+        assert_eq!(w.groups(), 0, "round {round}: all quiet groups freed");
+    }
+    assert_eq!(w.stats().overflowed, 0);
+    let mut bytes = Vec::new();
+    w.snapshot(&mut bytes);
+    assert!(bytes.len() < 4_000, "a snapshot holds live groups only: {} bytes", bytes.len());
+    let restored = Windows::restore(&bytes).unwrap();
+    assert_eq!(restored.groups(), w.groups());
 }
 
 #[test]

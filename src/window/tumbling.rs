@@ -100,10 +100,10 @@ pub struct WindowSpec {
     /// watermark follows processing time (`now - idle_timeout`), so windows
     /// close on a quiet stream. `None` waits for events forever.
     pub idle_timeout: Option<Span>,
-    /// Most groups per tenant; events of further groups (of any stream) are
-    /// aggregated into the tenant's one overflow group, whose stream and
-    /// labels are all [`OVERFLOW`]. Groups are not freed yet when they go
-    /// quiet, so this caps the groups a tenant ever had.
+    /// Most live groups per tenant; events of further groups (of any
+    /// stream) are aggregated into the tenant's one overflow group, whose
+    /// stream and labels are all [`OVERFLOW`]. A group is freed when its
+    /// last window expires, so quiet groups make room for new ones.
     pub max_groups_per_tenant: usize,
     /// Precision of the quantile sketches.
     pub quantile_config: QuantileConfig,
@@ -289,6 +289,10 @@ struct Group {
     labels: Arc<[(Arc<str>, Arc<str>)]>,
     /// Counts toward its tenant's cap (false for overflow groups).
     counted: bool,
+    /// Its key in `Windows::group_ids` (global symbols).
+    key: SmallVec<[u32; 6]>,
+    /// False once freed (its id waits in `Windows::free_groups`).
+    live: bool,
 }
 
 /// A group's live windows: (window index, slot in the [`Slab`]). Usually one
@@ -441,6 +445,8 @@ pub struct Windows {
     /// cache after the lookup.
     group_ids: HashMap<SmallVec<[u32; 6]>, HotGroup, foldhash::fast::RandomState>,
     groups: Vec<Group>,
+    /// Ids of freed groups, reused by new ones.
+    free_groups: Vec<GroupId>,
     groups_per_tenant: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     /// Per group, its live windows (parallel to `groups`).
     group_windows: Vec<GroupWindows>,
@@ -504,6 +510,7 @@ impl Windows {
             translate: Vec::new(),
             group_ids: HashMap::default(),
             groups: Vec::new(),
+            free_groups: Vec::new(),
             groups_per_tenant: HashMap::default(),
             group_windows: Vec::new(),
             slab: Slab::new(width),
@@ -535,7 +542,7 @@ impl Windows {
 
     /// Live groups, overflow groups included.
     pub fn groups(&self) -> usize {
-        self.groups.len()
+        self.groups.len() - self.free_groups.len()
     }
 
     /// (group, window) states held: open windows, and closed ones still
@@ -739,12 +746,30 @@ impl Windows {
         if let Some(hot) = self.group_ids.get(&key) {
             return hot.id;
         }
-        let id = self.groups.len() as GroupId;
         let tenant_arc: Arc<str> = Arc::from(tenant);
         let keys = self.spec.group_by.iter().map(String::as_str).chain(self.spec.geo_cell.map(|_| "geohash"));
         let labels: Arc<[(Arc<str>, Arc<str>)]> = keys.zip(texts).map(|(k, v)| (Arc::from(k), Arc::from(*v))).collect();
-        self.groups.push(Group { tenant: tenant_arc.clone(), stream: Arc::from(stream), labels, counted });
-        self.group_windows.push(SmallVec::new());
+        let group = Group {
+            tenant: tenant_arc.clone(),
+            stream: Arc::from(stream),
+            labels,
+            counted,
+            key: key.clone(),
+            live: true,
+        };
+        let id = match self.free_groups.pop() {
+            Some(id) => {
+                if let Some(slot) = self.groups.get_mut(id as usize) {
+                    *slot = group;
+                }
+                id
+            }
+            None => {
+                self.groups.push(group);
+                self.group_windows.push(SmallVec::new());
+                (self.groups.len() - 1) as GroupId
+            }
+        };
         if counted {
             *self.groups_per_tenant.entry(tenant_arc).or_insert(0) += 1;
         }
@@ -812,9 +837,57 @@ impl Windows {
                         let (_, slot) = windows.swap_remove(i);
                         self.slab.release(slot);
                     }
+                    if windows.is_empty() {
+                        self.free_group(group);
+                    }
                 }
             }
         }
+        self.compact_strings();
+    }
+
+    /// Forgets a group whose last window expired: it no longer counts
+    /// toward its tenant's cap, and its id is reused.
+    fn free_group(&mut self, id: GroupId) {
+        let Some(g) = self.groups.get_mut(id as usize).filter(|g| g.live) else { return };
+        g.live = false;
+        self.group_ids.remove(&g.key);
+        if g.counted
+            && let Some(n) = self.groups_per_tenant.get_mut(&g.tenant)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.groups_per_tenant.remove(&g.tenant);
+            }
+        }
+        // Drop the strings now; the entry is reused by the next new group.
+        g.labels = Arc::from(Vec::new());
+        g.key = SmallVec::new();
+        self.free_groups.push(id);
+    }
+
+    /// The interner only grows; when it holds far more strings than the
+    /// live groups use, rebuild it from them (amortized over the frees).
+    fn compact_strings(&mut self) {
+        let in_use: usize = self.groups.iter().filter(|g| g.live).map(|g| g.key.len()).sum();
+        if self.strings.len() <= 1_024 || self.strings.len() <= 2 * in_use {
+            return;
+        }
+        let mut strings = Symbols::new();
+        let mut group_ids = HashMap::default();
+        for g in self.groups.iter_mut().filter(|g| g.live) {
+            let mut key: SmallVec<[u32; 6]> = SmallVec::new();
+            for s in [&*g.tenant, &*g.stream].into_iter().chain(g.labels.iter().map(|(_, v)| &**v)) {
+                key.push(strings.intern(s).index() as u32);
+            }
+            let hot = self.group_ids.get(&g.key).copied();
+            g.key = key.clone();
+            if let Some(hot) = hot {
+                group_ids.insert(key, hot);
+            }
+        }
+        self.strings = strings;
+        self.group_ids = group_ids;
     }
 
     fn emit(&mut self, group: GroupId, window: i64, is_final: bool, only_if_dirty: bool) {
@@ -998,16 +1071,21 @@ impl Windows {
     /// it exactly where this operator is: a Durable Object can snapshot
     /// after each `advance` and resume after eviction.
     pub fn snapshot(&self, out: &mut Vec<u8>) {
-        let groups = self
-            .groups
-            .iter()
-            .map(|g| GroupSnap {
+        // Live groups only, numbered densely.
+        let mut renumber = vec![u32::MAX; self.groups.len()];
+        let mut groups = Vec::with_capacity(self.groups());
+        for (id, g) in self.groups.iter().enumerate().filter(|(_, g)| g.live) {
+            if let Some(n) = renumber.get_mut(id) {
+                *n = groups.len() as u32;
+            }
+            groups.push(GroupSnap {
                 tenant: Cow::Borrowed(&*g.tenant),
                 stream: Cow::Borrowed(&*g.stream),
                 values: g.labels.iter().map(|(_, v)| Cow::Borrowed(&**v)).collect(),
                 counted: g.counted,
-            })
-            .collect();
+            });
+        }
+        let new_id = |g: GroupId| renumber.get(g as usize).copied().unwrap_or(u32::MAX);
         let width = self.slab.width;
         // In bucket order, so that a restored operator emits in the same order.
         let mut windows = Vec::with_capacity(self.live_windows());
@@ -1016,7 +1094,7 @@ impl Windows {
                 let Some(slot) = self.group_slot(group, window) else { continue };
                 let base = slot as usize * width;
                 windows.push(WindowSnap {
-                    group,
+                    group: new_id(group),
                     window,
                     header: self.slab.headers.get(slot as usize).copied().unwrap_or_default(),
                     scalars: Cow::Borrowed(self.slab.scalars.get(base..base + width).unwrap_or_default()),
@@ -1034,7 +1112,7 @@ impl Windows {
             groups,
             windows,
             closed: self.buckets.iter().filter(|(_, b)| b.closed).map(|(&w, _)| w).collect(),
-            dirty: self.dirty.clone(),
+            dirty: self.dirty.iter().map(|&(g, w)| (new_id(g), w)).collect(),
             ready: self.ready.iter().cloned().collect(),
         };
         // Serializing plain data into a Vec cannot fail.
