@@ -154,6 +154,31 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("baseline_plain_hashmap", |b| b.iter(|| black_box(plain(&batches))));
     group.finish();
+
+    // Snapshot and restore of an operator holding 10 k live groups.
+    let mut live = warmed(&scalar);
+    let mut one_each = EventBatch::new();
+    for d in 0..GROUPS {
+        one_each.push(
+            &Event::new("acme", "metrics", traffic::start())
+                .with_dim("device", format!("dev-{d:05}"))
+                .with_field("latency_ms", d as f64),
+        );
+    }
+    live.push(&one_each, Timestamp::UNIX_EPOCH, &mut Vec::new());
+    let mut bytes = Vec::new();
+    live.snapshot(&mut bytes);
+    eprintln!("snapshot of {} live windows: {} bytes", live.live_windows(), bytes.len());
+    let mut group = c.benchmark_group("window/snapshot_10k_groups");
+    group.bench_function("snapshot", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(bytes.len());
+            live.snapshot(&mut out);
+            black_box(out.len())
+        })
+    });
+    group.bench_function("restore", |b| b.iter(|| black_box(Windows::restore(&bytes).unwrap().live_windows())));
+    group.finish();
 }
 
 criterion_group!(benches, bench);

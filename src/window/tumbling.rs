@@ -1189,3 +1189,18 @@ impl Windows {
         Ok(w)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_sizes() {
+        // Per (group, window) with one scalar field: header + scalar + an
+        // entry in the group's window list + one in the bucket.
+        assert_eq!(core::mem::size_of::<Header>(), 40);
+        assert_eq!(core::mem::size_of::<Scalar>(), 64);
+        assert_eq!(core::mem::size_of::<(i64, u32)>(), 16);
+        assert_eq!(core::mem::size_of::<GroupId>(), 4);
+    }
+}
