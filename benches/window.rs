@@ -101,21 +101,19 @@ fn ours(batches: &[EventBatch], spec: &WindowSpec) -> usize {
     results + w.live_windows()
 }
 
-/// An operator that has already seen every group (an hour earlier, those
-/// windows closed and freed): the steady state of a long-running stream.
+/// An operator in which every group already has a live window (one event
+/// each at the start of the measured range): the steady state of a
+/// long-running stream, where groups exist before their next events.
 fn warmed(spec: &WindowSpec) -> Windows {
     let mut w = Windows::new(spec.clone()).unwrap();
-    let early = traffic::start().saturating_sub(Span::from_hours(1));
     let mut batch = EventBatch::new();
     for d in 0..GROUPS {
         batch.push(
-            &Event::new("acme", "metrics", early)
+            &Event::new("acme", "metrics", traffic::start())
                 .with_dim("device", format!("dev-{d:05}"))
                 .with_field("latency_ms", 1.0),
         );
     }
-    // One event just before the measured ones closes the early windows.
-    batch.push(&Event::new("acme", "metrics", traffic::start().saturating_sub(Span::from_secs(1))));
     w.push(&batch, Timestamp::UNIX_EPOCH, &mut Vec::new());
     w.advance(Timestamp::UNIX_EPOCH);
     while w.poll_result().is_some() {}
@@ -133,6 +131,36 @@ fn feed(w: &mut Windows, batches: &[EventBatch]) -> usize {
         }
     }
     results + w.live_windows()
+}
+
+/// The events as (group index, event time, value): groups already resolved.
+fn resolved_events(batches: &[EventBatch]) -> Vec<(u32, Timestamp, f64)> {
+    batches
+        .iter()
+        .flat_map(|b| b.iter())
+        .map(|e| {
+            let device: u32 = e.dim("device").unwrap()[4..].parse().unwrap();
+            (device, e.ts(), e.field("latency_ms").unwrap())
+        })
+        .collect()
+}
+
+/// The plain baseline for resolved groups: `HashMap<(u32, window), agg>`.
+fn plain_resolved(events: &[(u32, Timestamp, f64)]) -> usize {
+    let mut map: HashMap<(u32, i64), PlainAgg> = HashMap::new();
+    for &(g, ts, v) in events {
+        let window = ts.as_nanos().div_euclid(1_000_000_000);
+        let agg = map.entry((g, window)).or_insert(PlainAgg {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            ..Default::default()
+        });
+        agg.count += 1;
+        agg.sum += v;
+        agg.min = agg.min.min(v);
+        agg.max = agg.max.max(v);
+    }
+    map.len()
 }
 
 fn bench(c: &mut Criterion) {
@@ -155,17 +183,41 @@ fn bench(c: &mut Criterion) {
     group.bench_function("baseline_plain_hashmap", |b| b.iter(|| black_box(plain(&batches))));
     group.finish();
 
+    // Groups resolved once, values pushed per event.
+    let events = resolved_events(&batches);
+    let mut group = c.benchmark_group("window/push_resolved_10k_groups_1s");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.sample_size(20);
+    group.bench_function("edgestream_push_resolved", |b| {
+        b.iter_batched(
+            || {
+                let mut w = warmed(&scalar);
+                let handles: Vec<_> =
+                    (0..GROUPS).map(|d| w.resolve("acme", "metrics", &[&format!("dev-{d:05}")])).collect();
+                (w, handles)
+            },
+            |(mut w, handles)| {
+                let now = Timestamp::UNIX_EPOCH;
+                let mut results = 0;
+                for chunk in events.chunks(BATCH) {
+                    for &(g, ts, v) in chunk {
+                        let _ = w.push_resolved(handles[g as usize], ts, &[v], 1.0, now);
+                    }
+                    w.advance(now);
+                    while w.poll_result().is_some() {
+                        results += 1;
+                    }
+                }
+                black_box(results)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("baseline_plain_hashmap_u32_keys", |b| b.iter(|| black_box(plain_resolved(&events))));
+    group.finish();
+
     // Snapshot and restore of an operator holding 10 k live groups.
-    let mut live = warmed(&scalar);
-    let mut one_each = EventBatch::new();
-    for d in 0..GROUPS {
-        one_each.push(
-            &Event::new("acme", "metrics", traffic::start())
-                .with_dim("device", format!("dev-{d:05}"))
-                .with_field("latency_ms", d as f64),
-        );
-    }
-    live.push(&one_each, Timestamp::UNIX_EPOCH, &mut Vec::new());
+    let live = warmed(&scalar);
     let mut bytes = Vec::new();
     live.snapshot(&mut bytes);
     eprintln!("snapshot of {} live windows: {} bytes", live.live_windows(), bytes.len());

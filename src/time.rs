@@ -484,9 +484,17 @@ impl Tumbling {
     }
 
     /// The start of window `k`, `offset + k·size`, if representable.
+    #[inline]
     pub fn start_of_index(&self, k: i64) -> Option<Timestamp> {
-        let start = i128::from(k) * i128::from(self.size) + i128::from(self.offset);
-        i64::try_from(start).ok().map(Timestamp)
+        match k.checked_mul(self.size).and_then(|s| s.checked_add(self.offset)) {
+            Some(start) => Some(Timestamp(start)),
+            // Near the range edge `k·size` alone may overflow while the
+            // sum fits: decide exactly in i128.
+            None => {
+                let start = i128::from(k) * i128::from(self.size) + i128::from(self.offset);
+                i64::try_from(start).ok().map(Timestamp)
+            }
+        }
     }
 
     /// The window index `k` of `ts` (window `k` starts at `offset + k·size`).

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use edgestream::event::{Event, EventBatch};
 use edgestream::time::{Span, Timestamp};
 use edgestream::window::agg::Scalar;
-use edgestream::window::{EmitMode, FieldSpec, OVERFLOW, SpecError, WindowResult, WindowSpec, Windows};
+use edgestream::window::{
+    EmitMode, FieldSpec, OVERFLOW, Placement, SpecError, StaleGroup, WindowResult, WindowSpec, Windows,
+};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -242,6 +244,37 @@ fn quiet_groups_are_freed_so_the_cap_counts_live_groups() {
     assert!(bytes.len() < 4_000, "a snapshot holds live groups only: {} bytes", bytes.len());
     let restored = Windows::restore(&bytes).unwrap();
     assert_eq!(restored.groups(), w.groups());
+}
+
+#[test]
+fn resolved_groups_give_the_same_results_as_pushed_events() {
+    let events = [ev(1_000, "a", 1.0), ev(2_000, "b", 5.0), ev(3_000, "a", -2.0), ev(30_000, "a", 0.0)];
+    let mut pushed = Windows::new(spec()).unwrap();
+    let expected = summary(&run(&mut pushed, &events, 0).0);
+    let mut resolved = Windows::new(spec()).unwrap();
+    for e in &events {
+        let g = resolved.resolve("acme", "metrics", &[e.dim("g").unwrap()]);
+        assert_eq!(resolved.push_resolved(g, e.ts, &[e.field("v").unwrap()], 1.0, t(0)), Ok(Placement::OnTime));
+    }
+    resolved.advance(t(0));
+    assert_eq!(summary(&drain(&mut resolved)), expected);
+    assert_eq!(resolved.stats(), pushed.stats());
+}
+
+#[test]
+fn handles_of_freed_groups_are_refused() {
+    let mut w = Windows::new(spec()).unwrap();
+    let a = w.resolve("acme", "metrics", &["a"]);
+    assert_eq!(w.push_resolved(a, t(1_000), &[1.0], 1.0, t(0)), Ok(Placement::OnTime));
+    let b = w.resolve("acme", "metrics", &["b"]);
+    assert_eq!(w.push_resolved(b, t(20_000), &[1.0], 1.0, t(0)), Ok(Placement::OnTime));
+    w.advance(t(0)); // [0, 10 s) closes and expires: group a is freed
+    drain(&mut w);
+    assert_eq!(w.push_resolved(a, t(21_000), &[1.0], 1.0, t(0)), Err(StaleGroup));
+    let c = w.resolve("acme", "metrics", &["c"]); // may reuse a's id
+    assert_ne!(a, c);
+    assert_eq!(w.push_resolved(c, t(1_000), &[f64::NAN], 1.0, t(0)), Ok(Placement::Dropped), "too late");
+    assert_eq!(w.stats().late_dropped, 1);
 }
 
 #[test]

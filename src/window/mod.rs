@@ -19,6 +19,6 @@ mod tumbling;
 pub use rollup::{Point, Query, QueryResult, Rollup, RollupError, RollupSpec, RollupStats, Series, TierSpec};
 
 pub use tumbling::{
-    EmitMode, FieldResult, FieldSpec, OVERFLOW, SnapshotError, SpecError, WindowResult, WindowSpec, WindowStats,
-    Windows,
+    EmitMode, FieldResult, FieldSpec, GroupHandle, OVERFLOW, Placement, SnapshotError, SpecError, StaleGroup,
+    WindowResult, WindowSpec, WindowStats, Windows,
 };

@@ -13,6 +13,31 @@ use crate::event::{EventBatch, Sym, Symbols};
 use crate::geo::Geohash;
 use crate::time::{Span, TimeError, Timestamp, Tumbling};
 
+/// A group resolved by [`Windows::resolve`], valid until the group is
+/// freed (when its last window expires).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GroupHandle {
+    id: GroupId,
+    generation: u32,
+}
+
+/// The group of a [`GroupHandle`] was freed; resolve it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the group was freed since it was resolved; resolve it again")]
+pub struct StaleGroup;
+
+/// Where [`Windows::push_resolved`] put an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Placement {
+    /// Into an open window.
+    OnTime,
+    /// Into a closed window within the allowed lateness (a correction follows).
+    Late,
+    /// Nowhere: too late, or no window in range (counted in the stats).
+    Dropped,
+}
+
 /// The group label value used for every group-by key of a tenant's
 /// overflow group (see [`WindowSpec::max_groups_per_tenant`]).
 pub const OVERFLOW: &str = "__overflow__";
@@ -293,6 +318,8 @@ struct Group {
     key: SmallVec<[u32; 6]>,
     /// False once freed (its id waits in `Windows::free_groups`).
     live: bool,
+    /// Bumped each time the id is reused, so stale handles are refused.
+    generation: u32,
 }
 
 /// A group's live windows: (window index, slot in the [`Slab`]). Usually one
@@ -447,6 +474,9 @@ pub struct Windows {
     groups: Vec<Group>,
     /// Ids of freed groups, reused by new ones.
     free_groups: Vec<GroupId>,
+    /// Symbols referenced by live groups' keys (with repeats), to decide
+    /// when the string table is worth rebuilding.
+    live_key_symbols: usize,
     groups_per_tenant: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     /// Per group, its live windows (parallel to `groups`).
     group_windows: Vec<GroupWindows>,
@@ -511,6 +541,7 @@ impl Windows {
             group_ids: HashMap::default(),
             groups: Vec::new(),
             free_groups: Vec::new(),
+            live_key_symbols: 0,
             groups_per_tenant: HashMap::default(),
             group_windows: Vec::new(),
             slab: Slab::new(width),
@@ -572,19 +603,10 @@ impl Windows {
         let mut values: SmallVec<[Option<Sym>; 4]> = SmallVec::new();
         for (index, event) in batch.iter().enumerate() {
             let ts = event.ts();
-            let (Some(start), Some(_)) = (self.tumbling.start(ts), self.tumbling.end(ts)) else {
-                self.stats.out_of_range = self.stats.out_of_range.saturating_add(1);
+            let Some((window, closed)) = self.place(ts) else {
                 late.push(index);
                 continue;
             };
-            let window = self.tumbling.index(start);
-            let end = start.saturating_add(self.spec.size);
-            let closed = end <= self.watermark;
-            if closed && end.saturating_add(self.spec.allowed_lateness) <= self.watermark {
-                self.stats.late_dropped = self.stats.late_dropped.saturating_add(1);
-                late.push(index);
-                continue;
-            }
             // The group key: tenant, stream and each group-by value, as
             // global symbols (ABSENT when the string is not global yet).
             values.clear();
@@ -630,33 +652,128 @@ impl Windows {
                 }
                 slot
             };
-            let weight = 1.0;
-            let base = slot as usize * self.slab.width;
-            for (i, sym) in field_syms.iter().enumerate() {
-                let Some(sym) = sym else { continue };
-                if let Some(&(_, value)) = event.field_syms().iter().find(|f| f.0 == *sym) {
-                    if let Some(scalar) = self.slab.scalars.get_mut(base + i) {
-                        scalar.record(value, weight, ts);
-                    }
-                    if let Some(Some(q)) = self.slab.sketches.get_mut(base + i) {
-                        q.record(value, weight);
-                    }
+            let fields = event.field_syms();
+            self.record(group, window, slot, closed, ts, 1.0, |i| {
+                let sym = field_syms.get(i).copied().flatten()?;
+                fields.iter().find(|f| f.0 == sym).map(|f| f.1)
+            });
+        }
+    }
+
+    /// The window of `ts` and whether it is closed, or `None` (counted) when
+    /// the event is too late even for the allowed lateness or has no window.
+    #[inline]
+    fn place(&mut self, ts: Timestamp) -> Option<(i64, bool)> {
+        // One division for the index; start and end follow from it.
+        let window = self.tumbling.index(ts);
+        let bounds = self.tumbling.start_of_index(window).and_then(|s| s.checked_add(self.spec.size).map(|e| (s, e)));
+        let Some((_, end)) = bounds else {
+            self.stats.out_of_range = self.stats.out_of_range.saturating_add(1);
+            return None;
+        };
+        let closed = end <= self.watermark;
+        if closed && end.saturating_add(self.spec.allowed_lateness) <= self.watermark {
+            self.stats.late_dropped = self.stats.late_dropped.saturating_add(1);
+            return None;
+        }
+        Some((window, closed))
+    }
+
+    /// Records one event into the state in `slot`; `value(i)` is its value
+    /// for field `i`, if any.
+    #[allow(clippy::too_many_arguments, reason = "the hot path's pieces, kept as plain values")]
+    #[inline]
+    fn record(
+        &mut self,
+        group: GroupId,
+        window: i64,
+        slot: u32,
+        closed: bool,
+        ts: Timestamp,
+        weight: f64,
+        value: impl Fn(usize) -> Option<f64>,
+    ) {
+        let base = slot as usize * self.slab.width;
+        for i in 0..self.slab.width {
+            let Some(v) = value(i) else { continue };
+            if let Some(scalar) = self.slab.scalars.get_mut(base + i) {
+                scalar.record(v, weight, ts);
+            }
+            if let Some(Some(q)) = self.slab.sketches.get_mut(base + i) {
+                q.record(v, weight);
+            }
+        }
+        let Some(header) = self.slab.headers.get_mut(slot as usize) else { return };
+        header.events = header.events.saturating_add(1);
+        header.count += weight;
+        if closed {
+            self.stats.late_accepted = self.stats.late_accepted.saturating_add(1);
+        } else {
+            self.stats.on_time = self.stats.on_time.saturating_add(1);
+        }
+        if (closed || self.spec.emit == EmitMode::OnUpdate) && !header.dirty {
+            header.dirty = true;
+            self.dirty.push((group, window));
+        }
+        self.max_event_ts = Some(self.max_event_ts.map_or(ts, |m| m.max(ts)));
+    }
+
+    /// The group of `tenant`, `stream` and `labels` (the group-by values in
+    /// [`WindowSpec::group_by`] order, then the geohash cell if
+    /// [`WindowSpec::geo_cell`] is set; missing ones count as `""`, extra
+    /// ones are ignored), created if new, or the tenant's overflow group at
+    /// its cap. For hosts that resolve groups once and push many values:
+    /// see [`Windows::push_resolved`].
+    pub fn resolve(&mut self, tenant: &str, stream: &str, labels: &[&str]) -> GroupHandle {
+        let n = self.spec.group_by.len() + usize::from(self.spec.geo_cell.is_some());
+        let texts: SmallVec<[&str; 4]> = (0..n).map(|i| labels.get(i).copied().unwrap_or("")).collect();
+        let mut key: SmallVec<[u32; 6]> = SmallVec::new();
+        for s in [tenant, stream].into_iter().chain(texts.iter().copied()) {
+            key.push(self.global_str(s));
+        }
+        let id = match self.group_ids.get(&key) {
+            Some(hot) => hot.id,
+            None => {
+                let live = self.groups_per_tenant.get(tenant).copied().unwrap_or(0);
+                if live >= self.spec.max_groups_per_tenant {
+                    self.stats.overflowed = self.stats.overflowed.saturating_add(1);
+                    let overflow: SmallVec<[&str; 4]> = texts.iter().map(|_| OVERFLOW).collect();
+                    self.insert_group(tenant, OVERFLOW, &overflow, false)
+                } else {
+                    self.insert_group(tenant, stream, &texts, true)
                 }
             }
-            let Some(header) = self.slab.headers.get_mut(slot as usize) else { continue };
-            header.events = header.events.saturating_add(1);
-            header.count += weight;
-            if closed {
-                self.stats.late_accepted = self.stats.late_accepted.saturating_add(1);
-            } else {
-                self.stats.on_time = self.stats.on_time.saturating_add(1);
-            }
-            if (closed || self.spec.emit == EmitMode::OnUpdate) && !header.dirty {
-                header.dirty = true;
-                self.dirty.push((group, window));
-            }
-            self.max_event_ts = Some(self.max_event_ts.map_or(ts, |m| m.max(ts)));
+        };
+        GroupHandle { id, generation: self.groups.get(id as usize).map_or(0, |g| g.generation) }
+    }
+
+    /// Aggregates one event of a resolved group: `values` holds one value
+    /// per [`WindowSpec::fields`] entry, in order (NaN for "no value"; a
+    /// shorter slice leaves the rest without value). `now` is as in
+    /// [`Windows::push`]. The event is counted in [`Windows::stats`] like a
+    /// pushed one.
+    ///
+    /// Fails with [`StaleGroup`] when the group was freed since it was
+    /// resolved (its last window expired): resolve it again.
+    pub fn push_resolved(
+        &mut self,
+        group: GroupHandle,
+        ts: Timestamp,
+        values: &[f64],
+        weight: f64,
+        now: Timestamp,
+    ) -> Result<Placement, StaleGroup> {
+        if !self.groups.get(group.id as usize).is_some_and(|g| g.live && g.generation == group.generation) {
+            return Err(StaleGroup);
         }
+        self.last_arrival = Some(self.last_arrival.map_or(now, |t| t.max(now)));
+        let Some((window, closed)) = self.place(ts) else { return Ok(Placement::Dropped) };
+        let slot = match self.group_slot(group.id, window) {
+            Some(slot) => slot,
+            None => self.new_state(group.id, window),
+        };
+        self.record(group.id, window, slot, closed, ts, weight, |i| values.get(i).copied().filter(|v| !v.is_nan()));
+        Ok(if closed { Placement::Late } else { Placement::OnTime })
     }
 
     /// The global symbol of batch symbol `sym`, or ABSENT.
@@ -749,17 +866,20 @@ impl Windows {
         let tenant_arc: Arc<str> = Arc::from(tenant);
         let keys = self.spec.group_by.iter().map(String::as_str).chain(self.spec.geo_cell.map(|_| "geohash"));
         let labels: Arc<[(Arc<str>, Arc<str>)]> = keys.zip(texts).map(|(k, v)| (Arc::from(k), Arc::from(*v))).collect();
-        let group = Group {
+        self.live_key_symbols += key.len();
+        let mut group = Group {
             tenant: tenant_arc.clone(),
             stream: Arc::from(stream),
             labels,
             counted,
             key: key.clone(),
             live: true,
+            generation: 0,
         };
         let id = match self.free_groups.pop() {
             Some(id) => {
                 if let Some(slot) = self.groups.get_mut(id as usize) {
+                    group.generation = slot.generation.wrapping_add(1);
                     *slot = group;
                 }
                 id
@@ -851,6 +971,7 @@ impl Windows {
     fn free_group(&mut self, id: GroupId) {
         let Some(g) = self.groups.get_mut(id as usize).filter(|g| g.live) else { return };
         g.live = false;
+        self.live_key_symbols = self.live_key_symbols.saturating_sub(g.key.len());
         self.group_ids.remove(&g.key);
         if g.counted
             && let Some(n) = self.groups_per_tenant.get_mut(&g.tenant)
@@ -869,8 +990,7 @@ impl Windows {
     /// The interner only grows; when it holds far more strings than the
     /// live groups use, rebuild it from them (amortized over the frees).
     fn compact_strings(&mut self) {
-        let in_use: usize = self.groups.iter().filter(|g| g.live).map(|g| g.key.len()).sum();
-        if self.strings.len() <= 1_024 || self.strings.len() <= 2 * in_use {
+        if self.strings.len() <= 1_024 || self.strings.len() <= 2 * self.live_key_symbols {
             return;
         }
         let mut strings = Symbols::new();
