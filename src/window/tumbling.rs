@@ -436,6 +436,14 @@ struct Bucket {
 /// whose disorder stays within [`WindowSpec::out_of_orderness`] gives the
 /// same results.
 ///
+/// There is one watermark per operator. Senders whose clocks run ahead
+/// (validation allows up to [`Limits::max_future_skew`]) move it for every
+/// group, so give each tenant (or each shard of senders that share a
+/// clock) its own operator, as a Durable Object room per tenant and stream
+/// does.
+///
+/// [`Limits::max_future_skew`]: crate::event::Limits::max_future_skew
+///
 /// ```
 /// use edgestream::event::{Event, EventBatch};
 /// use edgestream::time::{Span, Timestamp};
