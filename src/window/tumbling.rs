@@ -338,8 +338,11 @@ struct HotGroup {
 /// What a window holds besides its field aggregates.
 #[derive(Clone, Copy, Default, Serialize, Deserialize)]
 struct Header {
-    /// The (group, window) owning this slot, to validate cached slots.
+    /// The (group, window) owning this slot, to validate cached slots. Not
+    /// in snapshots: a window's snapshot entry already names both.
+    #[serde(skip)]
     group: GroupId,
+    #[serde(skip)]
     window: i64,
     events: u64,
     count: f64,
@@ -1156,10 +1159,10 @@ pub enum SnapshotError {
 
 #[derive(Serialize, Deserialize)]
 struct GroupSnap<'a> {
-    #[serde(borrow)]
-    tenant: Cow<'a, str>,
-    #[serde(borrow)]
-    stream: Cow<'a, str>,
+    /// Index in `Snapshot::names`.
+    tenant: u32,
+    /// Index in `Snapshot::names`.
+    stream: u32,
     #[serde(borrow)]
     values: Vec<Cow<'a, str>>,
     counted: bool,
@@ -1183,6 +1186,9 @@ struct Snapshot<'a> {
     max_event_ts: Option<Timestamp>,
     last_arrival: Option<Timestamp>,
     stats: WindowStats,
+    /// Tenant and stream names, each once.
+    #[serde(borrow)]
+    names: Vec<Cow<'a, str>>,
     #[serde(borrow)]
     groups: Vec<GroupSnap<'a>>,
     #[serde(borrow)]
@@ -1192,6 +1198,18 @@ struct Snapshot<'a> {
     ready: Vec<WindowResult>,
 }
 
+/// The index of `name` in the snapshot's name table, added if new.
+fn name_index<'a>(
+    name: &'a str,
+    names: &mut Vec<Cow<'a, str>>,
+    ids: &mut HashMap<&'a str, u32, foldhash::fast::RandomState>,
+) -> u32 {
+    *ids.entry(name).or_insert_with(|| {
+        names.push(Cow::Borrowed(name));
+        (names.len() - 1) as u32
+    })
+}
+
 impl Windows {
     /// Appends the whole state (spec, watermark, groups, open and
     /// not-yet-expired windows, pending results, counters) to `out` in a
@@ -1199,16 +1217,20 @@ impl Windows {
     /// it exactly where this operator is: a Durable Object can snapshot
     /// after each `advance` and resume after eviction.
     pub fn snapshot(&self, out: &mut Vec<u8>) {
-        // Live groups only, numbered densely.
+        // Live groups only, numbered densely; tenant and stream names once.
         let mut renumber = vec![u32::MAX; self.groups.len()];
         let mut groups = Vec::with_capacity(self.groups());
+        let mut names: Vec<Cow<'_, str>> = Vec::new();
+        let mut name_ids: HashMap<&str, u32, foldhash::fast::RandomState> = HashMap::default();
         for (id, g) in self.groups.iter().enumerate().filter(|(_, g)| g.live) {
             if let Some(n) = renumber.get_mut(id) {
                 *n = groups.len() as u32;
             }
+            let tenant = name_index(&g.tenant, &mut names, &mut name_ids);
+            let stream = name_index(&g.stream, &mut names, &mut name_ids);
             groups.push(GroupSnap {
-                tenant: Cow::Borrowed(&*g.tenant),
-                stream: Cow::Borrowed(&*g.stream),
+                tenant,
+                stream,
                 values: g.labels.iter().map(|(_, v)| Cow::Borrowed(&**v)).collect(),
                 counted: g.counted,
             });
@@ -1237,6 +1259,7 @@ impl Windows {
             max_event_ts: self.max_event_ts,
             last_arrival: self.last_arrival,
             stats: self.stats.clone(),
+            names,
             groups,
             windows,
             closed: self.buckets.iter().filter(|(_, b)| b.closed).map(|(&w, _)| w).collect(),
@@ -1264,7 +1287,10 @@ impl Windows {
                 return Err(SnapshotError::Inconsistent("a group has the wrong number of labels"));
             }
             let texts: SmallVec<[&str; 4]> = g.values.iter().map(|v| &**v).collect();
-            w.insert_group(&g.tenant, &g.stream, &texts, g.counted);
+            let name =
+                |i: u32| snap.names.get(i as usize).ok_or(SnapshotError::Inconsistent("a name index is out of range"));
+            let (tenant, stream) = (name(g.tenant)?, name(g.stream)?);
+            w.insert_group(tenant, stream, &texts, g.counted);
         }
         if w.groups.len() != snap.groups.len() {
             return Err(SnapshotError::Inconsistent("duplicate groups"));
