@@ -47,12 +47,10 @@ fn results(w: &mut Windows, events: &[Event]) -> Vec<WindowResult> {
 }
 
 fn spec() -> RollupSpec {
-    RollupSpec {
-        tiers: vec![
-            TierSpec { size: Span::from_secs(1), retention: Span::from_hours(1) },
-            TierSpec { size: Span::from_mins(1), retention: Span::from_hours(10) },
-        ],
-    }
+    RollupSpec::new(vec![
+        TierSpec { size: Span::from_secs(1), retention: Span::from_hours(1) },
+        TierSpec { size: Span::from_mins(1), retention: Span::from_hours(10) },
+    ])
 }
 
 type Summary = BTreeMap<(String, i64), (u64, f64, Option<f64>, Option<f64>, Option<f64>)>;
@@ -91,12 +89,12 @@ fn direct(results: &[WindowResult]) -> Summary {
 
 #[test]
 fn spec_errors() {
-    assert!(Rollup::new(RollupSpec { tiers: vec![] }).is_err());
-    let bad = |a: i64, b: i64| RollupSpec {
-        tiers: vec![
+    assert!(Rollup::new(RollupSpec::new(vec![])).is_err());
+    let bad = |a: i64, b: i64| {
+        RollupSpec::new(vec![
             TierSpec { size: Span::from_secs(a), retention: Span::from_hours(1) },
             TierSpec { size: Span::from_secs(b), retention: Span::from_hours(1) },
-        ],
+        ])
     };
     assert!(Rollup::new(bad(2, 3)).is_err(), "not a multiple");
     assert!(Rollup::new(bad(2, 2)).is_err(), "not larger");
@@ -154,6 +152,28 @@ fn retention_drops_old_windows_and_queries_pick_a_tier() {
     let mut missing = Query::new("acme", "m", t(0), t(1));
     missing.resolution = Some(Span::from_secs(5));
     assert!(rollup.query(&missing).is_err());
+}
+
+#[test]
+fn an_offset_shifts_every_tier_boundary() {
+    let spec = RollupSpec::new(vec![
+        TierSpec { size: Span::from_hours(1), retention: Span::from_days(10) },
+        TierSpec { size: Span::from_days(1), retention: Span::from_days(10) },
+    ])
+    .with_offset(Span::from_hours(-3));
+    let mut rollup = Rollup::new(spec).unwrap();
+    let mut w = windows(Span::from_hours(1));
+    let h = |hour: i64| hour * 3_600_000;
+    // 20:30 and 21:30 UTC (of 1969-12-31): different days when days start
+    // at 21:00. (The helper's flush event is at 02:46 the next day.)
+    for r in results(&mut w, &[ev(h(-4) + 1_800_000, "eu", 1.0), ev(h(-3) + 1_800_000, "eu", 2.0)]) {
+        rollup.push(&r);
+    }
+    let mut q = Query::new("acme", "m", t(h(-48)), t(h(24)));
+    q.resolution = Some(Span::from_days(1));
+    let days: Vec<(i64, f64)> =
+        rollup.query(&q).unwrap().series[0].points.iter().map(|p| (p.start.as_millis(), p.sum)).collect();
+    assert_eq!(days, [(h(-27), 1.0), (h(-3), 2.0)]);
 }
 
 #[test]

@@ -26,23 +26,40 @@ pub struct TierSpec {
 /// size is a multiple of the one before.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RollupSpec {
     /// The tiers, finest first.
     pub tiers: Vec<TierSpec>,
+    /// Shift of every tier's boundaries from the epoch, as
+    /// [`WindowSpec::offset`](super::WindowSpec::offset): `-3h` makes days
+    /// start at 21:00 UTC (midnight in UTC+3).
+    #[serde(default)]
+    pub offset: Span,
+}
+
+impl RollupSpec {
+    /// These tiers, boundaries aligned to the epoch.
+    pub fn new(tiers: Vec<TierSpec>) -> Self {
+        RollupSpec { tiers, offset: Span::ZERO }
+    }
+
+    /// Shifts every tier's boundaries by `offset`.
+    pub fn with_offset(mut self, offset: Span) -> Self {
+        self.offset = offset;
+        self
+    }
 }
 
 impl Default for RollupSpec {
     /// 1 s for 15 min, 1 min for 48 h, 1 h for 90 days, 1 day for 3 years.
     fn default() -> Self {
         let tier = |size, retention| TierSpec { size, retention };
-        RollupSpec {
-            tiers: vec![
-                tier(Span::from_secs(1), Span::from_mins(15)),
-                tier(Span::from_mins(1), Span::from_hours(48)),
-                tier(Span::from_hours(1), Span::from_days(90)),
-                tier(Span::from_days(1), Span::from_days(3 * 365)),
-            ],
-        }
+        RollupSpec::new(vec![
+            tier(Span::from_secs(1), Span::from_mins(15)),
+            tier(Span::from_mins(1), Span::from_hours(48)),
+            tier(Span::from_hours(1), Span::from_days(90)),
+            tier(Span::from_days(1), Span::from_days(3 * 365)),
+        ])
     }
 }
 
@@ -165,6 +182,7 @@ pub struct RollupStats {
 /// ```
 pub struct Rollup {
     tiers: Vec<Tier>,
+    offset: Span,
     latest_end: Option<Timestamp>,
     stats: RollupStats,
 }
@@ -198,6 +216,7 @@ impl Rollup {
             return Err(RollupError::Tiers("each tier must be retained at least as long as the next tier's size"));
         }
         Ok(Rollup {
+            offset: spec.offset,
             tiers: spec.tiers.into_iter().map(|spec| Tier { spec, entries: BTreeMap::new() }).collect(),
             latest_end: None,
             stats: RollupStats::default(),
@@ -246,7 +265,7 @@ impl Rollup {
             }
             None => {
                 for tier in self.tiers.iter_mut().skip(1) {
-                    let Some(start) = floor(result.start, tier.spec.size) else { continue };
+                    let Some(start) = floor(result.start, tier.spec.size, self.offset) else { continue };
                     tier.entries.entry((start, key.clone())).or_insert_with(|| Agg::empty_like(&agg)).merge(&agg);
                 }
                 if let Some(tier0) = self.tiers.first_mut() {
@@ -262,10 +281,11 @@ impl Rollup {
     /// Recomputes, tier by tier, the windows containing `start` for `key`
     /// from the tier below.
     fn rebuild_above(&mut self, start: Timestamp, key: &Key) {
+        let offset = self.offset;
         for i in 1..self.tiers.len() {
             let (below, above) = self.tiers.split_at_mut(i);
             let (Some(lower), Some(upper)) = (below.last(), above.first_mut()) else { continue };
-            let Some(bucket) = floor(start, upper.spec.size) else { continue };
+            let Some(bucket) = floor(start, upper.spec.size, offset) else { continue };
             let end = bucket.saturating_add(upper.spec.size);
             // Rebuilding from a partly expired finer tier would lose data:
             // leave this tier (and those above) as they are, and say so.
@@ -318,7 +338,7 @@ impl Rollup {
                     .ok_or(RollupError::Tiers("no tiers"))?
             }
         };
-        let from = floor(q.from, tier.spec.size).unwrap_or(q.from);
+        let from = floor(q.from, tier.spec.size, self.offset).unwrap_or(q.from);
         // (labels, start) → merged aggregates, in label then time order.
         let mut merged: BTreeMap<(Labels, Timestamp), Agg> = BTreeMap::new();
         for ((start, (tenant, stream, labels)), agg) in tier.entries.range((from, min_key())..) {
@@ -379,8 +399,8 @@ fn min_key() -> Key {
     (Arc::from(""), Arc::from(""), Arc::from(Vec::new()))
 }
 
-fn floor(ts: Timestamp, size: Span) -> Option<Timestamp> {
-    crate::time::Tumbling::new(size).ok()?.start(ts)
+fn floor(ts: Timestamp, size: Span, offset: Span) -> Option<Timestamp> {
+    crate::time::Tumbling::with_offset(size, offset).ok()?.start(ts)
 }
 
 /// A range query over a [`Rollup`], the shape of
