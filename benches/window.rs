@@ -56,12 +56,24 @@ fn batches() -> Vec<EventBatch> {
         .collect()
 }
 
-#[derive(Default)]
 struct PlainAgg {
     count: u64,
     sum: f64,
     min: f64,
     max: f64,
+}
+
+impl PlainAgg {
+    fn new() -> Self {
+        PlainAgg { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
+    }
+
+    fn add(&mut self, v: f64) {
+        self.count += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
 }
 
 /// The straightforward implementation: an owned key per event.
@@ -72,33 +84,14 @@ fn plain(batches: &[EventBatch]) -> usize {
             let group = format!("{}/{}/{}", e.tenant(), e.stream(), e.dim("device").unwrap_or(""));
             let window = e.ts().as_nanos().div_euclid(1_000_000_000);
             let Some(v) = e.field("latency_ms") else { continue };
-            let agg = map.entry((group, window)).or_insert(PlainAgg {
-                min: f64::INFINITY,
-                max: f64::NEG_INFINITY,
-                ..Default::default()
-            });
-            agg.count += 1;
-            agg.sum += v;
-            agg.min = agg.min.min(v);
-            agg.max = agg.max.max(v);
+            map.entry((group, window)).or_insert_with(PlainAgg::new).add(v);
         }
     }
     map.len()
 }
 
 fn ours(batches: &[EventBatch], spec: &WindowSpec) -> usize {
-    let mut w = Windows::new(spec.clone()).unwrap();
-    let mut late = Vec::new();
-    let mut results = 0;
-    let now = Timestamp::UNIX_EPOCH;
-    for batch in batches {
-        w.push(batch, now, &mut late);
-        w.advance(now);
-        while w.poll_result().is_some() {
-            results += 1;
-        }
-    }
-    results + w.live_windows()
+    feed(&mut Windows::new(spec.clone()).unwrap(), batches)
 }
 
 /// An operator in which every group already has a live window (one event
@@ -150,15 +143,7 @@ fn plain_resolved(events: &[(u32, Timestamp, f64)]) -> usize {
     let mut map: HashMap<(u32, i64), PlainAgg> = HashMap::new();
     for &(g, ts, v) in events {
         let window = ts.as_nanos().div_euclid(1_000_000_000);
-        let agg = map.entry((g, window)).or_insert(PlainAgg {
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            ..Default::default()
-        });
-        agg.count += 1;
-        agg.sum += v;
-        agg.min = agg.min.min(v);
-        agg.max = agg.max.max(v);
+        map.entry((g, window)).or_insert_with(PlainAgg::new).add(v);
     }
     map.len()
 }

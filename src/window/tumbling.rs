@@ -744,16 +744,7 @@ impl Windows {
         }
         let id = match self.group_ids.get(&key) {
             Some(hot) => hot.id,
-            None => {
-                let live = self.groups_per_tenant.get(tenant).copied().unwrap_or(0);
-                if live >= self.spec.max_groups_per_tenant {
-                    self.stats.overflowed = self.stats.overflowed.saturating_add(1);
-                    let overflow: SmallVec<[&str; 4]> = texts.iter().map(|_| OVERFLOW).collect();
-                    self.insert_group(tenant, OVERFLOW, &overflow, false)
-                } else {
-                    self.insert_group(tenant, stream, &texts, true)
-                }
-            }
+            None => self.create_group(tenant, stream, &texts),
         };
         GroupHandle { id, generation: self.groups.get(id as usize).map_or(0, |g| g.generation) }
     }
@@ -847,21 +838,23 @@ impl Windows {
         values: &[Option<Sym>],
         cell: Option<&str>,
     ) -> GroupId {
+        let texts: SmallVec<[&str; 4]> =
+            values.iter().map(|v| v.and_then(|v| symbols.resolve(v)).unwrap_or("")).chain(cell).collect();
+        self.create_group(tenant, stream, &texts)
+    }
+
+    /// A new group for these label texts, or the tenant's overflow group
+    /// (counted) when the tenant is at its cap.
+    fn create_group(&mut self, tenant: &str, stream: &str, texts: &[&str]) -> GroupId {
         let live = self.groups_per_tenant.get(tenant).copied().unwrap_or(0);
-        let overflow = live >= self.spec.max_groups_per_tenant;
-        let texts: SmallVec<[&str; 4]> = values
-            .iter()
-            .map(|v| v.and_then(|v| symbols.resolve(v)).unwrap_or(""))
-            .chain(cell)
-            .map(|text| if overflow { OVERFLOW } else { text })
-            .collect();
-        if overflow {
-            self.stats.overflowed = self.stats.overflowed.saturating_add(1);
-            // One overflow group per tenant, whatever the stream, so that
-            // new streams cannot grow it either.
-            return self.insert_group(tenant, OVERFLOW, &texts, false);
+        if live < self.spec.max_groups_per_tenant {
+            return self.insert_group(tenant, stream, texts, true);
         }
-        self.insert_group(tenant, stream, &texts, true)
+        self.stats.overflowed = self.stats.overflowed.saturating_add(1);
+        // One overflow group per tenant, whatever the stream, so that new
+        // streams cannot grow it either.
+        let overflow: SmallVec<[&str; 4]> = texts.iter().map(|_| OVERFLOW).collect();
+        self.insert_group(tenant, OVERFLOW, &overflow, false)
     }
 
     /// The group of these strings, created if new; `counted` groups count
