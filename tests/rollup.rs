@@ -43,7 +43,7 @@ fn results(w: &mut Windows, events: &[Event]) -> Vec<WindowResult> {
     batch.push(&ev(10_000_000, "flush", 0.0));
     w.push(&batch, t(0), &mut Vec::new());
     w.advance(t(0));
-    std::iter::from_fn(|| w.poll_result()).filter(|r| &*r.group[0].1 != "flush").collect()
+    std::iter::from_fn(|| w.poll_result()).filter(|r| &*r.group.labels[0].1 != "flush").collect()
 }
 
 fn spec() -> RollupSpec {
@@ -80,7 +80,7 @@ fn direct(results: &[WindowResult]) -> Summary {
         .map(|r| {
             let s = &r.fields[0].scalar;
             (
-                (r.group[0].1.to_string(), r.start.as_millis()),
+                (r.group.labels[0].1.to_string(), r.start.as_millis()),
                 (r.events, s.sum(), s.min(), s.max(), r.fields[0].quantiles.first().map(|q| q.1)),
             )
         })

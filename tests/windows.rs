@@ -14,7 +14,7 @@ use edgestream::event::{Event, EventBatch};
 use edgestream::time::{Span, Timestamp};
 use edgestream::window::agg::Scalar;
 use edgestream::window::{
-    EmitMode, FieldSpec, OVERFLOW, Placement, SpecError, StaleGroup, WindowResult, WindowSpec, Windows,
+    EmitMode, FieldSpec, OVERFLOW, Placement, PushError, SpecError, WindowResult, WindowSpec, Windows,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -61,7 +61,7 @@ fn summary(results: &[WindowResult]) -> Summary {
         .map(|r| {
             let s = &r.fields[0].scalar;
             (
-                (r.group[0].1.to_string(), r.start.as_millis()),
+                (r.group.labels[0].1.to_string(), r.start.as_millis()),
                 (r.revision, r.events, s.sum(), s.min(), s.max(), s.last()),
             )
         })
@@ -166,7 +166,8 @@ fn update_mode_emits_partials_once_per_change_then_the_final() {
     assert_eq!((second[0].revision, second[0].is_final, second[0].events), (1, false, 2));
     // Closing: finals for both, no duplicate partial for the closing window.
     let (third, _) = run(&mut w, &[ev(15_000, "a", 5.0)], 0);
-    let finals: Vec<_> = third.iter().filter(|r| r.is_final).map(|r| (r.group[0].1.to_string(), r.revision)).collect();
+    let finals: Vec<_> =
+        third.iter().filter(|r| r.is_final).map(|r| (r.group.labels[0].1.to_string(), r.revision)).collect();
     assert_eq!(finals, [("a".to_string(), 2), ("b".to_string(), 1)]);
     let partials: Vec<_> = third.iter().filter(|r| !r.is_final).map(|r| r.start.as_millis()).collect();
     assert_eq!(partials, [10_000], "the new window's partial");
@@ -192,16 +193,60 @@ fn regression_a_window_dirty_when_it_closes_is_emitted_once() {
 
 #[test]
 fn groups_over_the_cap_go_to_the_overflow_group() {
-    let mut w = Windows::new(spec().max_groups_per_tenant(2)).unwrap();
+    let mut w = Windows::new(spec().max_groups_per_tenant(2).group_ttl(Span::ZERO)).unwrap();
     let events: Vec<Event> = ["a", "b", "c", "d", "a", "c"].iter().map(|g| ev(1_000, g, 1.0)).collect();
     let other_tenant = Event::new("globex", "metrics", t(1_000)).with_dim("g", "z").with_field("v", 1.0);
     let (results, _) = run(&mut w, &[events, vec![other_tenant, ev(20_000, "a", 0.0)]].concat(), 0);
-    let acme: BTreeMap<String, u64> =
-        results.iter().filter(|r| &*r.tenant == "acme").map(|r| (r.group[0].1.to_string(), r.events)).collect();
+    let acme: BTreeMap<String, u64> = results
+        .iter()
+        .filter(|r| &*r.group.tenant == "acme")
+        .map(|r| (r.group.labels[0].1.to_string(), r.events))
+        .collect();
     assert_eq!(acme, BTreeMap::from([("a".into(), 2), ("b".into(), 1), (OVERFLOW.into(), 3)]));
-    assert!(results.iter().any(|r| &*r.tenant == "globex"), "the cap is per tenant");
+    assert!(results.iter().any(|r| &*r.group.tenant == "globex"), "the cap is per tenant");
     assert_eq!(w.stats().overflowed, 3);
     assert_eq!(w.groups(), 1, "the groups of the expired window were freed");
+}
+
+#[test]
+fn a_real_overflow_label_is_not_the_overflow_group() {
+    let mut w = Windows::new(spec().max_groups_per_tenant(2)).unwrap();
+    let events = [ev(1_000, OVERFLOW, 1.0), ev(1_000, "b", 1.0), ev(1_000, "c", 1.0), ev(30_000, "b", 0.0)];
+    let (results, _) = run(&mut w, &events, 0);
+    let mut got: Vec<_> = results
+        .iter()
+        .filter(|r| r.start == t(0))
+        .map(|r| (r.group.labels[0].1.to_string(), r.group.overflow, r.events))
+        .collect();
+    got.sort();
+    assert_eq!(got, [(OVERFLOW.into(), false, 1), (OVERFLOW.into(), true, 1), ("b".into(), false, 1)]);
+    assert_eq!(w.stats().overflowed, 1);
+}
+
+#[test]
+fn weights_scale_counts_and_sums_but_not_extremes() {
+    let mut w = Windows::new(spec()).unwrap();
+    let mut batch = EventBatch::new();
+    for e in [ev(1_000, "a", 2.0), ev(2_000, "a", 4.0), ev(30_000, "a", 0.0)] {
+        batch.push(&e);
+    }
+    let mut late = Vec::new();
+    let now = t(0);
+    assert_eq!(w.push_weighted(&batch, &[1.0], now, &mut late), Err(PushError::WeightCount { events: 3, weights: 1 }));
+    for bad in [f64::NAN, 0.0, -1.0, f64::INFINITY] {
+        let err = w.push_weighted(&batch, &[1.0, bad, 1.0], now, &mut late).unwrap_err();
+        assert!(matches!(err, PushError::InvalidWeight { index: 1, .. }), "{err}");
+    }
+    assert_eq!(w.stats().on_time, 0, "a refused call aggregates nothing");
+    w.push_weighted(&batch, &[10.0, 5.0, 1.0], now, &mut late).unwrap();
+    w.advance(now);
+    let r = drain(&mut w).into_iter().find(|r| r.start == t(0)).unwrap();
+    assert_eq!((r.events, r.count), (2, 15.0));
+    let s = &r.field("v").unwrap().scalar;
+    assert_eq!((s.events(), s.count(), s.sum(), s.min(), s.max()), (2, 15.0, 40.0, Some(2.0), Some(4.0)));
+    assert_eq!(s.mean(), Some(40.0 / 15.0));
+    let g = w.resolve("acme", "metrics", &["a"]);
+    assert!(matches!(w.push_resolved(g, t(31_000), &[1.0], -2.0, now), Err(PushError::InvalidWeight { .. })));
 }
 
 #[test]
@@ -216,8 +261,8 @@ fn geohash_cells_group_events_for_heatmaps() {
     let cells: BTreeMap<String, u64> = results
         .iter()
         .map(|r| {
-            assert_eq!((&*r.group[0].0, &*r.group[1].0), ("g", "geohash"));
-            (r.group[1].1.to_string(), r.events)
+            assert_eq!((&*r.group.labels[0].0, &*r.group.labels[1].0), ("g", "geohash"));
+            (r.group.labels[1].1.to_string(), r.events)
         })
         .collect();
     assert_eq!(cells, BTreeMap::from([("".into(), 1), ("ezs42".into(), 2), ("u4pru".into(), 1)]));
@@ -225,16 +270,20 @@ fn geohash_cells_group_events_for_heatmaps() {
 }
 
 #[test]
-fn quiet_groups_are_freed_so_the_cap_counts_live_groups() {
-    let mut w = Windows::new(spec().max_groups_per_tenant(10).idle_timeout(Some(Span::from_secs(1)))).unwrap();
+fn quiet_groups_make_room_and_are_freed_after_their_ttl() {
+    let spec = spec().max_groups_per_tenant(10).idle_timeout(Some(Span::from_secs(1))).group_ttl(Span::from_secs(30));
+    let mut w = Windows::new(spec).unwrap();
     // 100 rounds of 10 new groups each; between rounds the stream is idle,
-    // so every window closes and expires, and its groups are freed.
+    // so every window closes and expires, and its groups go idle, then
+    // are freed 30 s (of event time) later.
     for round in 0..100i64 {
         let now = round * 100_000;
         let events: Vec<Event> = (0..10).map(|i| ev(now, &format!("r{round}-g{i}"), 1.0)).collect();
         run(&mut w, &events, now);
         assert_eq!(w.groups(), 10, "round {round}");
         w.advance(t(now + 50_000));
+        assert_eq!(w.groups(), 10, "round {round}: idle, kept for their TTL");
+        w.advance(t(now + 90_000));
         drain(&mut w);
         assert_eq!(w.groups(), 0, "round {round}: all quiet groups freed");
     }
@@ -262,15 +311,44 @@ fn resolved_groups_give_the_same_results_as_pushed_events() {
 }
 
 #[test]
+fn idle_groups_keep_their_handles_and_give_way_at_the_cap() {
+    let mut w = Windows::new(spec().max_groups_per_tenant(2)).unwrap();
+    let a = w.resolve("acme", "metrics", &["a"]);
+    let b = w.resolve("acme", "metrics", &["b"]);
+    assert_eq!(w.push_resolved(a, t(1_000), &[1.0], 1.0, t(0)), Ok(Placement::OnTime));
+    assert_eq!(w.push_resolved(b, t(20_000), &[1.0], 1.0, t(0)), Ok(Placement::OnTime));
+    w.advance(t(0)); // [0, 10 s) closes and expires: a is idle, not freed
+    drain(&mut w);
+    assert_eq!(w.groups(), 2);
+    assert_eq!(w.push_resolved(a, t(21_000), &[2.0], 1.0, t(0)), Ok(Placement::OnTime), "same handle");
+    w.advance(t(0));
+    // b and a both hold [20 s, 30 s); c evicts neither and overflows.
+    let c = w.resolve("acme", "metrics", &["c"]);
+    assert_eq!(w.stats().overflowed, 1);
+    assert_eq!(w.push_resolved(c, t(22_000), &[3.0], 1.0, t(0)), Ok(Placement::OnTime));
+    // `later` overflows too (its handle is the overflow group's). Once
+    // [20 s, 30 s) expires, a and b are idle, and a new group evicts the
+    // longest idle group of its tenant instead of overflowing.
+    let later = w.resolve("acme", "metrics", &["later"]);
+    assert_eq!(w.push_resolved(later, t(45_000), &[1.0], 1.0, t(0)), Ok(Placement::OnTime));
+    w.advance(t(0));
+    let d = w.resolve("acme", "metrics", &["d"]);
+    assert_eq!(w.stats().overflowed, 2, "later itself overflowed; d did not");
+    assert_eq!(w.push_resolved(d, t(46_000), &[1.0], 1.0, t(0)), Ok(Placement::OnTime));
+    let stale = [a, b].iter().filter(|h| w.push_resolved(**h, t(47_000), &[1.0], 1.0, t(0)).is_err()).count();
+    assert_eq!(stale, 1, "exactly one of a and b was evicted");
+}
+
+#[test]
 fn handles_of_freed_groups_are_refused() {
-    let mut w = Windows::new(spec()).unwrap();
+    let mut w = Windows::new(spec().group_ttl(Span::ZERO)).unwrap();
     let a = w.resolve("acme", "metrics", &["a"]);
     assert_eq!(w.push_resolved(a, t(1_000), &[1.0], 1.0, t(0)), Ok(Placement::OnTime));
     let b = w.resolve("acme", "metrics", &["b"]);
     assert_eq!(w.push_resolved(b, t(20_000), &[1.0], 1.0, t(0)), Ok(Placement::OnTime));
     w.advance(t(0)); // [0, 10 s) closes and expires: group a is freed
     drain(&mut w);
-    assert_eq!(w.push_resolved(a, t(21_000), &[1.0], 1.0, t(0)), Err(StaleGroup));
+    assert_eq!(w.push_resolved(a, t(21_000), &[1.0], 1.0, t(0)), Err(PushError::StaleGroup));
     let c = w.resolve("acme", "metrics", &["c"]); // may reuse a's id
     assert_ne!(a, c);
     assert_eq!(w.push_resolved(c, t(1_000), &[f64::NAN], 1.0, t(0)), Ok(Placement::Dropped), "too late");
@@ -285,7 +363,7 @@ fn missing_group_dims_and_fields() {
     let (results, _) = run(&mut w, &[no_dim, no_field, ev(30_000, "a", 0.0)], 0);
     let s = summary(&results);
     assert_eq!(s[&("".into(), 0)].1, 1);
-    let a = results.iter().find(|r| &*r.group[0].1 == "a").unwrap();
+    let a = results.iter().find(|r| &*r.group.labels[0].1 == "a").unwrap();
     assert_eq!((a.events, a.fields[0].scalar.is_empty()), (1, true), "counted, but no value for v");
 }
 
@@ -470,7 +548,7 @@ proptest! {
             .collect();
         let stop = at.index(parts.len());
         let describe = |results: Vec<WindowResult>| -> Vec<String> {
-            results.iter().map(|r| format!("{}|{}|{}|{}|{}|{:?}|{:?}", r.group[0].1, r.start, r.revision, r.is_final, r.events,
+            results.iter().map(|r| format!("{}|{}|{}|{}|{}|{:?}|{:?}", r.group.labels[0].1, r.start, r.revision, r.is_final, r.events,
                 r.fields[0].scalar, r.fields[1].quantiles)).collect()
         };
         let mut straight = Windows::new(spec.clone()).unwrap();
@@ -511,7 +589,7 @@ proptest! {
             let mut results = run(&mut w, &mine, 0).0;
             results.extend(run(&mut w, &[ev(1_000_000, "end", 0.0)], 0).0);
             for r in results {
-                merged.entry((r.group[0].1.to_string(), r.start.as_millis())).or_default().merge(&r.fields[0].scalar);
+                merged.entry((r.group.labels[0].1.to_string(), r.start.as_millis())).or_default().merge(&r.fields[0].scalar);
             }
         }
         let merged: Summary = merged

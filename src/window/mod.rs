@@ -19,6 +19,6 @@ mod tumbling;
 pub use rollup::{Point, Query, QueryResult, Rollup, RollupError, RollupSpec, RollupStats, Series, TierSpec};
 
 pub use tumbling::{
-    EmitMode, FieldResult, FieldSpec, GroupHandle, OVERFLOW, Placement, SnapshotError, SpecError, StaleGroup,
+    EmitMode, FieldResult, FieldSpec, GroupHandle, GroupKey, OVERFLOW, Placement, PushError, SnapshotError, SpecError,
     WindowResult, WindowSpec, WindowStats, Windows,
 };

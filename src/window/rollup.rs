@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::WindowResult;
 use super::agg::{Quantiles, Scalar};
+use super::{GroupKey, WindowResult};
 use crate::time::{Span, Timestamp};
 
 /// One tier: windows of `size`, kept for `retention` behind the latest
@@ -83,7 +83,7 @@ pub enum RollupError {
 type Labels = Vec<(Arc<str>, Arc<str>)>;
 
 /// A group: tenant, stream and labels.
-type Key = (Arc<str>, Arc<str>, Arc<[(Arc<str>, Arc<str>)]>);
+type Key = Arc<GroupKey>;
 
 #[derive(Clone, Debug)]
 struct Agg {
@@ -99,7 +99,7 @@ impl Agg {
             revision: r.revision,
             events: r.events,
             count: r.count,
-            fields: r.fields.iter().map(|f| (f.field.clone(), f.scalar, f.sketch.clone())).collect(),
+            fields: r.fields.iter().map(|f| (f.field.clone(), f.scalar, f.sketch.as_deref().cloned())).collect(),
         }
     }
 
@@ -116,13 +116,23 @@ impl Agg {
         }
     }
 
+    /// Merges field by field, matched by name: results from operators
+    /// whose specs list the fields in another order (or only some of
+    /// them) still merge correctly.
     fn merge(&mut self, other: &Agg) {
         self.events += other.events;
         self.count += other.count;
-        for ((_, s, q), (_, os, oq)) in self.fields.iter_mut().zip(&other.fields) {
-            s.merge(os);
-            if let (Some(q), Some(oq)) = (q.as_mut(), oq) {
-                q.merge(oq);
+        for (name, os, oq) in &other.fields {
+            match self.fields.iter_mut().find(|(n, _, _)| n == name) {
+                Some((_, s, q)) => {
+                    s.merge(os);
+                    match (q.as_mut(), oq) {
+                        (Some(q), Some(oq)) => q.merge(oq),
+                        (None, Some(oq)) => *q = Some(oq.clone()),
+                        _ => {}
+                    }
+                }
+                None => self.fields.push((name.clone(), *os, oq.clone())),
             }
         }
     }
@@ -130,8 +140,58 @@ impl Agg {
 
 struct Tier {
     spec: TierSpec,
-    /// (window start, group) → aggregates.
-    entries: BTreeMap<(Timestamp, Key), Agg>,
+    /// Per group, its windows by start: a correction or a query reads one
+    /// group's range without scanning the others.
+    series: BTreeMap<Key, BTreeMap<Timestamp, Agg>>,
+    /// Window start → the groups with a window there, for expiry in time
+    /// order.
+    by_start: BTreeMap<Timestamp, Vec<Key>>,
+    /// Windows held.
+    len: usize,
+}
+
+impl Tier {
+    fn new(spec: TierSpec) -> Self {
+        Tier { spec, series: BTreeMap::new(), by_start: BTreeMap::new(), len: 0 }
+    }
+
+    fn get_mut(&mut self, start: Timestamp, key: &Key) -> Option<&mut Agg> {
+        self.series.get_mut(key)?.get_mut(&start)
+    }
+
+    /// The window of `key` at `start`, created by `init` if absent.
+    fn entry(&mut self, start: Timestamp, key: &Key, init: impl FnOnce() -> Agg) -> &mut Agg {
+        let windows = self.series.entry(key.clone()).or_default();
+        let by_start = &mut self.by_start;
+        let len = &mut self.len;
+        windows.entry(start).or_insert_with(|| {
+            by_start.entry(start).or_default().push(key.clone());
+            *len += 1;
+            init()
+        })
+    }
+
+    /// Drops the windows that ended `retention` or more before `latest`;
+    /// returns how many.
+    fn expire(&mut self, latest: Timestamp) -> u64 {
+        let mut dropped = 0;
+        while let Some(entry) = self.by_start.first_entry() {
+            let start = *entry.key();
+            if start.saturating_add(self.spec.size).saturating_add(self.spec.retention) > latest {
+                break;
+            }
+            for key in entry.remove() {
+                if let Some(windows) = self.series.get_mut(&key) {
+                    dropped += u64::from(windows.remove(&start).is_some());
+                    if windows.is_empty() {
+                        self.series.remove(&key);
+                    }
+                }
+            }
+        }
+        self.len = self.len.saturating_sub(dropped as usize);
+        dropped
+    }
 }
 
 /// Counters of a [`Rollup`].
@@ -190,7 +250,7 @@ pub struct Rollup {
 impl core::fmt::Debug for Rollup {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Rollup")
-            .field("tiers", &self.tiers.iter().map(|t| (t.spec, t.entries.len())).collect::<Vec<_>>())
+            .field("tiers", &self.tiers.iter().map(|t| (t.spec, t.len)).collect::<Vec<_>>())
             .field("stats", &self.stats)
             .finish()
     }
@@ -217,7 +277,7 @@ impl Rollup {
         }
         Ok(Rollup {
             offset: spec.offset,
-            tiers: spec.tiers.into_iter().map(|spec| Tier { spec, entries: BTreeMap::new() }).collect(),
+            tiers: spec.tiers.into_iter().map(Tier::new).collect(),
             latest_end: None,
             stats: RollupStats::default(),
         })
@@ -230,7 +290,7 @@ impl Rollup {
 
     /// Windows held in each tier, finest first.
     pub fn len_per_tier(&self) -> Vec<usize> {
-        self.tiers.iter().map(|t| t.entries.len()).collect()
+        self.tiers.iter().map(|t| t.len).collect()
     }
 
     /// Merges a final result of the base window size into every tier; a
@@ -250,10 +310,10 @@ impl Rollup {
             self.stats.ignored = self.stats.ignored.saturating_add(1);
             return;
         }
-        let key: Key = (result.tenant.clone(), result.stream.clone(), result.group.clone());
+        let key: Key = result.group.clone();
         let agg = Agg::from_result(result);
         let Some(tier0) = self.tiers.first_mut() else { return };
-        match tier0.entries.get_mut(&(result.start, key.clone())) {
+        match tier0.get_mut(result.start, &key) {
             Some(existing) if existing.revision >= agg.revision => {
                 self.stats.ignored = self.stats.ignored.saturating_add(1);
                 return;
@@ -266,10 +326,10 @@ impl Rollup {
             None => {
                 for tier in self.tiers.iter_mut().skip(1) {
                     let Some(start) = floor(result.start, tier.spec.size, self.offset) else { continue };
-                    tier.entries.entry((start, key.clone())).or_insert_with(|| Agg::empty_like(&agg)).merge(&agg);
+                    tier.entry(start, &key, || Agg::empty_like(&agg)).merge(&agg);
                 }
                 if let Some(tier0) = self.tiers.first_mut() {
-                    tier0.entries.insert((result.start, key), agg);
+                    tier0.entry(result.start, &key, || agg);
                 }
             }
         }
@@ -289,18 +349,17 @@ impl Rollup {
             let end = bucket.saturating_add(upper.spec.size);
             // Rebuilding from a partly expired finer tier would lose data:
             // leave this tier (and those above) as they are, and say so.
-            if lower.entries.first_key_value().is_some_and(|((first, _), _)| *first > bucket) {
+            if lower.by_start.first_key_value().is_some_and(|(first, _)| *first > bucket) {
                 self.stats.corrections_not_propagated = self.stats.corrections_not_propagated.saturating_add(1);
                 return;
             }
             let mut merged: Option<Agg> = None;
-            for ((s, k), agg) in lower.entries.range((bucket, key.clone())..(end, key.clone())) {
-                if k == key && *s < end {
-                    merged.get_or_insert_with(|| Agg::empty_like(agg)).merge(agg);
-                }
+            for agg in lower.series.get(key).into_iter().flat_map(|w| w.range(bucket..end)).map(|(_, agg)| agg) {
+                merged.get_or_insert_with(|| Agg::empty_like(agg)).merge(agg);
             }
             if let Some(merged) = merged {
-                upper.entries.insert((bucket, key.clone()), merged);
+                let empty = Agg::empty_like(&merged);
+                *upper.entry(bucket, key, || empty) = merged;
             }
         }
     }
@@ -308,14 +367,7 @@ impl Rollup {
     fn expire(&mut self) {
         let Some(latest) = self.latest_end else { return };
         for tier in &mut self.tiers {
-            while let Some(entry) = tier.entries.first_entry() {
-                let end = entry.key().0.saturating_add(tier.spec.size);
-                if end.saturating_add(tier.spec.retention) > latest {
-                    break;
-                }
-                entry.remove();
-                self.stats.expired = self.stats.expired.saturating_add(1);
-            }
+            self.stats.expired = self.stats.expired.saturating_add(tier.expire(latest));
         }
     }
 
@@ -341,13 +393,18 @@ impl Rollup {
         let from = floor(q.from, tier.spec.size, self.offset).unwrap_or(q.from);
         // (labels, start) → merged aggregates, in label then time order.
         let mut merged: BTreeMap<(Labels, Timestamp), Agg> = BTreeMap::new();
-        for ((start, (tenant, stream, labels)), agg) in tier.entries.range((from, min_key())..) {
-            if *start >= q.to {
+        // The tenant's and stream's groups are adjacent in key order.
+        let first = Arc::new(GroupKey {
+            tenant: Arc::from(q.tenant.as_str()),
+            stream: Arc::from(q.stream.as_str()),
+            labels: Box::default(),
+            overflow: false,
+        });
+        for (key, windows) in tier.series.range(first..) {
+            if *key.tenant != *q.tenant || *key.stream != *q.stream {
                 break;
             }
-            if **tenant != *q.tenant || **stream != *q.stream {
-                continue;
-            }
+            let labels = &key.labels;
             let matches = q.filters.iter().all(|(k, v)| labels.iter().any(|(lk, lv)| **lk == **k && **lv == **v));
             if !matches {
                 continue;
@@ -356,7 +413,9 @@ impl Rollup {
                 Some(keys) => labels.iter().filter(|(k, _)| keys.iter().any(|g| **g == **k)).cloned().collect(),
                 None => labels.to_vec(),
             };
-            merged.entry((kept, *start)).or_insert_with(|| Agg::empty_like(agg)).merge(agg);
+            for (start, agg) in windows.range(from..q.to.max(from)) {
+                merged.entry((kept.clone(), *start)).or_insert_with(|| Agg::empty_like(agg)).merge(agg);
+            }
         }
         let mut series: BTreeMap<(Labels, Arc<str>), Vec<Point>> = BTreeMap::new();
         for ((labels, start), agg) in merged {
@@ -393,10 +452,6 @@ impl Rollup {
                 .collect(),
         })
     }
-}
-
-fn min_key() -> Key {
-    (Arc::from(""), Arc::from(""), Arc::from(Vec::new()))
 }
 
 fn floor(ts: Timestamp, size: Span, offset: Span) -> Option<Timestamp> {

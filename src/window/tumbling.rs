@@ -2,7 +2,7 @@
 //! watermark, with allowed lateness and bounded group cardinality.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -20,11 +20,6 @@ pub struct GroupHandle {
     id: GroupId,
     generation: u32,
 }
-
-/// The group of a [`GroupHandle`] was freed; resolve it again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the group was freed since it was resolved; resolve it again")]
-pub struct StaleGroup;
 
 /// Where [`Windows::push_resolved`] put an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -125,11 +120,19 @@ pub struct WindowSpec {
     /// watermark follows processing time (`now - idle_timeout`), so windows
     /// close on a quiet stream. `None` waits for events forever.
     pub idle_timeout: Option<Span>,
-    /// Most live groups per tenant; events of further groups (of any
-    /// stream) are aggregated into the tenant's one overflow group, whose
-    /// stream and labels are all [`OVERFLOW`]. A group is freed when its
-    /// last window expires, so quiet groups make room for new ones.
+    /// Most live groups per tenant. A new group of a tenant at its cap
+    /// first evicts the tenant's longest-idle group (one with no live
+    /// window), so quiet groups make room for new ones; with none idle,
+    /// its events (of any stream) are aggregated into the tenant's one
+    /// overflow group, whose stream and labels are all [`OVERFLOW`].
     pub max_groups_per_tenant: usize,
+    /// How long (in event time, by the watermark) a group with no live
+    /// window is kept before it is freed. A group that reports again
+    /// within it keeps its id, its [`GroupHandle`]s and its interned
+    /// strings, so devices that report every few windows do not rebuild
+    /// their group each time. Idle groups count toward the cap (and are
+    /// evicted first), so memory stays bounded by the cap either way.
+    pub group_ttl: Span,
     /// Precision of the quantile sketches.
     pub quantile_config: QuantileConfig,
     /// When results are emitted.
@@ -195,6 +198,12 @@ impl WindowSpec {
         self.max_groups_per_tenant = n;
         self
     }
+
+    /// Sets how long a group with no live window is kept.
+    pub fn group_ttl(mut self, span: Span) -> Self {
+        self.group_ttl = span;
+        self
+    }
 }
 
 impl Default for WindowSpec {
@@ -209,6 +218,7 @@ impl Default for WindowSpec {
             allowed_lateness: Span::ZERO,
             idle_timeout: Some(Span::from_secs(10)),
             max_groups_per_tenant: Self::DEFAULT_MAX_GROUPS_PER_TENANT,
+            group_ttl: Span::from_mins(5),
             quantile_config: QuantileConfig::default(),
             emit: EmitMode::OnClose,
         }
@@ -239,6 +249,32 @@ pub enum SpecError {
     NoGroups,
 }
 
+/// The identity of a group: tenant, stream and group-by labels. Every
+/// result of a group shares one `GroupKey` (an [`Arc`]), so emitting a
+/// result costs one reference count, not a copy of its strings.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupKey {
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// The stream ([`OVERFLOW`] for an overflow group).
+    pub stream: Arc<str>,
+    /// The group-by labels `(key, value)`, in [`WindowSpec::group_by`]
+    /// order, then `("geohash", cell)` if [`WindowSpec::geo_cell`] is set.
+    pub labels: Box<[(Arc<str>, Arc<str>)]>,
+    /// Whether this is the tenant's overflow group (see
+    /// [`WindowSpec::max_groups_per_tenant`]): its stream and label values
+    /// read [`OVERFLOW`], and it is told apart by this flag, not by those
+    /// strings, so a real dim value `__overflow__` is an ordinary group.
+    pub overflow: bool,
+}
+
+impl GroupKey {
+    /// The value of label `key`, if the group has that label.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
+    }
+}
+
 /// The aggregates of one field in one window.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FieldResult {
@@ -249,19 +285,16 @@ pub struct FieldResult {
     /// The requested quantiles as `(q, value)`; empty when none were asked
     /// or the field had no value.
     pub quantiles: Vec<(f64, f64)>,
-    /// The quantile sketch itself, mergeable, when quantiles were asked.
-    pub sketch: Option<Quantiles>,
+    /// The quantile sketch itself, mergeable, when quantiles were asked
+    /// (boxed: it is large, and results move through queues).
+    pub sketch: Option<Box<Quantiles>>,
 }
 
 /// The result of one window for one group.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WindowResult {
-    /// The tenant.
-    pub tenant: Arc<str>,
-    /// The stream.
-    pub stream: Arc<str>,
-    /// The group-by labels `(key, value)`, in the spec's order.
-    pub group: Arc<[(Arc<str>, Arc<str>)]>,
+    /// Tenant, stream and labels of the group.
+    pub group: Arc<GroupKey>,
     /// Window start (inclusive).
     pub start: Timestamp,
     /// Window end (exclusive).
@@ -277,8 +310,16 @@ pub struct WindowResult {
     pub events: u64,
     /// Weighted event count.
     pub count: f64,
-    /// One entry per [`WindowSpec::fields`], in order.
-    pub fields: Vec<FieldResult>,
+    /// One entry per [`WindowSpec::fields`], in order (inline for up to
+    /// two fields, so a result needs no allocation of its own).
+    pub fields: SmallVec<[FieldResult; 2]>,
+}
+
+impl WindowResult {
+    /// The aggregates of field `name`, if the spec aggregates it.
+    pub fn field(&self, name: &str) -> Option<&FieldResult> {
+        self.fields.iter().find(|f| &*f.field == name)
+    }
 }
 
 /// Counters of what the operator did with the events it was given.
@@ -305,49 +346,156 @@ pub struct WindowStats {
     pub corrections: u64,
 }
 
+/// Why an event could not be pushed. Nothing of the call was aggregated.
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// The group of a [`GroupHandle`] was freed since it was resolved (its
+    /// last window expired); resolve it again.
+    #[error("the group was freed since it was resolved; resolve it again")]
+    StaleGroup,
+    /// A weight that is not finite and positive.
+    #[error("event {index} has weight {weight}; weights must be finite and positive")]
+    InvalidWeight {
+        /// Index of the event in the batch (0 for `push_resolved`).
+        index: usize,
+        /// The weight given.
+        weight: f64,
+    },
+    /// Not one weight per event of the batch.
+    #[error("{weights} weights for {events} events")]
+    WeightCount {
+        /// Events in the batch.
+        events: usize,
+        /// Weights given.
+        weights: usize,
+    },
+}
+
+fn check_weight(index: usize, weight: f64) -> Result<(), PushError> {
+    if weight.is_finite() && weight > 0.0 { Ok(()) } else { Err(PushError::InvalidWeight { index, weight }) }
+}
+
 type GroupId = u32;
 
-/// A group: its identity and its labels for results.
+/// A live group's identity; the hot per-event data lives in [`Hot`].
 struct Group {
-    tenant: Arc<str>,
-    stream: Arc<str>,
-    labels: Arc<[(Arc<str>, Arc<str>)]>,
-    /// Counts toward its tenant's cap (false for overflow groups).
-    counted: bool,
-    /// Its key in `Windows::group_ids` (global symbols).
-    key: SmallVec<[u32; 6]>,
-    /// False once freed (its id waits in `Windows::free_groups`).
-    live: bool,
-    /// Bumped each time the id is reused, so stale handles are refused.
+    key: Arc<GroupKey>,
+    /// Its key in `Windows::index` (global symbols).
+    map_key: SmallVec<[u32; 6]>,
+}
+
+/// Per group id, what the per-event path reads: the generation (bumped
+/// when the id is freed, so stale handles are refused) and the slot of the
+/// window its last event went to (most events of a group land in the same
+/// window as its previous one).
+#[derive(Clone, Copy)]
+struct Hot {
     generation: u32,
+    slot: u32,
+    window: i64,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+const NIL: u32 = u32::MAX;
+
+/// A node's place in an intrusive doubly linked list of group ids.
+#[derive(Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+impl Link {
+    const DETACHED: Link = Link { prev: NIL, next: NIL };
+}
+
+/// An intrusive list of group ids, oldest first, whose links live in a
+/// slice indexed by id: push, remove and pop are O(1) and allocate nothing.
+#[derive(Clone, Copy, Debug)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List { head: NIL, tail: NIL }
+    }
+}
+
+impl List {
+    fn front(&self) -> Option<u32> {
+        (self.head != NIL).then_some(self.head)
+    }
+
+    fn push_back(&mut self, id: u32, link: impl Fn(&mut Cold) -> &mut Link, cold: &mut [Cold]) {
+        let tail = self.tail;
+        if let Some(c) = cold.get_mut(id as usize) {
+            *link(c) = Link { prev: tail, next: NIL };
+        }
+        match cold.get_mut(tail as usize) {
+            Some(t) => link(t).next = id,
+            None => self.head = id,
+        }
+        self.tail = id;
+    }
+
+    fn remove(&mut self, id: u32, link: impl Fn(&mut Cold) -> &mut Link, cold: &mut [Cold]) {
+        let Some(Link { prev, next }) = cold.get_mut(id as usize).map(|c| core::mem::replace(link(c), Link::DETACHED))
+        else {
+            return;
+        };
+        match cold.get_mut(prev as usize) {
+            Some(p) => link(p).next = next,
+            None => self.head = next,
+        }
+        match cold.get_mut(next as usize) {
+            Some(n) => link(n).prev = prev,
+            None => self.tail = prev,
+        }
+    }
+}
+
+/// Per group id, what only group creation, expiry and eviction read.
+#[derive(Clone, Copy)]
+struct Cold {
+    /// The watermark when the group last had no live window, or `None`
+    /// while it has one.
+    idle_since: Option<Timestamp>,
+    /// Place in the operator's idle list (all tenants).
+    idle: Link,
+    /// Place in its tenant's idle list (not for overflow groups, which are
+    /// never evicted for the cap).
+    tenant_idle: Link,
+}
+
+impl Cold {
+    const ACTIVE: Cold = Cold { idle_since: None, idle: Link::DETACHED, tenant_idle: Link::DETACHED };
+}
+
+/// A tenant's live groups (overflow group excepted) and its idle ones.
+#[derive(Default)]
+struct Tenant {
+    groups: usize,
+    idle: List,
 }
 
 /// A group's live windows: (window index, slot in the [`Slab`]). Usually one
-/// or two, so a scan beats a map; kept apart from [`Group`] so that the hot
-/// path touches one small entry per event.
+/// or two, so a scan beats a map.
 type GroupWindows = SmallVec<[(i64, u32); 2]>;
-
-/// A group id with its most recently used window slot.
-#[derive(Clone, Copy)]
-struct HotGroup {
-    id: GroupId,
-    window: i64,
-    slot: u32,
-}
 
 /// What a window holds besides its field aggregates.
 #[derive(Clone, Copy, Default, Serialize, Deserialize)]
 struct Header {
-    /// The (group, window) owning this slot, to validate cached slots. Not
-    /// in snapshots: a window's snapshot entry already names both.
+    /// The group owning this slot. Not in snapshots: a window's snapshot
+    /// entry already names it.
     #[serde(skip)]
     group: GroupId,
-    #[serde(skip)]
-    window: i64,
-    events: u64,
-    count: f64,
     /// Emissions so far.
     emitted: u32,
+    events: u64,
+    count: f64,
     /// Changed since its last emission.
     dirty: bool,
     /// Emitted as final at least once (later final emissions are corrections).
@@ -359,42 +507,57 @@ struct Header {
 /// quantiles), so the scalar path stays dense in memory.
 struct Slab {
     width: usize,
+    /// Per field, the sketch config if it asks for quantiles.
+    sketch_configs: SmallVec<[Option<QuantileConfig>; 2]>,
     headers: Vec<Header>,
     scalars: Vec<Scalar>,
-    /// Empty when no field asks for quantiles.
-    sketches: Vec<Option<Quantiles>>,
+    /// Empty when no field asks for quantiles. Boxed so that a final
+    /// result can take a sketch without copying it.
+    sketches: Vec<Option<Box<Quantiles>>>,
     free: Vec<u32>,
 }
 
 impl Slab {
-    fn new(width: usize) -> Self {
-        Slab { width, headers: Vec::new(), scalars: Vec::new(), sketches: Vec::new(), free: Vec::new() }
+    fn new(spec: &WindowSpec) -> Self {
+        let sketch_configs = spec.fields.iter().map(|f| (!f.quantiles.is_empty()).then_some(spec.quantile_config));
+        Slab {
+            width: spec.fields.len(),
+            sketch_configs: sketch_configs.collect(),
+            headers: Vec::new(),
+            scalars: Vec::new(),
+            sketches: Vec::new(),
+            free: Vec::new(),
+        }
     }
 
-    fn alloc(&mut self, spec: &WindowSpec) -> u32 {
-        let quantiles = spec.fields.iter().any(|f| !f.quantiles.is_empty());
-        let sketch = |f: &FieldSpec| (!f.quantiles.is_empty()).then(|| Quantiles::new(spec.quantile_config));
+    fn has_sketches(&self) -> bool {
+        self.sketch_configs.iter().any(Option::is_some)
+    }
+
+    fn alloc(&mut self, group: GroupId) -> u32 {
+        let header = Header { group, ..Header::default() };
+        let width = self.width;
         match self.free.pop() {
             Some(slot) => {
-                let base = slot as usize * self.width;
+                let base = slot as usize * width;
                 if let Some(h) = self.headers.get_mut(slot as usize) {
-                    *h = Header::default();
+                    *h = header;
                 }
-                for (i, f) in spec.fields.iter().enumerate() {
-                    if let Some(s) = self.scalars.get_mut(base + i) {
-                        *s = Scalar::new();
-                    }
-                    if let Some(q) = self.sketches.get_mut(base + i) {
-                        *q = sketch(f);
+                if let Some(scalars) = self.scalars.get_mut(base..base + width) {
+                    scalars.fill(Scalar::new());
+                }
+                if let Some(sketches) = self.sketches.get_mut(base..base + width) {
+                    for (q, config) in sketches.iter_mut().zip(&self.sketch_configs) {
+                        *q = config.map(|c| Box::new(Quantiles::new(c)));
                     }
                 }
                 slot
             }
             None => {
-                self.headers.push(Header::default());
-                self.scalars.extend(spec.fields.iter().map(|_| Scalar::new()));
-                if quantiles {
-                    self.sketches.extend(spec.fields.iter().map(sketch));
+                self.headers.push(header);
+                self.scalars.extend((0..width).map(|_| Scalar::new()));
+                if self.has_sketches() {
+                    self.sketches.extend(self.sketch_configs.iter().map(|c| c.map(|c| Box::new(Quantiles::new(c)))));
                 }
                 (self.headers.len() - 1) as u32
             }
@@ -402,13 +565,10 @@ impl Slab {
     }
 
     fn release(&mut self, slot: u32) {
-        if let Some(h) = self.headers.get_mut(slot as usize) {
-            h.group = u32::MAX;
-        }
         let base = slot as usize * self.width;
         // Drop the histograms now rather than on reuse.
-        for q in self.sketches.iter_mut().skip(base).take(self.width) {
-            *q = None;
+        if let Some(sketches) = self.sketches.get_mut(base..base + self.width) {
+            sketches.fill(None);
         }
         self.free.push(slot);
     }
@@ -418,11 +578,69 @@ impl Slab {
     }
 }
 
-/// The groups that hold state in one window index.
+/// The slots that hold state in one window index.
 #[derive(Default)]
 struct Bucket {
-    groups: Vec<GroupId>,
+    slots: Vec<u32>,
     closed: bool,
+}
+
+/// The bounds of the window the last placed event fell in, so that runs of
+/// events in one window skip the division.
+#[derive(Clone, Copy)]
+struct Current {
+    index: i64,
+    start: i64,
+    end: i64,
+}
+
+/// Group keys (global symbols) → group id. Keys of up to four symbols
+/// (tenant, stream and two labels) are packed into a `u128`, which hashes
+/// and compares in a few instructions; longer ones use a small vector.
+enum GroupIndex {
+    Packed(HashMap<u128, GroupId, foldhash::fast::RandomState>),
+    Wide(HashMap<SmallVec<[u32; 6]>, GroupId, foldhash::fast::RandomState>),
+}
+
+impl GroupIndex {
+    fn new(key_len: usize) -> Self {
+        if key_len <= 4 { GroupIndex::Packed(HashMap::default()) } else { GroupIndex::Wide(HashMap::default()) }
+    }
+
+    /// Keys have a fixed length per operator, so packing is unambiguous.
+    #[inline]
+    fn pack(key: &[u32]) -> u128 {
+        key.iter().fold(0u128, |acc, &s| (acc << 32) | u128::from(s))
+    }
+
+    #[inline]
+    fn get(&self, key: &[u32]) -> Option<GroupId> {
+        match self {
+            GroupIndex::Packed(map) => map.get(&Self::pack(key)).copied(),
+            GroupIndex::Wide(map) => map.get(key).copied(),
+        }
+    }
+
+    fn insert(&mut self, key: &[u32], id: GroupId) {
+        match self {
+            GroupIndex::Packed(map) => map.insert(Self::pack(key), id),
+            GroupIndex::Wide(map) => map.insert(SmallVec::from_slice(key), id),
+        };
+    }
+
+    fn remove(&mut self, key: &[u32]) {
+        match self {
+            GroupIndex::Packed(map) => map.remove(&Self::pack(key)),
+            GroupIndex::Wide(map) => map.remove(key),
+        };
+    }
+
+    fn clear(&mut self) {
+        match self {
+            GroupIndex::Packed(map) => map.clear(),
+            GroupIndex::Wide(map) => map.clear(),
+        }
+    }
 }
 
 /// Event-time tumbling windows over batches of events, keyed by tenant,
@@ -464,7 +682,8 @@ struct Bucket {
 /// windows.advance(t(15)); // watermark 15 s - 2 s: the first window [0, 10) closes
 /// let mut results = Vec::new();
 /// while let Some(r) = windows.poll_result() {
-///     results.push((r.group[0].1.to_string(), r.fields[0].scalar.mean()));
+///     let mean = r.field("temp_c").and_then(|f| f.scalar.mean());
+///     results.push((r.group.label("region").unwrap_or_default().to_string(), mean));
 /// }
 /// results.sort_by(|a, b| a.0.cmp(&b.0));
 /// assert_eq!(results, [("eu".to_string(), Some(21.0)), ("us".to_string(), Some(30.0))]);
@@ -475,31 +694,39 @@ pub struct Windows {
     tumbling: Tumbling,
     /// Global strings of live groups.
     strings: Symbols,
+    /// The global symbol of `""` (always interned).
+    empty: u32,
     /// Batch symbol index → global symbol (or UNSEEN), for the batch being pushed.
     translate: Vec<u32>,
-    /// Group key (global symbols) → the group and, as a cache, the slot of
-    /// the window its last event went to: most events of a group land in
-    /// the same window as its previous one, and the map entry is already in
-    /// cache after the lookup.
-    group_ids: HashMap<SmallVec<[u32; 6]>, HotGroup, foldhash::fast::RandomState>,
-    groups: Vec<Group>,
-    /// Ids of freed groups, reused by new ones.
+    index: GroupIndex,
+    /// Per group id; `None` once freed (the id waits in `free_groups`).
+    groups: Vec<Option<Group>>,
+    /// Parallel to `groups`.
+    hot: Vec<Hot>,
+    /// Per group, its live windows (parallel to `groups`).
+    group_windows: Vec<GroupWindows>,
     free_groups: Vec<GroupId>,
     /// Symbols referenced by live groups' keys (with repeats), to decide
     /// when the string table is worth rebuilding.
     live_key_symbols: usize,
-    groups_per_tenant: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
-    /// Per group, its live windows (parallel to `groups`).
-    group_windows: Vec<GroupWindows>,
+    /// Parallel to `groups`.
+    cold: Vec<Cold>,
+    /// Groups with no live window, longest idle first.
+    idle: List,
+    tenants: HashMap<Arc<str>, Tenant, foldhash::fast::RandomState>,
     slab: Slab,
     buckets: BTreeMap<i64, Bucket>,
-    /// Windows closed and changed since, awaiting a correction.
-    dirty: Vec<(GroupId, i64)>,
-    ready: std::collections::VecDeque<WindowResult>,
+    current: Current,
+    /// (slot, window) of windows changed since their last emission that
+    /// are closed (corrections) or, in update mode, open.
+    dirty: Vec<(u32, i64)>,
+    ready: VecDeque<WindowResult>,
     max_event_ts: Option<Timestamp>,
     last_arrival: Option<Timestamp>,
     watermark: Timestamp,
     field_names: Vec<Arc<str>>,
+    /// Label keys, in key order, shared by every group's labels.
+    label_keys: Vec<Arc<str>>,
     stats: WindowStats,
 }
 
@@ -508,7 +735,7 @@ impl core::fmt::Debug for Windows {
         f.debug_struct("Windows")
             .field("spec", &self.spec)
             .field("watermark", &self.watermark)
-            .field("groups", &self.groups.len())
+            .field("groups", &self.groups())
             .field("live_windows", &self.live_windows())
             .field("stats", &self.stats)
             .finish()
@@ -517,6 +744,9 @@ impl core::fmt::Debug for Windows {
 
 const UNSEEN: u32 = u32::MAX;
 const ABSENT: u32 = u32::MAX - 1;
+/// Stands for every label (and the stream) in an overflow group's index
+/// key; no interned string has this symbol.
+const OVERFLOW_SYM: u32 = u32::MAX - 2;
 
 impl Windows {
     /// An operator for `spec`.
@@ -525,7 +755,12 @@ impl Windows {
         if spec.size < Span::from_millis(1) {
             return Err(SpecError::TooSmall(spec.size));
         }
-        for (name, span) in [("out_of_orderness", spec.out_of_orderness), ("allowed_lateness", spec.allowed_lateness)] {
+        let spans = [
+            ("out_of_orderness", spec.out_of_orderness),
+            ("allowed_lateness", spec.allowed_lateness),
+            ("group_ttl", spec.group_ttl),
+        ];
+        for (name, span) in spans {
             if span < Span::ZERO {
                 return Err(SpecError::Negative(name));
             }
@@ -543,27 +778,36 @@ impl Windows {
             return Err(SpecError::GeoCell(p));
         }
         let field_names = spec.fields.iter().map(|f| Arc::from(f.field.as_str())).collect();
-        let width = spec.fields.len();
+        let label_keys =
+            spec.group_by.iter().map(String::as_str).chain(spec.geo_cell.map(|_| "geohash")).map(Arc::from).collect();
+        let mut strings = Symbols::new();
+        let empty = strings.intern("").index() as u32;
         Ok(Windows {
-            spec,
             tumbling,
-            strings: Symbols::new(),
+            strings,
+            empty,
             translate: Vec::new(),
-            group_ids: HashMap::default(),
+            index: GroupIndex::new(2 + spec.group_by.len() + usize::from(spec.geo_cell.is_some())),
             groups: Vec::new(),
+            hot: Vec::new(),
+            group_windows: Vec::new(),
             free_groups: Vec::new(),
             live_key_symbols: 0,
-            groups_per_tenant: HashMap::default(),
-            group_windows: Vec::new(),
-            slab: Slab::new(width),
+            cold: Vec::new(),
+            idle: List::default(),
+            tenants: HashMap::default(),
+            slab: Slab::new(&spec),
             buckets: BTreeMap::new(),
+            current: Current { index: 0, start: 1, end: 0 },
             dirty: Vec::new(),
-            ready: std::collections::VecDeque::new(),
+            ready: VecDeque::new(),
             max_event_ts: None,
             last_arrival: None,
             watermark: Timestamp::MIN,
             field_names,
+            label_keys,
             stats: WindowStats::default(),
+            spec,
         })
     }
 
@@ -594,11 +838,38 @@ impl Windows {
     }
 
     /// Aggregates every event of `batch` (validate it first) into its
-    /// window. `now` is the host's current time, used only for the idle
-    /// timeout. The indexes of events too late to aggregate (or with no
-    /// window in range) are appended to `late`, so that the host can
-    /// archive them; they are also counted in [`Windows::stats`].
+    /// window, each with weight 1. `now` is the host's current time, used
+    /// only for the idle timeout. The indexes of events too late to
+    /// aggregate (or with no window in range) are appended to `late`, so
+    /// that the host can archive them; they are also counted in
+    /// [`Windows::stats`].
     pub fn push(&mut self, batch: &EventBatch, now: Timestamp, late: &mut Vec<usize>) {
+        self.push_inner(batch, None, now, late);
+    }
+
+    /// As [`Windows::push`], with a weight per event (`weights[i]` for
+    /// event `i`): an event kept by a sampler at rate 1/w stands for w
+    /// events, so counts and sums scale by its weight while min, max, last
+    /// and the event counts do not. Fails, aggregating nothing, unless
+    /// there is one weight per event and each is finite and positive.
+    pub fn push_weighted(
+        &mut self,
+        batch: &EventBatch,
+        weights: &[f64],
+        now: Timestamp,
+        late: &mut Vec<usize>,
+    ) -> Result<(), PushError> {
+        if weights.len() != batch.len() {
+            return Err(PushError::WeightCount { events: batch.len(), weights: weights.len() });
+        }
+        for (index, &weight) in weights.iter().enumerate() {
+            check_weight(index, weight)?;
+        }
+        self.push_inner(batch, Some(weights), now, late);
+        Ok(())
+    }
+
+    fn push_inner(&mut self, batch: &EventBatch, weights: Option<&[f64]>, now: Timestamp, late: &mut Vec<usize>) {
         if batch.is_empty() {
             return;
         }
@@ -611,60 +882,47 @@ impl Windows {
         let key_syms: SmallVec<[Option<Sym>; 4]> = self.spec.group_by.iter().map(|k| symbols.get(k)).collect();
         let field_syms: SmallVec<[Option<Sym>; 4]> = self.spec.fields.iter().map(|f| symbols.get(&f.field)).collect();
         let mut key: SmallVec<[u32; 6]> = SmallVec::new();
-        let mut values: SmallVec<[Option<Sym>; 4]> = SmallVec::new();
         for (index, event) in batch.iter().enumerate() {
             let ts = event.ts();
             let Some((window, closed)) = self.place(ts) else {
                 late.push(index);
                 continue;
             };
+            // The batch symbol of the event's value for group-by key `i`.
+            let label = |i: usize| {
+                let k = key_syms.get(i).copied().flatten()?;
+                event.dim_syms().iter().find(|d| d.0 == k).map(|d| d.1)
+            };
             // The group key: tenant, stream and each group-by value, as
             // global symbols (ABSENT when the string is not global yet).
-            values.clear();
-            values.extend(
-                key_syms.iter().map(|k| k.and_then(|k| event.dim_syms().iter().find(|d| d.0 == k).map(|d| d.1))),
-            );
             key.clear();
             key.push(self.global(symbols, event.tenant_sym()));
             key.push(self.global(symbols, event.stream_sym()));
-            for v in &values {
-                let g = match v {
-                    Some(v) => self.global(symbols, *v),
-                    None => self.global_str(""),
+            for i in 0..key_syms.len() {
+                let g = match label(i) {
+                    Some(v) => self.global(symbols, v),
+                    None => self.empty,
                 };
                 key.push(g);
             }
-            let cell = self.spec.geo_cell.and_then(|p| event.geo().and_then(|g| Geohash::encode(g.lat, g.lon, p)));
-            if self.spec.geo_cell.is_some() {
+            let cell = self.spec.geo_cell.map(|p| event.geo().and_then(|g| Geohash::encode(g.lat, g.lon, p)));
+            if let Some(cell) = &cell {
                 key.push(self.global_str(cell.as_ref().map_or("", Geohash::as_str)));
             }
-            let hot = match self.group_ids.get(&key) {
-                Some(&hot) => hot,
+            let group = match self.index.get(&key) {
+                Some(id) => id,
                 None => {
-                    let cell_text = self.spec.geo_cell.map(|_| cell.as_ref().map_or("", Geohash::as_str));
-                    let id = self.new_group(symbols, event.tenant(), event.stream(), &values, cell_text);
-                    HotGroup { id, window: i64::MIN, slot: u32::MAX }
+                    let texts: SmallVec<[&str; 4]> = (0..key_syms.len())
+                        .map(|i| label(i).and_then(|v| symbols.resolve(v)).unwrap_or(""))
+                        .chain(cell.as_ref().map(|c| c.as_ref().map_or("", Geohash::as_str)))
+                        .collect();
+                    self.create_group(event.tenant(), event.stream(), &texts)
                 }
             };
-            let group = hot.id;
-            // The cached slot is valid only if it still belongs to this
-            // (group, window): slots are reused after windows expire.
-            let cached = hot.window == window
-                && self.slab.headers.get(hot.slot as usize).is_some_and(|h| h.group == group && h.window == window);
-            let slot = if cached {
-                hot.slot
-            } else {
-                let slot = match self.group_slot(group, window) {
-                    Some(slot) => slot,
-                    None => self.new_state(group, window),
-                };
-                if let Some(entry) = self.group_ids.get_mut(&key) {
-                    *entry = HotGroup { id: group, window, slot };
-                }
-                slot
-            };
+            let slot = self.slot_for(group, window);
             let fields = event.field_syms();
-            self.record(group, window, slot, closed, ts, 1.0, |i| {
+            let weight = weights.map_or(1.0, |w| w.get(index).copied().unwrap_or(1.0));
+            self.record(slot, window, closed, ts, weight, |i| {
                 let sym = field_syms.get(i).copied().flatten()?;
                 fields.iter().find(|f| f.0 == sym).map(|f| f.1)
             });
@@ -675,43 +933,72 @@ impl Windows {
     /// the event is too late even for the allowed lateness or has no window.
     #[inline]
     fn place(&mut self, ts: Timestamp) -> Option<(i64, bool)> {
-        // One division for the index; start and end follow from it.
-        let window = self.tumbling.index(ts);
-        let bounds = self.tumbling.start_of_index(window).and_then(|s| s.checked_add(self.spec.size).map(|e| (s, e)));
-        let Some((_, end)) = bounds else {
-            self.stats.out_of_range = self.stats.out_of_range.saturating_add(1);
-            return None;
+        let t = ts.as_nanos();
+        let Current { index: window, end, .. } = if self.current.start <= t && t < self.current.end {
+            self.current
+        } else {
+            // One division for the index; start and end follow from it.
+            let window = self.tumbling.index(ts);
+            let bounds =
+                self.tumbling.start_of_index(window).and_then(|s| s.checked_add(self.spec.size).map(|e| (s, e)));
+            let Some((start, end)) = bounds else {
+                self.stats.out_of_range = self.stats.out_of_range.saturating_add(1);
+                return None;
+            };
+            self.current = Current { index: window, start: start.as_nanos(), end: end.as_nanos() };
+            self.current
         };
-        let closed = end <= self.watermark;
-        if closed && end.saturating_add(self.spec.allowed_lateness) <= self.watermark {
+        let watermark = self.watermark.as_nanos();
+        let closed = end <= watermark;
+        if closed && end.saturating_add(self.spec.allowed_lateness.as_nanos()) <= watermark {
             self.stats.late_dropped = self.stats.late_dropped.saturating_add(1);
             return None;
         }
         Some((window, closed))
     }
 
-    /// Records one event into the state in `slot`; `value(i)` is its value
-    /// for field `i`, if any.
-    #[allow(clippy::too_many_arguments, reason = "the hot path's pieces, kept as plain values")]
+    /// The slot of `group`'s state in `window`, created if new.
+    #[inline]
+    fn slot_for(&mut self, group: GroupId, window: i64) -> u32 {
+        if let Some(h) = self.hot.get(group as usize)
+            && h.window == window
+            && h.slot != NO_SLOT
+        {
+            return h.slot;
+        }
+        let slot = match self.group_slot(group, window) {
+            Some(slot) => slot,
+            None => self.new_state(group, window),
+        };
+        if let Some(h) = self.hot.get_mut(group as usize) {
+            h.window = window;
+            h.slot = slot;
+        }
+        slot
+    }
+
+    /// Records one event into the state in `slot` (of `window`); `value(i)`
+    /// is its value for field `i`, if any.
     #[inline]
     fn record(
         &mut self,
-        group: GroupId,
-        window: i64,
         slot: u32,
+        window: i64,
         closed: bool,
         ts: Timestamp,
         weight: f64,
         value: impl Fn(usize) -> Option<f64>,
     ) {
-        let base = slot as usize * self.slab.width;
-        for i in 0..self.slab.width {
-            let Some(v) = value(i) else { continue };
-            if let Some(scalar) = self.slab.scalars.get_mut(base + i) {
+        let width = self.slab.width;
+        let base = slot as usize * width;
+        let sketches = !self.slab.sketches.is_empty();
+        if let Some(scalars) = self.slab.scalars.get_mut(base..base + width) {
+            for (i, scalar) in scalars.iter_mut().enumerate() {
+                let Some(v) = value(i) else { continue };
                 scalar.record(v, weight, ts);
-            }
-            if let Some(Some(q)) = self.slab.sketches.get_mut(base + i) {
-                q.record(v, weight);
+                if sketches && let Some(Some(q)) = self.slab.sketches.get_mut(base + i) {
+                    q.record(v, weight);
+                }
             }
         }
         let Some(header) = self.slab.headers.get_mut(slot as usize) else { return };
@@ -724,9 +1011,11 @@ impl Windows {
         }
         if (closed || self.spec.emit == EmitMode::OnUpdate) && !header.dirty {
             header.dirty = true;
-            self.dirty.push((group, window));
+            self.dirty.push((slot, window));
         }
-        self.max_event_ts = Some(self.max_event_ts.map_or(ts, |m| m.max(ts)));
+        if self.max_event_ts.is_none_or(|m| ts > m) {
+            self.max_event_ts = Some(ts);
+        }
     }
 
     /// The group of `tenant`, `stream` and `labels` (the group-by values in
@@ -736,27 +1025,28 @@ impl Windows {
     /// its cap. For hosts that resolve groups once and push many values:
     /// see [`Windows::push_resolved`].
     pub fn resolve(&mut self, tenant: &str, stream: &str, labels: &[&str]) -> GroupHandle {
-        let n = self.spec.group_by.len() + usize::from(self.spec.geo_cell.is_some());
+        let n = self.label_keys.len();
         let texts: SmallVec<[&str; 4]> = (0..n).map(|i| labels.get(i).copied().unwrap_or("")).collect();
         let mut key: SmallVec<[u32; 6]> = SmallVec::new();
         for s in [tenant, stream].into_iter().chain(texts.iter().copied()) {
             key.push(self.global_str(s));
         }
-        let id = match self.group_ids.get(&key) {
-            Some(hot) => hot.id,
+        let id = match self.index.get(&key) {
+            Some(id) => id,
             None => self.create_group(tenant, stream, &texts),
         };
-        GroupHandle { id, generation: self.groups.get(id as usize).map_or(0, |g| g.generation) }
+        GroupHandle { id, generation: self.hot.get(id as usize).map_or(0, |h| h.generation) }
     }
 
     /// Aggregates one event of a resolved group: `values` holds one value
     /// per [`WindowSpec::fields`] entry, in order (NaN for "no value"; a
-    /// shorter slice leaves the rest without value). `now` is as in
-    /// [`Windows::push`]. The event is counted in [`Windows::stats`] like a
-    /// pushed one.
+    /// shorter slice leaves the rest without value), and `weight` is as in
+    /// [`Windows::push_weighted`] (1.0 for an unsampled event). `now` is as
+    /// in [`Windows::push`]. The event is counted in [`Windows::stats`] like
+    /// a pushed one.
     ///
-    /// Fails with [`StaleGroup`] when the group was freed since it was
-    /// resolved (its last window expired): resolve it again.
+    /// Fails with [`PushError::StaleGroup`] when the group was freed since
+    /// it was resolved (its last window expired): resolve it again.
     pub fn push_resolved(
         &mut self,
         group: GroupHandle,
@@ -764,17 +1054,15 @@ impl Windows {
         values: &[f64],
         weight: f64,
         now: Timestamp,
-    ) -> Result<Placement, StaleGroup> {
-        if !self.groups.get(group.id as usize).is_some_and(|g| g.live && g.generation == group.generation) {
-            return Err(StaleGroup);
+    ) -> Result<Placement, PushError> {
+        if self.hot.get(group.id as usize).is_none_or(|h| h.generation != group.generation) {
+            return Err(PushError::StaleGroup);
         }
+        check_weight(0, weight)?;
         self.last_arrival = Some(self.last_arrival.map_or(now, |t| t.max(now)));
         let Some((window, closed)) = self.place(ts) else { return Ok(Placement::Dropped) };
-        let slot = match self.group_slot(group.id, window) {
-            Some(slot) => slot,
-            None => self.new_state(group.id, window),
-        };
-        self.record(group.id, window, slot, closed, ts, weight, |i| values.get(i).copied().filter(|v| !v.is_nan()));
+        let slot = self.slot_for(group.id, window);
+        self.record(slot, window, closed, ts, weight, |i| values.get(i).copied().filter(|v| !v.is_nan()));
         Ok(if closed { Placement::Late } else { Placement::OnTime })
     }
 
@@ -809,10 +1097,9 @@ impl Windows {
 
     /// A fresh state for `group` in `window`, registered with both.
     fn new_state(&mut self, group: GroupId, window: i64) -> u32 {
-        let slot = self.slab.alloc(&self.spec);
-        if let Some(h) = self.slab.headers.get_mut(slot as usize) {
-            h.group = group;
-            h.window = window;
+        let slot = self.slab.alloc(group);
+        if self.group_windows.get(group as usize).is_some_and(SmallVec::is_empty) {
+            self.set_idle(group, None);
         }
         if let Some(windows) = self.group_windows.get_mut(group as usize) {
             windows.push((window, slot));
@@ -824,80 +1111,116 @@ impl Windows {
             .tumbling
             .start_of_index(window)
             .is_some_and(|start| start.saturating_add(self.spec.size) <= self.watermark);
-        self.buckets.entry(window).or_insert_with(|| Bucket { groups: Vec::new(), closed }).groups.push(group);
+        self.buckets.entry(window).or_insert_with(|| Bucket { slots: Vec::new(), closed }).slots.push(slot);
         slot
     }
 
-    /// Creates the group for `values` (or returns the tenant's overflow
-    /// group when the tenant is at its cap).
-    fn new_group(
-        &mut self,
-        symbols: &Symbols,
-        tenant: &str,
-        stream: &str,
-        values: &[Option<Sym>],
-        cell: Option<&str>,
-    ) -> GroupId {
-        let texts: SmallVec<[&str; 4]> =
-            values.iter().map(|v| v.and_then(|v| symbols.resolve(v)).unwrap_or("")).chain(cell).collect();
-        self.create_group(tenant, stream, &texts)
+    /// Frees the state in `slot` (of `window`), and its group when that
+    /// was the group's last window.
+    fn release_state(&mut self, slot: u32, window: i64) {
+        let Some(group) = self.slab.headers.get(slot as usize).map(|h| h.group) else { return };
+        self.slab.release(slot);
+        if let Some(h) = self.hot.get_mut(group as usize)
+            && h.slot == slot
+        {
+            h.slot = NO_SLOT;
+        }
+        let Some(windows) = self.group_windows.get_mut(group as usize) else { return };
+        if let Some(i) = windows.iter().position(|w| w.0 == window) {
+            windows.swap_remove(i);
+        }
+        if windows.is_empty() {
+            self.set_idle(group, Some(self.watermark));
+        }
+    }
+
+    /// Moves `group` into the idle lists (idle since `since`) or, with
+    /// `None`, out of them.
+    fn set_idle(&mut self, group: GroupId, since: Option<Timestamp>) {
+        let Some(Some(g)) = self.groups.get(group as usize) else { return };
+        let tenant = if g.key.overflow { None } else { self.tenants.get_mut(&g.key.tenant) };
+        let Some(cold) = self.cold.get_mut(group as usize) else { return };
+        if cold.idle_since.is_some() == since.is_some() {
+            return;
+        }
+        if since.is_some() {
+            cold.idle_since = since;
+            self.idle.push_back(group, |c| &mut c.idle, &mut self.cold);
+            if let Some(t) = tenant {
+                t.idle.push_back(group, |c| &mut c.tenant_idle, &mut self.cold);
+            }
+        } else {
+            cold.idle_since = None;
+            self.idle.remove(group, |c| &mut c.idle, &mut self.cold);
+            if let Some(t) = tenant {
+                t.idle.remove(group, |c| &mut c.tenant_idle, &mut self.cold);
+            }
+        }
     }
 
     /// A new group for these label texts, or the tenant's overflow group
     /// (counted) when the tenant is at its cap.
     fn create_group(&mut self, tenant: &str, stream: &str, texts: &[&str]) -> GroupId {
-        let live = self.groups_per_tenant.get(tenant).copied().unwrap_or(0);
-        if live < self.spec.max_groups_per_tenant {
-            return self.insert_group(tenant, stream, texts, true);
+        let (live, idle) = self.tenants.get(tenant).map_or((0, None), |t| (t.groups, t.idle.front()));
+        if live >= self.spec.max_groups_per_tenant
+            && let Some(evicted) = idle
+        {
+            self.free_group(evicted);
+        }
+        if live < self.spec.max_groups_per_tenant || idle.is_some() {
+            return self.insert_group(tenant, stream, texts, false);
         }
         self.stats.overflowed = self.stats.overflowed.saturating_add(1);
         // One overflow group per tenant, whatever the stream, so that new
         // streams cannot grow it either.
-        let overflow: SmallVec<[&str; 4]> = texts.iter().map(|_| OVERFLOW).collect();
-        self.insert_group(tenant, OVERFLOW, &overflow, false)
+        self.insert_group(tenant, OVERFLOW, &[], true)
     }
 
-    /// The group of these strings, created if new; `counted` groups count
-    /// toward their tenant's cap (overflow groups do not).
-    fn insert_group(&mut self, tenant: &str, stream: &str, texts: &[&str], counted: bool) -> GroupId {
-        let mut key: SmallVec<[u32; 6]> = SmallVec::new();
-        for s in [tenant, stream].into_iter().chain(texts.iter().copied()) {
-            key.push(self.strings.intern(s).index() as u32);
-        }
-        if let Some(hot) = self.group_ids.get(&key) {
-            return hot.id;
-        }
-        let tenant_arc: Arc<str> = Arc::from(tenant);
-        let keys = self.spec.group_by.iter().map(String::as_str).chain(self.spec.geo_cell.map(|_| "geohash"));
-        let labels: Arc<[(Arc<str>, Arc<str>)]> = keys.zip(texts).map(|(k, v)| (Arc::from(k), Arc::from(*v))).collect();
-        self.live_key_symbols += key.len();
-        let mut group = Group {
-            tenant: tenant_arc.clone(),
-            stream: Arc::from(stream),
-            labels,
-            counted,
-            key: key.clone(),
-            live: true,
-            generation: 0,
-        };
-        let id = match self.free_groups.pop() {
-            Some(id) => {
-                if let Some(slot) = self.groups.get_mut(id as usize) {
-                    group.generation = slot.generation.wrapping_add(1);
-                    *slot = group;
-                }
-                id
+    /// The group of these strings, created if new. Overflow groups (whose
+    /// `stream` and `texts` are ignored) do not count toward their tenant's
+    /// cap.
+    fn insert_group(&mut self, tenant: &str, stream: &str, texts: &[&str], overflow: bool) -> GroupId {
+        let mut map_key: SmallVec<[u32; 6]> = SmallVec::new();
+        map_key.push(self.strings.intern(tenant).index() as u32);
+        if overflow {
+            map_key.extend((0..=self.label_keys.len()).map(|_| OVERFLOW_SYM));
+        } else {
+            for s in core::iter::once(stream).chain(texts.iter().copied()) {
+                map_key.push(self.strings.intern(s).index() as u32);
             }
+        }
+        if let Some(id) = self.index.get(&map_key) {
+            return id;
+        }
+        let tenant: Arc<str> = Arc::from(tenant);
+        let value = |i: usize| if overflow { OVERFLOW } else { texts.get(i).copied().unwrap_or("") };
+        let labels = self.label_keys.iter().enumerate().map(|(i, k)| (k.clone(), Arc::from(value(i)))).collect();
+        let key = GroupKey {
+            tenant: tenant.clone(),
+            stream: Arc::from(if overflow { OVERFLOW } else { stream }),
+            labels,
+            overflow,
+        };
+        self.live_key_symbols += map_key.len();
+        let id = match self.free_groups.pop() {
+            Some(id) => id,
             None => {
-                self.groups.push(group);
+                self.groups.push(None);
+                self.hot.push(Hot { generation: 0, slot: NO_SLOT, window: i64::MIN });
                 self.group_windows.push(SmallVec::new());
+                self.cold.push(Cold::ACTIVE);
                 (self.groups.len() - 1) as GroupId
             }
         };
-        if counted {
-            *self.groups_per_tenant.entry(tenant_arc).or_insert(0) += 1;
+        self.index.insert(&map_key, id);
+        if let Some(slot) = self.groups.get_mut(id as usize) {
+            *slot = Some(Group { key: Arc::new(key), map_key });
         }
-        self.group_ids.insert(key, HotGroup { id, window: i64::MIN, slot: u32::MAX });
+        if !overflow {
+            self.tenants.entry(tenant).or_default().groups += 1;
+        }
+        // Idle until its first window (a resolved group may never get one).
+        self.set_idle(id, Some(self.watermark));
         id
     }
 
@@ -917,7 +1240,8 @@ impl Windows {
         }
         self.watermark = watermark;
 
-        let mut expired = Vec::new();
+        let mut closing: SmallVec<[i64; 4]> = SmallVec::new();
+        let mut expired: SmallVec<[i64; 4]> = SmallVec::new();
         for (&window, bucket) in &mut self.buckets {
             let Some(start) = self.tumbling.start_of_index(window) else { continue };
             let end = start.saturating_add(self.spec.size);
@@ -926,68 +1250,74 @@ impl Windows {
             }
             if !bucket.closed {
                 bucket.closed = true;
-                for &group in &bucket.groups {
-                    Self::emit_into(
-                        &mut self.slab,
-                        &self.groups,
-                        &self.group_windows,
-                        &self.field_names,
-                        &self.spec,
-                        &mut self.ready,
-                        &mut self.stats,
-                        group,
-                        window,
-                        start,
-                        true,
-                        false,
-                    );
-                }
+                closing.push(window);
             }
             if end.saturating_add(self.spec.allowed_lateness) <= watermark {
                 expired.push(window);
             }
         }
+        // A window expiring in this call gives its sketches to its last
+        // result instead of cloning them.
+        for &window in &closing {
+            let Some(slots) = self.buckets.get_mut(&window).map(|b| core::mem::take(&mut b.slots)) else { continue };
+            let expiring = expired.contains(&window);
+            for &slot in &slots {
+                self.emit(slot, window, true, expiring);
+            }
+            if let Some(bucket) = self.buckets.get_mut(&window) {
+                bucket.slots = slots;
+            }
+        }
         // Then what changed since its last emission: corrections of closed
-        // windows, and (in update mode) partial results of open ones.
-        for (group, window) in core::mem::take(&mut self.dirty) {
-            let closed = self.buckets.get(&window).is_some_and(|b| b.closed);
-            self.emit(group, window, closed, true);
+        // windows, and (in update mode) partial results of open ones. A
+        // window that closed in this call was just emitted and is clean.
+        for (slot, window) in core::mem::take(&mut self.dirty) {
+            if self.slab.headers.get(slot as usize).is_some_and(|h| h.dirty) {
+                let closed = self.buckets.get(&window).is_some_and(|b| b.closed);
+                self.emit(slot, window, closed, expired.contains(&window));
+            }
         }
         for window in expired {
             if let Some(bucket) = self.buckets.remove(&window) {
-                for group in bucket.groups {
-                    let Some(windows) = self.group_windows.get_mut(group as usize) else { continue };
-                    if let Some(i) = windows.iter().position(|w| w.0 == window) {
-                        let (_, slot) = windows.swap_remove(i);
-                        self.slab.release(slot);
-                    }
-                    if windows.is_empty() {
-                        self.free_group(group);
-                    }
+                for slot in bucket.slots {
+                    self.release_state(slot, window);
                 }
             }
         }
+        self.free_idle_groups();
         self.compact_strings();
     }
 
-    /// Forgets a group whose last window expired: it no longer counts
-    /// toward its tenant's cap, and its id is reused.
+    /// Frees the groups idle for longer than the group TTL.
+    fn free_idle_groups(&mut self) {
+        while let Some(id) = self.idle.front() {
+            let since = self.cold.get(id as usize).and_then(|c| c.idle_since);
+            if since.is_some_and(|s| s.saturating_add(self.spec.group_ttl) > self.watermark) {
+                break;
+            }
+            self.free_group(id);
+        }
+    }
+
+    /// Forgets a group (idle past its TTL, or evicted for the cap): it no
+    /// longer counts toward its tenant's cap, its handles go stale, and its
+    /// id is reused.
     fn free_group(&mut self, id: GroupId) {
-        let Some(g) = self.groups.get_mut(id as usize).filter(|g| g.live) else { return };
-        g.live = false;
-        self.live_key_symbols = self.live_key_symbols.saturating_sub(g.key.len());
-        self.group_ids.remove(&g.key);
-        if g.counted
-            && let Some(n) = self.groups_per_tenant.get_mut(&g.tenant)
+        self.set_idle(id, None);
+        let Some(g) = self.groups.get_mut(id as usize).and_then(Option::take) else { return };
+        if let Some(h) = self.hot.get_mut(id as usize) {
+            *h = Hot { generation: h.generation.wrapping_add(1), slot: NO_SLOT, window: i64::MIN };
+        }
+        self.live_key_symbols = self.live_key_symbols.saturating_sub(g.map_key.len());
+        self.index.remove(&g.map_key);
+        if !g.key.overflow
+            && let Some(t) = self.tenants.get_mut(&g.key.tenant)
         {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.groups_per_tenant.remove(&g.tenant);
+            t.groups = t.groups.saturating_sub(1);
+            if t.groups == 0 {
+                self.tenants.remove(&g.key.tenant);
             }
         }
-        // Drop the strings now; the entry is reused by the next new group.
-        g.labels = Arc::from(Vec::new());
-        g.key = SmallVec::new();
         self.free_groups.push(id);
     }
 
@@ -998,94 +1328,55 @@ impl Windows {
             return;
         }
         let mut strings = Symbols::new();
-        let mut group_ids = HashMap::default();
-        for g in self.groups.iter_mut().filter(|g| g.live) {
-            let mut key: SmallVec<[u32; 6]> = SmallVec::new();
-            for s in [&*g.tenant, &*g.stream].into_iter().chain(g.labels.iter().map(|(_, v)| &**v)) {
-                key.push(strings.intern(s).index() as u32);
+        self.empty = strings.intern("").index() as u32;
+        self.index.clear();
+        for (id, g) in self.groups.iter_mut().enumerate() {
+            let Some(g) = g else { continue };
+            let k = &g.key;
+            g.map_key.clear();
+            g.map_key.push(strings.intern(&k.tenant).index() as u32);
+            if k.overflow {
+                g.map_key.extend((0..=k.labels.len()).map(|_| OVERFLOW_SYM));
+            } else {
+                for s in core::iter::once(&*k.stream).chain(k.labels.iter().map(|(_, v)| &**v)) {
+                    g.map_key.push(strings.intern(s).index() as u32);
+                }
             }
-            let hot = self.group_ids.get(&g.key).copied();
-            g.key = key.clone();
-            if let Some(hot) = hot {
-                group_ids.insert(key, hot);
-            }
+            self.index.insert(&g.map_key, id as GroupId);
         }
         self.strings = strings;
-        self.group_ids = group_ids;
     }
 
-    fn emit(&mut self, group: GroupId, window: i64, is_final: bool, only_if_dirty: bool) {
+    /// Queues the result of the state in `slot` (of `window`). `take`: the
+    /// state is freed right after, so its sketches move into the result.
+    fn emit(&mut self, slot: u32, window: i64, is_final: bool, take: bool) {
         let Some(start) = self.tumbling.start_of_index(window) else { return };
-        Self::emit_into(
-            &mut self.slab,
-            &self.groups,
-            &self.group_windows,
-            &self.field_names,
-            &self.spec,
-            &mut self.ready,
-            &mut self.stats,
-            group,
-            window,
-            start,
-            is_final,
-            only_if_dirty,
-        );
-    }
-
-    #[allow(clippy::too_many_arguments, reason = "split borrows of the operator's fields")]
-    fn emit_into(
-        slab: &mut Slab,
-        groups: &[Group],
-        group_windows: &[GroupWindows],
-        field_names: &[Arc<str>],
-        spec: &WindowSpec,
-        ready: &mut std::collections::VecDeque<WindowResult>,
-        stats: &mut WindowStats,
-        group: GroupId,
-        window: i64,
-        start: Timestamp,
-        is_final: bool,
-        only_if_dirty: bool,
-    ) {
-        let Some(g) = groups.get(group as usize) else { return };
-        let Some(&(_, slot)) = group_windows.get(group as usize).and_then(|w| w.iter().find(|w| w.0 == window)) else {
-            return;
-        };
-        // A change is emitted once: a window that closed in this call (and
-        // so was just emitted) or is listed twice is not emitted again.
-        if only_if_dirty && slab.headers.get(slot as usize).is_none_or(|h| !h.dirty) {
-            return;
+        let Some(header) = self.slab.headers.get_mut(slot as usize) else { return };
+        let Some(Some(group)) = self.groups.get(header.group as usize) else { return };
+        let base = slot as usize * self.slab.width;
+        let mut fields = SmallVec::new();
+        for (i, (name, fs)) in self.field_names.iter().zip(&self.spec.fields).enumerate() {
+            let sketch = match self.slab.sketches.get_mut(base + i) {
+                Some(q) if take => q.take(),
+                Some(q) => q.clone(),
+                None => None,
+            };
+            let quantiles = match &sketch {
+                Some(q) => fs.quantiles.iter().filter_map(|&p| q.quantile(p).map(|v| (p, v))).collect(),
+                None => Vec::new(),
+            };
+            let scalar = self.slab.scalars.get(base + i).copied().unwrap_or_default();
+            fields.push(FieldResult { field: name.clone(), scalar, quantiles, sketch });
         }
-        let base = slot as usize * slab.width;
-        let fields = field_names
-            .iter()
-            .zip(&spec.fields)
-            .enumerate()
-            .map(|(i, (name, fs))| {
-                let sketch = slab.sketches.get(base + i).cloned().flatten();
-                FieldResult {
-                    field: name.clone(),
-                    scalar: slab.scalars.get(base + i).copied().unwrap_or_default(),
-                    quantiles: sketch
-                        .as_ref()
-                        .map(|q| fs.quantiles.iter().filter_map(|&p| q.quantile(p).map(|v| (p, v))).collect())
-                        .unwrap_or_default(),
-                    sketch,
-                }
-            })
-            .collect();
-        let Some(header) = slab.headers.get_mut(slot as usize) else { return };
         if is_final && header.emitted > 0 && header.closed_once {
-            stats.corrections = stats.corrections.saturating_add(1);
+            self.stats.corrections = self.stats.corrections.saturating_add(1);
         }
         header.closed_once |= is_final;
-        stats.results = stats.results.saturating_add(1);
-        ready.push_back(WindowResult {
-            tenant: g.tenant.clone(),
-            stream: g.stream.clone(),
-            group: g.labels.clone(),
+        self.stats.results = self.stats.results.saturating_add(1);
+        self.ready.push_back(WindowResult {
+            group: group.key.clone(),
             start,
-            end: start.saturating_add(spec.size),
+            end: start.saturating_add(self.spec.size),
             revision: header.emitted,
             is_final,
             events: header.events,
@@ -1129,7 +1420,7 @@ impl Windows {
 // Snapshots
 
 /// The snapshot format version written by [`Windows::snapshot`].
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// Why a snapshot could not be restored.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -1139,7 +1430,7 @@ pub enum SnapshotError {
     #[error("not a window snapshot: {0}")]
     Malformed(String),
     /// A snapshot from a newer version of edgestream.
-    #[error("snapshot version {0} is not supported (this build reads version 1)")]
+    #[error("snapshot version {0} is not supported (this build reads version 2)")]
     Version(u32),
     /// The snapshot's spec is not valid.
     #[error("the snapshot's spec is invalid: {0}")]
@@ -1158,7 +1449,9 @@ struct GroupSnap<'a> {
     stream: u32,
     #[serde(borrow)]
     values: Vec<Cow<'a, str>>,
-    counted: bool,
+    overflow: bool,
+    /// Since when it has had no live window.
+    idle_since: Option<Timestamp>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1168,7 +1461,7 @@ struct WindowSnap<'a> {
     header: Header,
     #[serde(borrow)]
     scalars: Cow<'a, [Scalar]>,
-    sketches: Vec<Option<Quantiles>>,
+    sketches: Vec<Option<Box<Quantiles>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1188,6 +1481,8 @@ struct Snapshot<'a> {
     windows: Vec<WindowSnap<'a>>,
     closed: Vec<i64>,
     dirty: Vec<(u32, i64)>,
+    /// Idle groups, longest idle first (the eviction order).
+    idle: Vec<u32>,
     ready: Vec<WindowResult>,
 }
 
@@ -1215,29 +1510,38 @@ impl Windows {
         let mut groups = Vec::with_capacity(self.groups());
         let mut names: Vec<Cow<'_, str>> = Vec::new();
         let mut name_ids: HashMap<&str, u32, foldhash::fast::RandomState> = HashMap::default();
-        for (id, g) in self.groups.iter().enumerate().filter(|(_, g)| g.live) {
+        for (id, g) in self.groups.iter().enumerate() {
+            let Some(g) = g else { continue };
             if let Some(n) = renumber.get_mut(id) {
                 *n = groups.len() as u32;
             }
-            let tenant = name_index(&g.tenant, &mut names, &mut name_ids);
-            let stream = name_index(&g.stream, &mut names, &mut name_ids);
+            let k = &*g.key;
+            let tenant = name_index(&k.tenant, &mut names, &mut name_ids);
+            let stream = name_index(&k.stream, &mut names, &mut name_ids);
             groups.push(GroupSnap {
                 tenant,
                 stream,
-                values: g.labels.iter().map(|(_, v)| Cow::Borrowed(&**v)).collect(),
-                counted: g.counted,
+                values: k.labels.iter().map(|(_, v)| Cow::Borrowed(&**v)).collect(),
+                overflow: k.overflow,
+                idle_since: self.cold.get(id).and_then(|c| c.idle_since),
             });
         }
-        let new_id = |g: GroupId| renumber.get(g as usize).copied().unwrap_or(u32::MAX);
+        let mut idle = Vec::new();
+        let mut next = self.idle.head;
+        while let Some(c) = self.cold.get(next as usize).filter(|_| idle.len() < self.groups.len()) {
+            idle.push(renumber.get(next as usize).copied().unwrap_or(u32::MAX));
+            next = c.idle.next;
+        }
+        let group_of = |slot: u32| self.slab.headers.get(slot as usize).map_or(u32::MAX, |h| h.group);
+        let new_id = |slot: u32| renumber.get(group_of(slot) as usize).copied().unwrap_or(u32::MAX);
         let width = self.slab.width;
         // In bucket order, so that a restored operator emits in the same order.
         let mut windows = Vec::with_capacity(self.live_windows());
         for (&window, bucket) in &self.buckets {
-            for &group in &bucket.groups {
-                let Some(slot) = self.group_slot(group, window) else { continue };
+            for &slot in &bucket.slots {
                 let base = slot as usize * width;
                 windows.push(WindowSnap {
-                    group: new_id(group),
+                    group: new_id(slot),
                     window,
                     header: self.slab.headers.get(slot as usize).copied().unwrap_or_default(),
                     scalars: Cow::Borrowed(self.slab.scalars.get(base..base + width).unwrap_or_default()),
@@ -1256,7 +1560,8 @@ impl Windows {
             groups,
             windows,
             closed: self.buckets.iter().filter(|(_, b)| b.closed).map(|(&w, _)| w).collect(),
-            dirty: self.dirty.iter().map(|&(g, w)| (new_id(g), w)).collect(),
+            dirty: self.dirty.iter().map(|&(slot, w)| (new_id(slot), w)).collect(),
+            idle,
             ready: self.ready.iter().cloned().collect(),
         };
         // Serializing plain data into a Vec cannot fail.
@@ -1283,7 +1588,7 @@ impl Windows {
             let name =
                 |i: u32| snap.names.get(i as usize).ok_or(SnapshotError::Inconsistent("a name index is out of range"));
             let (tenant, stream) = (name(g.tenant)?, name(g.stream)?);
-            w.insert_group(tenant, stream, &texts, g.counted);
+            w.insert_group(tenant, stream, &texts, g.overflow);
         }
         if w.groups.len() != snap.groups.len() {
             return Err(SnapshotError::Inconsistent("duplicate groups"));
@@ -1302,7 +1607,7 @@ impl Windows {
             let slot = w.new_state(ws.group, ws.window);
             let base = slot as usize * width;
             if let Some(h) = w.slab.headers.get_mut(slot as usize) {
-                *h = Header { group: ws.group, window: ws.window, ..ws.header };
+                *h = Header { group: ws.group, ..ws.header };
             }
             for (dst, src) in w.slab.scalars.iter_mut().skip(base).zip(ws.scalars.iter()) {
                 *dst = *src;
@@ -1311,6 +1616,20 @@ impl Windows {
                 *dst = src;
             }
         }
+        // The idle lists, in the snapshot's order and with its times.
+        for id in 0..w.groups.len() as GroupId {
+            w.set_idle(id, None);
+        }
+        for &id in &snap.idle {
+            let since = snap.groups.get(id as usize).and_then(|g| g.idle_since);
+            if since.is_none() || w.group_windows.get(id as usize).is_none_or(|ws| !ws.is_empty()) {
+                return Err(SnapshotError::Inconsistent("an idle group holds windows, or has no idle time"));
+            }
+            w.set_idle(id, since);
+        }
+        if w.group_windows.iter().zip(&w.cold).any(|(ws, c)| ws.is_empty() != c.idle_since.is_some()) {
+            return Err(SnapshotError::Inconsistent("a group without windows is not idle"));
+        }
         for window in snap.closed {
             if let Some(b) = w.buckets.get_mut(&window) {
                 b.closed = true;
@@ -1318,13 +1637,20 @@ impl Windows {
         }
         // Every dirty window must be listed once for its emission; listed
         // windows that are not dirty are skipped when emitting.
-        w.dirty = snap.dirty;
+        let mut listed = vec![false; w.slab.headers.len()];
+        for (group, window) in snap.dirty {
+            let slot = w.group_slot(group, window).ok_or(SnapshotError::Inconsistent("a dirty window is not held"))?;
+            match listed.get_mut(slot as usize) {
+                Some(seen @ false) => *seen = true,
+                _ => return Err(SnapshotError::Inconsistent("a dirty window is listed twice")),
+            }
+            w.dirty.push((slot, window));
+        }
         for (&window, bucket) in &w.buckets {
-            for &group in &bucket.groups {
-                let dirty =
-                    w.group_slot(group, window).and_then(|s| w.slab.headers.get(s as usize)).is_some_and(|h| h.dirty);
-                if dirty && !w.dirty.contains(&(group, window)) {
-                    w.dirty.push((group, window));
+            for &slot in &bucket.slots {
+                let dirty = w.slab.headers.get(slot as usize).is_some_and(|h| h.dirty);
+                if dirty && !listed.get(slot as usize).copied().unwrap_or(true) {
+                    w.dirty.push((slot, window));
                 }
             }
         }
@@ -1338,6 +1664,7 @@ impl Windows {
 }
 
 #[cfg(test)]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1345,7 +1672,7 @@ mod tests {
     fn state_sizes() {
         // Per (group, window) with one scalar field: header + scalar + an
         // entry in the group's window list + one in the bucket.
-        assert_eq!(core::mem::size_of::<Header>(), 40);
+        assert_eq!(core::mem::size_of::<Header>(), 32);
         assert_eq!(core::mem::size_of::<Scalar>(), 64);
         assert_eq!(core::mem::size_of::<(i64, u32)>(), 16);
         assert_eq!(core::mem::size_of::<GroupId>(), 4);
