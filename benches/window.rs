@@ -29,7 +29,11 @@ use edgestream::window::{FieldSpec, GroupHandle, PushError, WindowSpec, Windows}
 #[allow(dead_code, unreachable_pub, reason = "shared with the tests")]
 mod traffic;
 
-const EVENTS: usize = 100_000;
+/// Events per run: 100,000, or `WINDOW_BENCH_EVENTS` (the DuckDB
+/// comparison in BENCHMARKS.md uses 10 M).
+fn events_per_run() -> usize {
+    std::env::var("WINDOW_BENCH_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000)
+}
 const BATCH: usize = 1_000;
 const GROUPS: u64 = 10_000;
 
@@ -37,7 +41,7 @@ fn batches() -> Vec<EventBatch> {
     let mut rng = traffic::Rng::new(7);
     let start = traffic::start();
     let devices: Vec<String> = (0..GROUPS).map(|d| format!("dev-{d:05}")).collect();
-    (0..EVENTS / BATCH)
+    (0..events_per_run() / BATCH)
         .map(|b| {
             let mut batch = EventBatch::new();
             for i in 0..BATCH {
@@ -184,7 +188,7 @@ fn bench(c: &mut Criterion) {
     let mut with_p99 = scalar.clone();
     with_p99.fields = vec![FieldSpec::new("latency_ms").with_quantiles([0.99])];
     let mut group = c.benchmark_group("window/push_10k_groups_1s");
-    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.throughput(Throughput::Elements(events_per_run() as u64));
     group.sample_size(20);
     group.bench_function("edgestream_count_sum_min_max", |b| b.iter(|| black_box(ours(&batches, &scalar))));
     group.bench_function("edgestream_plus_p99", |b| b.iter(|| black_box(ours(&batches, &with_p99))));
@@ -197,7 +201,7 @@ fn bench(c: &mut Criterion) {
     // Groups resolved once, values pushed per event.
     let events = resolved_events(&batches);
     let mut group = c.benchmark_group("window/push_resolved_10k_groups_1s");
-    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.throughput(Throughput::Elements(events_per_run() as u64));
     group.sample_size(20);
     let names: Vec<String> = (0..GROUPS).map(|d| format!("dev-{d:05}")).collect();
     let setup = || {
@@ -210,7 +214,7 @@ fn bench(c: &mut Criterion) {
     let (mut w, mut handles) = setup();
     push_resolved_all(&mut w, &mut handles, &names, &events);
     let s = w.stats();
-    assert_eq!(s.on_time + s.late_accepted + s.late_dropped, EVENTS as u64 + GROUPS, "every event placed");
+    assert_eq!(s.on_time + s.late_accepted + s.late_dropped, events.len() as u64 + GROUPS, "every event placed");
     group.bench_function("edgestream_push_resolved", |b| {
         b.iter_batched(
             setup,

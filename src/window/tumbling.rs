@@ -585,6 +585,16 @@ struct Bucket {
     closed: bool,
 }
 
+/// One event of the batch being pushed, between the passes of `push`.
+#[derive(Clone, Copy)]
+struct Planned {
+    index: u32,
+    group: GroupId,
+    slot: u32,
+    window: i64,
+    closed: bool,
+}
+
 /// The bounds of the window the last placed event fell in, so that runs of
 /// events in one window skip the division.
 #[derive(Clone, Copy)]
@@ -698,6 +708,8 @@ pub struct Windows {
     empty: u32,
     /// Batch symbol index → global symbol (or UNSEEN), for the batch being pushed.
     translate: Vec<u32>,
+    /// Scratch for `push`, kept to reuse its allocation.
+    plan: Vec<Planned>,
     index: GroupIndex,
     /// Per group id; `None` once freed (the id waits in `free_groups`).
     groups: Vec<Option<Group>>,
@@ -787,6 +799,7 @@ impl Windows {
             strings,
             empty,
             translate: Vec::new(),
+            plan: Vec::new(),
             index: GroupIndex::new(2 + spec.group_by.len() + usize::from(spec.geo_cell.is_some())),
             groups: Vec::new(),
             hot: Vec::new(),
@@ -882,6 +895,9 @@ impl Windows {
         let key_syms: SmallVec<[Option<Sym>; 4]> = self.spec.group_by.iter().map(|k| symbols.get(k)).collect();
         let field_syms: SmallVec<[Option<Sym>; 4]> = self.spec.fields.iter().map(|f| symbols.get(&f.field)).collect();
         let mut key: SmallVec<[u32; 6]> = SmallVec::new();
+        // Pass 1: each event's window and group (the string work).
+        let mut plan = core::mem::take(&mut self.plan);
+        plan.clear();
         for (index, event) in batch.iter().enumerate() {
             let ts = event.ts();
             let Some((window, closed)) = self.place(ts) else {
@@ -919,14 +935,31 @@ impl Windows {
                     self.create_group(event.tenant(), event.stream(), &texts)
                 }
             };
-            let slot = self.slot_for(group, window);
+            // A group about to get a state is not idle: another new group
+            // of this batch must not evict it before pass 2.
+            if self.hot.get(group as usize).is_some_and(|h| h.slot == NO_SLOT)
+                && self.group_windows.get(group as usize).is_some_and(SmallVec::is_empty)
+            {
+                self.set_idle(group, None);
+            }
+            plan.push(Planned { index: index as u32, group, slot: NO_SLOT, window, closed });
+        }
+        // Pass 2: the state slot of each event. Pass 3: aggregate. Short
+        // loops over independent events keep many cache misses in flight
+        // at once, where one long loop per event would wait on each.
+        for p in &mut plan {
+            p.slot = self.slot_for(p.group, p.window);
+        }
+        for p in &plan {
+            let Some(event) = batch.get(p.index as usize) else { continue };
             let fields = event.field_syms();
-            let weight = weights.map_or(1.0, |w| w.get(index).copied().unwrap_or(1.0));
-            self.record(slot, window, closed, ts, weight, |i| {
+            let weight = weights.map_or(1.0, |w| w.get(p.index as usize).copied().unwrap_or(1.0));
+            self.record(p.slot, p.window, p.closed, event.ts(), weight, |i| {
                 let sym = field_syms.get(i).copied().flatten()?;
                 fields.iter().find(|f| f.0 == sym).map(|f| f.1)
             });
         }
+        self.plan = plan;
     }
 
     /// The window of `ts` and whether it is closed, or `None` (counted) when
