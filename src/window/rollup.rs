@@ -82,6 +82,10 @@ pub enum RollupError {
 /// A group's labels, `(key, value)`.
 type Labels = Vec<(Arc<str>, Arc<str>)>;
 
+/// A query's output group: labels after re-grouping, and whether it is an
+/// overflow group.
+type OutGroup = (Labels, bool);
+
 /// A group: tenant, stream and labels.
 type Key = Arc<GroupKey>;
 
@@ -119,8 +123,12 @@ impl Agg {
     /// Merges field by field, matched by name: results from operators
     /// whose specs list the fields in another order (or only some of
     /// them) still merge correctly.
+    ///
+    /// A field keeps a quantile sketch only while every part merged into
+    /// it had one: a sketch covering some parts only would disagree with
+    /// the counts.
     fn merge(&mut self, other: &Agg) {
-        self.events += other.events;
+        self.events = self.events.saturating_add(other.events);
         self.count += other.count;
         for (name, os, oq) in &other.fields {
             match self.fields.iter_mut().find(|(n, _, _)| n == name) {
@@ -128,7 +136,7 @@ impl Agg {
                     s.merge(os);
                     match (q.as_mut(), oq) {
                         (Some(q), Some(oq)) => q.merge(oq),
-                        (None, Some(oq)) => *q = Some(oq.clone()),
+                        (Some(_), None) => *q = None,
                         _ => {}
                     }
                 }
@@ -148,11 +156,14 @@ struct Tier {
     by_start: BTreeMap<Timestamp, Vec<Key>>,
     /// Windows held.
     len: usize,
+    /// End of the latest window dropped past its retention: a coarser
+    /// window starting before it can no longer be rebuilt from this tier.
+    expired_until: Option<Timestamp>,
 }
 
 impl Tier {
     fn new(spec: TierSpec) -> Self {
-        Tier { spec, series: BTreeMap::new(), by_start: BTreeMap::new(), len: 0 }
+        Tier { spec, series: BTreeMap::new(), by_start: BTreeMap::new(), len: 0, expired_until: None }
     }
 
     fn get_mut(&mut self, start: Timestamp, key: &Key) -> Option<&mut Agg> {
@@ -180,6 +191,8 @@ impl Tier {
             if start.saturating_add(self.spec.size).saturating_add(self.spec.retention) > latest {
                 break;
             }
+            let end = start.saturating_add(self.spec.size);
+            self.expired_until = Some(self.expired_until.map_or(end, |e| e.max(end)));
             for key in entry.remove() {
                 if let Some(windows) = self.series.get_mut(&key) {
                     dropped += u64::from(windows.remove(&start).is_some());
@@ -349,7 +362,7 @@ impl Rollup {
             let end = bucket.saturating_add(upper.spec.size);
             // Rebuilding from a partly expired finer tier would lose data:
             // leave this tier (and those above) as they are, and say so.
-            if lower.by_start.first_key_value().is_some_and(|(first, _)| *first > bucket) {
+            if lower.expired_until.is_some_and(|e| e > bucket) {
                 self.stats.corrections_not_propagated = self.stats.corrections_not_propagated.saturating_add(1);
                 return;
             }
@@ -392,7 +405,7 @@ impl Rollup {
         };
         let from = floor(q.from, tier.spec.size, self.offset).unwrap_or(q.from);
         // (labels, start) → merged aggregates, in label then time order.
-        let mut merged: BTreeMap<(Labels, Timestamp), Agg> = BTreeMap::new();
+        let mut merged: BTreeMap<(OutGroup, Timestamp), Agg> = BTreeMap::new();
         // The tenant's and stream's groups are adjacent in key order.
         let first = Arc::new(GroupKey {
             tenant: Arc::from(q.tenant.as_str()),
@@ -414,10 +427,10 @@ impl Rollup {
                 None => labels.to_vec(),
             };
             for (start, agg) in windows.range(from..q.to.max(from)) {
-                merged.entry((kept.clone(), *start)).or_insert_with(|| Agg::empty_like(agg)).merge(agg);
+                merged.entry(((kept.clone(), key.overflow), *start)).or_insert_with(|| Agg::empty_like(agg)).merge(agg);
             }
         }
-        let mut series: BTreeMap<(Labels, Arc<str>), Vec<Point>> = BTreeMap::new();
+        let mut series: BTreeMap<(OutGroup, Arc<str>), Vec<Point>> = BTreeMap::new();
         for ((labels, start), agg) in merged {
             for (name, scalar, sketch) in &agg.fields {
                 if !q.fields.is_empty() && !q.fields.iter().any(|f| **f == **name) {
@@ -444,8 +457,9 @@ impl Rollup {
             resolution: tier.spec.size,
             series: series
                 .into_iter()
-                .map(|((labels, field), points)| Series {
+                .map(|(((labels, overflow), field), points)| Series {
                     labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    overflow,
                     field: field.to_string(),
                     points,
                 })
@@ -523,6 +537,10 @@ pub struct QueryResult {
 pub struct Series {
     /// The group's labels (after re-grouping).
     pub labels: Vec<(String, String)>,
+    /// Whether this is the tenant's overflow group (whose labels all read
+    /// `__overflow__`), never merged with a real group of those labels.
+    #[serde(default)]
+    pub overflow: bool,
     /// The field.
     pub field: String,
     /// Points in time order.

@@ -19,6 +19,12 @@ use crate::time::{Span, TimeError, Timestamp, Tumbling};
 pub struct GroupHandle {
     id: GroupId,
     generation: u32,
+    /// The operator instance's epoch: each operator (a restored one
+    /// included) has its own, so another operator's handles are refused.
+    epoch: u32,
+    /// Whether this is its tenant's overflow group (each event pushed to it
+    /// counts as overflowed).
+    overflow: bool,
 }
 
 /// Where [`Windows::push_resolved`] put an event.
@@ -737,6 +743,9 @@ pub struct Windows {
     last_arrival: Option<Timestamp>,
     watermark: Timestamp,
     field_names: Vec<Arc<str>>,
+    /// Distinguishes this operator's handles from those of any other
+    /// operator in the process, the one it was restored from included.
+    epoch: u32,
     /// Label keys, in key order, shared by every group's labels.
     label_keys: Vec<Arc<str>>,
     stats: WindowStats,
@@ -753,6 +762,10 @@ impl core::fmt::Debug for Windows {
             .finish()
     }
 }
+
+/// Source of operator epochs (see `Windows::epoch`); a plain counter, so
+/// it also works on wasm32 without threads.
+static NEXT_EPOCH: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 const UNSEEN: u32 = u32::MAX;
 const ABSENT: u32 = u32::MAX - 1;
@@ -818,6 +831,7 @@ impl Windows {
             last_arrival: None,
             watermark: Timestamp::MIN,
             field_names,
+            epoch: NEXT_EPOCH.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
             label_keys,
             stats: WindowStats::default(),
             spec,
@@ -932,7 +946,7 @@ impl Windows {
                         .map(|i| label(i).and_then(|v| symbols.resolve(v)).unwrap_or(""))
                         .chain(cell.as_ref().map(|c| c.as_ref().map_or("", Geohash::as_str)))
                         .collect();
-                    self.create_group(event.tenant(), event.stream(), &texts)
+                    self.create_group(event.tenant(), event.stream(), &texts, true)
                 }
             };
             // A group about to get a state is not idle: another new group
@@ -1066,9 +1080,14 @@ impl Windows {
         }
         let id = match self.index.get(&key) {
             Some(id) => id,
-            None => self.create_group(tenant, stream, &texts),
+            None => self.create_group(tenant, stream, &texts, false),
         };
-        GroupHandle { id, generation: self.hot.get(id as usize).map_or(0, |h| h.generation) }
+        GroupHandle {
+            id,
+            generation: self.hot.get(id as usize).map_or(0, |h| h.generation),
+            epoch: self.epoch,
+            overflow: self.groups.get(id as usize).and_then(Option::as_ref).is_some_and(|g| g.key.overflow),
+        }
     }
 
     /// Aggregates one event of a resolved group: `values` holds one value
@@ -1079,7 +1098,9 @@ impl Windows {
     /// a pushed one.
     ///
     /// Fails with [`PushError::StaleGroup`] when the group was freed since
-    /// it was resolved (its last window expired): resolve it again.
+    /// it was resolved (idle past [`WindowSpec::group_ttl`], or evicted at
+    /// the cap), or was resolved by another operator or before a
+    /// [`Windows::restore`]: resolve it again.
     pub fn push_resolved(
         &mut self,
         group: GroupHandle,
@@ -1088,10 +1109,14 @@ impl Windows {
         weight: f64,
         now: Timestamp,
     ) -> Result<Placement, PushError> {
-        if self.hot.get(group.id as usize).is_none_or(|h| h.generation != group.generation) {
+        if group.epoch != self.epoch || self.hot.get(group.id as usize).is_none_or(|h| h.generation != group.generation)
+        {
             return Err(PushError::StaleGroup);
         }
         check_weight(0, weight)?;
+        if group.overflow {
+            self.stats.overflowed = self.stats.overflowed.saturating_add(1);
+        }
         self.last_arrival = Some(self.last_arrival.map_or(now, |t| t.max(now)));
         let Some((window, closed)) = self.place(ts) else { return Ok(Placement::Dropped) };
         let slot = self.slot_for(group.id, window);
@@ -1192,8 +1217,9 @@ impl Windows {
     }
 
     /// A new group for these label texts, or the tenant's overflow group
-    /// (counted) when the tenant is at its cap.
-    fn create_group(&mut self, tenant: &str, stream: &str, texts: &[&str]) -> GroupId {
+    /// when the tenant is at its cap (counted as an overflowed event if
+    /// `for_event`).
+    fn create_group(&mut self, tenant: &str, stream: &str, texts: &[&str], for_event: bool) -> GroupId {
         let (live, idle) = self.tenants.get(tenant).map_or((0, None), |t| (t.groups, t.idle.front()));
         if live >= self.spec.max_groups_per_tenant
             && let Some(evicted) = idle
@@ -1203,7 +1229,9 @@ impl Windows {
         if live < self.spec.max_groups_per_tenant || idle.is_some() {
             return self.insert_group(tenant, stream, texts, false);
         }
-        self.stats.overflowed = self.stats.overflowed.saturating_add(1);
+        if for_event {
+            self.stats.overflowed = self.stats.overflowed.saturating_add(1);
+        }
         // One overflow group per tenant, whatever the stream, so that new
         // streams cannot grow it either.
         self.insert_group(tenant, OVERFLOW, &[], true)
