@@ -42,8 +42,10 @@
 //! - [`proto`]: the `prost` message types of `proto/edgestream.proto`.
 //! - [`geo`]: geohash cells.
 //! - [`stats`]: counters of accepted and rejected events.
-//! - [`window`]: event-time windows (in progress); [`window::agg`] holds the
-//!   mergeable aggregate states: count, sum, min, max, mean, last, quantiles.
+//! - [`window`]: event-time tumbling windows and rollups; [`window::agg`]
+//!   holds the mergeable aggregate states: count, sum, min, max, mean, last,
+//!   quantiles.
+//! - [`flow`]: backpressure policies; so far GCRA rate limiting, per key.
 //!
 //! # Feature flags
 //!
@@ -77,6 +79,7 @@ pub struct ReadmeDoctests;
 
 mod base64;
 pub mod event;
+pub mod flow;
 pub mod geo;
 pub mod proto;
 pub mod stats;
