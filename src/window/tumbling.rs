@@ -1357,6 +1357,10 @@ impl Windows {
                 break;
             }
             self.free_group(id);
+            // Freeing unlinks the group; never spin if that invariant broke.
+            if self.idle.front() == Some(id) {
+                break;
+            }
         }
     }
 
