@@ -763,6 +763,29 @@ impl core::fmt::Debug for Windows {
     }
 }
 
+/// Writes into `out` a group's index key: its tenant, stream and label
+/// values as symbols of `strings` (interned if new), or for an overflow
+/// group its tenant and `OVERFLOW_SYM` in every other place.
+fn intern_key<'a>(
+    strings: &mut Symbols,
+    tenant: &str,
+    stream: &'a str,
+    values: impl Iterator<Item = &'a str>,
+    labels: usize,
+    overflow: bool,
+    out: &mut SmallVec<[u32; 6]>,
+) {
+    out.clear();
+    out.push(strings.intern(tenant).index() as u32);
+    if overflow {
+        out.extend((0..=labels).map(|_| OVERFLOW_SYM));
+    } else {
+        for s in core::iter::once(stream).chain(values) {
+            out.push(strings.intern(s).index() as u32);
+        }
+    }
+}
+
 /// Source of operator epochs (see `Windows::epoch`); a plain counter, so
 /// it also works on wasm32 without threads.
 static NEXT_EPOCH: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
@@ -1242,14 +1265,8 @@ impl Windows {
     /// cap.
     fn insert_group(&mut self, tenant: &str, stream: &str, texts: &[&str], overflow: bool) -> GroupId {
         let mut map_key: SmallVec<[u32; 6]> = SmallVec::new();
-        map_key.push(self.strings.intern(tenant).index() as u32);
-        if overflow {
-            map_key.extend((0..=self.label_keys.len()).map(|_| OVERFLOW_SYM));
-        } else {
-            for s in core::iter::once(stream).chain(texts.iter().copied()) {
-                map_key.push(self.strings.intern(s).index() as u32);
-            }
-        }
+        let values = texts.iter().copied();
+        intern_key(&mut self.strings, tenant, stream, values, self.label_keys.len(), overflow, &mut map_key);
         if let Some(id) = self.index.get(&map_key) {
             return id;
         }
@@ -1398,15 +1415,8 @@ impl Windows {
         for (id, g) in self.groups.iter_mut().enumerate() {
             let Some(g) = g else { continue };
             let k = &g.key;
-            g.map_key.clear();
-            g.map_key.push(strings.intern(&k.tenant).index() as u32);
-            if k.overflow {
-                g.map_key.extend((0..=k.labels.len()).map(|_| OVERFLOW_SYM));
-            } else {
-                for s in core::iter::once(&*k.stream).chain(k.labels.iter().map(|(_, v)| &**v)) {
-                    g.map_key.push(strings.intern(s).index() as u32);
-                }
-            }
+            let values = k.labels.iter().map(|(_, v)| &**v);
+            intern_key(&mut strings, &k.tenant, &k.stream, values, k.labels.len(), k.overflow, &mut g.map_key);
             self.index.insert(&g.map_key, id as GroupId);
         }
         self.strings = strings;
