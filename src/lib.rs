@@ -45,7 +45,8 @@
 //! - [`window`]: event-time tumbling windows and rollups; [`window::agg`]
 //!   holds the mergeable aggregate states: count, sum, min, max, mean, last,
 //!   quantiles.
-//! - [`flow`]: backpressure policies; so far GCRA rate limiting, per key.
+//! - [`flow`]: backpressure policies: GCRA rate limiting per key, bounded queues with
+//!   overflow policies, a circuit breaker, and a load-driven fidelity ladder.
 //!
 //! # Feature flags
 //!
