@@ -47,6 +47,7 @@
 //!   quantiles.
 //! - [`flow`]: backpressure policies: GCRA rate limiting per key, bounded queues with
 //!   overflow policies, a circuit breaker, and a load-driven fidelity ladder.
+//! - [`sample`]: deterministic hash, reservoir and adaptive per-key sampling, with weights.
 //!
 //! # Feature flags
 //!
@@ -83,6 +84,7 @@ pub mod event;
 pub mod flow;
 pub mod geo;
 pub mod proto;
+pub mod sample;
 pub mod stats;
 pub mod time;
 pub mod window;

@@ -387,6 +387,30 @@ impl EventBatch {
         }
     }
 
+    /// Removes the events whose weight is not positive (sampled out) and
+    /// their entries in `weights`, which holds one weight per event (as
+    /// written by the [`crate::sample`] batch helpers). Returns how many
+    /// events were removed. The rest keep their order, ready for
+    /// [`Windows::push_weighted`](crate::window::Windows::push_weighted).
+    ///
+    /// If `weights` does not hold one weight per event, nothing changes and
+    /// `None` is returned.
+    pub fn retain_sampled(&mut self, weights: &mut Vec<f64>) -> Option<usize> {
+        if weights.len() != self.records.len() {
+            return None;
+        }
+        let before = self.records.len();
+        let kept = |w: &f64| *w > 0.0;
+        let mut index = 0;
+        self.records.retain(|_| {
+            let keep = weights.get(index).is_some_and(kept);
+            index += 1;
+            keep
+        });
+        weights.retain(kept);
+        Some(before - self.records.len())
+    }
+
     /// Keeps only the events for which `keep(index)` is true, in order.
     /// Arena space of removed events is reclaimed by the next `clear`.
     pub(crate) fn retain_indexed(&mut self, mut keep: impl FnMut(usize) -> bool) {

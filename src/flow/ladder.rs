@@ -12,7 +12,7 @@ pub enum Fidelity {
     /// Every event.
     Full,
     /// A sample of the events, kept with probability `rate` and weighted
-    /// `1 / rate` (a sampler such as `sample::HashSampler`).
+    /// `1 / rate` (see [`crate::sample`]).
     Sampled {
         /// Probability of keeping an event, in (0, 1].
         rate: f64,
