@@ -419,3 +419,14 @@ proptest! {
         prop_assert!(s.tracked_keys() <= max_keys);
     }
 }
+
+/// The same values `tests/wasm/sampling/check.mjs` checks in a wasm32 build
+/// of `tests/wasm/sampling`: both platforms must agree.
+#[test]
+fn the_wasm_contract_values_hold_natively() {
+    let digest =
+        (0..100_000u32).fold(0u64, |acc, i| acc.rotate_left(5) ^ stable_hash(42, format!("evt-{i}").as_bytes()));
+    let sampler = HashSampler::new(0.1, HashKey::Id).unwrap();
+    let kept = (0..1_000_000u32).filter(|i| sampler.keeps(format!("evt-{i}").as_bytes())).count();
+    assert_eq!((digest, kept), (14_531_974_944_059_878_806, 99_739));
+}
