@@ -9,7 +9,7 @@
 )]
 
 use edgestream::flow::{
-    BreakerConfig, BreakerState, CircuitBreaker, Decision, Fidelity, FidelityLadder, LadderConfig, LadderError,
+    BreakerConfig, BreakerError, BreakerState, CircuitBreaker, Fidelity, FidelityLadder, LadderConfig, LadderError,
     LoadInputs, LoadSignal, Rung,
 };
 use edgestream::time::{Span, Timestamp};
@@ -19,22 +19,28 @@ fn t(ms: i64) -> Timestamp {
     Timestamp::from_millis(1_795_838_400_000 + ms).unwrap()
 }
 
-fn breaker() -> CircuitBreaker {
-    CircuitBreaker::new(BreakerConfig {
+fn config() -> BreakerConfig {
+    BreakerConfig {
         failure_ratio: 0.5,
         min_calls: 4,
         window: Span::from_secs(10),
         cooldown: Span::from_secs(5),
         trial_calls: 2,
-    })
+    }
+}
+
+fn breaker() -> CircuitBreaker {
+    CircuitBreaker::new(config()).unwrap()
 }
 
 fn call(b: &mut CircuitBreaker, ms: i64, ok: bool) -> bool {
-    let allowed = b.acquire(t(ms)).is_allowed();
-    if allowed {
-        b.record(t(ms), ok);
+    match b.acquire(t(ms)) {
+        Ok(permit) => {
+            b.record(t(ms), permit, ok);
+            true
+        }
+        Err(_) => false,
     }
-    allowed
 }
 
 #[test]
@@ -53,7 +59,7 @@ fn the_breaker_needs_enough_calls_and_a_high_enough_failure_ratio() {
     assert_eq!(b.state(), BreakerState::Closed, "5 in 11");
     call(&mut b, 11, false);
     assert_eq!(b.state(), BreakerState::Open, "6 in 12");
-    assert_eq!(b.acquire(t(1_011)), Decision::Deny { retry_after: Span::from_secs(4) });
+    assert_eq!(b.acquire(t(1_011)), Err(Span::from_secs(4)));
     assert_eq!(b.stats().rejected, 1);
 }
 
@@ -79,14 +85,14 @@ fn half_open_lets_a_few_trials_through_and_one_failure_reopens() {
     }
     assert_eq!(b.state(), BreakerState::Open);
     // After the cooldown: two trials, the third is refused until they report.
-    assert!(b.acquire(t(5_003)).is_allowed());
+    let first = b.acquire(t(5_003)).unwrap();
     assert_eq!(b.state(), BreakerState::HalfOpen);
-    assert!(b.acquire(t(5_003)).is_allowed());
-    assert!(!b.acquire(t(5_003)).is_allowed());
-    b.record(t(5_004), true);
-    b.record(t(5_005), false);
+    let second = b.acquire(t(5_003)).unwrap();
+    assert!(b.acquire(t(5_003)).is_err());
+    b.record(t(5_004), first, true);
+    b.record(t(5_005), second, false);
     assert_eq!(b.state(), BreakerState::Open, "a failed trial reopens");
-    assert!(!b.acquire(t(6_000)).is_allowed());
+    assert!(b.acquire(t(6_000)).is_err());
 
     assert!(call(&mut b, 10_005, true) && call(&mut b, 10_006, true));
     assert_eq!(b.state(), BreakerState::Closed);
@@ -100,18 +106,65 @@ fn half_open_lets_a_few_trials_through_and_one_failure_reopens() {
 }
 
 #[test]
+fn late_results_of_earlier_calls_change_nothing() {
+    let mut b = breaker();
+    let slow: Vec<_> = (0..8).map(|_| b.acquire(t(0)).unwrap()).collect();
+    for &permit in &slow[..4] {
+        b.record(t(1), permit, false);
+    }
+    assert_eq!(b.state(), BreakerState::Open);
+    let trial = b.acquire(t(5_001)).unwrap();
+    // The four other slow calls report success during the trial: stale.
+    for &permit in &slow[4..] {
+        b.record(t(5_002), permit, true);
+    }
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    assert_eq!(b.stats().stale_results, 4);
+    b.record(t(5_003), trial, true);
+    assert_eq!(b.state(), BreakerState::HalfOpen, "two trials are needed");
+}
+
+#[test]
+fn a_trial_that_never_reports_reopens_the_breaker_after_a_cooldown() {
+    let mut b = breaker();
+    for ms in 0..4 {
+        call(&mut b, ms, false);
+    }
+    let _lost = b.acquire(t(5_003)).unwrap();
+    let _lost_too = b.acquire(t(5_003)).unwrap();
+    assert_eq!(b.acquire(t(6_000)), Err(Span::from_millis(4_003)), "waiting for the trials");
+    assert_eq!(b.acquire(t(10_003)), Err(Span::from_secs(5)), "they never came back: open again");
+    assert_eq!(b.state(), BreakerState::Open);
+    assert!(call(&mut b, 15_003, true) && call(&mut b, 15_004, true));
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+#[test]
+fn breaker_configs_are_checked() {
+    let with = |c: BreakerConfig| CircuitBreaker::new(c).map(|_| ()).unwrap_err();
+    assert_eq!(
+        with(BreakerConfig { failure_ratio: f64::NAN, ..config() }).to_string(),
+        "failure ratio must be in (0, 1], got NaN"
+    );
+    assert!(matches!(with(BreakerConfig { failure_ratio: 0.0, ..config() }), BreakerError::FailureRatio(_)));
+    assert_eq!(with(BreakerConfig { cooldown: Span::from_secs(-1), ..config() }), BreakerError::Span);
+    assert_eq!(with(BreakerConfig { window: Span::ZERO, ..config() }), BreakerError::Span);
+    assert_eq!(with(BreakerConfig { trial_calls: 0, ..config() }), BreakerError::TrialCalls);
+}
+
+#[test]
 fn time_going_backwards_is_read_as_no_time_passing() {
     let mut b = breaker();
     for ms in 0..4 {
         call(&mut b, ms, false);
     }
-    assert!(!b.acquire(t(-60_000)).is_allowed(), "an earlier clock does not end the cooldown");
-    assert!(b.acquire(t(5_003)).is_allowed());
+    assert!(b.acquire(t(-60_000)).is_err(), "an earlier clock does not end the cooldown");
+    assert!(b.acquire(t(5_003)).is_ok());
 }
 
 #[test]
 fn unread_transitions_are_bounded_and_counted() {
-    let mut b = CircuitBreaker::new(BreakerConfig { min_calls: 1, trial_calls: 1, ..breaker().config().to_owned() });
+    let mut b = CircuitBreaker::new(BreakerConfig { min_calls: 1, trial_calls: 1, ..config() }).unwrap();
     let mut now = 0;
     for _ in 0..20 {
         call(&mut b, now, false); // opens
@@ -176,6 +229,10 @@ fn the_largest_ratio_sets_the_load() {
     assert!(l.observe(t(2), LoadInputs::default()).is_none());
     assert!(l.observe(t(3), fill(f64::NAN)).is_none());
     assert_eq!(l.fidelity(), Fidelity::AggregatesOnly);
+    // An infinite ratio is an overload, not a missing reading.
+    let mut l = ladder(0);
+    let stalled = LoadInputs { ingest_rate: Some(f64::INFINITY), ..LoadInputs::default() };
+    assert_eq!(l.observe(t(0), stalled).unwrap().to, Fidelity::AggregatesOnly);
 }
 
 #[test]

@@ -369,3 +369,14 @@ fn distinct_keys_in_a_conflating_queue_stay_distinct() {
     assert_eq!(keys.len(), 13);
     assert_eq!(q.stats().replaced, 1_000 - 13);
 }
+
+#[test]
+fn a_shared_queue_without_an_item_limit_allocates_as_it_fills() {
+    // "No item limit, 1 KiB": must not preallocate usize::MAX slots.
+    let q = SharedQueue::new(QueueConfig::new(usize::MAX, Overflow::Block).with_max_bytes(1_024, size_of));
+    for id in 0..4 {
+        assert_eq!(q.push(item(id, 256), t(0)), Push::Queued);
+    }
+    assert!(matches!(q.push(item(9, 1), t(0)), Push::Full { .. }));
+    assert_eq!(q.stats().queued_bytes, 1_024);
+}

@@ -301,8 +301,8 @@ fn the_adaptive_sampler_converges_to_its_target_and_its_weights_are_unbiased() {
     let top = kept_share(&by_volume[..1]);
     assert!(rare > 0.9 && top < 0.001, "rarest 100 keep {rare}, the top key {top}");
     let stats = run.sampler.stats();
-    assert_eq!(stats.seen, total);
-    assert_eq!(stats.kept + stats.dropped, total);
+    assert_eq!(stats.decisions.seen, total);
+    assert_eq!(stats.decisions.kept + stats.decisions.dropped, total);
     assert_eq!(stats.overflow_seen, 0);
     assert_eq!(stats.intervals, 59);
 }
@@ -315,7 +315,7 @@ fn keys_beyond_the_cap_are_still_sampled_and_counted() {
     assert_eq!(run.sampler.tracked_keys(), 50);
     assert!(stats.overflow_seen > 100_000, "{stats:?}");
     assert!(stats.overflow_kept > 0 && stats.overflow_kept < stats.overflow_seen);
-    assert_eq!(stats.seen, total, "overflow keys are in the totals");
+    assert_eq!(stats.decisions.seen, total, "overflow keys are in the totals");
     let estimated: f64 = run.estimate.values().sum();
     let sd: f64 = run.variance.values().sum::<f64>().sqrt();
     assert!((estimated - total as f64).abs() < 4.0 * sd, "total {total}, estimated {estimated} ± {sd}");
@@ -414,8 +414,8 @@ proptest! {
             }
         }
         let stats = s.stats();
-        prop_assert_eq!(stats.seen, keys.len() as u64);
-        prop_assert_eq!(stats.kept + stats.dropped, stats.seen);
+        prop_assert_eq!(stats.decisions.seen, keys.len() as u64);
+        prop_assert_eq!(stats.decisions.kept + stats.decisions.dropped, stats.decisions.seen);
         prop_assert!(s.tracked_keys() <= max_keys);
     }
 }
@@ -429,4 +429,34 @@ fn the_wasm_contract_values_hold_natively() {
     let sampler = HashSampler::new(0.1, HashKey::Id).unwrap();
     let kept = (0..1_000_000u32).filter(|i| sampler.keeps(format!("evt-{i}").as_bytes())).count();
     assert_eq!((digest, kept), (14_531_974_944_059_878_806, 99_739));
+}
+
+#[test]
+fn a_flood_after_a_lull_is_throttled_within_the_interval() {
+    let config = AdaptiveConfig { target_rate: 10.0, interval: Span::from_secs(1), ..AdaptiveConfig::default() };
+    let mut s = AdaptiveSampler::new(config).unwrap();
+    s.sample("a", t(0));
+    for _ in 0..10_000 {
+        s.sample("b", t(1_001));
+    }
+    // The level is capped at the budget (10): about 10 × (1 + ln 1,000) ≈ 80 kept.
+    assert_eq!(s.level(), 10.0);
+    assert!(s.stats().decisions.kept < 150, "{:?}", s.stats());
+}
+
+#[test]
+fn content_hashes_ignore_the_order_of_dims_and_fields() {
+    let mut s = HashSampler::new(0.5, HashKey::Id).unwrap();
+    let mut differ = 0;
+    for i in 0..1_000 {
+        let base = Event::new("acme", "m", t(i));
+        let a = base.clone().with_dim("x", "1").with_dim("y", "2").with_field("u", 1.0).with_field("v", 2.0);
+        let b = base.with_dim("y", "2").with_dim("x", "1").with_field("v", 2.0).with_field("u", 1.0);
+        let mut batch = EventBatch::new();
+        batch.push(&a);
+        batch.push(&b);
+        let decisions: Vec<bool> = batch.iter().map(|e| s.sample_event(&e).is_kept()).collect();
+        differ += usize::from(decisions[0] != decisions[1]);
+    }
+    assert_eq!(differ, 0);
 }

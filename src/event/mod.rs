@@ -401,12 +401,7 @@ impl EventBatch {
         }
         let before = self.records.len();
         let kept = |w: &f64| *w > 0.0;
-        let mut index = 0;
-        self.records.retain(|_| {
-            let keep = weights.get(index).is_some_and(kept);
-            index += 1;
-            keep
-        });
+        self.retain_indexed(|i| weights.get(i).is_some_and(kept));
         weights.retain(kept);
         Some(before - self.records.len())
     }

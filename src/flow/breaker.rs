@@ -4,7 +4,6 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::flow::Decision;
 use crate::time::{Span, Timestamp};
 
 /// Buckets of the rolling failure window.
@@ -51,6 +50,21 @@ impl Default for BreakerConfig {
     }
 }
 
+/// A [`BreakerConfig`] that cannot work.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BreakerError {
+    /// The failure ratio must be in (0, 1].
+    #[error("failure ratio must be in (0, 1], got {0}")]
+    FailureRatio(f64),
+    /// The window and the cooldown must be positive.
+    #[error("the window and the cooldown must be positive")]
+    Span,
+    /// At least one trial call is needed to close again.
+    #[error("trial_calls must be at least 1")]
+    TrialCalls,
+}
+
 /// The state of a [`CircuitBreaker`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,8 +109,20 @@ pub struct BreakerStats {
     pub opened: u64,
     /// Times it closed again after trials.
     pub closed: u64,
+    /// Results of calls permitted before the last state change, counted
+    /// but not acted on.
+    pub stale_results: u64,
     /// Transitions dropped from the pending list because nobody drained it.
     pub transitions_dropped: u64,
+}
+
+/// Permission to make one call, from [`CircuitBreaker::acquire`]; hand it
+/// back with the call's result to [`CircuitBreaker::record`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use = "record the call's outcome with this permit"]
+pub struct Permit {
+    /// The breaker's state generation when the permit was given.
+    generation: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -113,42 +139,51 @@ const EMPTY: Bucket = Bucket { slice: i64::MIN, ok: 0, failed: 0 };
 enum State {
     Closed,
     Open { until: Timestamp },
-    HalfOpen { started: u32, succeeded: u32 },
+    HalfOpen { started: u32, succeeded: u32, deadline: Timestamp },
 }
 
 /// Closed / open / half-open circuit breaker with a rolling failure ratio
 /// and a cooldown, so a failing sink is given a rest instead of every
 /// request, and recovers through a few trial calls.
 ///
-/// Clock-free: calls take `now`; time going backwards is read as no time
-/// passing. Results of calls let through before the breaker opened are
-/// counted but change nothing.
+/// Every permitted call gets a [`Permit`]; a result recorded with a permit
+/// from before the last state change (a slow call that outlived it) is
+/// counted in [`BreakerStats::stale_results`] and changes nothing. Trials
+/// that have not all succeeded within a cooldown of the breaker half-opening
+/// (a trial that never reports) open it again.
+///
+/// Clock-free: calls take `now`, and the breaker's time is the latest
+/// `now` seen, so time going backwards is read as no time passing (and a
+/// `now` far in the future is believed).
 ///
 /// ```
 /// use edgestream::flow::{BreakerConfig, BreakerState, CircuitBreaker};
 /// use edgestream::time::{Span, Timestamp};
 ///
 /// let config = BreakerConfig { min_calls: 4, trial_calls: 1, ..BreakerConfig::default() };
-/// let mut sink = CircuitBreaker::new(config);
+/// let mut sink = CircuitBreaker::new(config)?;
 /// let t = Timestamp::from_secs(1_795_838_400).unwrap();
 /// for _ in 0..4 {
-///     assert!(sink.acquire(t).is_allowed());
-///     sink.record(t, false);
+///     let permit = sink.acquire(t).unwrap();
+///     sink.record(t, permit, false);
 /// }
 /// assert_eq!(sink.state(), BreakerState::Open);
-/// assert!(!sink.acquire(t).is_allowed());
+/// assert_eq!(sink.acquire(t), Err(config.cooldown)); // retry after
 ///
 /// let later = t.saturating_add(config.cooldown);
-/// assert!(sink.acquire(later).is_allowed()); // the trial call
-/// sink.record(later, true);
+/// let trial = sink.acquire(later).unwrap();
+/// sink.record(later, trial, true);
 /// assert_eq!(sink.state(), BreakerState::Closed);
 /// let states: Vec<_> = sink.drain_transitions().map(|t| t.to).collect();
 /// assert_eq!(states, [BreakerState::Open, BreakerState::HalfOpen, BreakerState::Closed]);
+/// # Ok::<(), edgestream::flow::BreakerError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker {
     config: BreakerConfig,
     state: State,
+    /// Bumped at every state change; permits carry it.
+    generation: u64,
     buckets: [Bucket; BUCKETS],
     /// Latest `now` seen.
     clock: Timestamp,
@@ -158,48 +193,69 @@ pub struct CircuitBreaker {
 
 impl CircuitBreaker {
     /// A closed breaker.
-    pub fn new(config: BreakerConfig) -> Self {
-        CircuitBreaker {
+    pub fn new(config: BreakerConfig) -> Result<Self, BreakerError> {
+        if !(config.failure_ratio > 0.0 && config.failure_ratio <= 1.0) {
+            return Err(BreakerError::FailureRatio(config.failure_ratio));
+        }
+        if !config.window.is_positive() || !config.cooldown.is_positive() {
+            return Err(BreakerError::Span);
+        }
+        if config.trial_calls == 0 {
+            return Err(BreakerError::TrialCalls);
+        }
+        Ok(CircuitBreaker {
             config,
             state: State::Closed,
+            generation: 0,
             buckets: [EMPTY; BUCKETS],
             clock: Timestamp::MIN,
             pending: VecDeque::new(),
             stats: BreakerStats::default(),
-        }
+        })
     }
 
-    /// Asks to call the sink at `now`. `Deny` carries how long until the
-    /// breaker lets a trial call through; it never answers `Exceeds`.
-    pub fn acquire(&mut self, now: Timestamp) -> Decision {
+    /// Asks to call the sink at `now`: a permit, or how long to wait (for
+    /// an HTTP `Retry-After`).
+    pub fn acquire(&mut self, now: Timestamp) -> Result<Permit, Span> {
         let now = self.tick(now);
         if let State::Open { until } = self.state {
             if now < until {
                 self.stats.rejected += 1;
-                return Decision::Deny { retry_after: until.saturating_since(now) };
+                return Err(until.saturating_since(now));
             }
-            self.transition(now, State::HalfOpen { started: 0, succeeded: 0 }, 0, 0);
+            let deadline = now.saturating_add(self.config.cooldown);
+            self.transition(now, State::HalfOpen { started: 0, succeeded: 0, deadline }, 0, 0);
         }
-        if let State::HalfOpen { started, .. } = &mut self.state {
-            if *started >= self.config.trial_calls.max(1) {
+        if let State::HalfOpen { started, deadline, .. } = self.state {
+            if now >= deadline {
+                // A trial never reported: read it as a failure.
+                self.open(now, 0, 0);
                 self.stats.rejected += 1;
-                // The trials decide soon; a cooldown is the longest wait.
-                return Decision::Deny { retry_after: self.config.cooldown };
+                return Err(self.config.cooldown);
             }
-            *started += 1;
+            if started >= self.config.trial_calls {
+                self.stats.rejected += 1;
+                return Err(deadline.saturating_since(now));
+            }
+            if let State::HalfOpen { started, .. } = &mut self.state {
+                *started += 1;
+            }
         }
         self.stats.allowed += 1;
-        Decision::Allow
+        Ok(Permit { generation: self.generation })
     }
 
-    /// Records the outcome of a call made after [`CircuitBreaker::acquire`]
-    /// allowed it.
-    pub fn record(&mut self, now: Timestamp, success: bool) {
+    /// Records the outcome of the call `permit` allowed.
+    pub fn record(&mut self, now: Timestamp, permit: Permit, success: bool) {
         let now = self.tick(now);
         if success {
             self.stats.successes += 1;
         } else {
             self.stats.failures += 1;
+        }
+        if permit.generation != self.generation {
+            self.stats.stale_results += 1;
+            return;
         }
         match self.state {
             State::Closed => {
@@ -214,14 +270,14 @@ impl CircuitBreaker {
                     self.open(now, calls, failures);
                 }
             }
-            State::HalfOpen { started, succeeded } => {
+            State::HalfOpen { started, succeeded, deadline } => {
                 if !success {
                     self.open(now, 0, 0);
                     return;
                 }
                 let succeeded = succeeded + 1;
-                self.state = State::HalfOpen { started, succeeded };
-                if succeeded >= self.config.trial_calls.max(1) {
+                self.state = State::HalfOpen { started, succeeded, deadline };
+                if succeeded >= self.config.trial_calls {
                     self.buckets = [EMPTY; BUCKETS];
                     self.stats.closed += 1;
                     self.transition(now, State::Closed, 0, 0);
@@ -297,6 +353,7 @@ impl CircuitBreaker {
     fn transition(&mut self, at: Timestamp, to: State, calls: u64, failures: u64) {
         let from = self.state();
         self.state = to;
+        self.generation += 1;
         if self.pending.len() >= MAX_PENDING_TRANSITIONS {
             self.pending.pop_front();
             self.stats.transitions_dropped += 1;

@@ -216,7 +216,7 @@ impl FidelityLadder {
 
     /// Feeds the host's measurements at `now`; returns the change of
     /// fidelity they cause, if any. Measurements that are all absent (or
-    /// not numbers) change nothing.
+    /// NaN) change nothing.
     pub fn observe(&mut self, now: Timestamp, inputs: LoadInputs) -> Option<LevelChange> {
         let (reading, signal) = self.reading(inputs)?;
         let alpha = self.config.smoothing;
@@ -268,7 +268,8 @@ impl FidelityLadder {
         &self.config
     }
 
-    /// The largest of the given ratios, ignoring absent or non-finite ones.
+    /// The largest of the given ratios, ignoring absent ones and NaN (an
+    /// infinite ratio is an overload).
     fn reading(&self, inputs: LoadInputs) -> Option<(f64, LoadSignal)> {
         let budget = self.config.batch_budget.as_nanos() as f64;
         [
@@ -278,7 +279,7 @@ impl FidelityLadder {
         ]
         .into_iter()
         .flatten()
-        .filter(|(ratio, _)| ratio.is_finite())
+        .filter(|(ratio, _)| !ratio.is_nan())
         .max_by(|a, b| a.0.total_cmp(&b.0))
     }
 }

@@ -28,9 +28,10 @@ pub enum Overflow<T, K = ()> {
     DropOldest,
     /// A new item replaces the queued item with the same key, in place
     /// ([`Push::Replaced`]), so a slow consumer holds at most one pending
-    /// item per key. An item with a new key that does not fit is refused
-    /// as under [`Overflow::Block`]: dropping another key's only pending
-    /// item would lose it without a newer one to take its place.
+    /// item per key. An item with a new key that does not fit, or a
+    /// replacement that would overflow the byte capacity, is refused as
+    /// under [`Overflow::Block`]: dropping another key's only pending item
+    /// would lose it without a newer one to take its place.
     Conflate(fn(&T) -> K),
 }
 
@@ -123,9 +124,9 @@ impl<T, K> QueueConfig<T, K> {
     }
 
     /// The retry-after suggested before the consumer's pace is known, and
-    /// the longest ever suggested.
+    /// the longest ever suggested (a negative span counts as zero).
     pub fn with_retry_after(mut self, retry_after: Span) -> Self {
-        self.retry_after = retry_after;
+        self.retry_after = retry_after.max(Span::ZERO);
         self
     }
 
@@ -169,8 +170,9 @@ pub enum Push<T> {
     Evicted(SmallVec<[T; 1]>),
     /// The queue is full and the new item was dropped ([`Overflow::DropNewest`]).
     Dropped(T),
-    /// The queue is full and the item was refused ([`Overflow::Block`], or a
-    /// new key under [`Overflow::Conflate`]). At the consumer's measured
+    /// The queue is full and the item was refused ([`Overflow::Block`], or
+    /// under [`Overflow::Conflate`] a new key or a replacement too large for
+    /// the bytes left). At the consumer's measured
     /// pace, room is expected after `retry_after`.
     Full {
         /// The refused item.
@@ -219,8 +221,8 @@ pub struct QueueStats {
 impl QueueStats {
     /// Whether every item received is delivered, queued, or counted under
     /// one reason for leaving. Always true for a quiescent queue; a
-    /// [`SharedQueue`] read during concurrent pushes may be off by the
-    /// pushes in flight.
+    /// [`SharedQueue`] read during concurrent pushes and pops may be off by
+    /// the operations in flight.
     pub fn is_balanced(&self) -> bool {
         let out = [self.delivered, self.replaced, self.evicted, self.dropped, self.rejected, self.too_big, self.queued];
         out.iter().try_fold(0u64, |sum, n| sum.checked_add(*n)) == Some(self.received)
@@ -230,6 +232,8 @@ impl QueueStats {
 /// Pops are measured over windows of this length to estimate the
 /// consumer's pace.
 const METER_WINDOW: Span = Span::from_millis(100);
+/// Largest [`SharedQueue`] kept on a preallocated lock-free ring.
+const MAX_RING_ITEMS: usize = 65_536;
 /// The shortest retry-after suggested.
 const MIN_RETRY: Span = Span::from_millis(1);
 
@@ -252,46 +256,26 @@ fn suggest_retry(rate: f64, needed: u64, silent_for: Span, fallback: Span) -> Sp
     Span::from_nanos(nanos as i64).max(MIN_RETRY).min(fallback)
 }
 
-/// How many pops it takes to make room for an item of `size` bytes.
-fn pops_needed(len: u64, bytes: u64, size: u64, max_items: u64, max_bytes: u64) -> u64 {
-    let by_items = (len + 1).saturating_sub(max_items);
-    let excess = bytes.saturating_add(size).saturating_sub(max_bytes);
+/// A refusal of `item`, with the time the consumer needs to make room for
+/// it at its measured pace, given the queue's length and bytes.
+fn full<T, K>(
+    item: T,
+    size: u64,
+    (len, bytes): (u64, u64),
+    config: &QueueConfig<T, K>,
+    meter: &Meter,
+    now: Timestamp,
+) -> Push<T> {
+    let by_items = (len + 1).saturating_sub(config.max_items as u64);
+    let excess = bytes.saturating_add(size).saturating_sub(config.max_bytes);
     let by_bytes = if excess == 0 || len == 0 { 0 } else { excess.div_ceil((bytes / len).max(1)) };
-    by_items.max(by_bytes).max(1)
+    let needed = by_items.max(by_bytes).max(1);
+    Push::Full { item, retry_after: meter.retry_after(now, needed, config.retry_after) }
 }
 
 struct Entry<T> {
     item: T,
     size: u64,
-}
-
-/// The consumer's pace, for retry-after suggestions.
-#[derive(Debug, Default)]
-struct Meter {
-    /// Start of the current window and `delivered` at that time.
-    mark: Option<(Timestamp, u64)>,
-    /// Pops per second, 0 until measured.
-    rate: f64,
-}
-
-impl Meter {
-    fn on_pop(&mut self, now: Timestamp, delivered: u64) {
-        match self.mark {
-            Some((start, mark)) => {
-                let elapsed = now.saturating_since(start);
-                if elapsed >= METER_WINDOW {
-                    self.rate = blend_rate(self.rate, delivered.saturating_sub(mark), elapsed);
-                    self.mark = Some((now, delivered));
-                }
-            }
-            None => self.mark = Some((now, delivered)),
-        }
-    }
-
-    fn retry_after(&self, now: Timestamp, needed: u64, fallback: Span) -> Span {
-        let silent = self.mark.map_or(Span::MAX, |(start, _)| now.saturating_since(start));
-        suggest_retry(self.rate, needed, silent, fallback)
-    }
 }
 
 /// A single-threaded bounded queue (FIFO) with an overflow policy and a
@@ -395,12 +379,12 @@ impl<T, K: Hash + Eq> LocalQueue<T, K> {
                     // Unreachable: every key in the map names a queued entry.
                     return self.push_or_refuse(item, size, now);
                 };
-                let after = bytes - entry.size + size;
-                if after > self.config.max_bytes {
+                let after = (bytes - entry.size).checked_add(size).filter(|&b| b <= self.config.max_bytes);
+                let Some(after) = after else {
                     self.stats.rejected += 1;
-                    let retry_after = self.meter.retry_after(now, 1, self.config.retry_after);
-                    return Push::Full { item, retry_after };
-                }
+                    let state = (self.entries.len() as u64, bytes);
+                    return full(item, size, state, &self.config, &self.meter, now);
+                };
                 entry.size = size;
                 let old = std::mem::replace(&mut entry.item, item);
                 self.bytes = after;
@@ -464,14 +448,7 @@ impl<T, K: Hash + Eq> LocalQueue<T, K> {
             return Push::Queued;
         }
         self.stats.rejected += 1;
-        let needed = pops_needed(
-            self.entries.len() as u64,
-            self.bytes,
-            size,
-            self.config.max_items as u64,
-            self.config.max_bytes,
-        );
-        Push::Full { item, retry_after: self.meter.retry_after(now, needed, self.config.retry_after) }
+        full(item, size, (self.entries.len() as u64, self.bytes), &self.config, &self.meter, now)
     }
 
     fn enqueue(&mut self, item: T, size: u64) {
@@ -499,11 +476,18 @@ fn fill_ratio<T, K>(len: u64, bytes: u64, config: &QueueConfig<T, K>) -> f64 {
 /// the same policies and counters as [`LocalQueue`].
 ///
 /// `Block`, `DropNewest` and `DropOldest` are lock-free, on a `crossbeam`
-/// [`ArrayQueue`]. The byte capacity is reserved with an atomic counter
-/// before the item is queued, so it holds exactly for `Block` and
-/// `DropNewest`; under `DropOldest` concurrent pushes may overshoot it
-/// briefly by the items in flight. `Conflate` needs the key lookup and the
-/// replacement to be one step, so it runs a [`LocalQueue`] under a mutex.
+/// [`ArrayQueue`] that allocates its `max_items` slots up front. The byte
+/// capacity is reserved with an atomic counter before an item is queued,
+/// so `Block` and `DropNewest` never exceed it; under contention a push
+/// may then be refused while another push's reservation is in flight, and
+/// `queued_bytes` includes such reservations. Under `DropOldest`,
+/// concurrent pushes may evict more items than strictly needed (each is
+/// handed back and counted), and when the queue is empty but reservations
+/// are in flight the bytes may stay above the capacity until the next pop.
+///
+/// `Conflate` needs the key lookup and the replacement to be one step, so
+/// it runs a [`LocalQueue`] under a mutex, as do queues of more than
+/// 65,536 items (which then allocate as they fill).
 ///
 /// ```
 /// use edgestream::flow::{Overflow, Push, QueueConfig, SharedQueue};
@@ -543,6 +527,7 @@ impl<T, K: Hash + Eq> SharedQueue<T, K> {
     pub fn new(config: QueueConfig<T, K>) -> Self {
         let inner = match config.overflow {
             Overflow::Conflate(_) => Shared::Locked(Box::new(Mutex::new(LocalQueue::new(config)))),
+            _ if config.max_items > MAX_RING_ITEMS => Shared::Locked(Box::new(Mutex::new(LocalQueue::new(config)))),
             _ => Shared::Ring(Box::new(Ring {
                 // `ArrayQueue` needs room for one item; a queue of zero
                 // items refuses every push before reaching it.
@@ -555,7 +540,7 @@ impl<T, K: Hash + Eq> SharedQueue<T, K> {
                 dropped: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 too_big: AtomicU64::new(0),
-                meter: SharedMeter::default(),
+                meter: Meter::default(),
             })),
         };
         SharedQueue { inner }
@@ -618,7 +603,7 @@ struct Ring<T, K> {
     dropped: AtomicU64,
     rejected: AtomicU64,
     too_big: AtomicU64,
-    meter: SharedMeter,
+    meter: Meter,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -682,14 +667,8 @@ impl<T, K> Ring<T, K> {
             return Push::Dropped(item);
         }
         bump(&self.rejected);
-        let needed = pops_needed(
-            self.queue.len() as u64,
-            self.bytes.load(Ordering::Relaxed),
-            size,
-            self.config.max_items as u64,
-            self.config.max_bytes,
-        );
-        Push::Full { item, retry_after: self.meter.retry_after(now, needed, self.config.retry_after) }
+        let state = (self.queue.len() as u64, self.bytes.load(Ordering::Relaxed));
+        full(item, size, state, &self.config, &self.meter, now)
     }
 
     fn pop(&self, now: Timestamp) -> Option<T> {
@@ -716,10 +695,12 @@ impl<T, K> Ring<T, K> {
     }
 }
 
-/// [`Meter`] for concurrent consumers: one window roll wins, the others
-/// only count.
+/// The consumer's pace, for retry-after suggestions: pops are measured
+/// over windows of [`METER_WINDOW`]. Atomic so that concurrent consumers
+/// can share it (one window roll wins, the others only count); a pop costs
+/// one relaxed load unless it ends a window.
 #[derive(Debug)]
-struct SharedMeter {
+struct Meter {
     /// Window start in ns (`i64::MIN` before the first pop).
     start: AtomicI64,
     /// `delivered` at the window start.
@@ -728,13 +709,13 @@ struct SharedMeter {
     rate: AtomicU64,
 }
 
-impl Default for SharedMeter {
+impl Default for Meter {
     fn default() -> Self {
-        SharedMeter { start: AtomicI64::new(i64::MIN), mark: AtomicU64::new(0), rate: AtomicU64::new(0) }
+        Meter { start: AtomicI64::new(i64::MIN), mark: AtomicU64::new(0), rate: AtomicU64::new(0) }
     }
 }
 
-impl SharedMeter {
+impl Meter {
     fn on_pop(&self, now: Timestamp, delivered: u64) {
         let start = self.start.load(Ordering::Relaxed);
         if start == i64::MIN {

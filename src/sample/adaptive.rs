@@ -7,7 +7,7 @@ use std::hash::Hash;
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventBatch;
-use crate::sample::{Rng, SampleError, Sampled};
+use crate::sample::{Rng, SampleError, SampleStats, Sampled};
 use crate::time::{Span, Timestamp};
 
 /// A key whose smoothed volume falls below this many events per interval
@@ -42,15 +42,12 @@ impl Default for AdaptiveConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AdaptiveStats {
-    /// Events decided on.
-    pub seen: u64,
-    /// Events kept.
-    pub kept: u64,
-    /// Events sampled out.
-    pub dropped: u64,
-    /// Events whose key was beyond `max_keys` (included in `seen`).
+    /// Events seen, kept and sampled out.
+    #[serde(flatten)]
+    pub decisions: SampleStats,
+    /// Events whose key was beyond `max_keys` (included in `decisions`).
     pub overflow_seen: u64,
-    /// Of those, events kept (included in `kept`).
+    /// Of those, events kept.
     pub overflow_kept: u64,
     /// Keys forgotten after their volume decayed.
     pub keys_expired: u64,
@@ -90,15 +87,17 @@ impl Volume {
 /// Each interval, every key's volume is smoothed (exponential moving
 /// average) and the interval's budget, `target_rate × interval`, is
 /// water-filled: a level `c` such that `Σ min(volume, c) = budget`; a key
-/// is then kept with probability `min(1, c / volume)`. Within an interval,
+/// is then kept with probability `min(1, c / volume)` (`c` is at most the
+/// budget, even while all volume fits it). Within an interval,
 /// a key that is already busier than its average (or new) is sized on its
 /// count so far, so a sudden flood is throttled before the interval ends.
 /// Every kept event carries weight `1 / p`; since `p` is fixed before the
 /// draw, weighted counts are unbiased.
 ///
-/// Until the first interval ends no volume is known: each key then keeps
-/// up to about `budget` events before its own count throttles it, so the
-/// first interval may keep more than the target.
+/// Until the first interval ends no volume is known: each key is sized on
+/// its own count against the whole budget `B`, so a key with `N` events
+/// keeps about `B × (1 + ln(N / B))` of them and the first interval may
+/// keep more than the target.
 ///
 /// One sampler serves one budget: keep one per tenant for per-tenant
 /// targets. Memory is bounded by `max_keys`; keys beyond it share one
@@ -121,7 +120,7 @@ impl Volume {
 ///         }
 ///     }
 /// }
-/// assert!(sampler.stats().kept < 200);
+/// assert!(sampler.stats().decisions.kept < 200);
 /// # Ok::<(), edgestream::sample::SampleError>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -174,7 +173,8 @@ impl<K: Hash + Eq> AdaptiveSampler<K> {
         let level = self.level;
         let keep_p = |volume: &mut Volume| {
             volume.count = volume.count.saturating_add(1);
-            (level / volume.estimate()).min(1.0)
+            // At least the smallest normal number, so the weight is finite.
+            (level / volume.estimate()).clamp(f64::MIN_POSITIVE, 1.0)
         };
         let room = self.keys.len() < self.config.max_keys;
         let (p, overflow) = match self.keys.get_mut(key) {
@@ -189,12 +189,7 @@ impl<K: Hash + Eq> AdaptiveSampler<K> {
         };
         let decision = Sampled::from_draw(p, self.rng.next_f64());
 
-        self.stats.seen += 1;
-        if decision.is_kept() {
-            self.stats.kept += 1;
-        } else {
-            self.stats.dropped += 1;
-        }
+        self.stats.decisions.count(decision);
         if overflow {
             self.stats.overflow_seen += 1;
             self.stats.overflow_kept += u64::from(decision.is_kept());
@@ -208,7 +203,7 @@ impl<K: Hash + Eq> AdaptiveSampler<K> {
     }
 
     /// The current water level: the most events per interval any one key
-    /// keeps (infinite while the whole volume fits the budget).
+    /// keeps (the whole budget while all volume fits it).
     pub fn level(&self) -> f64 {
         self.level
     }
@@ -237,9 +232,12 @@ impl<K: Hash + Eq> AdaptiveSampler<K> {
         let periods = elapsed / interval;
         let alpha = self.config.smoothing;
         let before = self.keys.len();
+        // A key is forgotten once quiet for a whole interval and its
+        // average has decayed (not in the interval it first shows up).
         self.keys.retain(|_, v| {
+            let quiet = v.count == 0;
             v.roll(alpha, periods);
-            v.ewma >= EXPIRE_BELOW
+            !quiet || v.ewma >= EXPIRE_BELOW
         });
         self.stats.keys_expired += (before - self.keys.len()) as u64;
         self.overflow.roll(alpha, periods);
@@ -250,7 +248,9 @@ impl<K: Hash + Eq> AdaptiveSampler<K> {
         if self.overflow.ewma >= EXPIRE_BELOW {
             volumes.push(self.overflow.ewma);
         }
-        self.level = water_level(&mut volumes, self.budget);
+        // While everything fits, no key may still keep more than the whole
+        // budget: a sudden flood is throttled by its own count.
+        self.level = water_level(&mut volumes, self.budget).min(self.budget);
     }
 }
 

@@ -76,7 +76,8 @@ pub enum HashKey {
 }
 
 /// Keeps an event iff its [`stable_hash`] is under a threshold: probability
-/// `rate`, weight `1 / rate`, and the same decision on every replica.
+/// `rate` (to 2^-53), weight its inverse, and the same decision on every
+/// replica.
 ///
 /// Precisely: keep iff `stable_hash(seed, key) >> 11 < round(rate × 2^53)`.
 /// An event without the chosen key (no id, or no such dim) is decided on a
@@ -97,6 +98,8 @@ pub enum HashKey {
 pub struct HashSampler {
     rate: f64,
     threshold: u64,
+    /// `2^53 / threshold`: the inverse of the exact keep probability.
+    weight: f64,
     seed: u64,
     key: HashKey,
     stats: SampleStats,
@@ -109,8 +112,10 @@ impl HashSampler {
         if !(0.0..=1.0).contains(&rate) {
             return Err(SampleError::Rate(rate));
         }
-        let threshold = (rate * (1u64 << 53) as f64).round() as u64;
-        Ok(HashSampler { rate, threshold, seed: 0, key, stats: SampleStats::default() })
+        let scale = (1u64 << 53) as f64;
+        let threshold = (rate * scale).round() as u64;
+        let weight = if threshold == 0 { f64::INFINITY } else { scale / threshold as f64 };
+        Ok(HashSampler { rate, threshold, weight, seed: 0, key, stats: SampleStats::default() })
     }
 
     /// Uses another seed: samplers with different seeds keep independent
@@ -170,21 +175,24 @@ impl HashSampler {
     }
 
     fn decision(&self, keep: bool) -> Sampled {
-        // A kept event implies rate > 0.
-        if keep { Sampled::Keep { weight: 1.0 / self.rate } } else { Sampled::Drop }
+        // A kept event implies a threshold above 0, so a finite weight.
+        if keep { Sampled::Keep { weight: self.weight } } else { Sampled::Drop }
     }
 }
 
-/// A hash of what an event says, for events without the sampling key.
+/// A hash of what an event says, for events without the sampling key. Dims
+/// and fields are combined in any order (a sum of per-pair hashes), so the
+/// same event decoded with its keys in another order hashes alike.
 fn content_hash(seed: u64, event: &EventRef<'_>) -> u64 {
     let mut h = stable_hash(seed, event.tenant().as_bytes());
     h = stable_hash(h, event.stream().as_bytes());
     h = stable_hash(h, &event.ts().as_nanos().to_le_bytes());
+    let mut pairs = 0u64;
     for (key, value) in event.dims() {
-        h = stable_hash(stable_hash(h, key.as_bytes()), value.as_bytes());
+        pairs = pairs.wrapping_add(stable_hash(stable_hash(h, key.as_bytes()), value.as_bytes()));
     }
     for (name, value) in event.fields() {
-        h = stable_hash(stable_hash(h, name.as_bytes()), &value.to_bits().to_le_bytes());
+        pairs = pairs.wrapping_add(stable_hash(stable_hash(!h, name.as_bytes()), &value.to_bits().to_le_bytes()));
     }
-    h
+    stable_hash(h, &pairs.to_le_bytes())
 }

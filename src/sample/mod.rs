@@ -109,7 +109,7 @@ pub struct SampleStats {
 }
 
 impl SampleStats {
-    fn count(&mut self, decision: Sampled) {
+    pub(crate) fn count(&mut self, decision: Sampled) {
         self.seen += 1;
         if decision.is_kept() {
             self.kept += 1;
