@@ -47,6 +47,7 @@
 //!   quantiles.
 //! - [`flow`]: backpressure policies: GCRA rate limiting per key, bounded queues with
 //!   overflow policies, a circuit breaker, and a load-driven fidelity ladder.
+//! - [`delta`]: compact encodings; so far the time-series codec.
 //! - [`sample`]: deterministic hash, reservoir and adaptive per-key sampling, with weights.
 //!
 //! # Feature flags
@@ -80,6 +81,7 @@
 pub struct ReadmeDoctests;
 
 mod base64;
+pub mod delta;
 pub mod event;
 pub mod flow;
 pub mod geo;

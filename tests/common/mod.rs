@@ -9,4 +9,5 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub(crate) mod alloc;
+pub(crate) mod series;
 pub(crate) mod traffic;
