@@ -104,26 +104,42 @@ pub struct SeriesStats {
 ///
 /// Timestamps are `i64` in any unit (ns, ms, s); they may repeat or go
 /// backwards. Each block stores them as deltas of deltas, in units of the
-/// greatest common divisor of the block's steps, with one to three width
-/// classes chosen per block (a regular series costs about one bit per
-/// timestamp).
+/// greatest common divisor of the block's steps: a regular series costs
+/// nothing per timestamp.
 ///
 /// Values are coded one of two ways, whichever is smaller for the block
 /// (recorded in its header):
 ///
 /// - **decimal**: most telemetry is decimals with few digits (`23.5`,
 ///   `99.668`) or integers stored as floats. The block's values are scaled
-///   by the smallest power of ten that makes them integers, and the deltas
-///   of those integers are written in width classes. Values that are only
-///   near such a decimal (float-print noise like `11.529000000000002`), and
-///   anything else (NaN payloads, infinities, `-0.0`), carry an exact
-///   correction of their bit pattern.
+///   by the smallest power of ten that makes them integers, and those are
+///   written as offsets from the block's minimum, deltas, or deltas of
+///   deltas, whichever is cheapest. Values that are only near such a
+///   decimal (float-print noise like `11.529000000000002`), and anything
+///   else (NaN payloads, infinities, `-0.0`), carry an exact correction of
+///   their bit pattern.
 /// - **XOR** (Gorilla): each value XOR'd with the previous one, writing only
 ///   the meaningful bits.
 ///
-/// Both are lossless bit for bit. A block is `0xE5`, its point count and
-/// byte length, then its headers and sections; see the module source for
-/// the exact layout.
+/// Integer streams (timestamp deltas, residuals, corrections) are written
+/// as a canonical Huffman code of each value's bit length, chosen per
+/// block, followed by the bits below its leading one.
+///
+/// Both are lossless bit for bit. The format, all integers LEB128
+/// varints (signed ones zigzagged) unless said otherwise:
+///
+/// ```text
+/// block     = 0xE5, points (1..=8192), body length, body
+/// body      = first timestamp, [unit, first step (in units), code, section]  (2+ points)
+///             mode byte, values
+/// values    = 0 (XOR): first value (8 bytes LE), section
+///           | 1 (decimal): exponent byte, order byte (0 offsets, 1 deltas,
+///             2 deltas of deltas), start (minimum | first | first and
+///             first delta), code, correction flag byte, [code], section, [section]
+/// code      = smallest bit length, largest, then for more than one a
+///             nibble per length in between (its code length, 0 if absent)
+/// section   = byte length, bits (least significant first)
+/// ```
 ///
 /// ```
 /// use edgestream::delta::series::{SeriesEncoder, decode};
