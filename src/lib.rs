@@ -47,7 +47,8 @@
 //!   quantiles.
 //! - [`flow`]: backpressure policies: GCRA rate limiting per key, bounded queues with
 //!   overflow policies, a circuit breaker, and a load-driven fidelity ladder.
-//! - [`delta`]: compact encodings; so far the time-series codec.
+//! - [`delta`]: dashboard tile boards with deltas, replicas and conflation; the
+//!   time-series codec.
 //! - [`sample`]: deterministic hash, reservoir and adaptive per-key sampling, with weights.
 //!
 //! # Feature flags

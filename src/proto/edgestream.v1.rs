@@ -78,3 +78,75 @@ pub struct GeoPoint {
     #[prost(double, tag = "2")]
     pub lon: f64,
 }
+/// A frame sent to a dashboard subscriber: a snapshot of a topic's tile
+/// board, or a delta on top of a sequence number the subscriber holds.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Frame {
+    /// Format version; this file describes version 1. A reader refuses others.
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// What the frame carries. Exactly one is required.
+    #[prost(oneof = "frame::Kind", tags = "2, 3")]
+    pub kind: ::core::option::Option<frame::Kind>,
+}
+/// Nested message and enum types in `Frame`.
+pub mod frame {
+    /// What the frame carries. Exactly one is required.
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Kind {
+        /// The whole board.
+        #[prost(message, tag = "2")]
+        Snapshot(super::BoardSnapshot),
+        /// The tiles that changed.
+        #[prost(message, tag = "3")]
+        Delta(super::BoardDelta),
+    }
+}
+/// One tile: a key and a small record of named numbers.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Tile {
+    /// The tile's key, e.g. "metrics|region=eu|latency_ms".
+    #[prost(string, tag = "1")]
+    pub key: ::prost::alloc::string::String,
+    /// The tile's numbers, by name; each name at most once, finite values only.
+    #[prost(message, repeated, tag = "2")]
+    pub fields: ::prost::alloc::vec::Vec<Field>,
+}
+/// The whole board of a topic at a sequence number.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BoardSnapshot {
+    /// The topic.
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    /// The sequence number the board is at.
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    /// Every tile, each key at most once.
+    #[prost(message, repeated, tag = "3")]
+    pub tiles: ::prost::alloc::vec::Vec<Tile>,
+    /// The board checksum (see `delta::board::checksum` in the Rust crate).
+    #[prost(fixed64, tag = "4")]
+    pub checksum: u64,
+}
+/// The changes that take a board from `base_seq` to `seq`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BoardDelta {
+    /// The topic.
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    /// The sequence number after the change.
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    /// The sequence number the delta applies on top of.
+    #[prost(uint64, tag = "3")]
+    pub base_seq: u64,
+    /// Tiles added or changed, each key at most once.
+    #[prost(message, repeated, tag = "4")]
+    pub upserts: ::prost::alloc::vec::Vec<Tile>,
+    /// Keys of tiles removed; none also upserted.
+    #[prost(string, repeated, tag = "5")]
+    pub removals: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The board checksum at `seq`, in every Nth delta.
+    #[prost(fixed64, optional, tag = "6")]
+    pub checksum: ::core::option::Option<u64>,
+}

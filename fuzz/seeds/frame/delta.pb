@@ -1,0 +1,3 @@
+
+metrics*
+us|latency
