@@ -334,13 +334,13 @@ fn a_slow_subscriber_gets_a_snapshot_when_that_is_smaller() {
     let mut outbox = Outbox::new();
     outbox.take(&b).unwrap();
     for i in 0..5 {
-        b.set(format!("t{i}"), TileValue::number(1.0)).unwrap();
+        b.set(format!("a-long-tile-name-{i}"), TileValue::number(1.0)).unwrap();
         outbox.push(&b.commit().unwrap());
     }
     // Everything then removed: the merged delta lists five removals, the
     // snapshot is empty.
     for i in 0..5 {
-        b.remove(&format!("t{i}"));
+        b.remove(&format!("a-long-tile-name-{i}"));
     }
     outbox.push(&b.commit().unwrap());
     assert!(matches!(outbox.take(&b), Some(Frame::Snapshot(_))));
@@ -374,4 +374,86 @@ fn fuzz_seeds_are_valid_frames() {
             std::fs::write(format!("{}/fuzz/seeds/frame/{name}", env!("CARGO_MANIFEST_DIR")), &bytes).unwrap();
         }
     }
+}
+
+#[test]
+fn an_outbox_ignores_deltas_the_subscriber_already_has_and_catches_missed_pushes() {
+    let mut b = board();
+    b.set("a", TileValue::number(1.0)).unwrap();
+    let d1 = b.commit().unwrap();
+    let mut outbox = Outbox::new();
+    assert!(matches!(outbox.take(&b), Some(Frame::Snapshot(s)) if s.seq == 1));
+    outbox.push(&d1); // already in the snapshot
+    outbox.push(&d1);
+    assert!(outbox.take(&b).is_none(), "up to date: no second snapshot");
+    assert_eq!(outbox.stats().stale, 2);
+    // A commit the host forgot to push: the next take catches up with a snapshot.
+    b.set("a", TileValue::number(2.0)).unwrap();
+    b.commit().unwrap();
+    assert!(matches!(outbox.take(&b), Some(Frame::Snapshot(s)) if s.seq == 2));
+}
+
+#[test]
+fn a_replica_asks_for_a_snapshot_once() {
+    let mut b = board();
+    let mut r = Replica::new();
+    r.apply_snapshot(&b.snapshot()).unwrap();
+    let mut deltas = Vec::new();
+    for i in 0..6 {
+        b.set("t", TileValue::number(f64::from(i))).unwrap();
+        deltas.push(b.commit().unwrap());
+    }
+    assert!(matches!(r.apply_delta(&deltas[1]), Err(Resync::Gap { .. })));
+    for d in &deltas[2..] {
+        assert_eq!(r.apply_delta(d), Ok(Applied::AwaitingSnapshot));
+    }
+    assert_eq!((r.stats().resyncs, r.stats().ignored), (1, 4));
+    r.apply_snapshot(&b.snapshot()).unwrap();
+    assert!(!r.needs_snapshot());
+}
+
+#[test]
+fn zero_epsilon_publishes_a_sign_change_of_zero() {
+    let mut b = board();
+    b.set("z", TileValue::number(0.0)).unwrap();
+    b.commit().unwrap();
+    b.set("z", TileValue::number(-0.0)).unwrap();
+    assert!(b.commit().is_some());
+}
+
+#[test]
+fn json_frames_refuse_repeated_keys_and_signed_checksums() {
+    let twice = r#"{"kind":"delta","v":1,"topic":"m","seq":2,"base_seq":1,"upserts":{"a":{"x":1,"x":2}}}"#;
+    assert!(matches!(Frame::from_json(twice), Err(FrameError::Json(e)) if e.contains("twice")));
+    let twice = r#"{"kind":"delta","v":1,"topic":"m","seq":2,"base_seq":1,"upserts":{"a":{"x":1},"a":{"x":2}}}"#;
+    assert!(matches!(Frame::from_json(twice), Err(FrameError::Json(_))));
+    let plus = r#"{"kind":"snapshot","v":1,"topic":"m","seq":2,"tiles":{},"checksum":"+00000000000000f"}"#;
+    assert_eq!(Frame::from_json(plus), Err(FrameError::Checksum));
+}
+
+#[test]
+fn tile_keys_escape_separators_and_quantiles_have_round_names() {
+    let spec = WindowSpec::new(Span::from_secs(10))
+        .group_by(["path"])
+        .field(FieldSpec::new("ms").with_quantiles([0.29, 0.999]))
+        .idle_timeout(Some(Span::from_secs(1)));
+    let mut w = Windows::new(spec).unwrap();
+    let t0 = Timestamp::from_secs(1_795_838_400).unwrap();
+    let mut batch = EventBatch::new();
+    for path in ["a|b", "a", "a,b=c"] {
+        batch.push(&Event::new("acme", "api", t0).with_dim("path", path).with_field("ms", 1.0));
+    }
+    w.push(&batch, t0, &mut Vec::new());
+    w.advance(t0.saturating_add(Span::from_secs(60)));
+    let mut keys = Vec::new();
+    while let Some(r) = w.poll_result() {
+        for (key, value) in tiles_of(&r) {
+            assert!(value.get("p29").is_some() && value.get("p99.9").is_some(), "{value:?}");
+            keys.push(key.to_string());
+        }
+    }
+    keys.sort();
+    let mut expected = [r"api|path=a\,b\=c|ms", r"api|path=a\|b|ms", r"api|path=a|ms"];
+    expected.sort();
+    assert_eq!(keys, expected);
 }

@@ -206,3 +206,18 @@ fn fuzz_seeds_are_valid_encodings() {
         }
     }
 }
+
+#[test]
+fn a_negative_zero_or_a_huge_value_does_not_push_a_block_out_of_decimal_mode() {
+    for odd in [-0.0, 1e300, f64::NAN] {
+        let mut values: Vec<f64> = (0..300).map(|i| f64::from(i) * 0.5).collect();
+        values[150] = odd;
+        let ts: Vec<i64> = (0..300).collect();
+        let mut encoder = SeriesEncoder::new();
+        encoder.extend(ts.iter().copied().zip(values.iter().copied()));
+        assert_eq!(encoder.pending(), 300);
+        encoder.flush();
+        assert_eq!(encoder.stats().decimal_blocks, 1, "{odd}");
+        round_trip(&ts, &values);
+    }
+}

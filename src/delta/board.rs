@@ -144,7 +144,9 @@ pub struct Epsilon {
 
 impl Epsilon {
     fn same(&self, a: f64, b: f64) -> bool {
-        a.to_bits() == b.to_bits() || (a - b).abs() <= self.absolute.max(self.relative * a.abs().max(b.abs()))
+        let tolerant = self.absolute > 0.0 || self.relative > 0.0;
+        a.to_bits() == b.to_bits()
+            || tolerant && (a - b).abs() <= self.absolute.max(self.relative * a.abs().max(b.abs()))
     }
 }
 
@@ -402,22 +404,26 @@ impl TileBoard {
 }
 
 /// One tile per field of a window result: key `stream|label=value,…|field`
-/// (the tenant is the board's business), value `count`, `sum`, `min`,
+/// (the tenant is the board's business; `\`, `|`, `,` and `=` in names
+/// and values are escaped with a backslash), value `count`, `sum`, `min`,
 /// `max`, `mean`, `last`, one `pNN` per quantile (`p99`, `p99.9`), and the
 /// window's `start_ms`. Absent aggregates (no value yet) are left out.
 pub fn tiles_of(result: &WindowResult) -> impl Iterator<Item = (TileKey, TileValue)> + '_ {
-    let mut group = String::from(&*result.group.stream);
+    let mut group = String::new();
+    escape_into(&mut group, &result.group.stream);
     group.push('|');
     for (i, (k, v)) in result.group.labels.iter().enumerate() {
         if i > 0 {
             group.push(',');
         }
-        group.push_str(k);
+        escape_into(&mut group, k);
         group.push('=');
-        group.push_str(v);
+        escape_into(&mut group, v);
     }
     result.fields.iter().map(move |f| {
-        let key: TileKey = format!("{group}|{}", f.field).into();
+        let mut key = format!("{group}|");
+        escape_into(&mut key, &f.field);
+        let key: TileKey = key.into();
         let s = &f.scalar;
         let mut value = TileValue::new()
             .with("count", s.count())
@@ -429,10 +435,22 @@ pub fn tiles_of(result: &WindowResult) -> impl Iterator<Item = (TileKey, TileVal
             }
         }
         for &(q, v) in &f.quantiles {
-            value = value.with(&format!("p{}", q * 100.0), v);
+            // Percent to 4 decimals: 0.29 is p29, not p28.999999999999996.
+            value = value.with(&format!("p{}", (q * 1e6).round() / 1e4), v);
         }
         (key, value)
     })
+}
+
+/// Appends `s` with `\`, `|`, `,` and `=` escaped by a backslash, so tile
+/// keys of different groups never collide.
+fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        if matches!(c, '\\' | '|' | ',' | '=') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
 }
 
 /// The changes from `base_seq` to `seq`.
@@ -506,6 +524,9 @@ pub enum Applied {
     /// The delta was already applied (a duplicate or a late retry), and
     /// ignored.
     Duplicate,
+    /// The replica already reported that it needs a snapshot; the delta is
+    /// ignored until one arrives.
+    AwaitingSnapshot,
 }
 
 /// Counters of a [`Replica`].
@@ -520,21 +541,29 @@ pub struct ReplicaStats {
     pub duplicates: u64,
     /// Resyncs asked for.
     pub resyncs: u64,
+    /// Deltas ignored while awaiting a snapshot.
+    pub ignored: u64,
 }
 
 /// A client's copy of a board, kept from frames. Usable from Rust clients
 /// and tests; JavaScript clients follow the same rules.
 ///
 /// A delta applies only on top of the sequence it names; anything else is a
-/// gap (or a duplicate, ignored), and the replica then refuses deltas until
-/// a snapshot arrives. A checksum that does not match means silent
-/// divergence, handled the same way.
+/// gap (or a duplicate, ignored). The replica reports the first problem as
+/// a [`Resync`] and then ignores deltas ([`Applied::AwaitingSnapshot`])
+/// until a snapshot arrives, so a client asks once. A checksum that does
+/// not match means silent divergence, handled the same way.
+///
+/// Sequence numbers belong to one board: a board recreated from nothing
+/// starts again at 0, so its subscribers must start with a snapshot (a new
+/// [`Outbox`] sends one first).
 #[derive(Clone, Debug, Default)]
 pub struct Replica {
     topic: Option<Arc<str>>,
     /// `None` until a snapshot, and after a resync is needed.
     seq: Option<u64>,
-    last_seq: u64,
+    /// A resync was reported and no snapshot has come since.
+    awaiting: bool,
     tiles: BTreeMap<TileKey, TileValue>,
     checksum: u64,
     stats: ReplicaStats,
@@ -557,7 +586,7 @@ impl Replica {
             return Err(self.resync(Resync::Diverged { seq: snapshot.seq }));
         }
         self.seq = Some(snapshot.seq);
-        self.last_seq = snapshot.seq;
+        self.awaiting = false;
         Ok(())
     }
 
@@ -565,10 +594,10 @@ impl Replica {
     pub fn apply_delta(&mut self, delta: &Delta) -> Result<Applied, Resync> {
         self.check_topic(&delta.topic)?;
         let Some(have) = self.seq else {
-            // Waiting for a snapshot: a delta up to the last seen is stale.
-            if delta.seq <= self.last_seq && self.topic.is_some() {
-                self.stats.duplicates += 1;
-                return Ok(Applied::Duplicate);
+            if self.awaiting {
+                // A snapshot is already asked for: do not ask again.
+                self.stats.ignored += 1;
+                return Ok(Applied::AwaitingSnapshot);
             }
             return Err(self.resync(Resync::NoBase));
         };
@@ -591,7 +620,6 @@ impl Replica {
             self.checksum = self.checksum.wrapping_add(value.hash(key));
         }
         self.seq = Some(delta.seq);
-        self.last_seq = delta.seq;
         self.stats.deltas += 1;
         if delta.checksum.is_some_and(|c| c != self.checksum) {
             return Err(self.resync(Resync::Diverged { seq: delta.seq }));
@@ -616,6 +644,7 @@ impl Replica {
 
     fn resync(&mut self, why: Resync) -> Resync {
         self.seq = None;
+        self.awaiting = true;
         self.stats.resyncs += 1;
         why
     }
@@ -654,6 +683,8 @@ pub struct OutboxStats {
     pub pushed: u64,
     /// Deltas merged into a pending one instead of queued.
     pub merged: u64,
+    /// Deltas ignored because the subscriber already has or awaits them.
+    pub stale: u64,
     /// Frames taken.
     pub frames: u64,
     /// Snapshots sent (first frame, resyncs, or a merged delta larger than
@@ -663,9 +694,13 @@ pub struct OutboxStats {
 
 /// One subscriber's pending frames, conflated: deltas it has not taken yet
 /// merge into one (the latest value per tile wins, removals respected), so
-/// its memory is bounded by the number of tiles, not of updates. When the
-/// merged delta would be larger than a snapshot, or the subscriber needs
-/// one, [`Outbox::take`] sends a snapshot instead.
+/// its memory is bounded by the number of tiles, not of updates.
+///
+/// [`Outbox::take`] sends a snapshot instead of a delta when the merged
+/// delta would be larger, when the subscriber needs one (first frame, or
+/// after [`Outbox::resync`]), and when the pending changes do not reach
+/// the board's sequence (a delta was not pushed). Deltas the subscriber
+/// already has are ignored.
 ///
 /// ```
 /// use edgestream::delta::board::{BoardConfig, Frame, Outbox, Replica, TileBoard, TileValue};
@@ -712,39 +747,38 @@ impl Outbox {
     /// Adds a delta the board produced.
     pub fn push(&mut self, delta: &Delta) {
         self.stats.pushed += 1;
-        if self.base.is_none() {
+        let Some(base) = self.base else {
             return; // a snapshot will be sent anyway
+        };
+        let latest = self.pending.as_ref().map_or(base, |p| p.seq);
+        if delta.seq <= latest {
+            // Already held or pending (taken in a snapshot, or pushed twice).
+            self.stats.stale += 1;
+            return;
+        }
+        if delta.base_seq != latest {
+            // Not contiguous (the host skipped a delta): resync.
+            self.resync();
+            return;
         }
         let pending = match &mut self.pending {
-            Some(p) if p.seq == delta.base_seq => {
+            Some(p) => {
                 self.stats.merged += 1;
                 p
             }
-            Some(_) => {
-                // Not contiguous (the host skipped a delta): resync.
-                self.resync();
-                return;
-            }
-            None if Some(delta.base_seq) != self.base => {
-                self.resync();
-                return;
-            }
             None => self.pending.insert(Pending {
                 topic: delta.topic.clone(),
-                seq: delta.base_seq,
+                seq: base,
                 changes: HashMap::default(),
                 checksum: None,
                 size: 0,
             }),
         };
-        for key in &delta.removals {
-            let old = pending.changes.insert(key.clone(), None);
-            pending.size = pending.size.saturating_sub(old.flatten().map_or(0, |v| v.wire_size())) + key.len() + 2;
-        }
-        for (key, value) in &delta.upserts {
-            let old = pending.changes.insert(key.clone(), Some(value.clone()));
-            let old_size = old.map_or(0, |v| key.len() + 2 + v.map_or(0, |v| v.wire_size()));
-            pending.size = pending.size.saturating_sub(old_size) + key.len() + 2 + value.wire_size();
+        let changes = delta.removals.iter().map(|k| (k, None)).chain(delta.upserts.iter().map(|(k, v)| (k, Some(v))));
+        for (key, value) in changes {
+            let entry = |v: Option<&TileValue>| key.len() + 2 + v.map_or(0, TileValue::wire_size);
+            let old = pending.changes.insert(key.clone(), value.cloned());
+            pending.size = pending.size.saturating_sub(old.map_or(0, |o| entry(o.as_ref()))) + entry(value);
         }
         pending.seq = delta.seq;
         pending.checksum = delta.checksum;
@@ -759,9 +793,11 @@ impl Outbox {
 
     /// The next frame for the subscriber, if it is behind the board.
     pub fn take(&mut self, board: &TileBoard) -> Option<Frame> {
-        let snapshot = match (&self.base, &self.pending) {
+        let snapshot = match (self.base, &self.pending) {
             (None, _) => true,
-            (Some(_), None) => return None,
+            (Some(base), None) if base == board.seq() => return None,
+            // Behind without pending changes: a delta was never pushed.
+            (Some(_), None) => true,
             (Some(_), Some(p)) => p.size > board.snapshot_size() || p.seq != board.seq(),
         };
         self.stats.frames += 1;
@@ -929,24 +965,27 @@ impl Frame {
     }
 
     /// Reads a JSON frame, with the same checks as [`Frame::from_protobuf`]
-    /// and no unknown keys.
+    /// (a tile key or field name given twice is refused), and no unknown
+    /// keys.
     pub fn from_json(text: &str) -> Result<Frame, FrameError> {
         let frame: JsonFrame = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
-        let hex =
-            |c: &str| (c.len() == 16).then(|| u64::from_str_radix(c, 16).ok()).flatten().ok_or(FrameError::Checksum);
+        let hex = |c: &str| {
+            let digits = c.len() == 16 && c.bytes().all(|b| b.is_ascii_hexdigit());
+            digits.then(|| u64::from_str_radix(c, 16).ok()).flatten().ok_or(FrameError::Checksum)
+        };
         match frame {
             JsonFrame::Snapshot { v, topic, seq, tiles: t, checksum } => {
                 check_version(v)?;
                 Ok(Frame::Snapshot(Snapshot {
                     topic: topic.into(),
                     seq,
-                    tiles: tiles(t.into_iter().map(|(k, f)| (k, f.into_iter())))?,
+                    tiles: tiles(t.0.into_iter().map(|(k, f)| (k, f.0.into_iter())))?,
                     checksum: hex(&checksum)?,
                 }))
             }
             JsonFrame::Delta { v, topic, seq, base_seq, upserts, removals: r, checksum } => {
                 check_version(v)?;
-                let upserts = tiles(upserts.into_iter().map(|(k, f)| (k, f.into_iter())))?;
+                let upserts = tiles(upserts.0.into_iter().map(|(k, f)| (k, f.0.into_iter())))?;
                 Ok(Frame::Delta(Delta {
                     removals: removals(r, &upserts)?,
                     topic: topic.into(),
@@ -1019,10 +1058,50 @@ fn removals(keys: Vec<String>, upserts: &[(TileKey, TileValue)]) -> Result<Vec<T
     Ok(out)
 }
 
-type JsonTiles = BTreeMap<String, BTreeMap<String, f64>>;
+/// A JSON object read strictly: a key given twice is an error (serde's maps
+/// keep the last one silently).
+struct StrictMap<V>(BTreeMap<String, V>);
+
+impl<V: Serialize> Serialize for StrictMap<V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for StrictMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<V> {
+            type Value = StrictMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object with distinct keys")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, V>()? {
+                    if out.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format_args!("key {key:?} appears twice")));
+                    }
+                    out.insert(key, value);
+                }
+                Ok(StrictMap(out))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+impl<V> Default for StrictMap<V> {
+    fn default() -> Self {
+        StrictMap(BTreeMap::new())
+    }
+}
+
+type JsonTiles = StrictMap<StrictMap<f64>>;
 
 fn json_tiles(tiles: &[(TileKey, TileValue)]) -> JsonTiles {
-    tiles.iter().map(|(k, v)| (k.to_string(), v.fields().map(|(n, x)| (n.to_string(), x)).collect())).collect()
+    let fields = |v: &TileValue| StrictMap(v.fields().map(|(n, x)| (n.to_string(), x)).collect());
+    StrictMap(tiles.iter().map(|(k, v)| (k.to_string(), fields(v))).collect())
 }
 
 #[derive(Serialize, Deserialize)]

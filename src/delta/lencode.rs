@@ -4,8 +4,9 @@
 //! A value `v` of bit length `b` (`b = 0` for 0) costs `len(b) + max(b - 1, 0)`
 //! bits. Codes are canonical and at most [`MAX_CODE`] bits long, so the
 //! decoder is one lookup in a 256-entry table per value. A block with a
-//! single bit length (such as timestamps that never change step) costs
-//! nothing per value.
+//! single bit length `b` has an empty code: each value costs its `b - 1`
+//! low bits, and nothing at all for zeros (timestamps that never change
+//! step).
 
 use crate::delta::bits::{BitReader, bit_len, take_u8};
 

@@ -352,8 +352,11 @@ fn scale(values: &[f64], ks: &mut Vec<i64>, corrections: &mut Vec<u64>) -> Optio
     let (mut e, mut p, mut k) = (0usize, 1.0, 0i64);
     for &v in values {
         let (mut kv, mut c) = scaled(v, p, k);
-        // A zigzagged correction above 2 × NEAR_ULPS is more than NEAR_ULPS away.
-        if v.is_finite() && c > 2 * NEAR_ULPS {
+        // A zigzagged correction above 2 × NEAR_ULPS is more than NEAR_ULPS
+        // away. Values no decimal can hold (non-finite, -0.0, magnitudes of
+        // 2^53 and more) keep their correction without raising the exponent.
+        let decimal = v.is_finite() && v != 0.0 && v.abs() < MAX_SCALED;
+        if decimal && c > 2 * NEAR_ULPS {
             while c > 2 * NEAR_ULPS {
                 e += 1;
                 p = *POW10.get(e)?;

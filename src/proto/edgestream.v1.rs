@@ -124,7 +124,7 @@ pub struct BoardSnapshot {
     /// Every tile, each key at most once.
     #[prost(message, repeated, tag = "3")]
     pub tiles: ::prost::alloc::vec::Vec<Tile>,
-    /// The board checksum (see `delta::board::checksum` in the Rust crate).
+    /// The board checksum (see `TileBoard::checksum` in the Rust crate).
     #[prost(fixed64, tag = "4")]
     pub checksum: u64,
 }
