@@ -20,10 +20,18 @@ const SYMBOLS: usize = 65;
 pub(crate) type Hist = [u64; SYMBOLS];
 
 pub(crate) fn hist_of(values: impl Iterator<Item = u64>) -> Hist {
-    let mut hist = [0u64; SYMBOLS];
-    for v in values {
-        if let Some(h) = hist.get_mut(bit_len(v) as usize) {
+    // Four interleaved histograms: runs of equal bit lengths (the common
+    // case) would otherwise make each increment wait for the previous one.
+    let mut parts = [[0u32; SYMBOLS]; 4];
+    for (i, v) in values.enumerate() {
+        if let Some(h) = parts.get_mut(i % 4).and_then(|p| p.get_mut(bit_len(v) as usize)) {
             *h += 1;
+        }
+    }
+    let mut hist = [0u64; SYMBOLS];
+    for part in &parts {
+        for (h, &p) in hist.iter_mut().zip(part) {
+            *h += u64::from(p);
         }
     }
     hist

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::delta::bits::{BitReader, BitWriter, put_varint, take_u8, take_varint, unzigzag, zigzag};
-use crate::delta::lencode::{LenCode, estimate_bits, hist_of};
+use crate::delta::lencode::{Hist, LenCode, estimate_bits, hist_of};
 
 /// Most points a block may hold (the decoder refuses more).
 pub const MAX_BLOCK_POINTS: usize = 8192;
@@ -406,8 +406,9 @@ impl Order {
     }
 }
 
-/// The residual order with the smallest estimated cost for `ks`.
-fn best_order(ks: &[i64]) -> Order {
+/// The residual order with the smallest estimated cost for `ks`, and the
+/// histogram of its residuals.
+fn best_order(ks: &[i64]) -> (Order, Hist) {
     let min = ks.iter().copied().min().unwrap_or(0);
     let offsets = hist_of(ks.iter().map(|&k| k.wrapping_sub(min) as u64));
     let deltas = hist_of(ks.windows(2).map(|w| match w {
@@ -419,11 +420,11 @@ fn best_order(ks: &[i64]) -> Order {
         _ => 0,
     }));
     let costs = [
-        (estimate_bits(&offsets), Order::Offsets),
-        (estimate_bits(&deltas), Order::Deltas),
-        (estimate_bits(&second), Order::DeltasOfDeltas),
+        (estimate_bits(&offsets), Order::Offsets, offsets),
+        (estimate_bits(&deltas), Order::Deltas, deltas),
+        (estimate_bits(&second), Order::DeltasOfDeltas, second),
     ];
-    costs.into_iter().min_by(|a, b| a.0.total_cmp(&b.0)).map_or(Order::Deltas, |(_, order)| order)
+    costs.into_iter().min_by(|a, b| a.0.total_cmp(&b.0)).map_or((Order::Deltas, deltas), |(_, order, h)| (order, h))
 }
 
 /// Writes the residuals of `ks` in `order` into `out`, and the header
@@ -512,10 +513,9 @@ fn encode_block(ts: &[i64], values: &[f64], out: &mut Vec<u8>, s: &mut Scratch) 
         count.0 + 64
     };
     let decimal = scale(values, &mut s.ks, &mut s.corrections).map(|e| {
-        let order = best_order(&s.ks);
+        let (order, hist) = best_order(&s.ks);
         s.starts.clear();
         residuals(&s.ks, order, &mut s.zz, &mut s.starts);
-        let hist = hist_of(s.zz.iter().copied());
         let code = LenCode::build(&hist);
         let mut bits = code.cost_bits(&hist) + 8 * (code.header_len() + s.starts.len() + 4) as u64;
         let corrections = if s.corrections.iter().any(|&c| c != 0) {
