@@ -125,7 +125,12 @@ pub struct SeriesStats {
 /// as a canonical Huffman code of each value's bit length, chosen per
 /// block, followed by the bits below its leading one.
 ///
-/// Both are lossless bit for bit. The format, all integers LEB128
+/// Both are lossless bit for bit, and every platform decodes a block the
+/// same way. The encoder's choice between codings uses floating-point
+/// estimates, so on a near tie two platforms may pick different (equally
+/// valid) encodings of the same points.
+///
+/// The format, all integers LEB128
 /// varints (signed ones zigzagged) unless said otherwise:
 ///
 /// ```text
