@@ -83,7 +83,13 @@ impl TileValue {
     }
 
     /// Sets field `name` (replacing an earlier value of the same name).
+    #[inline]
     pub fn with(mut self, name: &str, value: f64) -> Self {
+        // Fields given in name order (the usual case) append.
+        if self.fields.last().is_none_or(|(last, _)| last.as_str() < name) {
+            self.fields.push((Name::new(name), value));
+            return self;
+        }
         match self.fields.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
             Ok(i) => {
                 if let Some(slot) = self.fields.get_mut(i) {
@@ -107,11 +113,13 @@ impl TileValue {
     }
 
     /// The first non-finite field, if any.
+    #[inline]
     fn non_finite(&self) -> Option<&str> {
         self.fields.iter().find(|(_, v)| !v.is_finite()).map(|(n, _)| n.as_str())
     }
 
     /// Whether `other` has the same fields with values within `epsilon`.
+    #[inline]
     fn close_to(&self, other: &TileValue, epsilon: &Epsilon) -> bool {
         self.fields.len() == other.fields.len()
             && self.fields.iter().zip(&other.fields).all(|((a, x), (b, y))| a == b && epsilon.same(*x, *y))
