@@ -139,6 +139,21 @@ impl TileValue {
     }
 }
 
+/// The board checksum: the wrapping sum over tiles of `TileValue::hash`,
+/// kept up to date tile by tile by the board and by replicas alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Checksum(u64);
+
+impl Checksum {
+    fn add(&mut self, key: &str, value: &TileValue) {
+        self.0 = self.0.wrapping_add(value.hash(key));
+    }
+
+    fn remove(&mut self, key: &str, value: &TileValue) {
+        self.0 = self.0.wrapping_sub(value.hash(key));
+    }
+}
+
 /// When a new value counts as unchanged: `|a - b| <= max(absolute,
 /// relative × max(|a|, |b|))`. The default, zero, publishes every change.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -248,7 +263,7 @@ pub struct TileBoard {
     staged: HashMap<TileKey, Option<TileValue>, foldhash::fast::RandomState>,
     /// Staged values for keys not on the board.
     staged_new: usize,
-    checksum: u64,
+    checksum: Checksum,
     wire_size: usize,
     stats: BoardStats,
 }
@@ -263,7 +278,7 @@ impl TileBoard {
             tiles: HashMap::default(),
             staged: HashMap::default(),
             staged_new: 0,
-            checksum: 0,
+            checksum: Checksum::default(),
             wire_size: 0,
             stats: BoardStats::default(),
         }
@@ -347,17 +362,17 @@ impl TileBoard {
         self.stats.upserts += upserts.len() as u64;
         self.stats.removals += removals.len() as u64;
         let every = u64::from(self.config.checksum_every);
-        let checksum = (every > 0 && self.seq.is_multiple_of(every)).then_some(self.checksum);
+        let checksum = (every > 0 && self.seq.is_multiple_of(every)).then_some(self.checksum.0);
         Some(Delta { topic: self.topic.clone(), seq: self.seq, base_seq, upserts, removals, checksum })
     }
 
     fn remember(&mut self, key: &str, value: &TileValue) {
-        self.checksum = self.checksum.wrapping_add(value.hash(key));
+        self.checksum.add(key, value);
         self.wire_size += key.len() + value.wire_size();
     }
 
     fn forget(&mut self, key: &str, value: &TileValue) {
-        self.checksum = self.checksum.wrapping_sub(value.hash(key));
+        self.checksum.remove(key, value);
         self.wire_size = self.wire_size.saturating_sub(key.len() + value.wire_size());
     }
 
@@ -365,7 +380,7 @@ impl TileBoard {
     pub fn snapshot(&self) -> Snapshot {
         let mut tiles: Vec<_> = self.tiles.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         tiles.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Snapshot { topic: self.topic.clone(), seq: self.seq, tiles, checksum: self.checksum }
+        Snapshot { topic: self.topic.clone(), seq: self.seq, tiles, checksum: self.checksum.0 }
     }
 
     /// The published value of tile `key`.
@@ -397,7 +412,7 @@ impl TileBoard {
     /// chain over the key, then each field's name and value bits, so it is
     /// the same on every platform and independent of order.
     pub fn checksum(&self) -> u64 {
-        self.checksum
+        self.checksum.0
     }
 
     /// Counters.
@@ -573,7 +588,7 @@ pub struct Replica {
     /// A resync was reported and no snapshot has come since.
     awaiting: bool,
     tiles: BTreeMap<TileKey, TileValue>,
-    checksum: u64,
+    checksum: Checksum,
     stats: ReplicaStats,
 }
 
@@ -587,10 +602,13 @@ impl Replica {
     pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Resync> {
         self.check_topic(&snapshot.topic)?;
         self.tiles = snapshot.tiles.iter().cloned().collect();
-        self.checksum = self.tiles.iter().fold(0u64, |sum, (k, v)| sum.wrapping_add(v.hash(k)));
+        self.checksum = Checksum::default();
+        for (key, value) in &self.tiles {
+            self.checksum.add(key, value);
+        }
         self.topic = Some(snapshot.topic.clone());
         self.stats.snapshots += 1;
-        if self.checksum != snapshot.checksum {
+        if self.checksum.0 != snapshot.checksum {
             return Err(self.resync(Resync::Diverged { seq: snapshot.seq }));
         }
         self.seq = Some(snapshot.seq);
@@ -618,18 +636,18 @@ impl Replica {
         }
         for key in &delta.removals {
             if let Some(old) = self.tiles.remove(key) {
-                self.checksum = self.checksum.wrapping_sub(old.hash(key));
+                self.checksum.remove(key, &old);
             }
         }
         for (key, value) in &delta.upserts {
             if let Some(old) = self.tiles.insert(key.clone(), value.clone()) {
-                self.checksum = self.checksum.wrapping_sub(old.hash(key));
+                self.checksum.remove(key, &old);
             }
-            self.checksum = self.checksum.wrapping_add(value.hash(key));
+            self.checksum.add(key, value);
         }
         self.seq = Some(delta.seq);
         self.stats.deltas += 1;
-        if delta.checksum.is_some_and(|c| c != self.checksum) {
+        if delta.checksum.is_some_and(|c| c != self.checksum.0) {
             return Err(self.resync(Resync::Diverged { seq: delta.seq }));
         }
         Ok(Applied::Applied)
