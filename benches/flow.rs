@@ -30,7 +30,7 @@ use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Bencher, Criterion, Throughput, criterion_group, criterion_main};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -111,6 +111,56 @@ fn conflate_key(item: &u64) -> u64 {
     item % 64
 }
 
+/// Our two queues, driven from one thread.
+trait Queue {
+    fn push(&mut self, item: u64, now: Timestamp) -> Push<u64>;
+    fn pop(&mut self, now: Timestamp) -> Option<u64>;
+}
+
+impl Queue for LocalQueue<u64, u64> {
+    fn push(&mut self, item: u64, now: Timestamp) -> Push<u64> {
+        LocalQueue::push(self, item, now)
+    }
+    fn pop(&mut self, now: Timestamp) -> Option<u64> {
+        LocalQueue::pop(self, now)
+    }
+}
+
+impl Queue for SharedQueue<u64, u64> {
+    fn push(&mut self, item: u64, now: Timestamp) -> Push<u64> {
+        SharedQueue::push(self, item, now)
+    }
+    fn pop(&mut self, now: Timestamp) -> Option<u64> {
+        SharedQueue::pop(self, now)
+    }
+}
+
+/// Pushes and pops in turn: the queue never fills.
+fn push_pop(b: &mut Bencher<'_>, q: &mut impl Queue, t: Timestamp) {
+    b.iter(|| {
+        let mut sum = 0u64;
+        for i in 0..OPS {
+            let _ = black_box(q.push(i, t));
+            sum += q.pop(t).unwrap();
+        }
+        black_box(sum)
+    })
+}
+
+/// Fills the queue, then pushes into it: every push meets the policy.
+fn push_full(b: &mut Bencher<'_>, q: &mut impl Queue, t: Timestamp) {
+    for i in 0..CAPACITY as u64 {
+        let _ = q.push(i, t);
+    }
+    b.iter(|| {
+        let mut out = 0u64;
+        for i in 0..OPS {
+            out += u64::from(!matches!(black_box(q.push(i, t)), Push::Queued));
+        }
+        black_box(out)
+    })
+}
+
 fn queues(c: &mut Criterion) {
     let t = now();
     let policies: [(&str, Overflow<u64, u64>); 4] = [
@@ -134,28 +184,9 @@ fn queues(c: &mut Criterion) {
         })
     });
     for (name, overflow) in policies {
-        group.bench_function(format!("local_{name}"), |b| {
-            let mut q = LocalQueue::new(QueueConfig::with_policy(CAPACITY, overflow));
-            b.iter(|| {
-                let mut sum = 0u64;
-                for i in 0..OPS {
-                    let _ = black_box(q.push(i, t));
-                    sum += q.pop(t).unwrap();
-                }
-                black_box(sum)
-            })
-        });
-        group.bench_function(format!("shared_{name}"), |b| {
-            let q = SharedQueue::new(QueueConfig::with_policy(CAPACITY, overflow));
-            b.iter(|| {
-                let mut sum = 0u64;
-                for i in 0..OPS {
-                    let _ = black_box(q.push(i, t));
-                    sum += q.pop(t).unwrap();
-                }
-                black_box(sum)
-            })
-        });
+        let config = QueueConfig::with_policy(CAPACITY, overflow);
+        group.bench_function(format!("local_{name}"), |b| push_pop(b, &mut LocalQueue::new(config), t));
+        group.bench_function(format!("shared_{name}"), |b| push_pop(b, &mut SharedQueue::new(config), t));
     }
     group.finish();
 
@@ -186,32 +217,9 @@ fn queues(c: &mut Criterion) {
     for (name, overflow) in policies {
         // Conflation of 64 keys never fills a queue of 1,024: every push
         // after the first 64 replaces.
-        group.bench_function(format!("local_{name}"), |b| {
-            let mut q = LocalQueue::new(QueueConfig::with_policy(CAPACITY, overflow));
-            (0..CAPACITY as u64).for_each(|i| {
-                let _ = q.push(i, t);
-            });
-            b.iter(|| {
-                let mut out = 0u64;
-                for i in 0..OPS {
-                    out += u64::from(!matches!(black_box(q.push(i, t)), Push::Queued));
-                }
-                black_box(out)
-            })
-        });
-        group.bench_function(format!("shared_{name}"), |b| {
-            let q = SharedQueue::new(QueueConfig::with_policy(CAPACITY, overflow));
-            (0..CAPACITY as u64).for_each(|i| {
-                let _ = q.push(i, t);
-            });
-            b.iter(|| {
-                let mut out = 0u64;
-                for i in 0..OPS {
-                    out += u64::from(!matches!(black_box(q.push(i, t)), Push::Queued));
-                }
-                black_box(out)
-            })
-        });
+        let config = QueueConfig::with_policy(CAPACITY, overflow);
+        group.bench_function(format!("local_{name}"), |b| push_full(b, &mut LocalQueue::new(config), t));
+        group.bench_function(format!("shared_{name}"), |b| push_full(b, &mut SharedQueue::new(config), t));
     }
     group.finish();
 }

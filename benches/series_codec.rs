@@ -24,12 +24,13 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use edgestream::delta::series::{SeriesEncoder, decode};
-use edgestream::time::Timestamp;
 use pco::ChunkConfig;
 use tsz::stream::{BufferedReader, BufferedWriter};
 use tsz::{DataPoint, Decode, Encode, StdDecoder, StdEncoder};
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/timeseries");
+/// The fixture loader the tests use.
+#[path = "../tests/common/series.rs"]
+mod fixtures;
 
 struct Series {
     name: String,
@@ -37,29 +38,14 @@ struct Series {
     values: Vec<f64>,
 }
 
+/// Every fixture, timestamps in seconds.
 fn load() -> Vec<Series> {
-    let mut files: Vec<_> = std::fs::read_dir(DIR)
-        .unwrap_or_else(|_| panic!("{DIR} not found: the fixtures live in ../shared/data"))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(path).unwrap();
-            let (ts, values) = text
-                .lines()
-                .skip(1)
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| {
-                    let (ts, v) = l.split_once(',').unwrap();
-                    let ts: Timestamp = format!("{}Z", ts.trim().replace(' ', "T")).parse().unwrap();
-                    (ts.as_secs(), v.trim().parse::<f64>().unwrap())
-                })
-                .unzip();
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            Series { name, ts, values }
+    fixtures::all()
+        .into_iter()
+        .map(|(file, points)| Series {
+            name: file.trim_end_matches(".csv").to_owned(),
+            ts: points.iter().map(|p| p.0 / 1_000_000_000).collect(),
+            values: points.iter().map(|p| p.1).collect(),
         })
         .collect()
 }
