@@ -67,7 +67,115 @@ impl Geohash {
     pub fn precision(&self) -> u8 {
         self.len
     }
+
+    /// Parses a geohash of 1 to 12 characters of the geohash alphabet
+    /// (lowercase; uppercase is accepted and lowered).
+    pub fn parse(text: &str) -> Option<Geohash> {
+        let len = u8::try_from(text.len()).ok().filter(|l| (1..=MAX_PRECISION).contains(l))?;
+        let mut bytes = [0u8; MAX_PRECISION as usize];
+        for (slot, b) in bytes.iter_mut().zip(text.bytes()) {
+            let b = b.to_ascii_lowercase();
+            digit(b)?;
+            *slot = b;
+        }
+        Some(Geohash { bytes, len })
+    }
+
+    /// The cell's column and row in the grid of its precision: `x` counts
+    /// cells eastward from 180° W, `y` northward from 90° S.
+    pub fn grid(&self) -> (u32, u32) {
+        let (mut x, mut y) = (0u32, 0u32);
+        let mut even = true;
+        for &b in self.bytes.iter().take(self.len as usize) {
+            let d = digit(b).unwrap_or(0);
+            for shift in (0..5).rev() {
+                let bit = u32::from((d >> shift) & 1);
+                if even {
+                    x = (x << 1) | bit;
+                } else {
+                    y = (y << 1) | bit;
+                }
+                even = !even;
+            }
+        }
+        (x, y)
+    }
+
+    /// Columns and rows of the grid at this precision.
+    fn grid_size(&self) -> (u32, u32) {
+        let bits = 5 * u32::from(self.len);
+        (1 << bits.div_ceil(2), 1 << (bits / 2))
+    }
+
+    /// Whether `other` is a different cell of the same precision that
+    /// touches this one by a side or a corner (across the 180° meridian
+    /// too).
+    pub fn is_neighbour(&self, other: &Geohash) -> bool {
+        if self.len != other.len || self == other {
+            return false;
+        }
+        let ((x1, y1), (x2, y2)) = (self.grid(), other.grid());
+        let (columns, _) = self.grid_size();
+        let dx = x1.abs_diff(x2);
+        y1.abs_diff(y2) <= 1 && (dx <= 1 || dx == columns - 1)
+    }
+
+    /// The cells touching this one by a side or a corner: eight, fewer
+    /// next to a pole (or when the grid is narrower than three cells).
+    pub fn neighbours(&self) -> impl Iterator<Item = Geohash> + use<> {
+        let (x, y) = self.grid();
+        let (columns, rows) = self.grid_size();
+        let len = self.len;
+        let mut seen: [Option<(u32, u32)>; 8] = [None; 8];
+        let mut n = 0;
+        for dy in [-1i64, 0, 1] {
+            for dx in [-1i64, 0, 1] {
+                let row = i64::from(y) + dy;
+                if (dx, dy) == (0, 0) || row < 0 || row >= i64::from(rows) {
+                    continue;
+                }
+                let column = (i64::from(x) + dx).rem_euclid(i64::from(columns));
+                let cell = (column as u32, row as u32);
+                if cell != (x, y) && !seen.iter().flatten().any(|c| *c == cell) {
+                    if let Some(slot) = seen.get_mut(n) {
+                        *slot = Some(cell);
+                    }
+                    n += 1;
+                }
+            }
+        }
+        seen.into_iter().flatten().map(move |(column, row)| Geohash::from_grid(column, row, len))
+    }
+
+    fn from_grid(x: u32, y: u32, len: u8) -> Geohash {
+        let bits = 5 * u32::from(len);
+        let (mut xbits, mut ybits) = (bits.div_ceil(2), bits / 2);
+        let mut bytes = [0u8; MAX_PRECISION as usize];
+        let mut even = true;
+        for slot in bytes.iter_mut().take(len as usize) {
+            let mut index = 0usize;
+            for _ in 0..5 {
+                let bit = if even {
+                    xbits -= 1;
+                    (x >> xbits) & 1
+                } else {
+                    ybits -= 1;
+                    (y >> ybits) & 1
+                };
+                index = (index << 1) | bit as usize;
+                even = !even;
+            }
+            *slot = BASE32.get(index).copied().unwrap_or(b'0');
+        }
+        Geohash { bytes, len }
+    }
 }
+
+/// The value of a geohash character.
+fn digit(b: u8) -> Option<u8> {
+    BASE32.iter().position(|&c| c == b).and_then(|i| u8::try_from(i).ok())
+}
+
 
 impl fmt::Display for Geohash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -50,6 +50,8 @@
 //! - [`delta`]: dashboard tile boards with deltas, replicas and conflation; the
 //!   time-series codec.
 //! - [`sample`]: deterministic hash, reservoir and adaptive per-key sampling, with weights.
+//! - [`alert`]: alert rules over window results, their evaluation in event time,
+//!   escalation, grouping, silences and notification payloads.
 //!
 //! # Feature flags
 //!
@@ -81,6 +83,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod alert;
 mod base64;
 pub mod delta;
 pub mod event;

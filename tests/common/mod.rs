@@ -8,6 +8,7 @@
 )]
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub(crate) mod alerts;
 pub(crate) mod alloc;
 pub(crate) mod series;
 pub(crate) mod traffic;

@@ -1,0 +1,1083 @@
+//! The rule evaluator: one state machine per (rule, group), driven by
+//! window results in event time.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use super::geo_cluster;
+use super::rule::{Agg, Compare, Condition, Expr, Missing, Rule, RuleError, Severity};
+use super::template::{self, Context};
+use crate::sample::stable_hash;
+use crate::time::{Span, Timestamp};
+use crate::window::WindowResult;
+use crate::window::agg::{Quantiles, Scalar};
+
+/// Limits of an [`Evaluator`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Most alert instances (groups) per rule; results of further groups
+    /// are skipped and counted in [`AlertStats::instances_capped`].
+    pub max_instances_per_rule: usize,
+    /// Most alert instances per tenant, over all rules; counted likewise.
+    pub max_instances_per_tenant: usize,
+    /// An instance that has seen no data for this long is forgotten (a
+    /// firing one is resolved first), so groups that went away do not
+    /// hold memory for ever.
+    pub idle_ttl: Span,
+    /// Most window results held between two [`Evaluator::advance`] calls;
+    /// more are skipped and counted in [`AlertStats::buffer_full`].
+    pub max_buffered: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            max_instances_per_rule: 100_000,
+            max_instances_per_tenant: 100_000,
+            idle_ttl: Span::from_days(1),
+            max_buffered: 1_000_000,
+        }
+    }
+}
+
+/// The state of an alert instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AlertState {
+    /// The condition does not hold.
+    Inactive,
+    /// The condition holds, for less than the rule's `for`.
+    Pending,
+    /// The condition has held for `for`.
+    Firing,
+    /// A firing alert recovered (after `keep_firing_for`); the instance is
+    /// inactive again.
+    Resolved,
+}
+
+impl AlertState {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Inactive => "inactive",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// A stable identity of an alert instance: a hash of the rule name, the
+/// tenant and the group labels, the same on every platform. Shown as 16
+/// hex digits, like Alertmanager's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fingerprint(pub u64);
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Fingerprint {
+    /// The fingerprint of `rule` for `tenant` and the group labels `(key, value)`.
+    pub fn of<'a>(rule: &str, tenant: &str, labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Fingerprint {
+        let mut bytes = Vec::with_capacity(64);
+        for part in [rule, tenant] {
+            bytes.extend_from_slice(part.as_bytes());
+            bytes.push(0xff);
+        }
+        for (k, v) in labels {
+            bytes.extend_from_slice(k.as_bytes());
+            bytes.push(0xfe);
+            bytes.extend_from_slice(v.as_bytes());
+            bytes.push(0xff);
+        }
+        Fingerprint(stable_hash(0x616c_6572_7473, &bytes))
+    }
+}
+
+/// A state change of one alert instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AlertEvent {
+    /// The rule's name.
+    pub rule: Arc<str>,
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// The instance's labels: `alertname`, the rule's labels, and the
+    /// group's `by` labels, sorted by key.
+    pub labels: Vec<(String, String)>,
+    /// The new state.
+    pub state: AlertState,
+    /// The state before.
+    pub previous: AlertState,
+    /// The rule's severity.
+    pub severity: Severity,
+    /// The value that caused the change: the expression's value, the
+    /// largest cluster's size for a cluster rule, none for a gap in the data.
+    pub value: Option<f64>,
+    /// Event time of the change: the end of the window that caused it.
+    pub at: Timestamp,
+    /// When the condition started to hold (start of the first window):
+    /// for `Resolved`, of the episode that just ended.
+    pub since: Timestamp,
+    /// The instance's identity.
+    pub fingerprint: Fingerprint,
+    /// For a cluster rule, the geohash cells of the clusters, sorted.
+    pub cells: Vec<String>,
+    /// The rule's annotations, rendered for this event.
+    pub annotations: Vec<(String, String)>,
+}
+
+impl AlertEvent {
+    /// The value of label `key`.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// An instance that is pending or firing, as [`Evaluator::alerts`] lists it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ActiveAlert {
+    /// The rule's name.
+    pub rule: Arc<str>,
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// Labels as in [`AlertEvent::labels`].
+    pub labels: Vec<(String, String)>,
+    /// `Pending` or `Firing`.
+    pub state: AlertState,
+    /// The latest value.
+    pub value: Option<f64>,
+    /// When the condition started to hold.
+    pub since: Timestamp,
+    /// The instance's identity.
+    pub fingerprint: Fingerprint,
+}
+
+/// What an [`Evaluator`] did with its input.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AlertStats {
+    /// (Result, rule) pairs evaluated.
+    pub evaluated: u64,
+    /// Partial results (`is_final: false`) skipped: rules read closed windows.
+    pub partials_skipped: u64,
+    /// Results for a window an instance had already evaluated (late
+    /// corrections after the evaluation): skipped.
+    pub stale: u64,
+    /// Results that lacked what the rule reads (the field, or the quantile
+    /// and a sketch to merge): counted as no data.
+    pub no_value: u64,
+    /// Results skipped because their group would exceed an instance cap.
+    pub instances_capped: u64,
+    /// Results skipped because the buffer between two `advance` calls was full.
+    pub buffer_full: u64,
+    /// Instances forgotten after `idle_ttl` without data.
+    pub expired: u64,
+    /// Alert events emitted.
+    pub events: u64,
+    /// Alert instances held now.
+    pub instances: u64,
+}
+
+/// A rule's running value per group, where the expression needs history.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+enum History {
+    #[default]
+    None,
+    /// `(window end, value)` of recent windows, oldest first.
+    Change(VecDeque<(Timestamp, f64)>),
+    /// Exponentially weighted mean and variance, and windows seen.
+    Spike { mean: f64, var: f64, seen: u32 },
+}
+
+impl History {
+    fn for_expr(expr: Option<&Expr>) -> History {
+        match expr {
+            Some(Expr::Change { .. }) => History::Change(VecDeque::new()),
+            Some(Expr::Spike { .. }) => History::Spike { mean: 0.0, var: 0.0, seen: 0 },
+            _ => History::None,
+        }
+    }
+
+    /// The expression's value for a window with aggregate `x`, updating
+    /// the history; `None` when it cannot be computed yet.
+    fn eval(&mut self, expr: &Expr, start: Timestamp, end: Timestamp, x: f64) -> Option<f64> {
+        match (expr, self) {
+            (Expr::Value(_), _) => Some(x),
+            (Expr::Change { windows, percent, .. }, History::Change(past)) => {
+                let size = end.saturating_since(start);
+                let back = Span::from_nanos(size.as_nanos().saturating_mul(i64::from(*windows)));
+                let then = end.saturating_sub(back);
+                while past.front().is_some_and(|&(t, _)| t < then) {
+                    past.pop_front();
+                }
+                let earlier = past.front().filter(|&&(t, _)| t == then).map(|&(_, v)| v);
+                past.push_back((end, x));
+                let earlier = earlier?;
+                if *percent {
+                    (earlier != 0.0).then(|| (x - earlier) / earlier.abs() * 100.0)
+                } else {
+                    Some(x - earlier)
+                }
+            }
+            (Expr::Spike { alpha, warmup, min_dev, .. }, History::Spike { mean, var, seen }) => {
+                let score = (*seen >= *warmup && *seen > 0).then(|| {
+                    let dev = var.sqrt().max(*min_dev);
+                    if dev > 0.0 {
+                        (x - *mean) / dev
+                    } else if x == *mean {
+                        0.0
+                    } else {
+                        f64::INFINITY.copysign(x - *mean)
+                    }
+                });
+                if *seen == 0 {
+                    *mean = x;
+                    *var = 0.0;
+                } else {
+                    let diff = x - *mean;
+                    let incr = alpha * diff;
+                    *mean += incr;
+                    *var = (1.0 - alpha) * (*var + diff * incr);
+                }
+                *seen = seen.saturating_add(1);
+                score
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+enum Phase {
+    Inactive,
+    Pending { since: Timestamp },
+    Firing { since: Timestamp, recovering: Option<Timestamp> },
+}
+
+/// One alert instance: a (rule, tenant, group) state machine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Instance {
+    tenant: Arc<str>,
+    values: Box<[Arc<str>]>,
+    phase: Phase,
+    /// End of the last window processed (with data or as a gap).
+    cursor: Timestamp,
+    /// End of the last window with data.
+    last_data: Timestamp,
+    /// Window size, learned from the results.
+    size: Span,
+    value: Option<f64>,
+    history: History,
+    /// Per-cell histories of a cluster rule.
+    cells: HashMap<Arc<str>, History>,
+    /// Cells of the clusters found in the latest window.
+    cluster: Vec<String>,
+    /// When [`Evaluator::advance`] must look at this instance next.
+    deadline: Option<Timestamp>,
+    generation: u32,
+}
+
+/// The part of a window result a rule reads, merged over the groups that
+/// share an instance.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Acc {
+    Add(f64),
+    Scalar(Scalar),
+    Quantile { value: f64, sketch: Option<Box<Quantiles>>, parts: u32 },
+}
+
+impl Acc {
+    fn read(result: &WindowResult, rule: &Rule, keep_sketch: bool) -> Option<Acc> {
+        let selector = rule.expr()?.selector();
+        let field = match &selector.field {
+            None => return Some(Acc::Add(result.count)),
+            Some(name) => result.field(name)?,
+        };
+        match selector.agg {
+            Agg::Count => Some(Acc::Add(field.scalar.count())),
+            Agg::Quantile(q) => {
+                let value = match &field.sketch {
+                    Some(sketch) => sketch.quantile(q)?,
+                    None => field.quantiles.iter().find(|(fq, _)| (fq - q).abs() < 1e-9).map(|&(_, v)| v)?,
+                };
+                let sketch = if keep_sketch { field.sketch.clone() } else { None };
+                Some(Acc::Quantile { value, sketch, parts: 1 })
+            }
+            _ => (!field.scalar.is_empty()).then_some(Acc::Scalar(field.scalar)),
+        }
+    }
+
+    fn merge(&mut self, other: Acc, q: f64) -> bool {
+        match (self, other) {
+            (Acc::Add(a), Acc::Add(b)) => *a += b,
+            (Acc::Scalar(a), Acc::Scalar(b)) => a.merge(&b),
+            (Acc::Quantile { value, sketch: Some(a), parts }, Acc::Quantile { sketch: Some(b), .. }) => {
+                a.merge(&b);
+                *parts += 1;
+                match a.quantile(q) {
+                    Some(v) => *value = v,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn value(&self, agg: Agg) -> Option<f64> {
+        match (self, agg) {
+            (Acc::Add(v), _) => Some(*v),
+            (Acc::Scalar(s), Agg::Sum) => Some(s.sum()),
+            (Acc::Scalar(s), Agg::Min) => s.min(),
+            (Acc::Scalar(s), Agg::Max) => s.max(),
+            (Acc::Scalar(s), Agg::Avg) => s.mean(),
+            (Acc::Scalar(s), Agg::Last) => s.last().map(|(_, v)| v),
+            (Acc::Quantile { value, .. }, _) => Some(*value),
+            _ => None,
+        }
+    }
+}
+
+/// A window result waiting for [`Evaluator::advance`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Buffered {
+    end: Timestamp,
+    start: Timestamp,
+    rule: u32,
+    slot: u32,
+    generation: u32,
+    cell: Option<Arc<str>>,
+    acc: Option<Acc>,
+}
+
+struct RuleSlot {
+    rule: Arc<Rule>,
+    name: Arc<str>,
+    /// Instance slots (`None` when free) and their index by key.
+    instances: Vec<Option<Instance>>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    live: usize,
+}
+
+/// Evaluates alert rules over window results.
+///
+/// Push each window result the windows emit ([`Evaluator::push`]), then
+/// call [`Evaluator::advance`] with the windows' watermark: it evaluates
+/// every buffered result whose window ended by then, in event-time order,
+/// and the gaps in each group's data, and appends the state changes.
+///
+/// **Time is event time.** A rule's `for`, `keep_firing_for` and absence
+/// durations are measured on window ends, never on the host's clock, so
+/// replaying a day of data gives the alerts it gave live, and splitting the
+/// same results over any number of `advance` calls gives the same events
+/// (as long as every result of a window is pushed before an `advance` past
+/// its end, which is how [`Windows`](crate::window::Windows) emits them).
+/// A quiet stream still moves on: the windows' watermark advances on the
+/// host's time after their idle timeout.
+///
+/// ```
+/// use edgestream::alert::{AlertState, EvalConfig, Evaluator, Rule};
+/// use edgestream::event::{decode, Limits};
+/// use edgestream::time::{Span, Timestamp};
+/// use edgestream::window::{FieldSpec, WindowSpec, Windows};
+///
+/// let rule = Rule::parse("hot", "avg(temp_c) by (room) > 30 for 2m")?;
+/// let mut alerts = Evaluator::new(vec![rule], EvalConfig::default())?;
+/// let spec = WindowSpec::new(Span::from_mins(1)).group_by(["room"]).field(FieldSpec::new("temp_c"))
+///     .out_of_orderness(Span::ZERO);
+/// let mut windows = Windows::new(spec)?;
+///
+/// let mut events = Vec::new();
+/// for (minute, temp) in [(0, 31.0), (1, 32.0), (2, 33.0), (3, 20.0), (4, 21.0)] {
+///     let body = format!(r#"{{"tenant":"t","stream":"s","ts":"{}","dims":{{"room":"a"}},"fields":{{"temp_c":{temp}}}}}"#,
+///         Timestamp::from_secs(60 * minute).unwrap());
+///     let now = Timestamp::from_secs(60 * minute + 61).unwrap();
+///     let batch = decode("application/json", body, &Limits::default())?;
+///     windows.push(&batch, now, &mut Vec::new());
+///     windows.advance(now);
+///     while let Some(result) = windows.poll_result() {
+///         alerts.push(&result);
+///     }
+///     alerts.advance(windows.watermark(), &mut events);
+/// }
+/// let states: Vec<_> = events.iter().map(|e| (e.state, e.at.as_secs())).collect();
+/// assert_eq!(states, [(AlertState::Pending, 60), (AlertState::Firing, 120), (AlertState::Resolved, 240)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Evaluator {
+    rules: Vec<RuleSlot>,
+    by_stream: HashMap<String, Vec<u32>>,
+    any_stream: Vec<u32>,
+    config: EvalConfig,
+    buffer: Vec<Buffered>,
+    deadlines: BinaryHeap<Reverse<(Timestamp, u32, u32, u32)>>,
+    per_tenant: HashMap<Arc<str>, usize>,
+    hasher: foldhash::fast::FixedState,
+    next_generation: u32,
+    stats: AlertStats,
+}
+
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("rules", &self.rules.len())
+            .field("buffered", &self.buffer.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash_key(hasher: &foldhash::fast::FixedState, tenant: &str, values: &[&str]) -> u64 {
+    let mut h = hasher.build_hasher();
+    tenant.hash(&mut h);
+    for v in values {
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+impl Evaluator {
+    /// An evaluator of `rules`; rule names must be unique.
+    pub fn new(rules: Vec<Rule>, config: EvalConfig) -> Result<Evaluator, RuleError> {
+        let mut by_stream: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut any_stream = Vec::new();
+        let mut slots = Vec::with_capacity(rules.len());
+        for (i, rule) in rules.into_iter().enumerate() {
+            if slots.iter().any(|s: &RuleSlot| *s.name == *rule.name) {
+                return Err(RuleError::Invalid { rule: rule.name, reason: "two rules have this name".into() });
+            }
+            let id = u32::try_from(i).map_err(|_| RuleError::Invalid {
+                rule: rule.name.clone(),
+                reason: "too many rules".into(),
+            })?;
+            match &rule.stream {
+                Some(stream) => by_stream.entry(stream.clone()).or_default().push(id),
+                None => any_stream.push(id),
+            }
+            slots.push(RuleSlot {
+                name: Arc::from(rule.name.as_str()),
+                rule: Arc::new(rule),
+                instances: Vec::new(),
+                free: Vec::new(),
+                index: HashTable::new(),
+                live: 0,
+            });
+        }
+        Ok(Evaluator {
+            rules: slots,
+            by_stream,
+            any_stream,
+            config,
+            buffer: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            per_tenant: HashMap::new(),
+            hasher: foldhash::fast::FixedState::with_seed(0x5eed),
+            next_generation: 0,
+            stats: AlertStats::default(),
+        })
+    }
+
+    /// The rules, in the order given.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|s| &*s.rule)
+    }
+
+    /// What the evaluator did so far.
+    pub fn stats(&self) -> &AlertStats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EvalConfig {
+        &self.config
+    }
+
+    /// Buffers a window result for the rules that read it (by tenant,
+    /// stream and window size); it is evaluated by the next
+    /// [`advance`](Evaluator::advance) at or after its window's end.
+    pub fn push(&mut self, result: &WindowResult) {
+        if !result.is_final {
+            self.stats.partials_skipped += 1;
+            return;
+        }
+        let stream = &*result.group.stream;
+        let rules: SmallVec<[u32; 16]> = self
+            .by_stream
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .chain(self.any_stream.iter())
+            .copied()
+            .collect();
+        for rule in rules {
+            self.push_for(rule, result);
+        }
+    }
+
+    fn push_for(&mut self, rule_id: u32, result: &WindowResult) {
+        let Some(slot) = self.rules.get(rule_id as usize) else { return };
+        let rule = Arc::clone(&slot.rule);
+        if rule.tenant.as_deref().is_some_and(|t| t != &*result.group.tenant)
+            || rule.window.is_some_and(|w| w != result.end.saturating_since(result.start))
+        {
+            return;
+        }
+        let cell_label = match &rule.condition {
+            Condition::GeoCluster { label, .. } => Some(label.as_str()),
+            _ => None,
+        };
+        let cell = match cell_label {
+            Some(label) => match result.group.label(label) {
+                Some(cell) => Some(cell),
+                None => {
+                    self.stats.no_value += 1;
+                    return;
+                }
+            },
+            None => None,
+        };
+        if self.buffer.len() >= self.config.max_buffered {
+            self.stats.buffer_full += 1;
+            return;
+        }
+        let values: SmallVec<[&str; 4]> = rule.by.iter().map(|k| result.group.label(k).unwrap_or("")).collect();
+        // Results of finer groups than `by` merge into one instance: quantile
+        // rules then need the sketches.
+        let merges = result.group.labels.iter().any(|(k, _)| Some(&**k) != cell_label && !rule.by.iter().any(|b| b == &**k));
+        let acc = match &rule.condition {
+            Condition::Absent => None,
+            _ => match Acc::read(result, &rule, merges) {
+                Some(acc) => Some(acc),
+                None => {
+                    self.stats.no_value += 1;
+                    return;
+                }
+            },
+        };
+        let Some((slot_id, generation)) = self.instance(rule_id, &result.group.tenant, &values) else {
+            self.stats.instances_capped += 1;
+            return;
+        };
+        self.buffer.push(Buffered {
+            end: result.end,
+            start: result.start,
+            rule: rule_id,
+            slot: slot_id,
+            generation,
+            cell: cell.map(Arc::from),
+            acc,
+        });
+    }
+
+    /// Finds or creates the instance of (`rule`, `tenant`, `values`).
+    fn instance(&mut self, rule_id: u32, tenant: &Arc<str>, values: &[&str]) -> Option<(u32, u32)> {
+        let hash = hash_key(&self.hasher, tenant, values);
+        let slot = self.rules.get_mut(rule_id as usize)?;
+        let found = slot.index.find(hash, |&i| {
+            slot.instances.get(i as usize).and_then(Option::as_ref).is_some_and(|inst| {
+                *inst.tenant == **tenant && inst.values.len() == values.len() && inst.values.iter().zip(values).all(|(a, b)| **a == **b)
+            })
+        });
+        if let Some(&i) = found {
+            let generation = slot.instances.get(i as usize).and_then(Option::as_ref).map(|inst| inst.generation)?;
+            return Some((i, generation));
+        }
+        let tenant_count = self.per_tenant.get(tenant).copied().unwrap_or(0);
+        if slot.live >= self.config.max_instances_per_rule || tenant_count >= self.config.max_instances_per_tenant {
+            return None;
+        }
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let instance = Instance {
+            tenant: Arc::clone(tenant),
+            values: values.iter().map(|v| Arc::from(*v)).collect(),
+            phase: Phase::Inactive,
+            cursor: Timestamp::MIN,
+            last_data: Timestamp::MIN,
+            size: Span::ZERO,
+            value: None,
+            history: match &slot.rule.condition {
+                Condition::Threshold { expr, .. } => History::for_expr(Some(expr)),
+                _ => History::None,
+            },
+            cells: HashMap::new(),
+            cluster: Vec::new(),
+            deadline: None,
+            generation,
+        };
+        let id = match slot.free.pop() {
+            Some(id) => {
+                if let Some(place) = slot.instances.get_mut(id as usize) {
+                    *place = Some(instance);
+                }
+                id
+            }
+            None => {
+                slot.instances.push(Some(instance));
+                u32::try_from(slot.instances.len() - 1).ok()?
+            }
+        };
+        let hasher = &self.hasher;
+        let instances = &slot.instances;
+        slot.index.insert_unique(hash, id, |&i| {
+            instances
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .map(|inst| {
+                    let values: SmallVec<[&str; 4]> = inst.values.iter().map(|v| &**v).collect();
+                    hash_key(hasher, &inst.tenant, &values)
+                })
+                .unwrap_or(0)
+        });
+        slot.live += 1;
+        *self.per_tenant.entry(Arc::clone(tenant)).or_insert(0) += 1;
+        self.stats.instances += 1;
+        Some((id, generation))
+    }
+
+    /// When `advance` has work next: the end of the earliest buffered
+    /// window, or the earliest gap or timer of an instance. It may be early
+    /// (a timer that was cancelled); calling `advance` then is harmless.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let buffered = self.buffer.iter().map(|b| b.end).min();
+        let timer = self.deadlines.peek().map(|Reverse((t, ..))| *t);
+        buffered.into_iter().chain(timer).min()
+    }
+
+    /// Evaluates, in event-time order, every buffered result whose window
+    /// ended at or before `watermark`, and every gap in a group's data up
+    /// to it; appends the state changes to `out`.
+    pub fn advance(&mut self, watermark: Timestamp, out: &mut Vec<AlertEvent>) {
+        let first = out.len();
+        let (mut ready, waiting): (Vec<Buffered>, Vec<Buffered>) =
+            std::mem::take(&mut self.buffer).into_iter().partition(|b| b.end <= watermark);
+        self.buffer = waiting;
+        ready.sort_by(|a, b| (a.end, a.rule, a.slot, &a.cell).cmp(&(b.end, b.rule, b.slot, &b.cell)));
+
+        let mut ready = ready.into_iter().peekable();
+        loop {
+            let next_result = ready.peek().map(|b| b.end);
+            let next_timer = self.deadlines.peek().map(|Reverse((t, ..))| *t).filter(|&t| t <= watermark);
+            // At equal times results go first: data for a window beats its gap timer.
+            let take_result = match (next_result, next_timer) {
+                (Some(end), Some(t)) => end <= t,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_result {
+                // Every buffered result of this (end, rule, instance).
+                let Some(head) = ready.next() else { break };
+                let key = (head.end, head.rule, head.slot);
+                let mut group = vec![head];
+                while let Some(b) = ready.next_if(|b| (b.end, b.rule, b.slot) == key) {
+                    group.push(b);
+                }
+                self.evaluate(group, out);
+            } else if let Some(Reverse((t, rule, slot, generation))) = self.deadlines.pop() {
+                self.on_timer(t, rule, slot, generation, out);
+            }
+        }
+        self.stats.events += (out.len() - first) as u64;
+    }
+
+    /// The pending and firing instances.
+    pub fn alerts(&self) -> impl Iterator<Item = ActiveAlert> + '_ {
+        self.rules.iter().flat_map(|slot| {
+            slot.instances.iter().flatten().filter_map(move |inst| {
+                let (state, since) = match inst.phase {
+                    Phase::Inactive => return None,
+                    Phase::Pending { since } => (AlertState::Pending, since),
+                    Phase::Firing { since, .. } => (AlertState::Firing, since),
+                };
+                Some(ActiveAlert {
+                    rule: Arc::clone(&slot.name),
+                    tenant: Arc::clone(&inst.tenant),
+                    labels: labels_of(&slot.rule, inst),
+                    state,
+                    value: inst.value,
+                    since,
+                    fingerprint: fingerprint_of(&slot.rule, inst),
+                })
+            })
+        })
+    }
+
+    fn evaluate(&mut self, group: Vec<Buffered>, out: &mut Vec<AlertEvent>) {
+        let Some(head) = group.first() else { return };
+        let (end, start, rule_id, slot_id, generation) = (head.end, head.start, head.rule, head.slot, head.generation);
+        let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
+        let rule = Arc::clone(&slot.rule);
+        let name = Arc::clone(&slot.name);
+        let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
+        if inst.generation != generation {
+            return;
+        }
+        if end <= inst.cursor {
+            self.stats.stale += group.len() as u64;
+            return;
+        }
+        self.stats.evaluated += group.len() as u64;
+        let size = end.saturating_since(start);
+        if size.is_positive() {
+            inst.size = size;
+        }
+        // The gap before this window, as missing windows.
+        process_gap(&rule, &name, inst, start, out);
+        match judge_window(&rule, inst, group, start, end) {
+            Some((holds, recovered, value)) => {
+                inst.value = value;
+                inst.last_data = end;
+                step(&rule, &name, inst, start, end, holds, recovered, value, out);
+                inst.cursor = end;
+            }
+            None => self.stats.no_value += 1,
+        }
+        self.rearm(rule_id, slot_id);
+    }
+
+    fn on_timer(&mut self, t: Timestamp, rule_id: u32, slot_id: u32, generation: u32, out: &mut Vec<AlertEvent>) {
+        let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
+        let rule = Arc::clone(&slot.rule);
+        let name = Arc::clone(&slot.name);
+        let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
+        if inst.generation != generation || inst.deadline != Some(t) {
+            return;
+        }
+        inst.deadline = None;
+        process_gap(&rule, &name, inst, t, out);
+        if t >= inst.last_data.saturating_add(self.config.idle_ttl) {
+            if let Phase::Pending { .. } | Phase::Firing { .. } = inst.phase {
+                let previous = if matches!(inst.phase, Phase::Firing { .. }) { AlertState::Firing } else { AlertState::Pending };
+                let since = match inst.phase {
+                    Phase::Pending { since } | Phase::Firing { since, .. } => since,
+                    Phase::Inactive => t,
+                };
+                let state = if previous == AlertState::Firing { AlertState::Resolved } else { AlertState::Inactive };
+                out.push(event(&rule, &name, inst, state, previous, None, t, since));
+            }
+            self.remove(rule_id, slot_id);
+            self.stats.expired += 1;
+            return;
+        }
+        self.rearm(rule_id, slot_id);
+    }
+
+    fn remove(&mut self, rule_id: u32, slot_id: u32) {
+        let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
+        let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::take) else { return };
+        let values: SmallVec<[&str; 4]> = inst.values.iter().map(|v| &**v).collect();
+        let hash = hash_key(&self.hasher, &inst.tenant, &values);
+        if let Ok(entry) = slot.index.find_entry(hash, |&i| i == slot_id) {
+            entry.remove();
+        }
+        slot.free.push(slot_id);
+        slot.live = slot.live.saturating_sub(1);
+        if let Some(n) = self.per_tenant.get_mut(&inst.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_tenant.remove(&inst.tenant);
+            }
+        }
+        self.stats.instances = self.stats.instances.saturating_sub(1);
+    }
+
+    /// Schedules the instance's next look: its next gap transition, or its expiry.
+    fn rearm(&mut self, rule_id: u32, slot_id: u32) {
+        let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
+        let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
+        let expiry = inst.last_data.saturating_add(self.config.idle_ttl);
+        let next = next_gap_change(&slot.rule, inst).map_or(expiry, |t| t.min(expiry));
+        if inst.deadline != Some(next) {
+            inst.deadline = Some(next);
+            self.deadlines.push(Reverse((next, rule_id, slot_id, inst.generation)));
+        }
+    }
+}
+
+/// (holds, recovered, value) of a threshold on `v`.
+fn judge(compare: &Compare, recover: Option<&Compare>, v: Option<f64>) -> (bool, bool, Option<f64>) {
+    match v {
+        Some(v) => {
+            let holds = compare.holds(v);
+            let recovered = recover.map_or(!holds, |r| r.holds(v));
+            (holds, recovered, Some(v))
+        }
+        // Not computable yet (warm-up, no earlier window): does not hold.
+        None => (false, true, None),
+    }
+}
+
+/// How a window without data counts: `Some(true)` as holding,
+/// `Some(false)` as not holding, `None` as if it were not there.
+fn gap_holds(rule: &Rule) -> Option<bool> {
+    match (&rule.condition, rule.missing) {
+        (Condition::Absent, _) => Some(true),
+        (_, Missing::Ok) => Some(false),
+        (_, Missing::Alerting) => Some(true),
+        (_, Missing::Keep) => None,
+    }
+}
+
+/// The first window end at or after `at` on the grid `cursor + k·size`, k ≥ 1.
+fn grid_end(cursor: Timestamp, size: Span, at: Timestamp) -> Timestamp {
+    let s = size.as_nanos().max(1);
+    let first = cursor.saturating_add(size);
+    if at <= first {
+        return first;
+    }
+    let k = (i128::from(at.as_nanos()) - i128::from(cursor.as_nanos()) + i128::from(s) - 1) / i128::from(s);
+    let end = i128::from(cursor.as_nanos()) + k * i128::from(s);
+    Timestamp::from_nanos(i64::try_from(end).unwrap_or(i64::MAX))
+}
+
+/// The end of the next missing window after the instance's cursor at which
+/// a gap would change its emitted state; `None` if a gap changes nothing.
+fn next_gap_change(rule: &Rule, inst: &Instance) -> Option<Timestamp> {
+    if inst.cursor == Timestamp::MIN || !inst.size.is_positive() {
+        return None;
+    }
+    let holds = gap_holds(rule)?;
+    let first = inst.cursor.saturating_add(inst.size);
+    match (inst.phase, holds) {
+        (Phase::Inactive, true) | (Phase::Pending { .. }, false) => Some(first),
+        (Phase::Pending { since }, true) => Some(grid_end(inst.cursor, inst.size, since.saturating_add(rule.for_))),
+        (Phase::Firing { recovering, .. }, false) => {
+            let from = recovering.unwrap_or(inst.cursor);
+            Some(grid_end(inst.cursor, inst.size, from.saturating_add(rule.keep_firing_for)))
+        }
+        (Phase::Inactive, false) | (Phase::Firing { .. }, true) => None,
+    }
+}
+
+/// Processes the missing windows between the instance's cursor and `until`
+/// (those ending at or before it).
+fn process_gap(rule: &Rule, name: &Arc<str>, inst: &mut Instance, until: Timestamp, out: &mut Vec<AlertEvent>) {
+    if inst.cursor == Timestamp::MIN || !inst.size.is_positive() {
+        return;
+    }
+    let Some(holds) = gap_holds(rule) else { return };
+    loop {
+        let (start, end) = (inst.cursor, inst.cursor.saturating_add(inst.size));
+        if end > until || end <= start {
+            break;
+        }
+        step(rule, name, inst, start, end, holds, !holds, None, out);
+        inst.cursor = end;
+        // The first missing window sets what the whole gap keeps (pending
+        // since, recovering since); later ones matter only where a
+        // duration runs out: jump there, or to the end of the gap.
+        match next_gap_change(rule, inst) {
+            Some(next) if next <= until => inst.cursor = next.saturating_sub(inst.size),
+            _ => {
+                inst.cursor = grid_floor(inst.cursor, inst.size, until);
+                break;
+            }
+        }
+    }
+}
+
+/// The last window end at or before `at` on the grid `cursor + k·size`, k ≥ 0.
+fn grid_floor(cursor: Timestamp, size: Span, at: Timestamp) -> Timestamp {
+    let s = i128::from(size.as_nanos().max(1));
+    let gap = i128::from(at.as_nanos()) - i128::from(cursor.as_nanos());
+    if gap <= 0 {
+        return cursor;
+    }
+    let end = i128::from(cursor.as_nanos()) + gap / s * s;
+    Timestamp::from_nanos(i64::try_from(end).unwrap_or(i64::MAX))
+}
+
+/// (holds, recovered, value) of one window's buffered results, updating
+/// the instance's histories; `None` when the window has no usable value.
+fn judge_window(
+    rule: &Rule,
+    inst: &mut Instance,
+    group: Vec<Buffered>,
+    start: Timestamp,
+    end: Timestamp,
+) -> Option<(bool, bool, Option<f64>)> {
+    match &rule.condition {
+        Condition::Absent => Some((false, true, None)),
+        Condition::Threshold { expr, compare } => {
+            let x = merged_value(expr, group.into_iter().filter_map(|b| b.acc))?;
+            let v = inst.history.eval(expr, start, end, x);
+            Some(judge(compare, rule.recover.as_ref(), v))
+        }
+        Condition::GeoCluster { expr, compare, min_cells, .. } => {
+            // The group is sorted by cell: merge per cell, then score.
+            let mut hot: Vec<String> = Vec::new();
+            let mut any = false;
+            let mut group = group.into_iter().peekable();
+            while let Some(first) = group.next() {
+                let Some(cell) = first.cell.clone() else { continue };
+                let mut accs = vec![first.acc];
+                while let Some(b) = group.next_if(|b| b.cell.as_deref() == Some(&*cell)) {
+                    accs.push(b.acc);
+                }
+                let Some(x) = merged_value(expr, accs.into_iter().flatten()) else { continue };
+                any = true;
+                if inst.cells.len() >= MAX_CELLS && !inst.cells.contains_key(&cell) {
+                    continue;
+                }
+                let history = inst.cells.entry(Arc::clone(&cell)).or_insert_with(|| History::for_expr(Some(expr)));
+                if history.eval(expr, start, end, x).is_some_and(|v| compare.holds(v)) {
+                    hot.push(cell.to_string());
+                }
+            }
+            if !any {
+                return None;
+            }
+            let clusters = geo_cluster::clusters(&hot, *min_cells as usize);
+            let largest = clusters.iter().map(Vec::len).max().unwrap_or(0);
+            inst.cluster = clusters.into_iter().flatten().collect();
+            inst.cluster.sort_unstable();
+            let holds = largest > 0;
+            let recovered = rule.recover.as_ref().map_or(!holds, |r| r.holds(largest as f64));
+            Some((holds, recovered, Some(largest as f64)))
+        }
+    }
+}
+
+/// The aggregate of the merged accumulators.
+fn merged_value(expr: &Expr, accs: impl IntoIterator<Item = Acc>) -> Option<f64> {
+    let agg = expr.selector().agg;
+    let q = if let Agg::Quantile(q) = agg { q } else { 0.0 };
+    let mut accs = accs.into_iter();
+    let mut acc = accs.next()?;
+    for other in accs {
+        if !acc.merge(other, q) {
+            return None;
+        }
+    }
+    acc.value(agg)
+}
+
+/// Most cells whose baselines a cluster rule keeps per instance.
+const MAX_CELLS: usize = 65_536;
+
+/// One window of the state machine.
+#[allow(clippy::too_many_arguments)]
+fn step(
+    rule: &Rule,
+    name: &Arc<str>,
+    inst: &mut Instance,
+    start: Timestamp,
+    end: Timestamp,
+    holds: bool,
+    recovered: bool,
+    value: Option<f64>,
+    out: &mut Vec<AlertEvent>,
+) {
+    match inst.phase {
+        Phase::Inactive => {
+            if holds {
+                if end.saturating_since(start) >= rule.for_ {
+                    inst.phase = Phase::Firing { since: start, recovering: None };
+                    out.push(event(rule, name, inst, AlertState::Firing, AlertState::Inactive, value, end, start));
+                } else {
+                    inst.phase = Phase::Pending { since: start };
+                    out.push(event(rule, name, inst, AlertState::Pending, AlertState::Inactive, value, end, start));
+                }
+            }
+        }
+        Phase::Pending { since } => {
+            if !holds {
+                inst.phase = Phase::Inactive;
+                out.push(event(rule, name, inst, AlertState::Inactive, AlertState::Pending, value, end, since));
+            } else if end.saturating_since(since) >= rule.for_ {
+                inst.phase = Phase::Firing { since, recovering: None };
+                out.push(event(rule, name, inst, AlertState::Firing, AlertState::Pending, value, end, since));
+            }
+        }
+        Phase::Firing { since, recovering } => {
+            if recovered && !holds {
+                let from = recovering.unwrap_or(start);
+                if end.saturating_since(from) >= rule.keep_firing_for {
+                    inst.phase = Phase::Inactive;
+                    out.push(event(rule, name, inst, AlertState::Resolved, AlertState::Firing, value, end, since));
+                } else {
+                    inst.phase = Phase::Firing { since, recovering: Some(from) };
+                }
+            } else {
+                inst.phase = Phase::Firing { since, recovering: None };
+            }
+        }
+    }
+}
+
+fn labels_of(rule: &Rule, inst: &Instance) -> Vec<(String, String)> {
+    let mut labels: Vec<(String, String)> = Vec::with_capacity(1 + rule.labels.len() + rule.by.len());
+    labels.push(("alertname".to_owned(), rule.name.clone()));
+    for (k, v) in rule.by.iter().zip(inst.values.iter()) {
+        labels.push((k.clone(), v.to_string()));
+    }
+    for (k, v) in &rule.labels {
+        match labels.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => labels.push((k.clone(), v.clone())),
+        }
+    }
+    labels.sort();
+    labels
+}
+
+fn fingerprint_of(rule: &Rule, inst: &Instance) -> Fingerprint {
+    Fingerprint::of(&rule.name, &inst.tenant, rule.by.iter().map(String::as_str).zip(inst.values.iter().map(|v| &**v)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn event(
+    rule: &Rule,
+    name: &Arc<str>,
+    inst: &Instance,
+    state: AlertState,
+    previous: AlertState,
+    value: Option<f64>,
+    at: Timestamp,
+    since: Timestamp,
+) -> AlertEvent {
+    let labels = labels_of(rule, inst);
+    let cells = if matches!(rule.condition, Condition::GeoCluster { .. }) && state != AlertState::Resolved {
+        inst.cluster.clone()
+    } else {
+        Vec::new()
+    };
+    let ctx = Context {
+        rule: &rule.name,
+        tenant: &inst.tenant,
+        severity: rule.severity.as_str(),
+        value,
+        labels: &labels,
+        cells: &cells,
+    };
+    let annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), template::render(t, &ctx))).collect();
+    AlertEvent {
+        rule: Arc::clone(name),
+        tenant: Arc::clone(&inst.tenant),
+        fingerprint: fingerprint_of(rule, inst),
+        labels,
+        state,
+        previous,
+        severity: rule.severity,
+        value,
+        at,
+        since,
+        cells,
+        annotations,
+    }
+}

@@ -1,0 +1,471 @@
+//! Alert rules: the text and serde forms, and every state transition of
+//! the evaluator on hand-built window results.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod common;
+
+use common::alerts::{group, group_of, minutes, result, values};
+use edgestream::alert::{AlertEvent, AlertState, EvalConfig, Evaluator, Rule};
+use edgestream::geo::Geohash;
+use edgestream::time::Span;
+use edgestream::window::WindowResult;
+use proptest::prelude::*;
+
+const MIN: Span = Span::from_mins(1);
+
+fn evaluator(rule: &str) -> Evaluator {
+    Evaluator::new(vec![Rule::parse("r", rule).unwrap()], EvalConfig::default()).unwrap()
+}
+
+/// Feeds `(minute index, value)` for one group, advancing after each
+/// window; returns `(state, at minute)` of the events.
+fn run(rule: &str, series: &[(i64, f64)]) -> Vec<(AlertState, i64)> {
+    let mut ev = evaluator(rule);
+    let g = group(&[("region", "eu")]);
+    let mut out = Vec::new();
+    for &(i, v) in series {
+        ev.push(&result(&g, MIN, i, v));
+        ev.advance(minutes(i + 1), &mut out);
+    }
+    states(&out)
+}
+
+fn states(events: &[AlertEvent]) -> Vec<(AlertState, i64)> {
+    events.iter().map(|e| (e.state, e.at.as_secs() / 60)).collect()
+}
+
+use AlertState::{Firing, Inactive, Pending, Resolved};
+
+#[test]
+fn threshold_goes_pending_then_firing_then_resolved() {
+    let series: Vec<(i64, f64)> = [100.0, 300.0, 300.0, 300.0, 100.0].into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    assert_eq!(run("avg(x) > 250 for 2m", &series), [(Pending, 2), (Firing, 3), (Resolved, 5)]);
+    // `for 0` fires on the first window.
+    assert_eq!(run("avg(x) > 250", &series), [(Firing, 2), (Resolved, 5)]);
+    // A pending alert whose condition stops holding goes back to inactive.
+    assert_eq!(run("avg(x) > 250 for 5m", &series), [(Pending, 2), (Inactive, 5)]);
+}
+
+#[test]
+fn every_operator_compares() {
+    let series = [(0, 250.0)];
+    for (op, fires) in [(">", false), (">=", true), ("<", false), ("<=", true), ("==", true), ("!=", false)] {
+        let got = run(&format!("avg(x) {op} 250"), &series);
+        assert_eq!(!got.is_empty(), fires, "{op}");
+    }
+}
+
+#[test]
+fn a_recovery_threshold_stops_flapping() {
+    // Around the threshold: without hysteresis it flaps, with it it stays firing.
+    let series: Vec<(i64, f64)> =
+        [260.0, 240.0, 260.0, 240.0, 260.0, 190.0].into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    let flapping = run("avg(x) > 250", &series);
+    assert_eq!(flapping, [(Firing, 1), (Resolved, 2), (Firing, 3), (Resolved, 4), (Firing, 5), (Resolved, 6)]);
+    assert_eq!(run("avg(x) > 250 recover < 200", &series), [(Firing, 1), (Resolved, 6)]);
+}
+
+#[test]
+fn keep_firing_for_bridges_short_dips_and_gaps() {
+    // A one-window dip does not resolve with keep_firing_for 2m.
+    let dip: Vec<(i64, f64)> = [300.0, 100.0, 300.0, 100.0, 100.0].into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    assert_eq!(run("avg(x) > 250", &dip), [(Firing, 1), (Resolved, 2), (Firing, 3), (Resolved, 4)]);
+    assert_eq!(run("avg(x) > 250 keep_firing_for 2m", &dip), [(Firing, 1), (Resolved, 5)]);
+    // A gap in the data (minutes 1 and 2 missing) with the default `missing=ok`.
+    let gap = [(0, 300.0), (3, 300.0), (4, 100.0), (7, 100.0)];
+    assert_eq!(run("avg(x) > 250", &gap), [(Firing, 1), (Resolved, 2), (Firing, 4), (Resolved, 5)]);
+    // Two missing windows are within keep_firing_for 3m; three are not.
+    assert_eq!(run("avg(x) > 250 keep_firing_for 3m", &gap), [(Firing, 1), (Resolved, 7)]);
+    assert_eq!(run("avg(x) > 250 keep_firing_for 2m", &gap), [(Firing, 1), (Resolved, 3), (Firing, 4), (Resolved, 6)]);
+}
+
+#[test]
+fn missing_data_policies() {
+    let gap = [(0, 300.0), (4, 300.0)];
+    // ok: the gap resets a pending alert.
+    assert_eq!(run("avg(x) > 250 for 3m", &gap), [(Pending, 1), (Inactive, 2), (Pending, 5)]);
+    // keep: the gap is ignored, the pending time keeps counting.
+    assert_eq!(run("avg(x) > 250 for 3m missing=keep", &gap), [(Pending, 1), (Firing, 5)]);
+    // alerting: the gap counts as holding, so it fires during the gap.
+    assert_eq!(run("avg(x) > 250 for 3m missing=alerting", &gap), [(Pending, 1), (Firing, 3)]);
+}
+
+#[test]
+fn gaps_are_noticed_without_new_data_for_the_group() {
+    // The group stops; another group keeps the watermark moving. The
+    // firing alert resolves at the end of its first missing window.
+    let mut ev = evaluator("avg(x) by (region) > 250");
+    let (eu, us) = (group(&[("region", "eu")]), group(&[("region", "us")]));
+    let mut out = Vec::new();
+    ev.push(&result(&eu, MIN, 0, 300.0));
+    for i in 0..4 {
+        ev.push(&result(&us, MIN, i, 10.0));
+        ev.advance(minutes(i + 1), &mut out);
+    }
+    assert_eq!(states(&out), [(Firing, 1), (Resolved, 2)]);
+    assert_eq!(out[0].label("region"), Some("eu"));
+    // The next deadline names the next thing to do: nothing before expiry.
+    assert!(ev.next_deadline().unwrap() > minutes(4));
+}
+
+#[test]
+fn absence_per_group() {
+    let mut ev = evaluator("absent() by (host) for 3m");
+    let (a, b) = (group(&[("host", "a")]), group(&[("host", "b")]));
+    let mut out = Vec::new();
+    for i in 0..10 {
+        ev.push(&result(&a, MIN, i, 1.0));
+        if !(2..7).contains(&i) {
+            ev.push(&result(&b, MIN, i, 1.0));
+        }
+        ev.advance(minutes(i + 1), &mut out);
+    }
+    // b is silent from minute 2 (window [2,3) ends at 3): pending then,
+    // firing once 3 minutes are missing, resolved when data returns.
+    assert_eq!(states(&out), [(Pending, 3), (Firing, 5), (Resolved, 8)]);
+    assert!(out.iter().all(|e| e.label("host") == Some("b")));
+    assert_eq!(out[1].since, minutes(2));
+}
+
+#[test]
+fn rate_of_change_absolute_and_percent() {
+    let series: Vec<(i64, f64)> = [100.0, 100.0, 100.0, 130.0, 170.0, 170.0].into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    // Versus 2 windows earlier: +30 at 3, +70 at 4, +40 at 5.
+    assert_eq!(run("change(avg(x), 2) > 50", &series), [(Firing, 5), (Resolved, 6)]);
+    // +30 % at 3, +30.8 % at 4, 0 at 5.
+    assert_eq!(run("pct_change(avg(x), 1) >= 30", &series), [(Firing, 4), (Resolved, 6)]);
+    // Falls are negative.
+    let fall = [(0, 100.0), (1, 40.0)];
+    assert_eq!(run("pct_change(avg(x), 1) < -50", &fall), [(Firing, 2)]);
+}
+
+#[test]
+fn spike_against_a_moving_baseline() {
+    // Noise around 10, then a jump to 30.
+    let mut series: Vec<(i64, f64)> = (0..40).map(|i| (i, 10.0 + if i % 2 == 0 { 0.5 } else { -0.5 })).collect();
+    series.push((40, 30.0));
+    series.push((41, 10.0));
+    let got = run("spike(avg(x), alpha=0.1, warmup=10) > 4", &series);
+    assert_eq!(got, [(Firing, 41), (Resolved, 42)]);
+    // During the warm-up nothing fires, however odd the values.
+    assert!(run("spike(avg(x), warmup=5) > 1", &[(0, 1.0), (1, 1000.0), (2, 5.0)]).is_empty());
+}
+
+#[test]
+fn finer_groups_merge_into_the_rule_groups() {
+    // Windows grouped by (region, host); the rule is by region: a weighted mean.
+    let mut ev = evaluator("avg(x) by (region) > 100");
+    let h1 = group(&[("region", "eu"), ("host", "1")]);
+    let h2 = group(&[("region", "eu"), ("host", "2")]);
+    let mut out = Vec::new();
+    ev.push(&values(&h1, MIN, 0, &[150.0, 150.0, 150.0]));
+    ev.push(&values(&h2, MIN, 0, &[0.0]));
+    ev.advance(minutes(1), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].value, Some(112.5));
+    assert_eq!(out[0].labels, [("alertname".to_owned(), "r".to_owned()), ("region".to_owned(), "eu".to_owned())]);
+    // count() adds the counts, sum(x) the sums, max(x) the largest.
+    for (rule, value) in [("count() > 1", 4.0), ("sum(x) > 1", 450.0), ("max(x) > 1", 150.0), ("min(x) >= 0", 0.0)] {
+        let mut ev = evaluator(rule);
+        let mut out = Vec::new();
+        ev.push(&values(&h1, MIN, 0, &[150.0, 150.0, 150.0]));
+        ev.push(&values(&h2, MIN, 0, &[0.0]));
+        ev.advance(minutes(1), &mut out);
+        assert_eq!(out[0].value, Some(value), "{rule}");
+    }
+}
+
+#[test]
+fn tenant_stream_and_window_scopes() {
+    let rules = vec![
+        Rule::parse("acme_only", "avg(x) > 1 tenant=acme").unwrap(),
+        Rule::parse("other_stream", "avg(x) > 1 stream=other").unwrap(),
+        Rule::parse("hourly", "avg(x) > 1 window=1h").unwrap(),
+        Rule::parse("all", "avg(x) > 1").unwrap(),
+    ];
+    let mut ev = Evaluator::new(rules, EvalConfig::default()).unwrap();
+    let mut out = Vec::new();
+    ev.push(&result(&group_of("acme", "s", &[]), MIN, 0, 5.0));
+    ev.push(&result(&group_of("zeta", "s", &[]), MIN, 0, 5.0));
+    ev.advance(minutes(1), &mut out);
+    let mut fired: Vec<(String, String)> = out.iter().map(|e| (e.rule.to_string(), e.tenant.to_string())).collect();
+    fired.sort();
+    assert_eq!(fired, [("acme_only".into(), "acme".into()), ("all".into(), "acme".into()), ("all".into(), "zeta".into())]);
+}
+
+#[test]
+fn geo_cluster_reports_neighbouring_cells_as_one_alert() {
+    let center = Geohash::encode(48.85, 2.35, 5).unwrap();
+    let near: Vec<Geohash> = center.neighbours().take(2).collect();
+    let far = Geohash::encode(-33.8, 151.2, 5).unwrap();
+    let rule = "geo_cluster(avg(x) > 100, min_cells=3) by (region)";
+    let cells = |list: &[Geohash]| -> Vec<String> { list.iter().map(|g| g.to_string()).collect() };
+
+    // Three neighbouring hot cells and a far hot one: one alert, three cells.
+    let mut ev = evaluator(rule);
+    let mut out = Vec::new();
+    for cell in [center, near[0], near[1], far] {
+        ev.push(&result(&group(&[("region", "eu"), ("geohash", cell.as_str())]), MIN, 0, 500.0));
+    }
+    ev.push(&result(&group(&[("region", "eu"), ("geohash", "u0000")]), MIN, 0, 1.0));
+    ev.advance(minutes(1), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].state, Firing);
+    assert_eq!(out[0].value, Some(3.0));
+    let mut expected = cells(&[center, near[0], near[1]]);
+    expected.sort();
+    assert_eq!(out[0].cells, expected);
+
+    // Two neighbouring hot cells are not enough; the next window resolves.
+    for cell in [center, near[0], far] {
+        ev.push(&result(&group(&[("region", "eu"), ("geohash", cell.as_str())]), MIN, 1, 500.0));
+    }
+    ev.advance(minutes(2), &mut out);
+    assert_eq!(states(&out), [(Firing, 1), (Resolved, 2)]);
+}
+
+#[test]
+fn geo_cluster_of_spikes_per_cell() {
+    // Each cell has its own baseline: a cell that is always high is not a spike.
+    let cells: Vec<Geohash> = {
+        let c = Geohash::encode(10.0, 10.0, 4).unwrap();
+        std::iter::once(c).chain(c.neighbours()).collect()
+    };
+    let mut ev = evaluator("geo_cluster(spike(count(), warmup=5) > 3, min_cells=3)");
+    let mut out = Vec::new();
+    for i in 0..12 {
+        for (k, cell) in cells.iter().enumerate() {
+            let base = if k == 0 { 1000.0 } else { 10.0 + (i % 2) as f64 };
+            let x = if i == 11 && (1..4).contains(&k) { 80.0 } else { base };
+            let xs = vec![0.0; x as usize];
+            ev.push(&values(&group(&[("geohash", cell.as_str())]), MIN, i, &xs));
+        }
+        ev.advance(minutes(i + 1), &mut out);
+    }
+    assert_eq!(states(&out), [(Firing, 12)]);
+    assert_eq!(out[0].cells.len(), 3);
+}
+
+#[test]
+fn instance_caps_are_counted() {
+    let config = EvalConfig { max_instances_per_rule: 2, ..EvalConfig::default() };
+    let mut ev = Evaluator::new(vec![Rule::parse("r", "avg(x) by (h) > 1").unwrap()], config).unwrap();
+    let mut out = Vec::new();
+    for h in ["a", "b", "c", "d"] {
+        ev.push(&result(&group(&[("h", h)]), MIN, 0, 5.0));
+    }
+    ev.advance(minutes(1), &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(ev.stats().instances_capped, 2);
+    assert_eq!(ev.stats().instances, 2);
+}
+
+#[test]
+fn partials_stale_results_and_missing_fields_are_counted() {
+    let mut ev = evaluator("avg(x) > 1");
+    let g = group(&[]);
+    let mut out = Vec::new();
+    let mut partial = result(&g, MIN, 0, 5.0);
+    partial.is_final = false;
+    ev.push(&partial);
+    ev.push(&result(&g, MIN, 0, 5.0));
+    ev.advance(minutes(1), &mut out);
+    let mut correction = result(&g, MIN, 0, 0.0);
+    correction.revision = 1;
+    ev.push(&correction);
+    let mut no_field: WindowResult = result(&g, MIN, 1, 5.0);
+    no_field.fields.clear();
+    ev.push(&no_field);
+    ev.advance(minutes(2), &mut out);
+    let stats = ev.stats();
+    assert_eq!((stats.partials_skipped, stats.stale, stats.no_value, stats.evaluated), (1, 1, 1, 1));
+    assert_eq!(states(&out), [(Firing, 1), (Resolved, 2)]);
+}
+
+#[test]
+fn idle_instances_expire() {
+    let config = EvalConfig { idle_ttl: Span::from_mins(10), ..EvalConfig::default() };
+    let mut ev = Evaluator::new(vec![Rule::parse("r", "absent() by (h)").unwrap()], config).unwrap();
+    let mut out = Vec::new();
+    ev.push(&result(&group(&[("h", "a")]), MIN, 0, 5.0));
+    ev.advance(minutes(1), &mut out);
+    assert_eq!(ev.stats().instances, 1);
+    ev.advance(minutes(30), &mut out);
+    assert_eq!(states(&out), [(Firing, 2), (Resolved, 11)]);
+    assert_eq!((ev.stats().instances, ev.stats().expired), (0, 1));
+    assert_eq!(ev.next_deadline(), None);
+}
+
+#[test]
+fn labels_annotations_and_fingerprints() {
+    let rule: Rule = serde_json::from_str(
+        r#"{"name": "slow", "rule": "p99(latency) by (region) > 250 severity=critical team=edge",
+            "annotations": {"summary": "p99 {{value}} ms in {{labels.region}} ({{severity}})"}}"#,
+    )
+    .unwrap();
+    let mut ev = Evaluator::new(vec![rule], EvalConfig::default()).unwrap();
+    let g = group(&[("region", "eu")]);
+    let mut r = result(&g, MIN, 0, 0.0);
+    r.fields[0].field = "latency".into();
+    r.fields[0].quantiles = vec![(0.99, 300.5)];
+    ev.push(&r);
+    let mut out = Vec::new();
+    ev.advance(minutes(1), &mut out);
+    let e = &out[0];
+    assert_eq!(e.annotations, [("summary".to_owned(), "p99 300.5 ms in eu (critical)".to_owned())]);
+    assert_eq!(e.label("team"), Some("edge"));
+    assert_eq!(e.label("alertname"), Some("slow"));
+    assert_eq!(e.fingerprint.to_string().len(), 16);
+    assert_eq!(e.fingerprint, edgestream::alert::Fingerprint::of("slow", "t", [("region", "eu")]));
+    let active: Vec<_> = ev.alerts().collect();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].fingerprint, e.fingerprint);
+}
+
+#[test]
+fn text_and_serde_forms_agree() {
+    let text = Rule::parse(
+        "r",
+        r#"spike(p99("latency ms"), alpha=0.2, warmup=5) by (region, "data center") > 3 for 2m keep_firing_for 5m recover < 1 missing=keep severity=error tenant=acme stream=http window=1m notify=oncall notify=email team="edge ops""#,
+    )
+    .unwrap();
+    assert_eq!(Rule::parse("r", &text.to_string()).unwrap(), text);
+    let yaml_like = serde_json::to_string(&text).unwrap();
+    let back: Rule = serde_json::from_str(&yaml_like).unwrap();
+    assert_eq!(back, text);
+    for rule in ["absent() by (host) for 5m", "geo_cluster(spike(count()) > 3, min_cells=4, label=cell) by (tenant_region)"] {
+        let parsed = Rule::parse("r", rule).unwrap();
+        assert_eq!(parsed.to_string(), rule);
+    }
+}
+
+#[test]
+fn parse_errors_say_where() {
+    for (text, column, needle) in [
+        ("avg(x) >", 9, "expected a threshold"),
+        ("avgx) > 1", 1, "unknown aggregate"),
+        ("avg(x) > 1 for 2", 16, "expected a duration"),
+        ("avg(x) > 1 for 2 m", 16, "expected a duration"),
+        ("avg(x) > 1 severity=loud", 21, "not a severity"),
+        ("avg(x) > 1 for 1m for 2m", 19, "given twice"),
+        ("avg(x) > 1 \"unterminated", 12, "unterminated"),
+        ("avg(x) ≥ 1", 8, "unexpected character"),
+        ("change(avg(x)) > 1", 14, "expected `,`"),
+        ("geo_cluster(avg(x) > 1)", 24, "min_cells"),
+    ] {
+        let err = Rule::parse("r", text).unwrap_err();
+        let edgestream::alert::RuleError::Parse(e) = &err else { panic!("{text}: {err}") };
+        assert_eq!(e.column, column, "{text}: {err}");
+        assert!(e.message.contains(needle), "{text}: {err}");
+    }
+    // Checked after parsing: inconsistent settings.
+    for (text, needle) in [
+        ("avg() > 1", "needs a field"),
+        ("change(avg(x), 0) > 1", "look-back"),
+        ("spike(avg(x), alpha=2) > 1", "alpha"),
+        ("absent() recover < 1", "recover"),
+        ("avg(x) by (a, a) > 1", "twice"),
+        ("geo_cluster(avg(x) > 1, min_cells=0)", "min_cells"),
+    ] {
+        let err = Rule::parse("r", text).unwrap_err().to_string();
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+    let conflict: Result<Rule, _> = serde_json::from_str(r#"{"name": "r", "rule": "avg(x) > 1 for 2m", "for": "3m"}"#);
+    assert!(conflict.unwrap_err().to_string().contains("both"));
+    let unknown: Result<Rule, _> = serde_json::from_str(r#"{"name": "r", "rule": "avg(x) > 1", "fro": "3m"}"#);
+    assert!(unknown.is_err());
+}
+
+#[test]
+fn new_refuses_duplicate_names() {
+    let rule = Rule::parse("r", "avg(x) > 1").unwrap();
+    assert!(Evaluator::new(vec![rule.clone(), rule], EvalConfig::default()).is_err());
+}
+
+fn arb_rule() -> impl Strategy<Value = String> {
+    let sel = prop_oneof![
+        Just("avg(x)".to_owned()),
+        Just("max(x)".to_owned()),
+        Just("count()".to_owned()),
+        Just("sum(x)".to_owned()),
+        Just("last(x)".to_owned()),
+    ];
+    let expr = (sel, 0..4u8, 1..4u32).prop_map(|(s, kind, n)| match kind {
+        0 | 1 => s,
+        2 => format!("change({s}, {n})"),
+        _ => format!("spike({s}, warmup={n})"),
+    });
+    let head = (expr, prop_oneof![Just(">"), Just("<"), Just(">=")], -5..15i32, 0..6u8).prop_map(|(e, op, t, kind)| match kind {
+        0 => "absent() by (g)".to_owned(),
+        _ => format!("{e} by (g) {op} {t}"),
+    });
+    (head, 0..4i64, 0..3i64, prop::option::of(-5..5i32), prop_oneof![Just(""), Just(" missing=keep"), Just(" missing=alerting")])
+        .prop_map(|(head, f, k, rec, missing)| {
+            let recover = if head.starts_with("absent") { String::new() } else { rec.map(|r| format!(" recover < {r}")).unwrap_or_default() };
+            format!("{head} for {f}m keep_firing_for {k}m{recover}{missing}")
+        })
+}
+
+/// Window results of groups `g0..g3`, minute by minute, some missing.
+fn arb_traffic() -> impl Strategy<Value = Vec<Vec<(u8, f64)>>> {
+    prop::collection::vec(prop::collection::vec((0..4u8, -10.0..20.0f64), 0..4), 1..40)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The same results evaluated in one `advance` or split over many
+    /// (with idle gaps between) give the same events.
+    #[test]
+    fn one_batch_or_many_advances_give_the_same_events(rule in arb_rule(), traffic in arb_traffic(), cuts in prop::collection::vec(any::<bool>(), 40)) {
+        let rule = Rule::parse("r", &rule).unwrap();
+        let groups: Vec<_> = (0..4).map(|g| group(&[("g", &format!("g{g}"))])).collect();
+        let results: Vec<(i64, WindowResult)> = traffic.iter().enumerate().flat_map(|(i, window)| {
+            let mut seen = [false; 4];
+            window.iter().filter_map(|&(g, v)| {
+                let fresh = !std::mem::replace(&mut seen[g as usize], true);
+                fresh.then(|| (i as i64, result(&groups[g as usize], MIN, i as i64, v)))
+            }).collect::<Vec<_>>()
+        }).collect();
+        let end = minutes(traffic.len() as i64 + 30);
+
+        let mut one = Evaluator::new(vec![rule.clone()], EvalConfig::default()).unwrap();
+        let mut all = Vec::new();
+        for (_, r) in &results {
+            one.push(r);
+        }
+        one.advance(end, &mut all);
+
+        let mut many = Evaluator::new(vec![rule], EvalConfig::default()).unwrap();
+        let mut split = Vec::new();
+        for (k, (i, r)) in results.iter().enumerate() {
+            many.push(r);
+            let next = results.get(k + 1).map(|(j, _)| *j);
+            if next != Some(*i) && cuts[(*i as usize) % cuts.len()] {
+                many.advance(minutes(i + 1), &mut split);
+                many.advance(minutes(i + 1), &mut split);
+            }
+        }
+        many.advance(end, &mut split);
+        prop_assert_eq!(all, split);
+    }
+
+    /// Display and parse are inverse on the text form.
+    #[test]
+    fn text_form_round_trips(rule in arb_rule()) {
+        let parsed = Rule::parse("r", &rule).unwrap();
+        prop_assert_eq!(Rule::parse("r", &parsed.to_string()).unwrap(), parsed);
+    }
+
+    /// No input makes the parser panic.
+    #[test]
+    fn parser_never_panics(text in "\\PC{0,80}") {
+        let _ = Rule::parse("r", &text);
+    }
+}
