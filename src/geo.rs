@@ -176,7 +176,6 @@ fn digit(b: u8) -> Option<u8> {
     BASE32.iter().position(|&c| c == b).and_then(|i| u8::try_from(i).ok())
 }
 
-
 impl fmt::Display for Geohash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())

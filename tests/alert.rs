@@ -44,7 +44,8 @@ use AlertState::{Firing, Inactive, Pending, Resolved};
 
 #[test]
 fn threshold_goes_pending_then_firing_then_resolved() {
-    let series: Vec<(i64, f64)> = [100.0, 300.0, 300.0, 300.0, 100.0].into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    let series: Vec<(i64, f64)> =
+        [100.0, 300.0, 300.0, 300.0, 100.0].into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
     assert_eq!(run("avg(x) > 250 for 2m", &series), [(Pending, 2), (Firing, 3), (Resolved, 5)]);
     // `for 0` fires on the first window.
     assert_eq!(run("avg(x) > 250", &series), [(Firing, 2), (Resolved, 5)]);
@@ -74,7 +75,8 @@ fn a_recovery_threshold_stops_flapping() {
 #[test]
 fn keep_firing_for_bridges_short_dips_and_gaps() {
     // A one-window dip does not resolve with keep_firing_for 2m.
-    let dip: Vec<(i64, f64)> = [300.0, 100.0, 300.0, 100.0, 100.0].into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    let dip: Vec<(i64, f64)> =
+        [300.0, 100.0, 300.0, 100.0, 100.0].into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
     assert_eq!(run("avg(x) > 250", &dip), [(Firing, 1), (Resolved, 2), (Firing, 3), (Resolved, 4)]);
     assert_eq!(run("avg(x) > 250 keep_firing_for 2m", &dip), [(Firing, 1), (Resolved, 5)]);
     // A gap in the data (minutes 1 and 2 missing) with the default `missing=ok`.
@@ -135,7 +137,8 @@ fn absence_per_group() {
 
 #[test]
 fn rate_of_change_absolute_and_percent() {
-    let series: Vec<(i64, f64)> = [100.0, 100.0, 100.0, 130.0, 170.0, 170.0].into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    let series: Vec<(i64, f64)> =
+        [100.0, 100.0, 100.0, 130.0, 170.0, 170.0].into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
     // Versus 2 windows earlier: +30 at 3, +70 at 4, +40 at 5.
     assert_eq!(run("change(avg(x), 2) > 50", &series), [(Firing, 5), (Resolved, 6)]);
     // +30 % at 3, +30.8 % at 4, 0 at 5.
@@ -196,7 +199,10 @@ fn tenant_stream_and_window_scopes() {
     ev.advance(minutes(1), &mut out);
     let mut fired: Vec<(String, String)> = out.iter().map(|e| (e.rule.to_string(), e.tenant.to_string())).collect();
     fired.sort();
-    assert_eq!(fired, [("acme_only".into(), "acme".into()), ("all".into(), "acme".into()), ("all".into(), "zeta".into())]);
+    assert_eq!(
+        fired,
+        [("acme_only".into(), "acme".into()), ("all".into(), "acme".into()), ("all".into(), "zeta".into())]
+    );
 }
 
 #[test]
@@ -339,7 +345,9 @@ fn text_and_serde_forms_agree() {
     let yaml_like = serde_json::to_string(&text).unwrap();
     let back: Rule = serde_json::from_str(&yaml_like).unwrap();
     assert_eq!(back, text);
-    for rule in ["absent() by (host) for 5m", "geo_cluster(spike(count()) > 3, min_cells=4, label=cell) by (tenant_region)"] {
+    for rule in
+        ["absent() by (host) for 5m", "geo_cluster(spike(count()) > 3, min_cells=4, label=cell) by (tenant_region)"]
+    {
         let parsed = Rule::parse("r", rule).unwrap();
         assert_eq!(parsed.to_string(), rule);
     }
@@ -401,13 +409,26 @@ fn arb_rule() -> impl Strategy<Value = String> {
         2 => format!("change({s}, {n})"),
         _ => format!("spike({s}, warmup={n})"),
     });
-    let head = (expr, prop_oneof![Just(">"), Just("<"), Just(">=")], -5..15i32, 0..6u8).prop_map(|(e, op, t, kind)| match kind {
-        0 => "absent() by (g)".to_owned(),
-        _ => format!("{e} by (g) {op} {t}"),
-    });
-    (head, 0..4i64, 0..3i64, prop::option::of(-5..5i32), prop_oneof![Just(""), Just(" missing=keep"), Just(" missing=alerting")])
+    let head =
+        (expr, prop_oneof![Just(">"), Just("<"), Just(">=")], -5..15i32, 0..6u8).prop_map(
+            |(e, op, t, kind)| match kind {
+                0 => "absent() by (g)".to_owned(),
+                _ => format!("{e} by (g) {op} {t}"),
+            },
+        );
+    (
+        head,
+        0..4i64,
+        0..3i64,
+        prop::option::of(-5..5i32),
+        prop_oneof![Just(""), Just(" missing=keep"), Just(" missing=alerting")],
+    )
         .prop_map(|(head, f, k, rec, missing)| {
-            let recover = if head.starts_with("absent") { String::new() } else { rec.map(|r| format!(" recover < {r}")).unwrap_or_default() };
+            let recover = if head.starts_with("absent") {
+                String::new()
+            } else {
+                rec.map(|r| format!(" recover < {r}")).unwrap_or_default()
+            };
             format!("{head} for {f}m keep_firing_for {k}m{recover}{missing}")
         })
 }

@@ -460,10 +460,8 @@ impl Evaluator {
             if slots.iter().any(|s: &RuleSlot| *s.name == *rule.name) {
                 return Err(RuleError::Invalid { rule: rule.name, reason: "two rules have this name".into() });
             }
-            let id = u32::try_from(i).map_err(|_| RuleError::Invalid {
-                rule: rule.name.clone(),
-                reason: "too many rules".into(),
-            })?;
+            let id = u32::try_from(i)
+                .map_err(|_| RuleError::Invalid { rule: rule.name.clone(), reason: "too many rules".into() })?;
             match &rule.stream {
                 Some(stream) => by_stream.entry(stream.clone()).or_default().push(id),
                 None => any_stream.push(id),
@@ -515,14 +513,8 @@ impl Evaluator {
             return;
         }
         let stream = &*result.group.stream;
-        let rules: SmallVec<[u32; 16]> = self
-            .by_stream
-            .get(stream)
-            .into_iter()
-            .flatten()
-            .chain(self.any_stream.iter())
-            .copied()
-            .collect();
+        let rules: SmallVec<[u32; 16]> =
+            self.by_stream.get(stream).into_iter().flatten().chain(self.any_stream.iter()).copied().collect();
         for rule in rules {
             self.push_for(rule, result);
         }
@@ -557,7 +549,8 @@ impl Evaluator {
         let values: SmallVec<[&str; 4]> = rule.by.iter().map(|k| result.group.label(k).unwrap_or("")).collect();
         // Results of finer groups than `by` merge into one instance: quantile
         // rules then need the sketches.
-        let merges = result.group.labels.iter().any(|(k, _)| Some(&**k) != cell_label && !rule.by.iter().any(|b| b == &**k));
+        let merges =
+            result.group.labels.iter().any(|(k, _)| Some(&**k) != cell_label && !rule.by.iter().any(|b| b == &**k));
         let acc = match &rule.condition {
             Condition::Absent => None,
             _ => match Acc::read(result, &rule, merges) {
@@ -589,7 +582,9 @@ impl Evaluator {
         let slot = self.rules.get_mut(rule_id as usize)?;
         let found = slot.index.find(hash, |&i| {
             slot.instances.get(i as usize).and_then(Option::as_ref).is_some_and(|inst| {
-                *inst.tenant == **tenant && inst.values.len() == values.len() && inst.values.iter().zip(values).all(|(a, b)| **a == **b)
+                *inst.tenant == **tenant
+                    && inst.values.len() == values.len()
+                    && inst.values.iter().zip(values).all(|(a, b)| **a == **b)
             })
         });
         if let Some(&i) = found {
@@ -762,7 +757,8 @@ impl Evaluator {
         process_gap(&rule, &name, inst, t, out);
         if t >= inst.last_data.saturating_add(self.config.idle_ttl) {
             if let Phase::Pending { .. } | Phase::Firing { .. } = inst.phase {
-                let previous = if matches!(inst.phase, Phase::Firing { .. }) { AlertState::Firing } else { AlertState::Pending };
+                let previous =
+                    if matches!(inst.phase, Phase::Firing { .. }) { AlertState::Firing } else { AlertState::Pending };
                 let since = match inst.phase {
                     Phase::Pending { since } | Phase::Firing { since, .. } => since,
                     Phase::Inactive => t,

@@ -43,11 +43,16 @@
 
 mod eval;
 mod geo_cluster;
+mod notify;
 mod parse;
+pub mod payload;
 mod rule;
 mod template;
 
 pub use eval::{ActiveAlert, AlertEvent, AlertState, AlertStats, EvalConfig, Evaluator, Fingerprint};
+pub use notify::{
+    Channel, Matcher, Notification, NotifiedAlert, Notifier, NotifierConfig, NotifyError, NotifyStats, Route, Silence,
+};
 pub use parse::{MAX_RULE_TEXT, ParseError};
 pub use rule::{
     Agg, Compare, Condition, DEFAULT_CELL_LABEL, Escalation, Expr, MAX_CHANGE_WINDOWS, Missing, Op, Rule, RuleError,

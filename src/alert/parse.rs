@@ -316,7 +316,9 @@ impl<'a> Parser<'a> {
     }
 
     fn compare(&mut self) -> Result<Compare, ParseError> {
-        let Tok::Op(op) = self.tok else { return Err(self.expected("a comparison (`>`, `>=`, `<`, `<=`, `==`, `!=`)")) };
+        let Tok::Op(op) = self.tok else {
+            return Err(self.expected("a comparison (`>`, `>=`, `<`, `<=`, `==`, `!=`)"));
+        };
         self.bump()?;
         let threshold = self.number("a threshold")?;
         Ok(Compare { op, threshold })
@@ -502,7 +504,8 @@ impl<'a> Parser<'a> {
         let bad = |what: &str| self.lexer.error(value_at, format!("`{value}` is not {what}"));
         match (bare, key.as_str()) {
             (true, "severity") => {
-                let severity = Severity::from_name(&value).ok_or_else(|| bad("a severity (info, warning, error, critical)"))?;
+                let severity =
+                    Severity::from_name(&value).ok_or_else(|| bad("a severity (info, warning, error, critical)"))?;
                 self.set(&mut def.severity, severity, at, "severity")?;
             }
             (true, "missing") => {

@@ -107,7 +107,14 @@ mod tests {
     #[test]
     fn renders_placeholders() {
         let labels = vec![("region".to_owned(), "eu".to_owned())];
-        let ctx = Context { rule: "r", tenant: "t", severity: "critical", value: Some(251.123456), labels: &labels, cells: &[] };
+        let ctx = Context {
+            rule: "r",
+            tenant: "t",
+            severity: "critical",
+            value: Some(251.123456),
+            labels: &labels,
+            cells: &[],
+        };
         assert_eq!(render("{{ labels.region }}: {{value}} ({{rule}}, {{labels.nope}})", &ctx), "eu: 251.1235 (r, )");
         assert!(check("{{labels.x}} {{value}}").is_ok());
         assert!(check("{{valu}}").is_err());
