@@ -163,6 +163,8 @@ pub struct ActiveAlert {
     pub since: Timestamp,
     /// The instance's identity.
     pub fingerprint: Fingerprint,
+    /// The rule's annotations, rendered with the latest value.
+    pub annotations: Vec<(String, String)>,
 }
 
 /// What an [`Evaluator`] did with its input.
@@ -699,14 +701,17 @@ impl Evaluator {
                     Phase::Pending { since } => (AlertState::Pending, since),
                     Phase::Firing { since, .. } => (AlertState::Firing, since),
                 };
+                let labels = labels_of(&slot.rule, inst);
+                let annotations = annotations_of(&slot.rule, inst, &labels, inst.value, &inst.cluster);
                 Some(ActiveAlert {
                     rule: Arc::clone(&slot.name),
                     tenant: Arc::clone(&inst.tenant),
-                    labels: labels_of(&slot.rule, inst),
+                    labels,
                     state,
                     value: inst.value,
                     since,
                     fingerprint: fingerprint_of(&slot.rule, inst),
+                    annotations,
                 })
             })
         })
@@ -1036,6 +1041,18 @@ fn fingerprint_of(rule: &Rule, inst: &Instance) -> Fingerprint {
     Fingerprint::of(&rule.name, &inst.tenant, rule.by.iter().map(String::as_str).zip(inst.values.iter().map(|v| &**v)))
 }
 
+fn annotations_of(
+    rule: &Rule,
+    inst: &Instance,
+    labels: &[(String, String)],
+    value: Option<f64>,
+    cells: &[String],
+) -> Vec<(String, String)> {
+    let ctx =
+        Context { rule: &rule.name, tenant: &inst.tenant, severity: rule.severity.as_str(), value, labels, cells };
+    rule.annotations.iter().map(|(k, t)| (k.clone(), template::render(t, &ctx))).collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn event(
     rule: &Rule,
@@ -1053,15 +1070,7 @@ fn event(
     } else {
         Vec::new()
     };
-    let ctx = Context {
-        rule: &rule.name,
-        tenant: &inst.tenant,
-        severity: rule.severity.as_str(),
-        value,
-        labels: &labels,
-        cells: &cells,
-    };
-    let annotations = rule.annotations.iter().map(|(k, t)| (k.clone(), template::render(t, &ctx))).collect();
+    let annotations = annotations_of(rule, inst, &labels, value, &cells);
     AlertEvent {
         rule: Arc::clone(name),
         tenant: Arc::clone(&inst.tenant),

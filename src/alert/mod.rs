@@ -41,6 +41,7 @@
 //! assert_eq!(err.to_string(), "at column 30: expected a threshold, found `>`");
 //! ```
 
+mod config;
 mod eval;
 mod geo_cluster;
 mod notify;
@@ -48,7 +49,9 @@ mod parse;
 pub mod payload;
 mod rule;
 mod template;
+pub mod testing;
 
+pub use config::{ConfigError, MAX_CONFIG_BYTES, RuleFile};
 pub use eval::{ActiveAlert, AlertEvent, AlertState, AlertStats, EvalConfig, Evaluator, Fingerprint};
 pub use notify::{
     Channel, Matcher, Notification, NotifiedAlert, Notifier, NotifierConfig, NotifyError, NotifyStats, Route, Silence,
