@@ -298,3 +298,46 @@ fn slack_and_email_bodies() {
     let slack: serde_json::Value = serde_json::from_slice(&payload::slack(&note, None)).unwrap();
     assert!(slack["blocks"].as_array().unwrap().len() <= 50);
 }
+
+#[test]
+fn snapshot_and_restore_keep_timers_acks_and_silences() {
+    let escalating: Rule = serde_json::from_value(serde_json::json!({
+        "name": "slow",
+        "rule": "avg(x) by (region) > 250",
+        "escalate": [{"after": "10m", "severity": "critical", "notify": ["pager"]}]
+    }))
+    .unwrap();
+    let rules = std::slice::from_ref(&escalating);
+    let run = |restart_at: Option<i64>| {
+        let mut n = Notifier::new(config(), rules);
+        n.silence(Silence {
+            matchers: vec![Matcher::eq("region", "us")],
+            starts: secs(0),
+            ends: secs(900),
+            created_by: "ana".into(),
+            comment: String::new(),
+        })
+        .unwrap();
+        for e in events(&escalating, &["eu", "us"], 500.0, 0) {
+            n.push(&e, secs(0));
+        }
+        let mut sent = Vec::new();
+        for t in (0..2000).step_by(10) {
+            if restart_at == Some(t) {
+                let mut bytes = Vec::new();
+                n.snapshot(&mut bytes);
+                n = Notifier::restore(config(), rules, &bytes).unwrap();
+            }
+            n.advance(secs(t), &mut sent);
+        }
+        (sent, n.stats().clone())
+    };
+    let (plain, plain_stats) = run(None);
+    assert!(plain.iter().any(|s| s.channel == "pager"), "the escalation happened");
+    for cut in [10, 300, 610, 900, 1500] {
+        let (restored, stats) = run(Some(cut));
+        assert_eq!(restored, plain, "restart at {cut}");
+        assert_eq!(stats, plain_stats);
+    }
+    assert!(Notifier::restore(config(), rules, b"\x01\x02").is_err());
+}

@@ -452,6 +452,24 @@ fn hash_key(hasher: &foldhash::fast::FixedState, tenant: &str, values: &[&str]) 
     h.finish()
 }
 
+fn instance_hash(hasher: &foldhash::fast::FixedState, inst: &Instance) -> u64 {
+    let values: SmallVec<[&str; 4]> = inst.values.iter().map(|v| &**v).collect();
+    hash_key(hasher, &inst.tenant, &values)
+}
+
+/// Adds instance `id` (of key hash `hash`) to a rule's index.
+fn index_insert(
+    index: &mut HashTable<u32>,
+    hasher: &foldhash::fast::FixedState,
+    instances: &[Option<Instance>],
+    hash: u64,
+    id: u32,
+) {
+    index.insert_unique(hash, id, |&i| {
+        instances.get(i as usize).and_then(Option::as_ref).map_or(0, |inst| instance_hash(hasher, inst))
+    });
+}
+
 impl Evaluator {
     /// An evaluator of `rules`; rule names must be unique.
     pub fn new(rules: Vec<Rule>, config: EvalConfig) -> Result<Evaluator, RuleError> {
@@ -628,18 +646,7 @@ impl Evaluator {
                 u32::try_from(slot.instances.len() - 1).ok()?
             }
         };
-        let hasher = &self.hasher;
-        let instances = &slot.instances;
-        slot.index.insert_unique(hash, id, |&i| {
-            instances
-                .get(i as usize)
-                .and_then(Option::as_ref)
-                .map(|inst| {
-                    let values: SmallVec<[&str; 4]> = inst.values.iter().map(|v| &**v).collect();
-                    hash_key(hasher, &inst.tenant, &values)
-                })
-                .unwrap_or(0)
-        });
+        index_insert(&mut slot.index, &self.hasher, &slot.instances, hash, id);
         slot.live += 1;
         *self.per_tenant.entry(Arc::clone(tenant)).or_insert(0) += 1;
         self.stats.instances += 1;
@@ -781,8 +788,7 @@ impl Evaluator {
     fn remove(&mut self, rule_id: u32, slot_id: u32) {
         let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::take) else { return };
-        let values: SmallVec<[&str; 4]> = inst.values.iter().map(|v| &**v).collect();
-        let hash = hash_key(&self.hasher, &inst.tenant, &values);
+        let hash = instance_hash(&self.hasher, &inst);
         if let Ok(entry) = slot.index.find_entry(hash, |&i| i == slot_id) {
             entry.remove();
         }
@@ -1084,5 +1090,153 @@ fn event(
         since,
         cells,
         annotations,
+    }
+}
+
+/// The snapshot format version written by [`Evaluator::snapshot`].
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// Why an alert snapshot could not be restored.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The bytes are not a snapshot (truncated, corrupted, or not one).
+    #[error("not an alert snapshot: {0}")]
+    Malformed(String),
+    /// A snapshot from another version of the format.
+    #[error("alert snapshot version {0} is not supported (this build reads version 1)")]
+    Version(u32),
+    /// The snapshot's parts do not fit together.
+    #[error("inconsistent alert snapshot: {0}")]
+    Inconsistent(&'static str),
+    /// The rules given to restore are invalid.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    rules: Vec<RuleSnapshot>,
+    /// Buffered results, with the index of their rule in `rules`.
+    buffer: Vec<Buffered>,
+    stats: AlertStats,
+    next_generation: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RuleSnapshot {
+    name: String,
+    /// The rule's text form, to tell whether it changed.
+    text: String,
+    by: Vec<String>,
+    instances: Vec<Option<Instance>>,
+}
+
+impl Evaluator {
+    /// Appends the whole state (every instance with its phase, timers and
+    /// baselines, the buffered results, the counters) to `out` in a
+    /// compact, versioned binary form, for [`Evaluator::restore`].
+    pub fn snapshot(&self, out: &mut Vec<u8>) {
+        let snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            rules: self
+                .rules
+                .iter()
+                .map(|slot| RuleSnapshot {
+                    name: slot.rule.name.clone(),
+                    text: slot.rule.to_string(),
+                    by: slot.rule.by.clone(),
+                    instances: slot.instances.clone(),
+                })
+                .collect(),
+            buffer: self.buffer.clone(),
+            stats: self.stats.clone(),
+            next_generation: self.next_generation,
+        };
+        // Serializing plain data into a Vec cannot fail.
+        if let Ok(bytes) = postcard::to_allocvec(&snap) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+
+    /// An evaluator of `rules` that continues from a snapshot: pending
+    /// `for` timers, `keep_firing_for`, absence timers and baselines carry
+    /// on as if there had been no restart. Rules are matched by name: the
+    /// instances of a rule no longer given are dropped, and a rule whose
+    /// definition changed keeps its instances' states but restarts their
+    /// baselines (or drops them, if its `by` labels changed).
+    pub fn restore(rules: Vec<Rule>, config: EvalConfig, bytes: &[u8]) -> Result<Evaluator, SnapshotError> {
+        let version = postcard::take_from_bytes::<u32>(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?.0;
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(version));
+        }
+        let snap: Snapshot = postcard::from_bytes(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        let mut ev = Evaluator::new(rules, config)?;
+        ev.stats = snap.stats;
+        ev.stats.instances = 0;
+        ev.next_generation = snap.next_generation;
+        // Old rule index → new one.
+        let mut map = vec![None; snap.rules.len()];
+        for (old, saved) in snap.rules.into_iter().enumerate() {
+            let Some(new) = ev.rules.iter().position(|s| s.rule.name == saved.name) else { continue };
+            let Some(slot) = ev.rules.get_mut(new) else { continue };
+            if slot.rule.by != saved.by {
+                continue;
+            }
+            if let Some(m) = map.get_mut(old) {
+                *m = Some(new as u32);
+            }
+            let changed = slot.rule.to_string() != saved.text;
+            let fresh = match &slot.rule.condition {
+                Condition::Threshold { expr, .. } => History::for_expr(Some(expr)),
+                _ => History::None,
+            };
+            for (id, inst) in saved.instances.into_iter().enumerate() {
+                let id = u32::try_from(id).map_err(|_| SnapshotError::Inconsistent("too many instances"))?;
+                match inst {
+                    Some(mut inst) => {
+                        if inst.values.len() != slot.rule.by.len() {
+                            return Err(SnapshotError::Inconsistent("an instance has the wrong number of labels"));
+                        }
+                        if changed {
+                            inst.history = fresh.clone();
+                            inst.cells.clear();
+                        }
+                        if let Some(t) = inst.deadline {
+                            ev.deadlines.push(Reverse((t, new as u32, id, inst.generation)));
+                        }
+                        *ev.per_tenant.entry(Arc::clone(&inst.tenant)).or_insert(0) += 1;
+                        slot.live += 1;
+                        ev.stats.instances += 1;
+                        slot.instances.push(Some(inst));
+                    }
+                    None => {
+                        slot.instances.push(None);
+                        slot.free.push(id);
+                    }
+                }
+            }
+            for (id, inst) in slot.instances.iter().enumerate() {
+                if let Some(inst) = inst {
+                    let hash = instance_hash(&ev.hasher, inst);
+                    index_insert(&mut slot.index, &ev.hasher, &slot.instances, hash, id as u32);
+                }
+            }
+        }
+        for mut b in snap.buffer {
+            let Some(Some(new)) = map.get(b.rule as usize).copied() else { continue };
+            let valid = ev
+                .rules
+                .get(new as usize)
+                .and_then(|s| s.instances.get(b.slot as usize))
+                .and_then(Option::as_ref)
+                .is_some_and(|inst| inst.generation == b.generation);
+            if valid {
+                b.rule = new;
+                ev.buffer.push(b);
+            }
+        }
+        Ok(ev)
     }
 }

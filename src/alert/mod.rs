@@ -52,7 +52,7 @@ mod template;
 pub mod testing;
 
 pub use config::{ConfigError, MAX_CONFIG_BYTES, RuleFile};
-pub use eval::{ActiveAlert, AlertEvent, AlertState, AlertStats, EvalConfig, Evaluator, Fingerprint};
+pub use eval::{ActiveAlert, AlertEvent, AlertState, AlertStats, EvalConfig, Evaluator, Fingerprint, SnapshotError};
 pub use notify::{
     Channel, Matcher, Notification, NotifiedAlert, Notifier, NotifierConfig, NotifyError, NotifyStats, Route, Silence,
 };

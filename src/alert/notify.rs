@@ -668,3 +668,59 @@ fn notified(t: &Tracked, labels: Vec<(String, String)>) -> NotifiedAlert {
         acked_by: t.acked_by.clone(),
     }
 }
+
+/// The snapshot format version written by [`Notifier::snapshot`].
+const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    alerts: Vec<(Fingerprint, Tracked)>,
+    groups: Vec<(String, Group)>,
+    silences: Vec<(u64, Silence)>,
+    next_silence: u64,
+    stats: NotifyStats,
+}
+
+impl Notifier {
+    /// Appends the whole state (tracked alerts with their escalation steps
+    /// and acks, groups with their timers, silences, counters) to `out`, for
+    /// [`Notifier::restore`].
+    pub fn snapshot(&self, out: &mut Vec<u8>) {
+        let mut alerts: Vec<(Fingerprint, Tracked)> = self.alerts.iter().map(|(k, v)| (*k, v.clone())).collect();
+        alerts.sort_by_key(|(k, _)| *k);
+        let snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            alerts,
+            groups: self.groups.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            silences: self.silences.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            next_silence: self.next_silence,
+            stats: self.stats.clone(),
+        };
+        // Serializing plain data into a Vec cannot fail.
+        if let Ok(bytes) = postcard::to_allocvec(&snap) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+
+    /// A notifier that continues from a snapshot, with the given
+    /// configuration and rules (which may have changed since).
+    pub fn restore(config: NotifierConfig, rules: &[Rule], bytes: &[u8]) -> Result<Notifier, super::SnapshotError> {
+        use super::SnapshotError;
+        let version = postcard::take_from_bytes::<u32>(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?.0;
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(version));
+        }
+        let snap: Snapshot = postcard::from_bytes(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        let mut n = Notifier::new(config, rules);
+        n.alerts = snap.alerts.into_iter().collect();
+        n.groups = snap.groups.into_iter().collect();
+        n.silences = snap.silences.into_iter().collect();
+        if n.groups.values().flat_map(|g| &g.alerts).any(|fp| !n.alerts.contains_key(fp)) {
+            return Err(SnapshotError::Inconsistent("a group lists an alert that is not tracked"));
+        }
+        n.next_silence = snap.next_silence.max(n.silences.keys().max().map_or(1, |k| k + 1));
+        n.stats = snap.stats;
+        Ok(n)
+    }
+}
