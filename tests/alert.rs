@@ -557,3 +557,42 @@ proptest! {
         let _ = Rule::parse("r", &text);
     }
 }
+
+#[test]
+fn fuzz_seeds_are_valid_snapshots() {
+    // `WRITE_FUZZ_SEEDS=1 cargo test --test alert fuzz_seeds` refreshes them.
+    // The rules are those of fuzz/fuzz_targets/alert_snapshot.rs.
+    let rules: Vec<Rule> =
+        ["avg(x) by (g) > 1 for 2m", "absent() by (g) for 3m", "spike(count()) > 3 keep_firing_for 1m"]
+            .iter()
+            .enumerate()
+            .map(|(i, text)| Rule::parse(&format!("r{i}"), text).unwrap())
+            .collect();
+    let mut ev = Evaluator::new(rules.clone(), EvalConfig::default()).unwrap();
+    let mut out = Vec::new();
+    for i in 0..12 {
+        for g in ["a", "b"] {
+            if !(g == "b" && i > 6) {
+                ev.push(&values(&group(&[("g", g)]), MIN, i, &vec![5.0; 1 + i as usize % 3]));
+            }
+        }
+        ev.advance(minutes(i), &mut out);
+    }
+    let mut notifier = edgestream::alert::Notifier::new(edgestream::alert::NotifierConfig::default(), &rules);
+    for e in &out {
+        notifier.push(e, e.at);
+    }
+    let (mut evaluator_bytes, mut notifier_bytes) = (Vec::new(), Vec::new());
+    ev.snapshot(&mut evaluator_bytes);
+    notifier.snapshot(&mut notifier_bytes);
+    assert!(Evaluator::restore(rules.clone(), EvalConfig::default(), &evaluator_bytes).is_ok());
+    assert!(
+        edgestream::alert::Notifier::restore(edgestream::alert::NotifierConfig::default(), &rules, &notifier_bytes)
+            .is_ok()
+    );
+    if std::env::var_os("WRITE_FUZZ_SEEDS").is_some() {
+        let dir = format!("{}/fuzz/seeds/alert_snapshot", env!("CARGO_MANIFEST_DIR"));
+        std::fs::write(format!("{dir}/evaluator.bin"), &evaluator_bytes).unwrap();
+        std::fs::write(format!("{dir}/notifier.bin"), &notifier_bytes).unwrap();
+    }
+}

@@ -39,7 +39,8 @@ fn run(rule: &str, window: Span) -> Vec<AlertEvent> {
         // The file steps back in time once, by 55 minutes.
         .out_of_orderness(Span::from_hours(1));
     let mut windows = Windows::new(spec).unwrap();
-    let mut alerts = Evaluator::new(vec![Rule::parse("temperature_anomaly", rule).unwrap()], EvalConfig::default()).unwrap();
+    let mut alerts =
+        Evaluator::new(vec![Rule::parse("temperature_anomaly", rule).unwrap()], EvalConfig::default()).unwrap();
     let mut events = Vec::new();
     let mut late = Vec::new();
     for chunk in points.chunks(500) {
@@ -80,7 +81,9 @@ fn spike_rule_on_nab_machine_temperature() {
     println!("rule | windows | labelled windows caught | false alerts");
     let mut headline = None;
     for window in [Span::from_mins(30), Span::from_hours(1)] {
-        for rule in ["spike(avg(temp)) > 3", HEADLINE, "spike(avg(temp)) > 5", "spike(avg(temp)) < -4", "spike(avg(temp)) < -6"] {
+        for rule in
+            ["spike(avg(temp)) > 3", HEADLINE, "spike(avg(temp)) > 5", "spike(avg(temp)) < -4", "spike(avg(temp)) < -6"]
+        {
             let events = run(rule, window);
             let (caught, false_alerts) = score(&events, &labelled);
             println!("`{rule}` | {window} | {caught} of 4 | {false_alerts}");
@@ -94,5 +97,7 @@ fn spike_rule_on_nab_machine_temperature() {
     assert!(false_alerts <= 1, "{false_alerts} false alerts");
     // Every firing alert resolves, and events alternate firing / resolved.
     let states: Vec<AlertState> = events.iter().map(|e| e.state).collect();
-    assert!(states.chunks(2).all(|pair| pair == [AlertState::Firing, AlertState::Resolved] || pair == [AlertState::Firing]));
+    assert!(
+        states.chunks(2).all(|pair| pair == [AlertState::Firing, AlertState::Resolved] || pair == [AlertState::Firing])
+    );
 }
