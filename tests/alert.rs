@@ -295,6 +295,20 @@ fn partials_stale_results_and_missing_fields_are_counted() {
 }
 
 #[test]
+fn a_correction_before_evaluation_is_not_double_counted() {
+    let mut ev = evaluator("sum(x) > 8");
+    let g = group(&[]);
+    let mut out = Vec::new();
+    ev.push(&result(&g, MIN, 0, 5.0));
+    let mut correction = result(&g, MIN, 0, 6.0);
+    correction.revision = 1;
+    ev.push(&correction);
+    ev.advance(minutes(1), &mut out);
+    assert!(out.is_empty(), "5 + 6 would fire: {out:?}");
+    assert_eq!((ev.stats().stale, ev.stats().evaluated), (1, 1));
+}
+
+#[test]
 fn idle_instances_expire() {
     let config = EvalConfig { idle_ttl: Span::from_mins(10), ..EvalConfig::default() };
     let mut ev = Evaluator::new(vec![Rule::parse("r", "absent() by (h)").unwrap()], config).unwrap();
@@ -478,8 +492,10 @@ proptest! {
     /// The same results evaluated in one `advance` or split over many
     /// (with idle gaps between) give the same events.
     #[test]
-    fn one_batch_or_many_advances_give_the_same_events(rule in arb_rule(), traffic in arb_traffic(), cuts in prop::collection::vec(any::<bool>(), 40)) {
+    fn one_batch_or_many_advances_give_the_same_events(rule in arb_rule(), traffic in arb_traffic(), cuts in prop::collection::vec(any::<bool>(), 40), ttl in 3..40i64) {
         let rule = Rule::parse("r", &rule).unwrap();
+        // Idle expiry within the run, too.
+        let config = EvalConfig { idle_ttl: Span::from_mins(ttl), ..EvalConfig::default() };
         let groups: Vec<_> = (0..4).map(|g| group(&[("g", &format!("g{g}"))])).collect();
         let results: Vec<(i64, WindowResult)> = traffic.iter().enumerate().flat_map(|(i, window)| {
             let mut seen = [false; 4];
@@ -490,14 +506,14 @@ proptest! {
         }).collect();
         let end = minutes(traffic.len() as i64 + 30);
 
-        let mut one = Evaluator::new(vec![rule.clone()], EvalConfig::default()).unwrap();
+        let mut one = Evaluator::new(vec![rule.clone()], config).unwrap();
         let mut all = Vec::new();
         for (_, r) in &results {
             one.push(r);
         }
         one.advance(end, &mut all);
 
-        let mut many = Evaluator::new(vec![rule], EvalConfig::default()).unwrap();
+        let mut many = Evaluator::new(vec![rule], config).unwrap();
         let mut split = Vec::new();
         for (k, (i, r)) in results.iter().enumerate() {
             many.push(r);
@@ -509,22 +525,24 @@ proptest! {
         }
         many.advance(end, &mut split);
         prop_assert_eq!(all, split);
+        prop_assert_eq!(one.stats(), many.stats());
     }
 
     /// Snapshot at any point, restore, continue: the same events as an
     /// uninterrupted run (pending timers, gaps and baselines included).
     #[test]
-    fn restore_then_continue_equals_an_uninterrupted_run(rule in arb_rule(), traffic in arb_traffic(), cut in 0..40usize) {
+    fn restore_then_continue_equals_an_uninterrupted_run(rule in arb_rule(), traffic in arb_traffic(), cut in 0..40usize, ttl in 3..40i64) {
         let rule = Rule::parse("r", &rule).unwrap();
+        let config = EvalConfig { idle_ttl: Span::from_mins(ttl), ..EvalConfig::default() };
         let groups: Vec<_> = (0..4).map(|g| group(&[("g", &format!("g{g}"))])).collect();
         let run = |restore_at: Option<usize>| {
-            let mut ev = Evaluator::new(vec![rule.clone()], EvalConfig::default()).unwrap();
+            let mut ev = Evaluator::new(vec![rule.clone()], config).unwrap();
             let mut out = Vec::new();
             for (i, window) in traffic.iter().enumerate() {
                 if restore_at == Some(i) {
                     let mut bytes = Vec::new();
                     ev.snapshot(&mut bytes);
-                    ev = Evaluator::restore(vec![rule.clone()], EvalConfig::default(), &bytes).unwrap();
+                    ev = Evaluator::restore(vec![rule.clone()], config, &bytes).unwrap();
                 }
                 let mut seen = [false; 4];
                 for &(g, v) in window {
@@ -594,5 +612,42 @@ fn fuzz_seeds_are_valid_snapshots() {
         let dir = format!("{}/fuzz/seeds/alert_snapshot", env!("CARGO_MANIFEST_DIR"));
         std::fs::write(format!("{dir}/evaluator.bin"), &evaluator_bytes).unwrap();
         std::fs::write(format!("{dir}/notifier.bin"), &notifier_bytes).unwrap();
+    }
+}
+
+/// Heap bytes per alert instance, for BENCHMARKS.md: 10,000 groups under
+/// one rule of each kind, fed one window and evaluated.
+#[test]
+fn memory_per_instance() {
+    const GROUPS: usize = 10_000;
+    let groups: Vec<_> = (0..GROUPS).map(|i| group(&[("device", &format!("d{i:05}"))])).collect();
+    for rule in [
+        "avg(x) by (device) > 1 for 2m",
+        "change(avg(x), 5) by (device) > 1",
+        "spike(avg(x)) by (device) > 3",
+        "absent() by (device) for 5m",
+    ] {
+        let before = common::alloc::live();
+        let (ev, _, peak) = common::alloc::measure(|| {
+            let mut ev = evaluator(rule);
+            let mut out = Vec::new();
+            for i in 0..3 {
+                for chunk in groups.chunks(1_000) {
+                    for g in chunk {
+                        ev.push(&result(g, MIN, i, 0.5));
+                    }
+                }
+                ev.advance(minutes(i + 1), &mut out);
+            }
+            ev
+        });
+        assert_eq!(ev.stats().instances, GROUPS as u64);
+        let (held, peak) = ((common::alloc::live() - before) / GROUPS, peak / GROUPS);
+        println!(
+            "`{rule}`: {held} bytes per instance held, {peak} at peak (while a window of {GROUPS} results is staged)"
+        );
+        // The instance itself is about 200 bytes; the rest is its index and
+        // timer entries, growth slack, and the staging kept for the next window.
+        assert!(held < 640 && peak < 1024, "{rule}: {held} / {peak} bytes per instance");
     }
 }

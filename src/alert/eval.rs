@@ -15,8 +15,8 @@ use super::rule::{Agg, Compare, Condition, Expr, Missing, Rule, RuleError, Sever
 use super::template::{self, Context};
 use crate::sample::stable_hash;
 use crate::time::{Span, Timestamp};
-use crate::window::WindowResult;
-use crate::window::agg::{Quantiles, Scalar};
+use crate::window::agg::Quantiles;
+use crate::window::{GroupKey, WindowResult};
 
 /// Limits of an [`Evaluator`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,8 +175,9 @@ pub struct AlertStats {
     pub evaluated: u64,
     /// Partial results (`is_final: false`) skipped: rules read closed windows.
     pub partials_skipped: u64,
-    /// Results for a window an instance had already evaluated (late
-    /// corrections after the evaluation): skipped.
+    /// Results of a group's window that already had a final result (late
+    /// corrections, repeats), before or after its evaluation: skipped, the
+    /// first one counts. Counted per (result, rule), like `evaluated`.
     pub stale: u64,
     /// Results that lacked what the rule reads (the field, or the quantile
     /// and a sketch to merge): counted as no data.
@@ -273,7 +274,9 @@ enum Phase {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Instance {
     tenant: Arc<str>,
-    values: Box<[Arc<str>]>,
+    /// The values of the rule's `by` labels (shared with the window
+    /// results' group keys, so lookups mostly compare pointers).
+    values: SmallVec<[Arc<str>; 2]>,
     phase: Phase,
     /// End of the last window processed (with data or as a gap).
     cursor: Timestamp,
@@ -283,22 +286,63 @@ struct Instance {
     size: Span,
     value: Option<f64>,
     history: History,
-    /// Per-cell histories of a cluster rule.
-    cells: HashMap<Arc<str>, History>,
-    /// Cells of the clusters found in the latest window.
-    cluster: Vec<String>,
-    /// When [`Evaluator::advance`] must look at this instance next.
+    /// A cluster rule's per-cell state (boxed: other rules do not need it).
+    geo: Option<Box<GeoState>>,
+    /// When [`Evaluator::advance`] must look at this instance next (the
+    /// time of its entry in the timer heap; it may be earlier than needed).
     deadline: Option<Timestamp>,
     generation: u32,
+    /// First and last of its results staged for the next `advance`
+    /// (indexes into `Evaluator::staging`, [`NONE`] when there are none).
+    #[serde(skip, default = "no_entry")]
+    head: u32,
+    #[serde(skip, default = "no_entry")]
+    tail: u32,
+}
+
+/// The per-cell state of a geo-cluster instance.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct GeoState {
+    /// Per-cell histories.
+    cells: HashMap<Arc<str>, History>,
+    /// Cells of the clusters found in the latest window, sorted.
+    cluster: Vec<String>,
+}
+
+impl Instance {
+    fn cluster(&self) -> &[String] {
+        self.geo.as_ref().map_or(&[], |g| &g.cluster)
+    }
+}
+
+/// No entry in a staged list.
+const NONE: u32 = u32::MAX;
+
+fn no_entry() -> u32 {
+    NONE
 }
 
 /// The part of a window result a rule reads, merged over the groups that
-/// share an instance.
+/// share an instance: only what its aggregate needs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Acc {
+    /// Counts and sums.
     Add(f64),
-    Scalar(Scalar),
-    Quantile { value: f64, sketch: Option<Box<Quantiles>>, parts: u32 },
+    /// Weighted sum and weight, for a mean.
+    Mean {
+        sum: f64,
+        weight: f64,
+    },
+    Min(f64),
+    Max(f64),
+    /// The latest value and its event time.
+    Last(Timestamp, f64),
+    /// The quantile of one part, and its sketch when parts may merge.
+    Quantile {
+        value: f64,
+        sketch: Option<Box<Quantiles>>,
+        merged: bool,
+    },
 }
 
 impl Acc {
@@ -308,31 +352,49 @@ impl Acc {
             None => return Some(Acc::Add(result.count)),
             Some(name) => result.field(name)?,
         };
+        let s = &field.scalar;
         match selector.agg {
-            Agg::Count => Some(Acc::Add(field.scalar.count())),
+            Agg::Count => Some(Acc::Add(s.count())),
+            Agg::Sum => (!s.is_empty()).then(|| Acc::Add(s.sum())),
+            Agg::Avg => (!s.is_empty()).then(|| Acc::Mean { sum: s.sum(), weight: s.count() }),
+            Agg::Min => s.min().map(Acc::Min),
+            Agg::Max => s.max().map(Acc::Max),
+            Agg::Last => s.last().map(|(t, v)| Acc::Last(t, v)),
             Agg::Quantile(q) => {
                 let value = match &field.sketch {
                     Some(sketch) => sketch.quantile(q)?,
                     None => field.quantiles.iter().find(|(fq, _)| (fq - q).abs() < 1e-9).map(|&(_, v)| v)?,
                 };
                 let sketch = if keep_sketch { field.sketch.clone() } else { None };
-                Some(Acc::Quantile { value, sketch, parts: 1 })
+                Some(Acc::Quantile { value, sketch, merged: false })
             }
-            _ => (!field.scalar.is_empty()).then_some(Acc::Scalar(field.scalar)),
         }
     }
 
-    fn merge(&mut self, other: Acc, q: f64) -> bool {
+    /// Folds in `other`; false when they cannot merge (quantiles without sketches).
+    fn merge(&mut self, other: Acc) -> bool {
         match (self, other) {
             (Acc::Add(a), Acc::Add(b)) => *a += b,
-            (Acc::Scalar(a), Acc::Scalar(b)) => a.merge(&b),
-            (Acc::Quantile { value, sketch: Some(a), parts }, Acc::Quantile { sketch: Some(b), .. }) => {
-                a.merge(&b);
-                *parts += 1;
-                match a.quantile(q) {
-                    Some(v) => *value = v,
-                    None => return false,
+            (Acc::Mean { sum, weight }, Acc::Mean { sum: s, weight: w }) => {
+                *sum += s;
+                *weight += w;
+            }
+            (Acc::Min(a), Acc::Min(b)) => *a = a.min(b),
+            (Acc::Max(a), Acc::Max(b)) => *a = a.max(b),
+            (Acc::Last(t, v), Acc::Last(u, w)) => {
+                // The later one; at the same time the larger, as `Scalar` does.
+                let later = match u.cmp(t) {
+                    std::cmp::Ordering::Greater => true,
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Equal => w.total_cmp(v).is_gt(),
+                };
+                if later {
+                    (*t, *v) = (u, w);
                 }
+            }
+            (Acc::Quantile { sketch: Some(a), merged, .. }, Acc::Quantile { sketch: Some(b), .. }) => {
+                a.merge(&b);
+                *merged = true;
             }
             _ => return false,
         }
@@ -341,33 +403,56 @@ impl Acc {
 
     fn value(&self, agg: Agg) -> Option<f64> {
         match (self, agg) {
-            (Acc::Add(v), _) => Some(*v),
-            (Acc::Scalar(s), Agg::Sum) => Some(s.sum()),
-            (Acc::Scalar(s), Agg::Min) => s.min(),
-            (Acc::Scalar(s), Agg::Max) => s.max(),
-            (Acc::Scalar(s), Agg::Avg) => s.mean(),
-            (Acc::Scalar(s), Agg::Last) => s.last().map(|(_, v)| v),
+            (Acc::Add(v) | Acc::Min(v) | Acc::Max(v) | Acc::Last(_, v), _) => Some(*v),
+            (Acc::Mean { sum, weight }, _) => (*weight > 0.0).then(|| sum / weight),
+            (Acc::Quantile { sketch: Some(sketch), merged: true, .. }, Agg::Quantile(q)) => sketch.quantile(q),
             (Acc::Quantile { value, .. }, _) => Some(*value),
-            _ => None,
         }
     }
 }
 
-/// A window result waiting for [`Evaluator::advance`].
+/// What a rule read from a window result, waiting for
+/// [`Evaluator::advance`]: merged per (instance, window, cell) as results
+/// come, and linked per instance.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Staged {
+    start: Timestamp,
+    end: Timestamp,
+    cell: Option<Arc<str>>,
+    /// `None` for absence rules, which read no value.
+    acc: Option<Acc>,
+    /// Parts that could not be merged (quantiles without sketches) met.
+    unmergeable: bool,
+    /// The next entry of the same instance, or [`NONE`].
+    #[serde(skip, default = "no_entry")]
+    next: u32,
+}
+
+/// A result's instance key for the rules sharing one `by` list.
+struct Key<'a> {
+    by_id: u32,
+    /// The `by` labels' values; `None` for a label the group lacks (read as empty).
+    values: SmallVec<[Option<&'a Arc<str>>; 4]>,
+    hash: u64,
+    /// The result's labels that are not in `by`.
+    others: SmallVec<[&'a str; 4]>,
+}
+
+/// A staged entry in a snapshot, with its instance.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Buffered {
-    end: Timestamp,
-    start: Timestamp,
     rule: u32,
     slot: u32,
     generation: u32,
-    cell: Option<Arc<str>>,
-    acc: Option<Acc>,
+    staged: Staged,
 }
 
 struct RuleSlot {
     rule: Arc<Rule>,
     name: Arc<str>,
+    /// Rules with the same `by` labels share an id, so a result's instance
+    /// key is worked out once for all of them.
+    by_id: u32,
     /// Instance slots (`None` when free) and their index by key.
     instances: Vec<Option<Instance>>,
     free: Vec<u32>,
@@ -425,7 +510,15 @@ pub struct Evaluator {
     by_stream: HashMap<String, Vec<u32>>,
     any_stream: Vec<u32>,
     config: EvalConfig,
-    buffer: Vec<Buffered>,
+    /// Staged results, linked per instance; cleared by each `advance`.
+    staging: Vec<Staged>,
+    /// Instances with staged results, in staging order.
+    dirty: Vec<(u32, u32)>,
+    /// The previous `dirty`, kept for its capacity.
+    dirty_spare: Vec<(u32, u32)>,
+    /// The (group, window end) of every result staged and not yet
+    /// evaluated: a second result for one of them (a correction) is stale.
+    seen: hashbrown::HashSet<(Arc<GroupKey>, Timestamp), foldhash::fast::FixedState>,
     deadlines: BinaryHeap<Reverse<(Timestamp, u32, u32, u32)>>,
     per_tenant: HashMap<Arc<str>, usize>,
     hasher: foldhash::fast::FixedState,
@@ -437,13 +530,13 @@ impl std::fmt::Debug for Evaluator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Evaluator")
             .field("rules", &self.rules.len())
-            .field("buffered", &self.buffer.len())
+            .field("staged", &self.staging.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
 }
 
-fn hash_key(hasher: &foldhash::fast::FixedState, tenant: &str, values: &[&str]) -> u64 {
+fn hash_key<'a>(hasher: &foldhash::fast::FixedState, tenant: &str, values: impl Iterator<Item = &'a str>) -> u64 {
     let mut h = hasher.build_hasher();
     tenant.hash(&mut h);
     for v in values {
@@ -453,8 +546,7 @@ fn hash_key(hasher: &foldhash::fast::FixedState, tenant: &str, values: &[&str]) 
 }
 
 fn instance_hash(hasher: &foldhash::fast::FixedState, inst: &Instance) -> u64 {
-    let values: SmallVec<[&str; 4]> = inst.values.iter().map(|v| &**v).collect();
-    hash_key(hasher, &inst.tenant, &values)
+    hash_key(hasher, &inst.tenant, inst.values.iter().map(|v| &**v))
 }
 
 /// Adds instance `id` (of key hash `hash`) to a rule's index.
@@ -476,6 +568,7 @@ impl Evaluator {
         let mut by_stream: HashMap<String, Vec<u32>> = HashMap::new();
         let mut any_stream = Vec::new();
         let mut slots = Vec::with_capacity(rules.len());
+        let mut by_lists: Vec<Vec<String>> = Vec::new();
         for (i, rule) in rules.into_iter().enumerate() {
             if slots.iter().any(|s: &RuleSlot| *s.name == *rule.name) {
                 return Err(RuleError::Invalid { rule: rule.name, reason: "two rules have this name".into() });
@@ -486,7 +579,15 @@ impl Evaluator {
                 Some(stream) => by_stream.entry(stream.clone()).or_default().push(id),
                 None => any_stream.push(id),
             }
+            let by_id = match by_lists.iter().position(|b| *b == rule.by) {
+                Some(i) => i,
+                None => {
+                    by_lists.push(rule.by.clone());
+                    by_lists.len() - 1
+                }
+            };
             slots.push(RuleSlot {
+                by_id: by_id as u32,
                 name: Arc::from(rule.name.as_str()),
                 rule: Arc::new(rule),
                 instances: Vec::new(),
@@ -500,7 +601,10 @@ impl Evaluator {
             by_stream,
             any_stream,
             config,
-            buffer: Vec::new(),
+            staging: Vec::new(),
+            dirty: Vec::new(),
+            dirty_spare: Vec::new(),
+            seen: hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::with_seed(0x5eed)),
             deadlines: BinaryHeap::new(),
             per_tenant: HashMap::new(),
             hasher: foldhash::fast::FixedState::with_seed(0x5eed),
@@ -535,14 +639,40 @@ impl Evaluator {
         let stream = &*result.group.stream;
         let rules: SmallVec<[u32; 16]> =
             self.by_stream.get(stream).into_iter().flatten().chain(self.any_stream.iter()).copied().collect();
-        for rule in rules {
-            self.push_for(rule, result);
+        if !self.seen.insert((Arc::clone(&result.group), result.end)) {
+            // The first final result of a group's window is the one evaluated.
+            self.stats.stale += rules.len() as u64;
+            return;
+        }
+        let mut keys: SmallVec<[Key<'_>; 2]> = SmallVec::new();
+        for rule_id in rules {
+            let Some(slot) = self.rules.get(rule_id as usize) else { continue };
+            let by_id = slot.by_id;
+            let key = match keys.iter().position(|k| k.by_id == by_id) {
+                Some(i) => i,
+                None => {
+                    let by = &slot.rule.by;
+                    let values: SmallVec<[Option<&Arc<str>>; 4]> = by
+                        .iter()
+                        .map(|k| result.group.labels.iter().find(|(l, _)| **l == **k).map(|(_, v)| v))
+                        .collect();
+                    let hash =
+                        hash_key(&self.hasher, &result.group.tenant, values.iter().map(|v| v.map_or("", |v| &**v)));
+                    let others =
+                        result.group.labels.iter().map(|(k, _)| &**k).filter(|k| !by.iter().any(|b| b == k)).collect();
+                    keys.push(Key { by_id, values, hash, others });
+                    keys.len() - 1
+                }
+            };
+            if let Some(key) = keys.get(key) {
+                self.push_for(rule_id, result, key);
+            }
         }
     }
 
-    fn push_for(&mut self, rule_id: u32, result: &WindowResult) {
+    fn push_for(&mut self, rule_id: u32, result: &WindowResult, key: &Key<'_>) {
         let Some(slot) = self.rules.get(rule_id as usize) else { return };
-        let rule = Arc::clone(&slot.rule);
+        let rule = &*slot.rule;
         if rule.tenant.as_deref().is_some_and(|t| t != &*result.group.tenant)
             || rule.window.is_some_and(|w| w != result.end.saturating_since(result.start))
         {
@@ -562,18 +692,16 @@ impl Evaluator {
             },
             None => None,
         };
-        if self.buffer.len() >= self.config.max_buffered {
+        if self.staging.len() >= self.config.max_buffered {
             self.stats.buffer_full += 1;
             return;
         }
-        let values: SmallVec<[&str; 4]> = rule.by.iter().map(|k| result.group.label(k).unwrap_or("")).collect();
         // Results of finer groups than `by` merge into one instance: quantile
         // rules then need the sketches.
-        let merges =
-            result.group.labels.iter().any(|(k, _)| Some(&**k) != cell_label && !rule.by.iter().any(|b| b == &**k));
+        let merges = key.others.iter().any(|&k| Some(k) != cell_label);
         let acc = match &rule.condition {
             Condition::Absent => None,
-            _ => match Acc::read(result, &rule, merges) {
+            _ => match Acc::read(result, rule, merges) {
                 Some(acc) => Some(acc),
                 None => {
                     self.stats.no_value += 1;
@@ -581,35 +709,70 @@ impl Evaluator {
                 }
             },
         };
-        let Some((slot_id, generation)) = self.instance(rule_id, &result.group.tenant, &values) else {
+        let Some(slot_id) = self.instance(rule_id, &result.group.tenant, &key.values, key.hash) else {
             self.stats.instances_capped += 1;
             return;
         };
-        self.buffer.push(Buffered {
-            end: result.end,
+        let staged = Staged {
             start: result.start,
-            rule: rule_id,
-            slot: slot_id,
-            generation,
+            end: result.end,
             cell: cell.map(Arc::from),
             acc,
-        });
+            unmergeable: false,
+            next: NONE,
+        };
+        self.stage(rule_id, slot_id, staged);
+    }
+
+    /// Adds a staged entry to an instance's list, merging it into the last
+    /// one when it is of the same window (and cell).
+    fn stage(&mut self, rule_id: u32, slot_id: u32, mut staged: Staged) {
+        let Some(inst) = self
+            .rules
+            .get_mut(rule_id as usize)
+            .and_then(|s| s.instances.get_mut(slot_id as usize))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        if let Some(last) = self.staging.get_mut(inst.tail as usize)
+            && (last.start, last.end) == (staged.start, staged.end)
+            && last.cell == staged.cell
+        {
+            if let (Some(a), Some(b)) = (&mut last.acc, staged.acc) {
+                last.unmergeable |= !a.merge(b);
+            }
+            last.unmergeable |= staged.unmergeable;
+            return;
+        }
+        let Ok(index) = u32::try_from(self.staging.len()) else { return };
+        staged.next = NONE;
+        self.staging.push(staged);
+        match self.staging.get_mut(inst.tail as usize) {
+            Some(last) => last.next = index,
+            None => {
+                inst.head = index;
+                self.dirty.push((rule_id, slot_id));
+            }
+        }
+        inst.tail = index;
     }
 
     /// Finds or creates the instance of (`rule`, `tenant`, `values`).
-    fn instance(&mut self, rule_id: u32, tenant: &Arc<str>, values: &[&str]) -> Option<(u32, u32)> {
-        let hash = hash_key(&self.hasher, tenant, values);
+    fn instance(&mut self, rule_id: u32, tenant: &Arc<str>, values: &[Option<&Arc<str>>], hash: u64) -> Option<u32> {
         let slot = self.rules.get_mut(rule_id as usize)?;
         let found = slot.index.find(hash, |&i| {
             slot.instances.get(i as usize).and_then(Option::as_ref).is_some_and(|inst| {
-                *inst.tenant == **tenant
+                (Arc::ptr_eq(&inst.tenant, tenant) || *inst.tenant == **tenant)
                     && inst.values.len() == values.len()
-                    && inst.values.iter().zip(values).all(|(a, b)| **a == **b)
+                    && inst.values.iter().zip(values).all(|(a, b)| match b {
+                        Some(b) => Arc::ptr_eq(a, b) || **a == ***b,
+                        None => a.is_empty(),
+                    })
             })
         });
         if let Some(&i) = found {
-            let generation = slot.instances.get(i as usize).and_then(Option::as_ref).map(|inst| inst.generation)?;
-            return Some((i, generation));
+            return Some(i);
         }
         let tenant_count = self.per_tenant.get(tenant).copied().unwrap_or(0);
         if slot.live >= self.config.max_instances_per_rule || tenant_count >= self.config.max_instances_per_tenant {
@@ -617,23 +780,9 @@ impl Evaluator {
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let instance = Instance {
-            tenant: Arc::clone(tenant),
-            values: values.iter().map(|v| Arc::from(*v)).collect(),
-            phase: Phase::Inactive,
-            cursor: Timestamp::MIN,
-            last_data: Timestamp::MIN,
-            size: Span::ZERO,
-            value: None,
-            history: match &slot.rule.condition {
-                Condition::Threshold { expr, .. } => History::for_expr(Some(expr)),
-                _ => History::None,
-            },
-            cells: HashMap::new(),
-            cluster: Vec::new(),
-            deadline: None,
-            generation,
-        };
+        let values: SmallVec<[Arc<str>; 2]> =
+            values.iter().map(|v| v.map_or_else(|| Arc::from(""), Arc::clone)).collect();
+        let instance = fresh_instance(&slot.rule, tenant, &values, generation);
         let id = match slot.free.pop() {
             Some(id) => {
                 if let Some(place) = slot.instances.get_mut(id as usize) {
@@ -650,14 +799,14 @@ impl Evaluator {
         slot.live += 1;
         *self.per_tenant.entry(Arc::clone(tenant)).or_insert(0) += 1;
         self.stats.instances += 1;
-        Some((id, generation))
+        Some(id)
     }
 
     /// When `advance` has work next: the end of the earliest buffered
     /// window, or the earliest gap or timer of an instance. It may be early
     /// (a timer that was cancelled); calling `advance` then is harmless.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let buffered = self.buffer.iter().map(|b| b.end).min();
+        let buffered = self.staging.iter().map(|b| b.end).min();
         let timer = self.deadlines.peek().map(|Reverse((t, ..))| *t);
         buffered.into_iter().chain(timer).min()
     }
@@ -667,34 +816,69 @@ impl Evaluator {
     /// to it; appends the state changes to `out`.
     pub fn advance(&mut self, watermark: Timestamp, out: &mut Vec<AlertEvent>) {
         let first = out.len();
-        let (mut ready, waiting): (Vec<Buffered>, Vec<Buffered>) =
-            std::mem::take(&mut self.buffer).into_iter().partition(|b| b.end <= watermark);
-        self.buffer = waiting;
-        ready.sort_by(|a, b| (a.end, a.rule, a.slot, &a.cell).cmp(&(b.end, b.rule, b.slot, &b.cell)));
-
-        let mut ready = ready.into_iter().peekable();
-        loop {
-            let next_result = ready.peek().map(|b| b.end);
-            let next_timer = self.deadlines.peek().map(|Reverse((t, ..))| *t).filter(|&t| t <= watermark);
-            // At equal times results go first: data for a window beats its gap timer.
-            let take_result = match (next_result, next_timer) {
-                (Some(end), Some(t)) => end <= t,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
+        let spare = std::mem::take(&mut self.dirty_spare);
+        let mut dirty = std::mem::replace(&mut self.dirty, spare);
+        let mut staging = std::mem::take(&mut self.staging);
+        let mut carry: Vec<(u32, u32, Staged)> = Vec::new();
+        let mut entries: Vec<u32> = Vec::new();
+        for &(rule_id, slot_id) in &dirty {
+            let Some(inst) = self
+                .rules
+                .get_mut(rule_id as usize)
+                .and_then(|s| s.instances.get_mut(slot_id as usize))
+                .and_then(Option::as_mut)
+            else {
+                continue;
             };
-            if take_result {
-                // Every buffered result of this (end, rule, instance).
-                let Some(head) = ready.next() else { break };
-                let key = (head.end, head.rule, head.slot);
-                let mut group = vec![head];
-                while let Some(b) = ready.next_if(|b| (b.end, b.rule, b.slot) == key) {
-                    group.push(b);
-                }
-                self.evaluate(group, out);
-            } else if let Some(Reverse((t, rule, slot, generation))) = self.deadlines.pop() {
-                self.on_timer(t, rule, slot, generation, out);
+            entries.clear();
+            let mut next = std::mem::replace(&mut inst.head, NONE);
+            inst.tail = NONE;
+            while let Some(entry) = staging.get(next as usize) {
+                entries.push(next);
+                next = entry.next;
             }
+            let key = |i: &u32| staging.get(*i as usize).map(|e| (e.end, e.cell.clone()));
+            if !entries.is_sorted_by_key(key) {
+                entries.sort_by_key(key);
+            }
+            // One window (every cell of it) at a time, in event-time order.
+            let mut rest = entries.as_slice();
+            while let Some(&head) = rest.first() {
+                let Some(end) = staging.get(head as usize).map(|e| e.end) else { break };
+                let n = rest.iter().take_while(|&&i| staging.get(i as usize).is_some_and(|e| e.end == end)).count();
+                let (window, tail) = rest.split_at(n);
+                rest = tail;
+                if end <= watermark {
+                    self.evaluate(rule_id, slot_id, &mut staging, window, out);
+                } else {
+                    for &i in window {
+                        if let Some(e) = staging.get_mut(i as usize) {
+                            let kept = Staged { cell: e.cell.take(), acc: e.acc.take(), next: NONE, ..*e };
+                            carry.push((rule_id, slot_id, kept));
+                        }
+                    }
+                }
+            }
+        }
+        staging.clear();
+        self.staging = staging;
+        self.seen.retain(|(_, end)| *end > watermark);
+        dirty.clear();
+        self.dirty_spare = dirty;
+        for (rule_id, slot_id, staged) in carry {
+            self.stage(rule_id, slot_id, staged);
+        }
+        while let Some(&Reverse((t, rule, slot, generation))) = self.deadlines.peek() {
+            if t > watermark {
+                break;
+            }
+            self.deadlines.pop();
+            self.on_timer(t, rule, slot, generation, out);
+        }
+        // Instances are independent, so the order they were visited in is
+        // immaterial; the events go out in one canonical order.
+        if let Some(new) = out.get_mut(first..) {
+            new.sort_by(|a, b| (a.at, &a.rule, a.fingerprint).cmp(&(b.at, &b.rule, b.fingerprint)));
         }
         self.stats.events += (out.len() - first) as u64;
     }
@@ -709,7 +893,7 @@ impl Evaluator {
                     Phase::Firing { since, .. } => (AlertState::Firing, since),
                 };
                 let labels = labels_of(&slot.rule, inst);
-                let annotations = annotations_of(&slot.rule, inst, &labels, inst.value, &inst.cluster);
+                let annotations = annotations_of(&slot.rule, inst, &labels, inst.value, inst.cluster());
                 Some(ActiveAlert {
                     rule: Arc::clone(&slot.name),
                     tenant: Arc::clone(&inst.tenant),
@@ -724,32 +908,51 @@ impl Evaluator {
         })
     }
 
-    fn evaluate(&mut self, group: Vec<Buffered>, out: &mut Vec<AlertEvent>) {
-        let Some(head) = group.first() else { return };
-        let (end, start, rule_id, slot_id, generation) = (head.end, head.start, head.rule, head.slot, head.generation);
+    /// Evaluates one window of an instance: `window` indexes its staged
+    /// entries (all of one end, sorted by cell).
+    fn evaluate(
+        &mut self,
+        rule_id: u32,
+        slot_id: u32,
+        staging: &mut [Staged],
+        window: &[u32],
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let Some((start, end)) = window.first().and_then(|&i| staging.get(i as usize)).map(|e| (e.start, e.end)) else {
+            return;
+        };
+        let ttl = self.config.idle_ttl;
         let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
-        let rule = Arc::clone(&slot.rule);
-        let name = Arc::clone(&slot.name);
+        let (rule, name) = (&*slot.rule, &slot.name);
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
-        if inst.generation != generation {
-            return;
-        }
         if end <= inst.cursor {
-            self.stats.stale += group.len() as u64;
+            self.stats.stale += window.len() as u64;
             return;
         }
-        self.stats.evaluated += group.len() as u64;
+        self.stats.evaluated += window.len() as u64;
+        // Silent for longer than the idle TTL: the instance had expired (as
+        // the timer would have found), and this data starts it afresh.
+        let expiry = inst.last_data.saturating_add(ttl);
+        if inst.last_data != Timestamp::MIN && expiry <= start {
+            process_gap(rule, name, inst, expiry, out);
+            expire(rule, name, inst, expiry, out);
+            *inst = Instance {
+                deadline: inst.deadline,
+                ..fresh_instance(rule, &inst.tenant, &inst.values, inst.generation)
+            };
+            self.stats.expired += 1;
+        }
         let size = end.saturating_since(start);
         if size.is_positive() {
             inst.size = size;
         }
         // The gap before this window, as missing windows.
-        process_gap(&rule, &name, inst, start, out);
-        match judge_window(&rule, inst, group, start, end) {
+        process_gap(rule, name, inst, start, out);
+        match judge_window(rule, inst, staging, window, start, end) {
             Some((holds, recovered, value)) => {
                 inst.value = value;
                 inst.last_data = end;
-                step(&rule, &name, inst, start, end, holds, recovered, value, out);
+                step(rule, name, inst, start, end, holds, recovered, value, out);
                 inst.cursor = end;
             }
             None => self.stats.no_value += 1,
@@ -768,16 +971,7 @@ impl Evaluator {
         inst.deadline = None;
         process_gap(&rule, &name, inst, t, out);
         if t >= inst.last_data.saturating_add(self.config.idle_ttl) {
-            if let Phase::Pending { .. } | Phase::Firing { .. } = inst.phase {
-                let previous =
-                    if matches!(inst.phase, Phase::Firing { .. }) { AlertState::Firing } else { AlertState::Pending };
-                let since = match inst.phase {
-                    Phase::Pending { since } | Phase::Firing { since, .. } => since,
-                    Phase::Inactive => t,
-                };
-                let state = if previous == AlertState::Firing { AlertState::Resolved } else { AlertState::Inactive };
-                out.push(event(&rule, &name, inst, state, previous, None, t, since));
-            }
+            expire(&rule, &name, inst, t, out);
             self.remove(rule_id, slot_id);
             self.stats.expired += 1;
             return;
@@ -803,16 +997,51 @@ impl Evaluator {
         self.stats.instances = self.stats.instances.saturating_sub(1);
     }
 
-    /// Schedules the instance's next look: its next gap transition, or its expiry.
+    /// Schedules the instance's next look: its next gap transition, or its
+    /// expiry. A look already scheduled earlier is kept (it finds nothing
+    /// to do and schedules again), so steady instances do not churn the heap.
     fn rearm(&mut self, rule_id: u32, slot_id: u32) {
         let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
         let expiry = inst.last_data.saturating_add(self.config.idle_ttl);
         let next = next_gap_change(&slot.rule, inst).map_or(expiry, |t| t.min(expiry));
-        if inst.deadline != Some(next) {
+        if inst.deadline.is_none_or(|scheduled| scheduled > next) {
             inst.deadline = Some(next);
             self.deadlines.push(Reverse((next, rule_id, slot_id, inst.generation)));
         }
+    }
+}
+
+/// Emits the end of an instance that has seen no data for the idle TTL.
+fn expire(rule: &Rule, name: &Arc<str>, inst: &Instance, t: Timestamp, out: &mut Vec<AlertEvent>) {
+    let (previous, since) = match inst.phase {
+        Phase::Inactive => return,
+        Phase::Pending { since } => (AlertState::Pending, since),
+        Phase::Firing { since, .. } => (AlertState::Firing, since),
+    };
+    let state = if previous == AlertState::Firing { AlertState::Resolved } else { AlertState::Inactive };
+    out.push(event(rule, name, inst, state, previous, None, t, since));
+}
+
+/// A new, inactive instance.
+fn fresh_instance(rule: &Rule, tenant: &Arc<str>, values: &[Arc<str>], generation: u32) -> Instance {
+    Instance {
+        tenant: Arc::clone(tenant),
+        values: values.iter().cloned().collect(),
+        phase: Phase::Inactive,
+        cursor: Timestamp::MIN,
+        last_data: Timestamp::MIN,
+        size: Span::ZERO,
+        value: None,
+        history: match &rule.condition {
+            Condition::Threshold { expr, .. } => History::for_expr(Some(expr)),
+            _ => History::None,
+        },
+        geo: None,
+        deadline: None,
+        generation,
+        head: NONE,
+        tail: NONE,
     }
 }
 
@@ -909,39 +1138,42 @@ fn grid_floor(cursor: Timestamp, size: Span, at: Timestamp) -> Timestamp {
     Timestamp::from_nanos(i64::try_from(end).unwrap_or(i64::MAX))
 }
 
-/// (holds, recovered, value) of one window's buffered results, updating
-/// the instance's histories; `None` when the window has no usable value.
+/// (holds, recovered, value) of one window's staged entries (sorted by
+/// cell), updating the instance's histories; `None` when the window has
+/// no usable value.
 fn judge_window(
     rule: &Rule,
     inst: &mut Instance,
-    group: Vec<Buffered>,
+    staging: &mut [Staged],
+    window: &[u32],
     start: Timestamp,
     end: Timestamp,
 ) -> Option<(bool, bool, Option<f64>)> {
     match &rule.condition {
         Condition::Absent => Some((false, true, None)),
         Condition::Threshold { expr, compare } => {
-            let x = merged_value(expr, group.into_iter().filter_map(|b| b.acc))?;
+            let x = merged_value(expr, staging, window)?;
             let v = inst.history.eval(expr, start, end, x);
             Some(judge(compare, rule.recover.as_ref(), v))
         }
         Condition::GeoCluster { expr, compare, min_cells, .. } => {
-            // The group is sorted by cell: merge per cell, then score.
             let mut hot: Vec<String> = Vec::new();
             let mut any = false;
-            let mut group = group.into_iter().peekable();
-            while let Some(first) = group.next() {
-                let Some(cell) = first.cell.clone() else { continue };
-                let mut accs = vec![first.acc];
-                while let Some(b) = group.next_if(|b| b.cell.as_deref() == Some(&*cell)) {
-                    accs.push(b.acc);
-                }
-                let Some(x) = merged_value(expr, accs.into_iter().flatten()) else { continue };
+            let mut rest = window;
+            while let Some(cell) = rest.first().and_then(|&i| staging.get(i as usize)).and_then(|e| e.cell.clone()) {
+                let n = rest
+                    .iter()
+                    .take_while(|&&i| staging.get(i as usize).is_some_and(|e| e.cell.as_ref() == Some(&cell)))
+                    .count();
+                let (same, tail) = rest.split_at(n.max(1));
+                rest = tail;
+                let Some(x) = merged_value(expr, staging, same) else { continue };
                 any = true;
-                if inst.cells.len() >= MAX_CELLS && !inst.cells.contains_key(&cell) {
+                let geo = inst.geo.get_or_insert_with(Box::default);
+                if geo.cells.len() >= MAX_CELLS && !geo.cells.contains_key(&cell) {
                     continue;
                 }
-                let history = inst.cells.entry(Arc::clone(&cell)).or_insert_with(|| History::for_expr(Some(expr)));
+                let history = geo.cells.entry(Arc::clone(&cell)).or_insert_with(|| History::for_expr(Some(expr)));
                 if history.eval(expr, start, end, x).is_some_and(|v| compare.holds(v)) {
                     hot.push(cell.to_string());
                 }
@@ -951,8 +1183,9 @@ fn judge_window(
             }
             let clusters = geo_cluster::clusters(&hot, *min_cells as usize);
             let largest = clusters.iter().map(Vec::len).max().unwrap_or(0);
-            inst.cluster = clusters.into_iter().flatten().collect();
-            inst.cluster.sort_unstable();
+            let geo = inst.geo.get_or_insert_with(Box::default);
+            geo.cluster = clusters.into_iter().flatten().collect();
+            geo.cluster.sort_unstable();
             let holds = largest > 0;
             let recovered = rule.recover.as_ref().map_or(!holds, |r| r.holds(largest as f64));
             Some((holds, recovered, Some(largest as f64)))
@@ -960,18 +1193,26 @@ fn judge_window(
     }
 }
 
-/// The aggregate of the merged accumulators.
-fn merged_value(expr: &Expr, accs: impl IntoIterator<Item = Acc>) -> Option<f64> {
+/// The aggregate of the staged entries `parts`, merged (taking their accumulators).
+fn merged_value(expr: &Expr, staging: &mut [Staged], parts: &[u32]) -> Option<f64> {
     let agg = expr.selector().agg;
-    let q = if let Agg::Quantile(q) = agg { q } else { 0.0 };
-    let mut accs = accs.into_iter();
-    let mut acc = accs.next()?;
-    for other in accs {
-        if !acc.merge(other, q) {
+    let mut merged: Option<Acc> = None;
+    for &i in parts {
+        let entry = staging.get_mut(i as usize)?;
+        if entry.unmergeable {
             return None;
         }
+        match (&mut merged, entry.acc.take()) {
+            (_, None) => {}
+            (None, acc) => merged = acc,
+            (Some(m), Some(acc)) => {
+                if !m.merge(acc) {
+                    return None;
+                }
+            }
+        }
     }
-    acc.value(agg)
+    merged?.value(agg)
 }
 
 /// Most cells whose baselines a cluster rule keeps per instance.
@@ -1072,7 +1313,7 @@ fn event(
 ) -> AlertEvent {
     let labels = labels_of(rule, inst);
     let cells = if matches!(rule.condition, Condition::GeoCluster { .. }) && state != AlertState::Resolved {
-        inst.cluster.clone()
+        inst.cluster().to_vec()
     } else {
         Vec::new()
     };
@@ -1120,6 +1361,7 @@ struct Snapshot {
     rules: Vec<RuleSnapshot>,
     /// Buffered results, with the index of their rule in `rules`.
     buffer: Vec<Buffered>,
+    seen: Vec<(GroupKey, Timestamp)>,
     stats: AlertStats,
     next_generation: u32,
 }
@@ -1134,6 +1376,24 @@ struct RuleSnapshot {
 }
 
 impl Evaluator {
+    /// The staged entries, instance by instance, in staging order.
+    fn staged_entries(&self) -> Vec<Buffered> {
+        let mut out = Vec::with_capacity(self.staging.len());
+        for &(rule, slot) in &self.dirty {
+            let Some(inst) =
+                self.rules.get(rule as usize).and_then(|s| s.instances.get(slot as usize)).and_then(Option::as_ref)
+            else {
+                continue;
+            };
+            let mut next = inst.head;
+            while let Some(entry) = self.staging.get(next as usize) {
+                out.push(Buffered { rule, slot, generation: inst.generation, staged: entry.clone() });
+                next = entry.next;
+            }
+        }
+        out
+    }
+
     /// Appends the whole state (every instance with its phase, timers and
     /// baselines, the buffered results, the counters) to `out` in a
     /// compact, versioned binary form, for [`Evaluator::restore`].
@@ -1150,7 +1410,8 @@ impl Evaluator {
                     instances: slot.instances.clone(),
                 })
                 .collect(),
-            buffer: self.buffer.clone(),
+            buffer: self.staged_entries(),
+            seen: self.seen.iter().map(|(g, end)| ((**g).clone(), *end)).collect(),
             stats: self.stats.clone(),
             next_generation: self.next_generation,
         };
@@ -1175,6 +1436,7 @@ impl Evaluator {
         let mut ev = Evaluator::new(rules, config)?;
         ev.stats = snap.stats;
         ev.stats.instances = 0;
+        ev.seen = snap.seen.into_iter().map(|(g, end)| (Arc::new(g), end)).collect();
         ev.next_generation = snap.next_generation;
         // Old rule index → new one.
         let mut map = vec![None; snap.rules.len()];
@@ -1201,7 +1463,7 @@ impl Evaluator {
                         }
                         if changed {
                             inst.history = fresh.clone();
-                            inst.cells.clear();
+                            inst.geo = None;
                         }
                         if let Some(t) = inst.deadline {
                             ev.deadlines.push(Reverse((t, new as u32, id, inst.generation)));
@@ -1224,17 +1486,12 @@ impl Evaluator {
                 }
             }
         }
-        for mut b in snap.buffer {
+        for b in snap.buffer {
             let Some(Some(new)) = map.get(b.rule as usize).copied() else { continue };
-            let valid = ev
-                .rules
-                .get(new as usize)
-                .and_then(|s| s.instances.get(b.slot as usize))
-                .and_then(Option::as_ref)
-                .is_some_and(|inst| inst.generation == b.generation);
-            if valid {
-                b.rule = new;
-                ev.buffer.push(b);
+            let slot = ev.rules.get(new as usize);
+            let inst = slot.and_then(|s| s.instances.get(b.slot as usize)).and_then(Option::as_ref);
+            if inst.is_some_and(|inst| inst.generation == b.generation) {
+                ev.stage(new, b.slot, b.staged);
             }
         }
         Ok(ev)

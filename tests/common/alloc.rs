@@ -62,3 +62,8 @@ pub(crate) fn measure<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
     let peak = PEAK.with(Cell::get) - start_live;
     (out, count, peak)
 }
+
+/// Bytes allocated on this thread and not yet freed.
+pub(crate) fn live() -> usize {
+    LIVE.with(Cell::get)
+}
