@@ -55,11 +55,13 @@
 //!
 //! # Feature flags
 //!
-//! The default build is the wasm-safe core and has no optional features yet.
-//! These are planned, each adding an adapter or a sink on top of the core:
+//! The default build is the wasm-safe core. Features add formats, adapters
+//! and sinks on top of it:
 //!
 //! | feature | status | adds |
 //! | --- | --- | --- |
+//! | `yaml` | on by default | alert rule files and rule tests in YAML (`serde_yaml_ng`, pure Rust, wasm-safe) |
+//! | `toml` | available | alert rule files in TOML |
 //! | `parquet` | planned | Parquet batch writer and CSV export (arrow + parquet) |
 //! | `tokio` | planned | a tokio host: ingest channel, timers, subscriber fan-out |
 //! | `workers` | planned | a Durable Object "stream room" on workers-rs |

@@ -464,20 +464,24 @@ fn arb_rule() -> impl Strategy<Value = String> {
                 _ => format!("{e} by (g) {op} {t}"),
             },
         );
+    // With `stream=s` (the groups' stream), results are evaluated as they
+    // are pushed; without, they are staged until `advance`.
+    let stream = prop_oneof![Just(""), Just(" stream=s")];
     (
         head,
         0..4i64,
         0..3i64,
         prop::option::of(-5..5i32),
         prop_oneof![Just(""), Just(" missing=keep"), Just(" missing=alerting")],
+        stream,
     )
-        .prop_map(|(head, f, k, rec, missing)| {
+        .prop_map(|(head, f, k, rec, missing, stream)| {
             let recover = if head.starts_with("absent") {
                 String::new()
             } else {
                 rec.map(|r| format!(" recover < {r}")).unwrap_or_default()
             };
-            format!("{head} for {f}m keep_firing_for {k}m{recover}{missing}")
+            format!("{head} for {f}m keep_firing_for {k}m{recover}{missing}{stream}")
         })
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::geo_cluster;
-use super::rule::{Agg, Compare, Condition, Expr, Missing, Rule, RuleError, Severity};
+use super::rule::{Agg, Compare, Condition, Expr, Missing, Rule, RuleError, Selector, Severity};
 use super::template::{self, Context};
 use crate::sample::stable_hash;
 use crate::time::{Span, Timestamp};
@@ -346,8 +346,7 @@ enum Acc {
 }
 
 impl Acc {
-    fn read(result: &WindowResult, rule: &Rule, keep_sketch: bool) -> Option<Acc> {
-        let selector = rule.expr()?.selector();
+    fn read(result: &WindowResult, selector: &Selector, keep_sketch: bool) -> Option<Acc> {
         let field = match &selector.field {
             None => return Some(Acc::Add(result.count)),
             Some(name) => result.field(name)?,
@@ -428,6 +427,34 @@ struct Staged {
     next: u32,
 }
 
+/// The parts of a rule that `push` reads for every result, kept small and
+/// together so that a thousand rules stay in cache.
+struct Plan {
+    tenant: Option<Arc<str>>,
+    window: Option<Span>,
+    /// The group label holding the cell, for cluster rules.
+    cell_label: Option<Arc<str>>,
+    /// Whether the rule reads one stream only.
+    fixed_stream: bool,
+    /// What it reads; `None` for absence rules.
+    selector: Option<Selector>,
+}
+
+impl Plan {
+    fn of(rule: &Rule) -> Plan {
+        Plan {
+            tenant: rule.tenant.as_deref().map(Arc::from),
+            window: rule.window,
+            cell_label: match &rule.condition {
+                Condition::GeoCluster { label, .. } => Some(Arc::from(label.as_str())),
+                _ => None,
+            },
+            fixed_stream: rule.stream.is_some(),
+            selector: rule.expr().map(|e| e.selector().clone()),
+        }
+    }
+}
+
 /// A result's instance key for the rules sharing one `by` list.
 struct Key<'a> {
     by_id: u32,
@@ -453,6 +480,8 @@ struct RuleSlot {
     /// Rules with the same `by` labels share an id, so a result's instance
     /// key is worked out once for all of them.
     by_id: u32,
+    /// What `push` reads of the rule, kept together.
+    plan: Plan,
     /// Instance slots (`None` when free) and their index by key.
     instances: Vec<Option<Instance>>,
     free: Vec<u32>,
@@ -516,6 +545,9 @@ pub struct Evaluator {
     dirty: Vec<(u32, u32)>,
     /// The previous `dirty`, kept for its capacity.
     dirty_spare: Vec<(u32, u32)>,
+    /// Events of results evaluated as they were pushed, waiting for the
+    /// `advance` whose watermark passes them.
+    held: Vec<AlertEvent>,
     /// The (group, window end) of every result staged and not yet
     /// evaluated: a second result for one of them (a correction) is stale.
     seen: hashbrown::HashSet<(Arc<GroupKey>, Timestamp), foldhash::fast::FixedState>,
@@ -588,6 +620,7 @@ impl Evaluator {
             };
             slots.push(RuleSlot {
                 by_id: by_id as u32,
+                plan: Plan::of(&rule),
                 name: Arc::from(rule.name.as_str()),
                 rule: Arc::new(rule),
                 instances: Vec::new(),
@@ -604,6 +637,7 @@ impl Evaluator {
             staging: Vec::new(),
             dirty: Vec::new(),
             dirty_spare: Vec::new(),
+            held: Vec::new(),
             seen: hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::with_seed(0x5eed)),
             deadlines: BinaryHeap::new(),
             per_tenant: HashMap::new(),
@@ -672,16 +706,13 @@ impl Evaluator {
 
     fn push_for(&mut self, rule_id: u32, result: &WindowResult, key: &Key<'_>) {
         let Some(slot) = self.rules.get(rule_id as usize) else { return };
-        let rule = &*slot.rule;
-        if rule.tenant.as_deref().is_some_and(|t| t != &*result.group.tenant)
-            || rule.window.is_some_and(|w| w != result.end.saturating_since(result.start))
+        let plan = &slot.plan;
+        if plan.tenant.as_ref().is_some_and(|t| *t != result.group.tenant)
+            || plan.window.is_some_and(|w| w != result.end.saturating_since(result.start))
         {
             return;
         }
-        let cell_label = match &rule.condition {
-            Condition::GeoCluster { label, .. } => Some(label.as_str()),
-            _ => None,
-        };
+        let cell_label = plan.cell_label.as_deref();
         let cell = match cell_label {
             Some(label) => match result.group.label(label) {
                 Some(cell) => Some(cell),
@@ -699,9 +730,9 @@ impl Evaluator {
         // Results of finer groups than `by` merge into one instance: quantile
         // rules then need the sketches.
         let merges = key.others.iter().any(|&k| Some(k) != cell_label);
-        let acc = match &rule.condition {
-            Condition::Absent => None,
-            _ => match Acc::read(result, rule, merges) {
+        let acc = match &plan.selector {
+            None => None,
+            Some(selector) => match Acc::read(result, selector, merges) {
                 Some(acc) => Some(acc),
                 None => {
                     self.stats.no_value += 1;
@@ -709,19 +740,31 @@ impl Evaluator {
                 }
             },
         };
+        let (geo, fixed_stream) = (cell_label.is_some(), plan.fixed_stream);
         let Some(slot_id) = self.instance(rule_id, &result.group.tenant, &key.values, key.hash) else {
             self.stats.instances_capped += 1;
             return;
         };
-        let staged = Staged {
-            start: result.start,
-            end: result.end,
-            cell: cell.map(Arc::from),
-            acc,
-            unmergeable: false,
-            next: NONE,
-        };
-        self.stage(rule_id, slot_id, staged);
+        let staged = Staged { start: result.start, end: result.end, cell: cell.map(Arc::from), acc, unmergeable: false, next: NONE };
+        // One result is all an instance gets for this window when the rule
+        // has one stream and the group has no label beyond `by` (and no
+        // cell): evaluate it now rather than stage it. Its events wait in
+        // `held` for the `advance` that passes them, so the output is as if
+        // it had been staged.
+        let alone = fixed_stream && !geo && !merges && self.held.len() < self.config.max_buffered;
+        let nothing_staged = self
+            .rules
+            .get(rule_id as usize)
+            .and_then(|s| s.instances.get(slot_id as usize))
+            .and_then(Option::as_ref)
+            .is_some_and(|inst| inst.head == NONE);
+        if alone && nothing_staged {
+            let mut held = std::mem::take(&mut self.held);
+            self.evaluate(rule_id, slot_id, &mut [staged], &[0], &mut held);
+            self.held = held;
+        } else {
+            self.stage(rule_id, slot_id, staged);
+        }
     }
 
     /// Adds a staged entry to an instance's list, merging it into the last
@@ -806,7 +849,7 @@ impl Evaluator {
     /// window, or the earliest gap or timer of an instance. It may be early
     /// (a timer that was cancelled); calling `advance` then is harmless.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let buffered = self.staging.iter().map(|b| b.end).min();
+        let buffered = self.staging.iter().map(|b| b.end).chain(self.held.iter().map(|e| e.at)).min();
         let timer = self.deadlines.peek().map(|Reverse((t, ..))| *t);
         buffered.into_iter().chain(timer).min()
     }
@@ -816,6 +859,12 @@ impl Evaluator {
     /// to it; appends the state changes to `out`.
     pub fn advance(&mut self, watermark: Timestamp, out: &mut Vec<AlertEvent>) {
         let first = out.len();
+        if !self.held.is_empty() {
+            let (due, later): (Vec<AlertEvent>, Vec<AlertEvent>) =
+                std::mem::take(&mut self.held).into_iter().partition(|e| e.at <= watermark);
+            out.extend(due);
+            self.held = later;
+        }
         let spare = std::mem::take(&mut self.dirty_spare);
         let mut dirty = std::mem::replace(&mut self.dirty, spare);
         let mut staging = std::mem::take(&mut self.staging);
@@ -1361,6 +1410,7 @@ struct Snapshot {
     rules: Vec<RuleSnapshot>,
     /// Buffered results, with the index of their rule in `rules`.
     buffer: Vec<Buffered>,
+    held: Vec<AlertEvent>,
     seen: Vec<(GroupKey, Timestamp)>,
     stats: AlertStats,
     next_generation: u32,
@@ -1411,6 +1461,7 @@ impl Evaluator {
                 })
                 .collect(),
             buffer: self.staged_entries(),
+            held: self.held.clone(),
             seen: self.seen.iter().map(|(g, end)| ((**g).clone(), *end)).collect(),
             stats: self.stats.clone(),
             next_generation: self.next_generation,
@@ -1436,6 +1487,7 @@ impl Evaluator {
         let mut ev = Evaluator::new(rules, config)?;
         ev.stats = snap.stats;
         ev.stats.instances = 0;
+        ev.held = snap.held.into_iter().filter(|e| ev.rules.iter().any(|s| s.name == e.rule)).collect();
         ev.seen = snap.seen.into_iter().map(|(g, end)| (Arc::new(g), end)).collect();
         ev.next_generation = snap.next_generation;
         // Old rule index → new one.
