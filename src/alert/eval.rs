@@ -745,7 +745,14 @@ impl Evaluator {
             self.stats.instances_capped += 1;
             return;
         };
-        let staged = Staged { start: result.start, end: result.end, cell: cell.map(Arc::from), acc, unmergeable: false, next: NONE };
+        let staged = Staged {
+            start: result.start,
+            end: result.end,
+            cell: cell.map(Arc::from),
+            acc,
+            unmergeable: false,
+            next: NONE,
+        };
         // One result is all an instance gets for this window when the rule
         // has one stream and the group has no label beyond `by` (and no
         // cell): evaluate it now rather than stage it. Its events wait in
