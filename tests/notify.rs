@@ -202,6 +202,41 @@ fn silences_hold_back_and_release() {
 }
 
 #[test]
+fn a_fully_silenced_group_does_not_spin_past_its_repeat_interval() {
+    let mut n = Notifier::new(config(), &[rule()]);
+    n.push(&firing(&["eu"]).remove(0), secs(0));
+    assert_eq!(drive(&mut n, 100).len(), 1);
+    n.silence(Silence {
+        matchers: vec![Matcher::eq("region", "eu")],
+        starts: secs(100),
+        ends: secs(20_000),
+        created_by: "ana".into(),
+        comment: String::new(),
+    })
+    .unwrap();
+    // drive() fails if the deadline stops moving.
+    assert!(drive(&mut n, 19_999).is_empty());
+    assert_eq!(drive(&mut n, 20_000).len(), 1, "released when the silence ends");
+}
+
+#[test]
+fn firing_again_before_the_resolution_went_out_is_a_new_episode() {
+    let mut n = Notifier::new(config(), &[rule()]);
+    let fire = firing(&["eu"]).remove(0);
+    n.push(&fire, secs(0));
+    assert_eq!(drive(&mut n, 100).len(), 1);
+    n.ack(fire.fingerprint, "ana").unwrap();
+    assert_eq!(n.alerts()[0].acked_by.as_deref(), Some("ana"));
+    n.push(&resolved("eu"), secs(200));
+    n.push(&fire, secs(210));
+    let tracked = n.alerts();
+    assert_eq!(tracked.len(), 1);
+    assert_eq!((tracked[0].state, tracked[0].acked_by.clone()), (AlertState::Firing, None));
+    n.unack(fire.fingerprint).unwrap();
+    assert!(!n.remove_silence(99));
+}
+
+#[test]
 fn tenants_and_channels_are_separate_groups() {
     let mut config = config();
     config.route.group_by = vec![];

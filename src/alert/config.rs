@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::eval::EvalConfig;
 use super::notify::NotifierConfig;
 use super::rule::Rule;
+use crate::time::Span;
 
 /// The largest rule or rule-test file the loaders read.
 pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
@@ -70,6 +71,9 @@ pub enum ConfigError {
     /// The file is larger than [`MAX_CONFIG_BYTES`].
     #[error("the file is larger than {MAX_CONFIG_BYTES} bytes")]
     TooLarge,
+    /// A setting is out of range.
+    #[error("{0}")]
+    Invalid(String),
     /// Two rules share a name.
     #[error("two rules are named {0:?}")]
     DuplicateRule(String),
@@ -117,10 +121,21 @@ impl RuleFile {
     /// Checks what serde cannot: unique rule names, and channels that
     /// exist when the file configures any.
     pub fn validate(self) -> Result<RuleFile, ConfigError> {
-        for (i, rule) in self.rules.iter().enumerate() {
-            if self.rules.iter().take(i).any(|r| r.name == rule.name) {
+        let mut names = std::collections::HashSet::new();
+        for rule in &self.rules {
+            if !names.insert(rule.name.as_str()) {
                 return Err(ConfigError::DuplicateRule(rule.name.clone()));
             }
+        }
+        let route = &self.notifier.route;
+        if !(route.group_interval.is_positive() && route.repeat_interval.is_positive()) || route.group_wait < Span::ZERO
+        {
+            return Err(ConfigError::Invalid("route: `group_interval` and `repeat_interval` must be positive".into()));
+        }
+        if route.group_by.iter().any(|l| l == "severity") {
+            return Err(ConfigError::Invalid(
+                "route: `severity` cannot be a grouping label (escalation changes it)".into(),
+            ));
         }
         let channels = &self.notifier.channels;
         if !channels.is_empty() {

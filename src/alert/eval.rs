@@ -34,6 +34,10 @@ pub struct EvalConfig {
     /// Most window results held between two [`Evaluator::advance`] calls;
     /// more are skipped and counted in [`AlertStats::buffer_full`].
     pub max_buffered: usize,
+    /// Most geo cells whose baseline a cluster rule keeps per instance
+    /// (cells idle for `idle_ttl` are forgotten first); further cells are
+    /// skipped and counted in [`AlertStats::cells_capped`].
+    pub max_cells_per_instance: usize,
 }
 
 impl Default for EvalConfig {
@@ -43,6 +47,7 @@ impl Default for EvalConfig {
             max_instances_per_tenant: 100_000,
             idle_ttl: Span::from_days(1),
             max_buffered: 1_000_000,
+            max_cells_per_instance: 10_000,
         }
     }
 }
@@ -188,6 +193,8 @@ pub struct AlertStats {
     pub buffer_full: u64,
     /// Instances forgotten after `idle_ttl` without data.
     pub expired: u64,
+    /// Cell windows of cluster rules skipped at `max_cells_per_instance`.
+    pub cells_capped: u64,
     /// Alert events emitted.
     pub events: u64,
     /// Alert instances held now.
@@ -303,8 +310,9 @@ struct Instance {
 /// The per-cell state of a geo-cluster instance.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct GeoState {
-    /// Per-cell histories.
-    cells: HashMap<Arc<str>, History>,
+    /// Per-cell histories (for expressions that have one), with the end
+    /// of the cell's last window.
+    cells: HashMap<Arc<str>, (Timestamp, History)>,
     /// Cells of the clusters found in the latest window, sorted.
     cluster: Vec<String>,
 }
@@ -550,7 +558,7 @@ pub struct Evaluator {
     held: Vec<AlertEvent>,
     /// The (group, window end) of every result staged and not yet
     /// evaluated: a second result for one of them (a correction) is stale.
-    seen: hashbrown::HashSet<(Arc<GroupKey>, Timestamp), foldhash::fast::FixedState>,
+    seen: hashbrown::HashSet<(Arc<GroupKey>, Timestamp, Timestamp), foldhash::fast::FixedState>,
     deadlines: BinaryHeap<Reverse<(Timestamp, u32, u32, u32)>>,
     per_tenant: HashMap<Arc<str>, usize>,
     hasher: foldhash::fast::FixedState,
@@ -595,14 +603,26 @@ fn index_insert(
 }
 
 impl Evaluator {
-    /// An evaluator of `rules`; rule names must be unique.
+    /// An evaluator of `rules`; rule names must be unique, `idle_ttl`
+    /// positive and the limits at least 1.
     pub fn new(rules: Vec<Rule>, config: EvalConfig) -> Result<Evaluator, RuleError> {
+        if !config.idle_ttl.is_positive() {
+            return Err(RuleError::Config("`idle_ttl` must be positive".into()));
+        }
+        if config.max_instances_per_rule == 0
+            || config.max_instances_per_tenant == 0
+            || config.max_buffered == 0
+            || config.max_cells_per_instance == 0
+        {
+            return Err(RuleError::Config("the `max_*` limits must be at least 1".into()));
+        }
         let mut by_stream: HashMap<String, Vec<u32>> = HashMap::new();
         let mut any_stream = Vec::new();
         let mut slots = Vec::with_capacity(rules.len());
         let mut by_lists: Vec<Vec<String>> = Vec::new();
+        let mut names = std::collections::HashSet::new();
         for (i, rule) in rules.into_iter().enumerate() {
-            if slots.iter().any(|s: &RuleSlot| *s.name == *rule.name) {
+            if !names.insert(rule.name.clone()) {
                 return Err(RuleError::Invalid { rule: rule.name, reason: "two rules have this name".into() });
             }
             let id = u32::try_from(i)
@@ -667,15 +687,22 @@ impl Evaluator {
     /// [`advance`](Evaluator::advance) at or after its window's end.
     pub fn push(&mut self, result: &WindowResult) {
         if !result.is_final {
-            self.stats.partials_skipped += 1;
+            add(&mut self.stats.partials_skipped, 1);
             return;
         }
         let stream = &*result.group.stream;
         let rules: SmallVec<[u32; 16]> =
             self.by_stream.get(stream).into_iter().flatten().chain(self.any_stream.iter()).copied().collect();
-        if !self.seen.insert((Arc::clone(&result.group), result.end)) {
+        if rules.is_empty() {
+            return;
+        }
+        if self.seen.len() >= self.config.max_buffered {
+            add(&mut self.stats.buffer_full, rules.len() as u64);
+            return;
+        }
+        if !self.seen.insert((Arc::clone(&result.group), result.start, result.end)) {
             // The first final result of a group's window is the one evaluated.
-            self.stats.stale += rules.len() as u64;
+            add(&mut self.stats.stale, rules.len() as u64);
             return;
         }
         let mut keys: SmallVec<[Key<'_>; 2]> = SmallVec::new();
@@ -717,32 +744,32 @@ impl Evaluator {
             Some(label) => match result.group.label(label) {
                 Some(cell) => Some(cell),
                 None => {
-                    self.stats.no_value += 1;
+                    add(&mut self.stats.no_value, 1);
                     return;
                 }
             },
             None => None,
         };
         if self.staging.len() >= self.config.max_buffered {
-            self.stats.buffer_full += 1;
+            add(&mut self.stats.buffer_full, 1);
             return;
         }
-        // Results of finer groups than `by` merge into one instance: quantile
-        // rules then need the sketches.
+        // Results of finer groups than `by` (or of several streams) merge
+        // into one instance: quantile rules then need the sketches.
         let merges = key.others.iter().any(|&k| Some(k) != cell_label);
         let acc = match &plan.selector {
             None => None,
-            Some(selector) => match Acc::read(result, selector, merges) {
+            Some(selector) => match Acc::read(result, selector, merges || !plan.fixed_stream) {
                 Some(acc) => Some(acc),
                 None => {
-                    self.stats.no_value += 1;
+                    add(&mut self.stats.no_value, 1);
                     return;
                 }
             },
         };
         let (geo, fixed_stream) = (cell_label.is_some(), plan.fixed_stream);
         let Some(slot_id) = self.instance(rule_id, &result.group.tenant, &key.values, key.hash) else {
-            self.stats.instances_capped += 1;
+            add(&mut self.stats.instances_capped, 1);
             return;
         };
         let staged = Staged {
@@ -848,7 +875,7 @@ impl Evaluator {
         index_insert(&mut slot.index, &self.hasher, &slot.instances, hash, id);
         slot.live += 1;
         *self.per_tenant.entry(Arc::clone(tenant)).or_insert(0) += 1;
-        self.stats.instances += 1;
+        add(&mut self.stats.instances, 1);
         Some(id)
     }
 
@@ -918,7 +945,7 @@ impl Evaluator {
         }
         staging.clear();
         self.staging = staging;
-        self.seen.retain(|(_, end)| *end > watermark);
+        self.seen.retain(|(_, _, end)| *end > watermark);
         dirty.clear();
         self.dirty_spare = dirty;
         for (rule_id, slot_id, staged) in carry {
@@ -936,7 +963,28 @@ impl Evaluator {
         if let Some(new) = out.get_mut(first..) {
             new.sort_by(|a, b| (a.at, &a.rule, a.fingerprint).cmp(&(b.at, &b.rule, b.fingerprint)));
         }
-        self.stats.events += (out.len() - first) as u64;
+        add(&mut self.stats.events, (out.len() - first) as u64);
+        self.compact_timers();
+    }
+
+    /// Rebuilds the timer heap when cancelled timers (an instance whose
+    /// deadline moved earlier leaves its old entry behind) outnumber the
+    /// live ones, so flapping groups cannot grow it without bound.
+    fn compact_timers(&mut self) {
+        if self.deadlines.len() <= 2 * self.stats.instances as usize + 1_024 {
+            return;
+        }
+        let mut live = Vec::with_capacity(self.stats.instances as usize);
+        for (rule_id, slot) in self.rules.iter().enumerate() {
+            for (slot_id, inst) in slot.instances.iter().enumerate() {
+                if let Some(inst) = inst
+                    && let Some(t) = inst.deadline
+                {
+                    live.push(Reverse((t, rule_id as u32, slot_id as u32, inst.generation)));
+                }
+            }
+        }
+        self.deadlines = BinaryHeap::from(live);
     }
 
     /// The pending and firing instances.
@@ -982,21 +1030,22 @@ impl Evaluator {
         let (rule, name) = (&*slot.rule, &slot.name);
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
         if end <= inst.cursor {
-            self.stats.stale += window.len() as u64;
+            add(&mut self.stats.stale, window.len() as u64);
             return;
         }
-        self.stats.evaluated += window.len() as u64;
+        add(&mut self.stats.evaluated, window.len() as u64);
         // Silent for longer than the idle TTL: the instance had expired (as
         // the timer would have found), and this data starts it afresh.
-        let expiry = inst.last_data.saturating_add(ttl);
-        if inst.last_data != Timestamp::MIN && expiry <= start {
+        if let Some(expiry) = expiry_at(inst, ttl)
+            && expiry <= start
+        {
             process_gap(rule, name, inst, expiry, out);
             expire(rule, name, inst, expiry, out);
             *inst = Instance {
                 deadline: inst.deadline,
                 ..fresh_instance(rule, &inst.tenant, &inst.values, inst.generation)
             };
-            self.stats.expired += 1;
+            add(&mut self.stats.expired, 1);
         }
         let size = end.saturating_since(start);
         if size.is_positive() {
@@ -1004,15 +1053,16 @@ impl Evaluator {
         }
         // The gap before this window, as missing windows.
         process_gap(rule, name, inst, start, out);
-        match judge_window(rule, inst, staging, window, start, end) {
+        match judge_window(rule, inst, staging, window, start, end, &self.config, &mut self.stats) {
             Some((holds, recovered, value)) => {
                 inst.value = value;
-                inst.last_data = end;
                 step(rule, name, inst, start, end, holds, recovered, value, out);
                 inst.cursor = end;
             }
-            None => self.stats.no_value += 1,
+            None => add(&mut self.stats.no_value, 1),
         }
+        // A window without a usable value still shows the group is alive.
+        inst.last_data = inst.last_data.max(end);
         self.rearm(rule_id, slot_id);
     }
 
@@ -1026,10 +1076,16 @@ impl Evaluator {
         }
         inst.deadline = None;
         process_gap(&rule, &name, inst, t, out);
-        if t >= inst.last_data.saturating_add(self.config.idle_ttl) {
+        if expiry_at(inst, self.config.idle_ttl).is_some_and(|expiry| t >= expiry) {
             expire(&rule, &name, inst, t, out);
-            self.remove(rule_id, slot_id);
-            self.stats.expired += 1;
+            add(&mut self.stats.expired, 1);
+            if inst.head == NONE {
+                self.remove(rule_id, slot_id);
+            } else {
+                // Results carried to a later `advance` start it afresh.
+                let (head, tail) = (inst.head, inst.tail);
+                *inst = Instance { head, tail, ..fresh_instance(&rule, &inst.tenant, &inst.values, inst.generation) };
+            }
             return;
         }
         self.rearm(rule_id, slot_id);
@@ -1059,13 +1115,30 @@ impl Evaluator {
     fn rearm(&mut self, rule_id: u32, slot_id: u32) {
         let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
-        let expiry = inst.last_data.saturating_add(self.config.idle_ttl);
-        let next = next_gap_change(&slot.rule, inst).map_or(expiry, |t| t.min(expiry));
+        let expiry = expiry_at(inst, self.config.idle_ttl);
+        let Some(next) = next_gap_change(&slot.rule, inst).into_iter().chain(expiry).min() else { return };
         if inst.deadline.is_none_or(|scheduled| scheduled > next) {
             inst.deadline = Some(next);
             self.deadlines.push(Reverse((next, rule_id, slot_id, inst.generation)));
         }
     }
+}
+
+/// Adds to a counter, saturating (counters may come from a snapshot).
+fn add(counter: &mut u64, n: u64) {
+    *counter = counter.saturating_add(n);
+}
+
+/// When an instance that has had no data since `last_data` expires: the
+/// first window end at or after `last_data + ttl` on its grid, so where
+/// the watermark happens to land does not change the outcome. `None` for
+/// an instance that has not seen a window yet.
+fn expiry_at(inst: &Instance, ttl: Span) -> Option<Timestamp> {
+    if inst.last_data == Timestamp::MIN {
+        return None;
+    }
+    let at = inst.last_data.saturating_add(ttl);
+    Some(if inst.size.is_positive() { grid_end(inst.last_data, inst.size, at) } else { at })
 }
 
 /// Emits the end of an instance that has seen no data for the idle TTL.
@@ -1079,6 +1152,36 @@ fn expire(rule: &Rule, name: &Arc<str>, inst: &Instance, t: Timestamp, out: &mut
     out.push(event(rule, name, inst, state, previous, None, t, since));
 }
 
+/// The history a rule's instances start with.
+fn fresh_history(rule: &Rule) -> History {
+    match &rule.condition {
+        Condition::Threshold { expr, .. } => History::for_expr(Some(expr)),
+        _ => History::None,
+    }
+}
+
+/// The resolution of a firing instance whose rule went away in a restore.
+fn dropped_event(name: &Arc<str>, by: &[String], inst: &Instance, since: Timestamp) -> AlertEvent {
+    let pairs = by.iter().map(String::as_str).zip(inst.values.iter().map(|v| &**v));
+    let mut labels: Vec<(String, String)> = vec![("alertname".to_owned(), name.to_string())];
+    labels.extend(pairs.clone().map(|(k, v)| (k.to_owned(), v.to_owned())));
+    labels.sort();
+    AlertEvent {
+        rule: Arc::clone(name),
+        tenant: Arc::clone(&inst.tenant),
+        labels,
+        state: AlertState::Resolved,
+        previous: AlertState::Firing,
+        severity: Severity::default(),
+        value: None,
+        at: inst.cursor,
+        since,
+        fingerprint: Fingerprint::of(name, &inst.tenant, pairs),
+        cells: Vec::new(),
+        annotations: Vec::new(),
+    }
+}
+
 /// A new, inactive instance.
 fn fresh_instance(rule: &Rule, tenant: &Arc<str>, values: &[Arc<str>], generation: u32) -> Instance {
     Instance {
@@ -1089,10 +1192,7 @@ fn fresh_instance(rule: &Rule, tenant: &Arc<str>, values: &[Arc<str>], generatio
         last_data: Timestamp::MIN,
         size: Span::ZERO,
         value: None,
-        history: match &rule.condition {
-            Condition::Threshold { expr, .. } => History::for_expr(Some(expr)),
-            _ => History::None,
-        },
+        history: fresh_history(rule),
         geo: None,
         deadline: None,
         generation,
@@ -1174,7 +1274,10 @@ fn process_gap(rule: &Rule, name: &Arc<str>, inst: &mut Instance, until: Timesta
         // since, recovering since); later ones matter only where a
         // duration runs out: jump there, or to the end of the gap.
         match next_gap_change(rule, inst) {
-            Some(next) if next <= until => inst.cursor = next.saturating_sub(inst.size),
+            // At the end of the time range a jump may not move forward: stop.
+            Some(next) if next <= until && next.saturating_sub(inst.size) >= inst.cursor => {
+                inst.cursor = next.saturating_sub(inst.size);
+            }
             _ => {
                 inst.cursor = grid_floor(inst.cursor, inst.size, until);
                 break;
@@ -1197,6 +1300,7 @@ fn grid_floor(cursor: Timestamp, size: Span, at: Timestamp) -> Timestamp {
 /// (holds, recovered, value) of one window's staged entries (sorted by
 /// cell), updating the instance's histories; `None` when the window has
 /// no usable value.
+#[allow(clippy::too_many_arguments)]
 fn judge_window(
     rule: &Rule,
     inst: &mut Instance,
@@ -1204,6 +1308,8 @@ fn judge_window(
     window: &[u32],
     start: Timestamp,
     end: Timestamp,
+    limits: &EvalConfig,
+    stats: &mut AlertStats,
 ) -> Option<(bool, bool, Option<f64>)> {
     match &rule.condition {
         Condition::Absent => Some((false, true, None)),
@@ -1225,12 +1331,23 @@ fn judge_window(
                 rest = tail;
                 let Some(x) = merged_value(expr, staging, same) else { continue };
                 any = true;
-                let geo = inst.geo.get_or_insert_with(Box::default);
-                if geo.cells.len() >= MAX_CELLS && !geo.cells.contains_key(&cell) {
-                    continue;
-                }
-                let history = geo.cells.entry(Arc::clone(&cell)).or_insert_with(|| History::for_expr(Some(expr)));
-                if history.eval(expr, start, end, x).is_some_and(|v| compare.holds(v)) {
+                let v = if let Expr::Value(_) = expr {
+                    Some(x)
+                } else {
+                    let geo = inst.geo.get_or_insert_with(Box::default);
+                    if geo.cells.len() >= limits.max_cells_per_instance && !geo.cells.contains_key(&cell) {
+                        geo.cells.retain(|_, (seen, _)| seen.saturating_add(limits.idle_ttl) > end);
+                        if geo.cells.len() >= limits.max_cells_per_instance {
+                            add(&mut stats.cells_capped, 1);
+                            continue;
+                        }
+                    }
+                    let (seen, history) =
+                        geo.cells.entry(Arc::clone(&cell)).or_insert_with(|| (end, History::for_expr(Some(expr))));
+                    *seen = end;
+                    history.eval(expr, start, end, x)
+                };
+                if v.is_some_and(|v| compare.holds(v)) {
                     hot.push(cell.to_string());
                 }
             }
@@ -1270,9 +1387,6 @@ fn merged_value(expr: &Expr, staging: &mut [Staged], parts: &[u32]) -> Option<f6
     }
     merged?.value(agg)
 }
-
-/// Most cells whose baselines a cluster rule keeps per instance.
-const MAX_CELLS: usize = 65_536;
 
 /// One window of the state machine.
 #[allow(clippy::too_many_arguments)]
@@ -1418,7 +1532,7 @@ struct Snapshot {
     /// Buffered results, with the index of their rule in `rules`.
     buffer: Vec<Buffered>,
     held: Vec<AlertEvent>,
-    seen: Vec<(GroupKey, Timestamp)>,
+    seen: Vec<(GroupKey, Timestamp, Timestamp)>,
     stats: AlertStats,
     next_generation: u32,
 }
@@ -1469,7 +1583,7 @@ impl Evaluator {
                 .collect(),
             buffer: self.staged_entries(),
             held: self.held.clone(),
-            seen: self.seen.iter().map(|(g, end)| ((**g).clone(), *end)).collect(),
+            seen: self.seen.iter().map(|(g, start, end)| ((**g).clone(), *start, *end)).collect(),
             stats: self.stats.clone(),
             next_generation: self.next_generation,
         };
@@ -1495,24 +1609,30 @@ impl Evaluator {
         ev.stats = snap.stats;
         ev.stats.instances = 0;
         ev.held = snap.held.into_iter().filter(|e| ev.rules.iter().any(|s| s.name == e.rule)).collect();
-        ev.seen = snap.seen.into_iter().map(|(g, end)| (Arc::new(g), end)).collect();
+        ev.seen = snap.seen.into_iter().map(|(g, start, end)| (Arc::new(g), start, end)).collect();
         ev.next_generation = snap.next_generation;
         // Old rule index → new one.
         let mut map = vec![None; snap.rules.len()];
+        let mut restored = Vec::new();
         for (old, saved) in snap.rules.into_iter().enumerate() {
-            let Some(new) = ev.rules.iter().position(|s| s.rule.name == saved.name) else { continue };
-            let Some(slot) = ev.rules.get_mut(new) else { continue };
-            if slot.rule.by != saved.by {
+            let position = ev.rules.iter().position(|s| s.rule.name == saved.name && s.rule.by == saved.by);
+            let Some(new) = position else {
+                // Its rule is gone (or groups differently now): the firing
+                // alerts it held resolve at the next `advance`.
+                let name: Arc<str> = Arc::from(saved.name.as_str());
+                for inst in saved.instances.iter().flatten() {
+                    if let Phase::Firing { since, .. } = inst.phase {
+                        ev.held.push(dropped_event(&name, &saved.by, inst, since));
+                    }
+                }
                 continue;
-            }
+            };
+            let Some(slot) = ev.rules.get_mut(new) else { continue };
             if let Some(m) = map.get_mut(old) {
                 *m = Some(new as u32);
             }
             let changed = slot.rule.to_string() != saved.text;
-            let fresh = match &slot.rule.condition {
-                Condition::Threshold { expr, .. } => History::for_expr(Some(expr)),
-                _ => History::None,
-            };
+            let fresh = fresh_history(&slot.rule);
             for (id, inst) in saved.instances.into_iter().enumerate() {
                 let id = u32::try_from(id).map_err(|_| SnapshotError::Inconsistent("too many instances"))?;
                 match inst {
@@ -1524,12 +1644,12 @@ impl Evaluator {
                             inst.history = fresh.clone();
                             inst.geo = None;
                         }
-                        if let Some(t) = inst.deadline {
-                            ev.deadlines.push(Reverse((t, new as u32, id, inst.generation)));
-                        }
+                        // Timers are scheduled afresh: the rule may have changed.
+                        inst.deadline = None;
+                        restored.push((new as u32, id));
                         *ev.per_tenant.entry(Arc::clone(&inst.tenant)).or_insert(0) += 1;
                         slot.live += 1;
-                        ev.stats.instances += 1;
+                        add(&mut ev.stats.instances, 1);
                         slot.instances.push(Some(inst));
                     }
                     None => {
@@ -1552,6 +1672,9 @@ impl Evaluator {
             if inst.is_some_and(|inst| inst.generation == b.generation) {
                 ev.stage(new, b.slot, b.staged);
             }
+        }
+        for (rule_id, slot_id) in restored {
+            ev.rearm(rule_id, slot_id);
         }
         Ok(ev)
     }

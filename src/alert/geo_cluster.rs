@@ -6,13 +6,22 @@ use crate::geo::Geohash;
 
 /// The groups of mutually connected cells (touching by a side or a corner,
 /// directly or through other cells of the list) with at least `min_cells`
-/// cells. Cells that are not geohashes, or not of the first cell's
-/// precision, are left out. Linear in the number of cells.
+/// cells, sorted. Cells of different precisions never touch; text that is
+/// not a geohash is left out. Linear in the number of cells.
 pub(crate) fn clusters(cells: &[String], min_cells: usize) -> Vec<Vec<String>> {
-    let parsed: Vec<(usize, Geohash)> =
+    let mut parsed: Vec<(usize, Geohash)> =
         cells.iter().enumerate().filter_map(|(i, c)| Geohash::parse(c).map(|g| (i, g))).collect();
-    let Some(precision) = parsed.first().map(|(_, g)| g.precision()) else { return Vec::new() };
-    let parsed: Vec<(usize, Geohash)> = parsed.into_iter().filter(|(_, g)| g.precision() == precision).collect();
+    parsed.sort_by_key(|(_, g)| g.precision());
+    let mut out = Vec::new();
+    for same in parsed.chunk_by(|(_, a), (_, b)| a.precision() == b.precision()) {
+        out.extend(clusters_of(cells, same, min_cells));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The clusters among `parsed`, all cells of one precision.
+fn clusters_of(cells: &[String], parsed: &[(usize, Geohash)], min_cells: usize) -> Vec<Vec<String>> {
     let at: HashMap<Geohash, usize> = parsed.iter().enumerate().map(|(k, (_, g))| (*g, k)).collect();
 
     let mut parent: Vec<usize> = (0..parsed.len()).collect();
@@ -54,7 +63,6 @@ pub(crate) fn clusters(cells: &[String], min_cells: usize) -> Vec<Vec<String>> {
         group.sort_unstable();
         group.dedup();
     }
-    out.sort_unstable();
     out
 }
 

@@ -353,14 +353,20 @@ impl Notifier {
         match event.state {
             AlertState::Firing => {
                 if let Some(tracked) = self.alerts.get_mut(&event.fingerprint) {
-                    // Firing again before its resolution was notified.
+                    // Firing again before its resolution was notified: a new
+                    // episode, which groups that already dropped it must hear of.
                     tracked.event = event.clone();
                     tracked.resolved_at = None;
+                    tracked.severity = event.severity;
+                    tracked.firing_at = now;
+                    tracked.step = 0;
+                    tracked.acked_by = None;
+                    self.join_groups(event.fingerprint, now);
                     self.touch(event.fingerprint, now);
                     return;
                 }
                 if self.alerts.len() >= self.config.max_alerts {
-                    self.stats.alerts_capped += 1;
+                    add(&mut self.stats.alerts_capped, 1);
                     return;
                 }
                 let info = self.rules.get(&*event.rule).cloned().unwrap_or_default();
@@ -398,8 +404,38 @@ impl Notifier {
         let tracked = self.alerts.get_mut(&fingerprint).filter(|t| t.resolved_at.is_none());
         let tracked = tracked.ok_or(NotifyError::UnknownAlert(fingerprint))?;
         tracked.acked_by = Some(by.to_owned());
-        self.stats.acks += 1;
+        add(&mut self.stats.acks, 1);
         Ok(())
+    }
+
+    /// Withdraws an acknowledgement: escalation and repeats resume.
+    pub fn unack(&mut self, fingerprint: Fingerprint) -> Result<(), NotifyError> {
+        let tracked = self.alerts.get_mut(&fingerprint).ok_or(NotifyError::UnknownAlert(fingerprint))?;
+        tracked.acked_by = None;
+        Ok(())
+    }
+
+    /// The alerts the notifier tracks (firing, or resolved and not yet
+    /// notified), by fingerprint: what [`ack`](Notifier::ack) takes.
+    pub fn alerts(&self) -> Vec<NotifiedAlert> {
+        let mut list: Vec<NotifiedAlert> = self.alerts.values().map(|t| notified(t, full_labels(t))).collect();
+        list.sort_by_key(|a| a.fingerprint);
+        list
+    }
+
+    /// Deletes a silence (as if it had never been); false if there is none
+    /// with this id.
+    pub fn remove_silence(&mut self, id: u64) -> bool {
+        let removed = self.silences.remove(&id).is_some();
+        if removed {
+            // What it held back goes out at each group's next flush.
+            for group in self.groups.values_mut() {
+                if let Some(last) = group.last_flush {
+                    group.dirty_since.get_or_insert(last);
+                }
+            }
+        }
+        removed
     }
 
     /// Adds a silence; returns its id.
@@ -411,7 +447,7 @@ impl Notifier {
             return Err(NotifyError::TooManySilences);
         }
         let id = self.next_silence;
-        self.next_silence += 1;
+        self.next_silence = self.next_silence.checked_add(1).ok_or(NotifyError::TooManySilences)?;
         self.silences.insert(id, silence);
         Ok(id)
     }
@@ -498,7 +534,7 @@ impl Notifier {
                         t.channels.push(channel.clone());
                     }
                 }
-                self.stats.escalations += 1;
+                add(&mut self.stats.escalations, 1);
                 changed.push(*fp);
             }
         }
@@ -523,7 +559,7 @@ impl Notifier {
             .collect();
         for channel in t.channels.clone() {
             if !self.config.channels.contains_key(&channel) {
-                self.stats.unknown_channel += 1;
+                add(&mut self.stats.unknown_channel, 1);
                 continue;
             }
             let key = group_key(&channel, &t.event.tenant, &group_labels);
@@ -535,7 +571,7 @@ impl Notifier {
                         group.dirty_since.get_or_insert(now);
                     }
                 }
-                None if at_cap => self.stats.groups_capped += 1,
+                None if at_cap => add(&mut self.stats.groups_capped, 1),
                 None => {
                     let group = Group {
                         channel,
@@ -569,7 +605,7 @@ impl Notifier {
             let Some(t) = self.alerts.get(fp) else { continue };
             let labels = full_labels(t);
             if self.silences.values().any(|s| s.covers(&labels, now)) {
-                self.stats.silenced += 1;
+                add(&mut self.stats.silenced, 1);
                 continue;
             }
             // A resolution is news only to a group that was told it fired.
@@ -584,8 +620,12 @@ impl Notifier {
         // News: an alert firing that the group was not told about, a
         // resolution, a new severity. Alerts dropping out (silenced) are not.
         let changed = summary.iter().any(|entry| !group.sent.contains(entry));
-        let repeat = group.last_flush.is_some_and(|t| t.saturating_add(self.config.route.repeat_interval) <= now)
-            && listed.iter().any(|a| a.state == AlertState::Firing && a.acked_by.is_none());
+        let repeat_due = group.last_flush.is_some_and(|t| t.saturating_add(self.config.route.repeat_interval) <= now);
+        let repeat = repeat_due && listed.iter().any(|a| a.state == AlertState::Firing && a.acked_by.is_none());
+        if repeat_due && !repeat {
+            // Nothing to repeat (all silenced or acknowledged): the timer moves on.
+            group.last_flush = Some(now);
+        }
         if changed || repeat {
             if let Some(target) = self.config.channels.get(&group.channel) {
                 out.push(Notification {
@@ -597,7 +637,10 @@ impl Notifier {
                     alerts: listed,
                     at: now,
                 });
-                self.stats.notifications += 1;
+                add(&mut self.stats.notifications, 1);
+            } else {
+                // The channel left the configuration (after a restore).
+                add(&mut self.stats.unknown_channel, 1);
             }
             group.last_flush = Some(now);
         }
@@ -629,13 +672,19 @@ impl Group {
     }
 }
 
+/// Adds to a counter, saturating (counters may come from a snapshot).
+fn add(counter: &mut u64, n: u64) {
+    *counter = counter.saturating_add(n);
+}
+
 fn group_key(channel: &str, tenant: &str, labels: &[(String, String)]) -> String {
-    let mut key = format!("{channel}/{tenant}/{{");
+    // Every part quoted (with escapes), so distinct groups get distinct keys.
+    let mut key = format!("{channel:?}/{tenant:?}/{{");
     for (i, (k, v)) in labels.iter().enumerate() {
         if i > 0 {
             key.push(',');
         }
-        key.push_str(&format!("{k}={v:?}"));
+        key.push_str(&format!("{k:?}={v:?}"));
     }
     key.push('}');
     key
@@ -719,7 +768,7 @@ impl Notifier {
         if n.groups.values().flat_map(|g| &g.alerts).any(|fp| !n.alerts.contains_key(fp)) {
             return Err(SnapshotError::Inconsistent("a group lists an alert that is not tracked"));
         }
-        n.next_silence = snap.next_silence.max(n.silences.keys().max().map_or(1, |k| k + 1));
+        n.next_silence = snap.next_silence.max(n.silences.keys().max().map_or(1, |k| k.saturating_add(1)));
         n.stats = snap.stats;
         Ok(n)
     }

@@ -26,7 +26,7 @@ enum Tok<'a> {
     Ident(&'a str),
     Str(String),
     Num(f64, &'a str),
-    Dur(Span),
+    Dur(Span, &'a str),
     Op(Op),
     LParen,
     RParen,
@@ -41,7 +41,7 @@ impl fmt::Display for Tok<'_> {
             Tok::Ident(s) => write!(f, "`{s}`"),
             Tok::Str(s) => write!(f, "{s:?}"),
             Tok::Num(_, s) => write!(f, "`{s}`"),
-            Tok::Dur(d) => write!(f, "`{d}`"),
+            Tok::Dur(_, s) => write!(f, "`{s}`"),
             Tok::Op(op) => write!(f, "`{}`", op.symbol()),
             Tok::LParen => f.write_str("`(`"),
             Tok::RParen => f.write_str("`)`"),
@@ -172,6 +172,7 @@ impl<'a> Lexer<'a> {
                     Some((_, '\\')) => out.push('\\'),
                     Some((_, 'n')) => out.push('\n'),
                     Some((_, 't')) => out.push('\t'),
+                    None => return Err(self.error(start, "unterminated string")),
                     _ => return Err(self.error(self.pos + i, "unknown escape (use \\\", \\\\, \\n or \\t)")),
                 },
                 c => out.push(c),
@@ -208,7 +209,7 @@ impl<'a> Lexer<'a> {
             let text = self.text.get(start..unit_end).unwrap_or_default();
             return text
                 .parse::<Span>()
-                .map(Tok::Dur)
+                .map(|d| Tok::Dur(d, text))
                 .map_err(|e| self.error(start, format!("`{text}` is not a duration: {e}")));
         }
         number
@@ -307,7 +308,7 @@ impl<'a> Parser<'a> {
 
     fn span(&mut self, what: &str) -> Result<Span, ParseError> {
         match self.tok {
-            Tok::Dur(d) => {
+            Tok::Dur(d, _) => {
                 self.bump()?;
                 Ok(d)
             }
@@ -352,20 +353,34 @@ impl<'a> Parser<'a> {
                 self.bump()?;
                 self.expect(Tok::LParen, "`(`")?;
                 let of = self.selector()?;
-                let (mut alpha, mut warmup, mut min_dev) = (Expr::DEFAULT_ALPHA, Expr::DEFAULT_WARMUP, 0.0);
+                let (mut alpha, mut warmup, mut min_dev) = (None, None, None);
                 while self.eat(&Tok::Comma)? {
                     let at = self.at;
                     let key = self.name("`alpha`, `warmup` or `min_dev`")?;
                     self.expect(Tok::Assign, "`=`")?;
                     match key.as_str() {
-                        "alpha" => alpha = self.number("a number")?,
-                        "warmup" => warmup = self.integer("warmup")?,
-                        "min_dev" => min_dev = self.number("a number")?,
+                        "alpha" => {
+                            let v = self.number("a number")?;
+                            self.set(&mut alpha, v, at, "alpha")?;
+                        }
+                        "warmup" => {
+                            let v = self.integer("warmup")?;
+                            self.set(&mut warmup, v, at, "warmup")?;
+                        }
+                        "min_dev" => {
+                            let v = self.number("a number")?;
+                            self.set(&mut min_dev, v, at, "min_dev")?;
+                        }
                         _ => return Err(self.lexer.error(at, format!("unknown spike setting `{key}`"))),
                     }
                 }
                 self.expect(Tok::RParen, "`)` or `,`")?;
-                Ok(Expr::Spike { of, alpha, warmup, min_dev })
+                Ok(Expr::Spike {
+                    of,
+                    alpha: alpha.unwrap_or(Expr::DEFAULT_ALPHA),
+                    warmup: warmup.unwrap_or(Expr::DEFAULT_WARMUP),
+                    min_dev: min_dev.unwrap_or(0.0),
+                })
             }
             _ => Ok(Expr::Value(self.selector()?)),
         }
@@ -390,6 +405,7 @@ impl<'a> Parser<'a> {
                 def.absent = Some(true);
             }
             Tok::Ident("geo_cluster") => {
+                let head = self.at;
                 self.bump()?;
                 self.expect(Tok::LParen, "`(`")?;
                 let expr = self.expr()?;
@@ -412,7 +428,7 @@ impl<'a> Parser<'a> {
                     }
                 }
                 self.expect(Tok::RParen, "`)` or `,`")?;
-                let min_cells = min_cells.ok_or_else(|| self.error("geo_cluster needs `min_cells=N`"))?;
+                let min_cells = min_cells.ok_or_else(|| self.lexer.error(head, "geo_cluster needs `min_cells=N`"))?;
                 def.expr = Some(expr.to_string());
                 def.op = Some(compare.op);
                 def.threshold = Some(compare.threshold);
@@ -495,11 +511,11 @@ impl<'a> Parser<'a> {
         let value = match &self.tok {
             Tok::Ident(s) => (*s).to_owned(),
             Tok::Str(s) => s.clone(),
-            Tok::Num(_, s) => (*s).to_owned(),
-            Tok::Dur(d) => d.to_string(),
+            // Numbers and spans stay as written (`team=60s` is "60s").
+            Tok::Num(_, s) | Tok::Dur(_, s) => (*s).to_owned(),
             _ => return Err(self.expected("a value")),
         };
-        let window = if let Tok::Dur(d) = self.tok { Some(d) } else { None };
+        let window = if let Tok::Dur(d, _) = self.tok { Some(d) } else { None };
         self.bump()?;
         let bad = |what: &str| self.lexer.error(value_at, format!("`{value}` is not {what}"));
         match (bare, key.as_str()) {

@@ -175,7 +175,7 @@ pub fn slack(n: &Notification, channel: Option<&str>) -> Bytes {
     }
     let context = format!("tenant {} · {}", escape_slack(&n.tenant), n.at.to_rfc3339());
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]}));
-    let mut body = json!({"text": title, "blocks": blocks});
+    let mut body = json!({"text": escape_slack(&title), "blocks": blocks});
     if let (Some(channel), Some(obj)) = (channel, body.as_object_mut()) {
         obj.insert("channel".to_owned(), Value::from(channel));
     }

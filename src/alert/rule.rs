@@ -50,8 +50,13 @@ impl Agg {
                 }
                 let q = if digits == "100" {
                     1.0
-                } else if digits.contains('.') {
-                    digits.parse::<f64>().ok()? / 100.0
+                } else if let Some((whole, frac)) = digits.split_once('.') {
+                    // A percentage: p99.9 → 0.999, p5.5 → 0.055, shifted in
+                    // the text so that no rounding creeps in.
+                    if whole.len() > 2 || frac.contains('.') {
+                        return None;
+                    }
+                    format!("0.{whole:0>2}{frac}").parse::<f64>().ok()?
                 } else {
                     // p50 → 0.50, p999 → 0.999: the digits are the decimals.
                     format!("0.{digits}").parse::<f64>().ok()?
@@ -162,13 +167,13 @@ impl fmt::Display for Expr {
             Expr::Spike { of, alpha, warmup, min_dev } => {
                 write!(f, "spike({of}")?;
                 if *alpha != Expr::DEFAULT_ALPHA {
-                    write!(f, ", alpha={alpha}")?;
+                    write!(f, ", alpha={}", Num(*alpha))?;
                 }
                 if *warmup != Expr::DEFAULT_WARMUP {
                     write!(f, ", warmup={warmup}")?;
                 }
                 if *min_dev != 0.0 {
-                    write!(f, ", min_dev={min_dev}")?;
+                    write!(f, ", min_dev={}", Num(*min_dev))?;
                 }
                 f.write_str(")")
             }
@@ -265,7 +270,18 @@ impl Compare {
 
 impl fmt::Display for Compare {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.op.symbol(), self.threshold)
+        write!(f, "{} {}", self.op.symbol(), Num(self.threshold))
+    }
+}
+
+/// A number in the text form: as written plainly when short (`250`,
+/// `0.5`), else with an exponent (`1e300`, `5e-324`); both read back exactly.
+pub(crate) struct Num(pub(crate) f64);
+
+impl fmt::Display for Num {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = self.0.to_string();
+        if plain.len() <= 24 { f.write_str(&plain) } else { write!(f, "{:e}", self.0) }
     }
 }
 
@@ -282,6 +298,9 @@ pub enum Condition {
     },
     /// A group that stops reporting: true from the first window with no
     /// result for the group; `for` sets how long the silence must last.
+    /// A group silent for [`EvalConfig::idle_ttl`](super::EvalConfig::idle_ttl)
+    /// is forgotten and its alert resolved: set that longer than absence
+    /// alerts should stay firing.
     Absent,
     /// `expr op threshold` per geo cell, reported when at least `min_cells`
     /// cells that neighbour one another hold it in the same window: one
@@ -317,7 +336,8 @@ pub enum Missing {
 }
 
 impl Missing {
-    fn name(self) -> &'static str {
+    /// The lowercase name, as in `missing=keep`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Missing::Ok => "ok",
             Missing::Keep => "keep",
@@ -474,7 +494,9 @@ impl Rule {
 }
 
 impl fmt::Display for Rule {
-    /// The text form (without the name): [`Rule::parse`] reads it back.
+    /// The text form (without the name) of everything the text form can
+    /// say: [`Rule::parse`] reads it back to this rule, less its
+    /// annotations and escalation steps, which only the serde form carries.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.condition {
             Condition::Threshold { expr, compare } => {
@@ -506,7 +528,7 @@ impl fmt::Display for Rule {
             write!(f, " recover {recover}")?;
         }
         if self.missing != Missing::Ok {
-            write!(f, " missing={}", self.missing.name())?;
+            write!(f, " missing={}", self.missing.as_str())?;
         }
         if self.severity != Severity::Warning {
             write!(f, " severity={}", self.severity.as_str())?;
@@ -576,6 +598,9 @@ pub enum RuleError {
         /// The setting.
         field: &'static str,
     },
+    /// A limit of the evaluator or the notifier is out of range.
+    #[error("configuration: {0}")]
+    Config(String),
     /// A setting is out of range or inconsistent.
     #[error("rule {rule:?}: {reason}")]
     Invalid {
@@ -603,7 +628,7 @@ pub(crate) struct RuleDef {
     pub(crate) stream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) window: Option<Span>,
-    /// `absent` for an absence rule; the expression otherwise.
+    /// The expression (not for absence rules, which set `absent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) expr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -740,6 +765,9 @@ impl TryFrom<RuleDef> for Rule {
             return Err(invalid("`window` must be positive".into()));
         }
         let by = def.by.unwrap_or_default();
+        if by.iter().chain(def.labels.keys()).any(|l| l == "alertname") {
+            return Err(invalid("`alertname` is the rule's name; it cannot be a `by` label or a rule label".into()));
+        }
         for (i, label) in by.iter().enumerate() {
             if by.iter().take(i).any(|l| l == label) {
                 return Err(invalid(format!("label {label:?} is twice in `by`")));
@@ -784,6 +812,11 @@ fn check_expr(expr: &Expr) -> Result<(), String> {
     let selector = expr.selector();
     if selector.field.is_none() && selector.agg != Agg::Count {
         return Err(format!("{} needs a field", selector.agg));
+    }
+    if let Agg::Quantile(q) = selector.agg
+        && !(0.0..=1.0).contains(&q)
+    {
+        return Err(format!("quantile {q} is not in [0, 1]"));
     }
     match expr {
         Expr::Value(_) => Ok(()),

@@ -78,7 +78,8 @@ pub(crate) fn render(template: &str, ctx: &Context<'_>) -> String {
                     out.push_str(v);
                 }
             }
-            // Rules are checked when built; a bad placeholder renders as written.
+            // Rules are checked when built, so this does not happen; a bad
+            // placeholder would render empty.
             Err(_) => {}
         }
     }

@@ -49,7 +49,7 @@ use crate::time::{Span, Timestamp};
 use crate::window::agg::Scalar;
 use crate::window::{FieldResult, GroupKey, WindowResult};
 
-/// Most windows one input series may expand to.
+/// Most windows one input series, and all of a case's series together, may expand to.
 pub const MAX_SERIES_WINDOWS: usize = 1_000_000;
 
 /// A rule test file.
@@ -290,8 +290,16 @@ impl TestCase {
                 _ => None,
             })
             .collect();
+        if !self.interval.is_positive() {
+            report.failures.push(format!("interval {} must be positive", self.interval));
+            return report;
+        }
         let mut results: Vec<WindowResult> = Vec::new();
         for series in &self.input_series {
+            if results.len() >= MAX_SERIES_WINDOWS {
+                report.failures.push(format!("the input series have more than {MAX_SERIES_WINDOWS} windows in all"));
+                break;
+            }
             let values = match expand_values(&series.values) {
                 Ok(v) => v,
                 Err(e) => {
