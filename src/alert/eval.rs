@@ -513,6 +513,11 @@ struct RuleSlot {
 /// A quiet stream still moves on: the windows' watermark advances on the
 /// host's time after their idle timeout.
 ///
+/// A group's results are expected in window order, as `Windows` emits
+/// them; a result that arrives after a later window of its instance was
+/// evaluated, or a second final result of a window (a correction), is
+/// skipped and counted in [`AlertStats::stale`].
+///
 /// ```
 /// use edgestream::alert::{AlertState, EvalConfig, Evaluator, Rule};
 /// use edgestream::event::{decode, Limits};
