@@ -50,7 +50,8 @@
 //! - [`delta`]: dashboard tile boards with deltas, replicas and conflation; the
 //!   time-series codec.
 //! - [`sample`]: deterministic hash, reservoir and adaptive per-key sampling, with weights.
-//! - `sink` (feature `parquet`): raw events to partitioned Parquet files for archiving.
+//! - [`sink`]: raw events to partitioned, rolled-over files for archiving:
+//!   Parquet (feature `parquet`) and CSV.
 //! - [`alert`]: alert rules over window results, their evaluation in event time,
 //!   escalation, grouping, silences and notification payloads.
 //!
@@ -63,7 +64,7 @@
 //! | --- | --- | --- |
 //! | `yaml` | on by default | alert rule files and rule tests in YAML (`serde_yaml_ng`, pure Rust, wasm-safe) |
 //! | `toml` | available | alert rule files in TOML |
-//! | `parquet` | first cut | [`sink`]: raw events to partitioned, rolled-over Parquet files (arrow + parquet; zstd outside wasm32); CSV export and window results coming |
+//! | `parquet` | first cut | Parquet files in [`sink`] (arrow + parquet; zstd outside wasm32); window-result files coming |
 //! | `tokio` | planned | a tokio host: ingest channel, timers, subscriber fan-out |
 //! | `workers` | planned | a Durable Object "stream room" on workers-rs |
 //!
@@ -94,8 +95,6 @@ pub mod flow;
 pub mod geo;
 pub mod proto;
 pub mod sample;
-#[cfg(feature = "parquet")]
-#[cfg_attr(docsrs, doc(cfg(feature = "parquet")))]
 pub mod sink;
 pub mod stats;
 pub mod time;

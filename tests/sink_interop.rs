@@ -59,7 +59,8 @@ fn pyarrow_and_duckdb_read_what_we_write() {
         ..SinkConfig::default()
     };
     let mut sink =
-        EventSink::parquet(config, ParquetOptions { row_group_rows: 4_096, ..ParquetOptions::default() }).unwrap();
+        EventSink::parquet(config.clone(), ParquetOptions { row_group_rows: 4_096, ..ParquetOptions::default() })
+            .unwrap();
     let mut files = Vec::new();
     for chunk in events.chunks(1_000) {
         let mut batch = EventBatch::new();
@@ -69,8 +70,17 @@ fn pyarrow_and_duckdb_read_what_we_write() {
     }
     sink.flush(&mut files).unwrap();
     assert!(files.len() >= 12, "3 tenants × 6 hours: {}", files.len());
-    for file in &files {
-        let path = dir.join(&file.path);
+    // The same events as CSV, in their own tree.
+    let mut csv = EventSink::csv(config).unwrap();
+    let mut csv_files = Vec::new();
+    for chunk in events.chunks(1_000) {
+        let mut batch = EventBatch::new();
+        chunk.iter().for_each(|e| batch.push(e));
+        csv.push(&batch, chunk.last().unwrap().ts, &mut csv_files).unwrap();
+    }
+    csv.flush(&mut csv_files).unwrap();
+    for (root, file) in files.iter().map(|f| (dir.clone(), f)).chain(csv_files.iter().map(|f| (dir.join("csv"), f))) {
+        let path = root.join(&file.path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &file.bytes).unwrap();
     }
@@ -124,6 +134,7 @@ fn pyarrow_and_duckdb_read_what_we_write() {
         .arg(&dir)
         .arg(dir.join("expected.ndjson"))
         .arg(dir.join("windows.json"))
+        .arg(dir.join("csv"))
         .output()
         .expect("a Python interpreter (set EDGESTREAM_PYTHON)");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -1,6 +1,6 @@
-//! Batch files for archiving: raw events as Parquet (feature `parquet`),
-//! partitioned Hive-style by tenant, stream, date and hour, rolled over by
-//! rows, bytes and age.
+//! Batch files for archiving and export: raw events as Parquet (feature
+//! `parquet`) or CSV, partitioned Hive-style by tenant, stream, date and
+//! hour, rolled over by rows, bytes and age.
 //!
 //! The sink does no I/O: it returns each finished file as bytes with its
 //! path and metadata ([`FinishedFile`]), and the host stores it (R2, S3, a
@@ -22,8 +22,10 @@
 //! | `payload` | `Binary`, nullable | only with [`EventColumns::payload`] |
 //!
 //! The file's key-value metadata carries `edgestream.schema` =
-//! [`EVENT_SCHEMA_VERSION`].
+//! [`EVENT_SCHEMA_VERSION`]. CSV files ([`EventSink::csv`]) have the same
+//! columns, with RFC 3339 times and the maps as JSON objects.
 
+mod csv;
 #[cfg(feature = "parquet")]
 mod parquet;
 mod path;
@@ -177,6 +179,18 @@ pub struct SinkStats {
     pub bytes: u64,
     /// Files finished for each reason.
     pub by_reason: BTreeMap<String, u64>,
+}
+
+/// Checks that promoted columns are unique and do not clash with the fixed ones.
+fn check_columns(columns: &EventColumns) -> Result<(), SinkError> {
+    let mut names: Vec<&str> = vec!["ts", "tenant", "stream", "id", "dims", "fields", "lat", "lon", "payload"];
+    for name in columns.dims.iter().chain(&columns.fields) {
+        if names.contains(&name.as_str()) {
+            return Err(SinkError::Config(format!("column {name:?} is promoted twice or clashes with a fixed column")));
+        }
+        names.push(name);
+    }
+    Ok(())
 }
 
 /// An encoder of one file: rows in, bytes out.

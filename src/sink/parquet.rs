@@ -87,15 +87,7 @@ struct ParquetFactory {
 
 impl ParquetFactory {
     fn new(columns: &EventColumns, options: ParquetOptions) -> Result<ParquetFactory, SinkError> {
-        let mut names: Vec<&str> = vec!["ts", "tenant", "stream", "id", "dims", "fields", "lat", "lon", "payload"];
-        for name in columns.dims.iter().chain(&columns.fields) {
-            if names.contains(&name.as_str()) {
-                return Err(SinkError::Config(format!(
-                    "column {name:?} is promoted twice or clashes with a fixed column"
-                )));
-            }
-            names.push(name);
-        }
+        super::check_columns(columns)?;
         if options.row_group_rows == 0 || options.page_bytes == 0 {
             return Err(SinkError::Config("`row_group_rows` and `page_bytes` must be positive".into()));
         }

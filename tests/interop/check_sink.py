@@ -1,6 +1,6 @@
 """Reads edgestream's Parquet files with real readers: pyarrow and DuckDB.
 
-Usage: check_sink.py <dir of Hive-partitioned files> <expected events .ndjson> <expected windows .json>
+Usage: check_sink.py <dir of Hive-partitioned files> <expected events .ndjson> <expected windows .json> [<dir of CSV files>]
 
 - pyarrow: every file, its schema and key-value metadata, and every value
   against the events the Rust test wrote (floats bit for bit, times exact);
@@ -114,6 +114,31 @@ def main():
         if abs(total - w["sum"]) > 1e-9 * max(1.0, abs(w["sum"])):
             fail(f"window {w}: DuckDB sum {total}")
     print(f"DuckDB {duckdb.__version__}: {len(rows)} per-minute windows of tenant acme match edgestream's")
+
+    if len(sys.argv) > 4:
+        check_csv(con, sys.argv[4], expected, windows)
+
+
+def check_csv(con, csv_root, expected, windows):
+    """DuckDB's read_csv detects the types and finds the same data."""
+    source = f"read_csv('{csv_root}/**/*.csv', hive_partitioning = true)"
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {source})").fetchall())
+    want = {"ts": "TIMESTAMP WITH TIME ZONE", "tenant": "VARCHAR", "id": "VARCHAR", "region": "VARCHAR", "temp_c": "DOUBLE", "lat": "DOUBLE"}
+    for name, typ in want.items():
+        if types.get(name) != typ:
+            fail(f"CSV column {name} reads as {types.get(name)}, not {typ}")
+    count = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+    if count != len(expected):
+        fail(f"CSV has {count} rows, expected {len(expected)}")
+    rows = con.execute(
+        f"""
+        SELECT epoch_ns(ts) // 60000000000 * 60000000000 AS start, count(*), min(temp_c), max(temp_c)
+        FROM {source} WHERE tenant = 'acme' GROUP BY start ORDER BY start
+        """
+    ).fetchall()
+    if [(r[0], r[1], r[2], r[3]) for r in rows] != [(w["start"], w["count"], w["min"], w["max"]) for w in windows]:
+        fail("CSV per-minute windows differ from edgestream's")
+    print(f"DuckDB read_csv: {count} rows, types {want}, {len(rows)} windows match")
 
 
 if __name__ == "__main__":
