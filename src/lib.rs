@@ -64,7 +64,7 @@
 //! | --- | --- | --- |
 //! | `yaml` | on by default | alert rule files and rule tests in YAML (`serde_yaml_ng`, pure Rust, wasm-safe) |
 //! | `toml` | available | alert rule files in TOML |
-//! | `parquet` | first cut | Parquet files in [`sink`] (arrow + parquet; zstd outside wasm32); window-result files coming |
+//! | `parquet` | first cut | Parquet files of events and window results in [`sink`] (arrow + parquet; zstd outside wasm32) |
 //! | `tokio` | planned | a tokio host: ingest channel, timers, subscriber fan-out |
 //! | `workers` | planned | a Durable Object "stream room" on workers-rs |
 //!

@@ -118,7 +118,7 @@ fn events_go_to_their_partitions_and_read_back_exactly() {
         assert!(kv.iter().any(|k| k.key == "edgestream.schema" && k.value.as_deref() == Some("1")));
     }
     assert_eq!(seen, 120);
-    assert_eq!(sink.stats().events, 120);
+    assert_eq!(sink.stats().rows, 120);
     assert_eq!(sink.stats().files, 4);
 }
 
@@ -233,4 +233,87 @@ impl TapTenant for EventBatch {
         }
         out
     }
+}
+
+#[test]
+fn window_results_as_parquet_and_csv() {
+    use edgestream::sink::{ResultColumns, ResultSink};
+    use edgestream::window::{FieldSpec, WindowSpec, Windows};
+
+    let spec = WindowSpec::new(Span::from_mins(1))
+        .group_by(["region"])
+        .field(FieldSpec::new("latency_ms").with_quantiles([0.5, 0.99]))
+        .out_of_orderness(Span::ZERO)
+        .idle_timeout(Some(Span::from_mins(1)));
+    let mut windows = Windows::new(spec.clone()).unwrap();
+    windows.push(&batch(0..180), t(180 * 60), &mut Vec::new());
+    windows.advance(t(200 * 60));
+    let mut results = Vec::new();
+    while let Some(r) = windows.poll_result() {
+        results.push(r);
+    }
+    assert_eq!(results.len(), 180);
+
+    let columns = ResultColumns::of(&spec);
+    let mut parquet = ResultSink::parquet(config(), columns.clone(), ParquetOptions::default()).unwrap();
+    let mut csv = ResultSink::csv(config(), columns).unwrap();
+    let (mut pq_files, mut csv_files) = (Vec::new(), Vec::new());
+    for r in &results {
+        parquet.push(r, t(0), &mut pq_files).unwrap();
+        csv.push(r, t(0), &mut csv_files).unwrap();
+    }
+    parquet.flush(&mut pq_files).unwrap();
+    csv.flush(&mut csv_files).unwrap();
+    // Two tenants × three hours (of window start).
+    assert_eq!(pq_files.len(), 6);
+    assert_eq!(csv_files.len(), 6);
+    assert_eq!(pq_files.iter().map(|f| f.rows).sum::<u64>(), 180);
+
+    let mut rows = 0;
+    for file in &pq_files {
+        for b in read(file) {
+            let schema = b.schema();
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "window_start",
+                    "window_end",
+                    "tenant",
+                    "stream",
+                    "region",
+                    "labels",
+                    "events",
+                    "count",
+                    "latency_ms_count",
+                    "latency_ms_sum",
+                    "latency_ms_min",
+                    "latency_ms_max",
+                    "latency_ms_mean",
+                    "latency_ms_last",
+                    "latency_ms_p50",
+                    "latency_ms_p99",
+                    "revision",
+                    "is_final"
+                ]
+            );
+            let start = b.column(0).as_primitive::<TimestampNanosecondType>();
+            let sum = b.column(9).as_primitive::<Float64Type>();
+            let p99 = b.column(15).as_primitive::<Float64Type>();
+            for row in 0..b.num_rows() {
+                let r = results.iter().find(|r| r.start.as_nanos() == start.value(row)).unwrap();
+                let f = r.field("latency_ms").unwrap();
+                assert_eq!(sum.value(row).to_bits(), f.scalar.sum().to_bits());
+                assert_eq!(p99.value(row), f.quantiles.iter().find(|(q, _)| *q == 0.99).unwrap().1);
+                rows += 1;
+            }
+        }
+    }
+    assert_eq!(rows, 180);
+    let text = std::str::from_utf8(&csv_files[0].bytes).unwrap();
+    assert!(
+        text.starts_with("window_start,window_end,tenant,stream,region,labels,events,count,latency_ms_count,"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count() as u64, csv_files[0].rows + 1);
 }

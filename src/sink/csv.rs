@@ -4,8 +4,12 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::{Encoder, EncoderFactory, EventColumns, EventSink, SinkConfig, SinkError};
-use crate::event::{EventIdRef, EventRef};
+use super::{
+    Encoder, EncoderFactory, EventColumns, EventSink, ResultColumns, ResultSink, Row, SinkConfig, SinkError,
+    result_values, wrong_row,
+};
+use crate::event::EventIdRef;
+use crate::window::WindowResult;
 
 impl EventSink {
     /// A sink writing raw events as CSV files (`.csv`): a header row, then
@@ -56,7 +60,8 @@ struct CsvFile {
 }
 
 impl Encoder for CsvFile {
-    fn push(&mut self, e: &EventRef<'_>) -> Result<(), SinkError> {
+    fn push(&mut self, row: Row<'_>) -> Result<(), SinkError> {
+        let Row::Event(e) = row else { return Err(wrong_row()) };
         let out = &mut self.out;
         out.push_str(&e.ts().to_rfc3339());
         out.push(',');
@@ -130,6 +135,107 @@ impl Encoder for CsvFile {
             }
         }
         out.push_str("\r\n");
+        Ok(())
+    }
+
+    fn size(&self) -> usize {
+        self.out.len()
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<u8>, SinkError> {
+        Ok(self.out.into_bytes())
+    }
+}
+
+impl ResultSink {
+    /// A sink writing window results as CSV files (`.csv`), with the
+    /// columns of the [`ResultSink`] schema; `labels` as a JSON object.
+    pub fn csv(config: SinkConfig, columns: ResultColumns) -> Result<ResultSink, SinkError> {
+        columns.check()?;
+        ResultSink::new(config, Box::new(CsvResultFactory { columns: Arc::new(columns) }))
+    }
+}
+
+struct CsvResultFactory {
+    columns: Arc<ResultColumns>,
+}
+
+impl EncoderFactory for CsvResultFactory {
+    fn open(&self) -> Result<Box<dyn Encoder>, SinkError> {
+        let mut header: Vec<String> =
+            ["window_start", "window_end", "tenant", "stream"].iter().map(|s| (*s).to_owned()).collect();
+        header.extend(self.columns.labels.iter().cloned());
+        header.extend(["labels", "events", "count"].iter().map(|s| (*s).to_owned()));
+        header.extend(self.columns.fields.iter().flat_map(ResultColumns::field_columns));
+        header.extend(["revision", "is_final"].iter().map(|s| (*s).to_owned()));
+        let mut out = String::with_capacity(64 * 1024);
+        for (i, name) in header.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            quote(&mut out, name);
+        }
+        out.push_str("\r\n");
+        Ok(Box::new(CsvResultFile { columns: Arc::clone(&self.columns), out }))
+    }
+
+    fn extension(&self) -> &'static str {
+        "csv"
+    }
+}
+
+struct CsvResultFile {
+    columns: Arc<ResultColumns>,
+    out: String,
+}
+
+impl CsvResultFile {
+    fn push_result(&mut self, r: &WindowResult) {
+        let out = &mut self.out;
+        out.push_str(&r.start.to_rfc3339());
+        out.push(',');
+        out.push_str(&r.end.to_rfc3339());
+        out.push(',');
+        quote(out, &r.group.tenant);
+        out.push(',');
+        quote(out, &r.group.stream);
+        for name in &self.columns.labels {
+            out.push(',');
+            if let Some(v) = r.group.label(name) {
+                quote(out, v);
+            }
+        }
+        out.push(',');
+        let mut json = String::from("{");
+        let others = r.group.labels.iter().filter(|(k, _)| !self.columns.labels.iter().any(|l| **l == **k));
+        for (i, (k, v)) in others.enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json_string(&mut json, k);
+            json.push(':');
+            json_string(&mut json, v);
+        }
+        json.push('}');
+        quote(out, &json);
+        let _ = write!(out, ",{},", r.events);
+        number(out, r.count);
+        for field in &self.columns.fields {
+            for value in result_values(r, field) {
+                out.push(',');
+                if let Some(v) = value {
+                    number(out, v);
+                }
+            }
+        }
+        let _ = write!(out, ",{},{}\r\n", r.revision, r.is_final);
+    }
+}
+
+impl Encoder for CsvResultFile {
+    fn push(&mut self, row: Row<'_>) -> Result<(), SinkError> {
+        let Row::Result(r) = row else { return Err(wrong_row()) };
+        self.push_result(r);
         Ok(())
     }
 

@@ -42,9 +42,15 @@ pub use path::DEFAULT_TEMPLATE;
 
 use crate::event::{EventBatch, EventRef};
 use crate::time::{Span, Timestamp};
+use crate::window::{FieldSpec, WindowResult, WindowSpec};
 
-/// The version of the raw-event file schema, in each file's metadata.
+/// The version of the raw-event file schema, in each file's metadata
+/// (key `edgestream.schema`).
 pub const EVENT_SCHEMA_VERSION: &str = "1";
+
+/// The version of the window-result file schema, in each file's metadata
+/// (key `edgestream.result_schema`).
+pub const RESULT_SCHEMA_VERSION: &str = "1";
 
 /// Which dims and fields get columns of their own; the others go to the
 /// `dims` and `fields` map columns.
@@ -136,7 +142,7 @@ pub struct FinishedFile {
     pub bytes: Bytes,
     /// Rows in it.
     pub rows: u64,
-    /// Earliest and latest event time in it.
+    /// Earliest and latest event time in it (window start, for results).
     pub min_time: Timestamp,
     /// See `min_time`.
     pub max_time: Timestamp,
@@ -171,8 +177,8 @@ pub enum FinishReason {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SinkStats {
-    /// Events written into files (finished or open).
-    pub events: u64,
+    /// Rows (events or window results) written into files, finished or open.
+    pub rows: u64,
     /// Files finished.
     pub files: u64,
     /// Bytes of finished files.
@@ -193,10 +199,27 @@ fn check_columns(columns: &EventColumns) -> Result<(), SinkError> {
     Ok(())
 }
 
+/// A row of a file: a raw event or a window result.
+#[derive(Clone, Copy)]
+pub(crate) enum Row<'a> {
+    Event(&'a EventRef<'a>),
+    Result(&'a WindowResult),
+}
+
+impl Row<'_> {
+    /// Tenant, stream and time (event time, or window start).
+    fn key(&self) -> (&str, &str, Timestamp) {
+        match self {
+            Row::Event(e) => (e.tenant(), e.stream(), e.ts()),
+            Row::Result(r) => (&r.group.tenant, &r.group.stream, r.start),
+        }
+    }
+}
+
 /// An encoder of one file: rows in, bytes out.
 pub(crate) trait Encoder {
-    /// Appends one event.
-    fn push(&mut self, event: &EventRef<'_>) -> Result<(), SinkError>;
+    /// Appends one row (always of the kind its factory was made for).
+    fn push(&mut self, row: Row<'_>) -> Result<(), SinkError>;
     /// Bytes the file holds so far: encoded, plus buffered.
     fn size(&self) -> usize;
     /// Finishes the file.
@@ -209,7 +232,12 @@ pub(crate) trait EncoderFactory {
     fn extension(&self) -> &'static str;
 }
 
-/// A partition: tenant, stream and hour of event time.
+/// The error of an encoder given a row of the other kind (a bug).
+pub(crate) fn wrong_row() -> SinkError {
+    SinkError::Encode("a row of the wrong kind for this file".into())
+}
+
+/// A partition: tenant, stream and hour.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct PartitionKey {
     tenant: Arc<str>,
@@ -248,6 +276,108 @@ struct OpenFile {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct EventSink {
+    core: Core,
+}
+
+/// Writes window results into partitioned, rolled-over files: the same
+/// partitioning (by the window's start) and rollover as [`EventSink`].
+///
+/// # Schema
+///
+/// | column | Arrow type | |
+/// | --- | --- | --- |
+/// | `window_start`, `window_end` | `Timestamp(Nanosecond, "UTC")` | |
+/// | `tenant`, `stream` | `Dictionary(Int32, Utf8)` | |
+/// | one per label of [`ResultColumns::labels`] | `Utf8` | group labels |
+/// | `labels` | `Map<Utf8, Utf8>` | the other group labels |
+/// | `events` | `UInt64` | events in the window |
+/// | `count` | `Float64` | weighted count |
+/// | `<field>_count`, `_sum`, `_min`, `_max`, `_mean`, `_last` | `Float64` | per field |
+/// | `<field>_p50`, `_p99`, `_p999`, … | `Float64` | the field's quantiles |
+/// | `revision` | `UInt32` | |
+/// | `is_final` | `Boolean` | |
+///
+/// CSV files have the same columns, with RFC 3339 times and `labels` as a
+/// JSON object.
+pub struct ResultSink {
+    core: Core,
+}
+
+/// Which group labels get columns of their own, and which fields and
+/// quantiles the window results carry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResultColumns {
+    /// Group labels promoted to `Utf8` columns; the others go to `labels`.
+    pub labels: Vec<String>,
+    /// The aggregated fields, with the quantiles to write for each.
+    pub fields: Vec<FieldSpec>,
+}
+
+impl ResultColumns {
+    /// The columns of the results of windows of `spec`: its group-by
+    /// labels (and `geohash`) promoted, its fields and quantiles.
+    pub fn of(spec: &WindowSpec) -> ResultColumns {
+        let mut labels = spec.group_by.clone();
+        if spec.geo_cell.is_some() {
+            labels.push("geohash".to_owned());
+        }
+        ResultColumns { labels, fields: spec.fields.clone() }
+    }
+
+    /// The names of the per-field columns of `field`, in order.
+    pub(crate) fn field_columns(field: &FieldSpec) -> Vec<String> {
+        let mut names: Vec<String> =
+            ["count", "sum", "min", "max", "mean", "last"].iter().map(|a| format!("{}_{a}", field.field)).collect();
+        names.extend(field.quantiles.iter().map(|&q| format!("{}_{}", field.field, crate::alert::Agg::Quantile(q))));
+        names
+    }
+
+    /// Checks that the column names are unique.
+    pub(crate) fn check(&self) -> Result<(), SinkError> {
+        let mut names: Vec<String> =
+            ["window_start", "window_end", "tenant", "stream", "labels", "events", "count", "revision", "is_final"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+        let columns = self.labels.iter().cloned().chain(self.fields.iter().flat_map(ResultColumns::field_columns));
+        for name in columns {
+            if names.contains(&name) {
+                return Err(SinkError::Config(format!("column {name:?} is twice in the result schema")));
+            }
+            names.push(name);
+        }
+        Ok(())
+    }
+}
+
+/// The values of the per-field columns of `field` in `r`, in the order of
+/// [`ResultColumns::field_columns`]; `None` where the window has none.
+pub(crate) fn result_values(r: &WindowResult, field: &FieldSpec) -> impl Iterator<Item = Option<f64>> {
+    let f = r.field(&field.field);
+    let s = f.map(|f| f.scalar);
+    let scalars = [
+        s.map(|s| s.count()),
+        s.filter(|s| !s.is_empty()).map(|s| s.sum()),
+        s.and_then(|s| s.min()),
+        s.and_then(|s| s.max()),
+        s.and_then(|s| s.mean()),
+        s.and_then(|s| s.last()).map(|(_, v)| v),
+    ];
+    let quantiles: Vec<Option<f64>> = field
+        .quantiles
+        .iter()
+        .map(|&q| {
+            let f = f?;
+            let listed = f.quantiles.iter().find(|(fq, _)| (fq - q).abs() < 1e-12).map(|&(_, v)| v);
+            listed.or_else(|| f.sketch.as_ref().and_then(|s| s.quantile(q)))
+        })
+        .collect();
+    scalars.into_iter().chain(quantiles)
+}
+
+/// Partitioning, rollover and bounds, shared by both sinks.
+struct Core {
     config: SinkConfig,
     factory: Box<dyn EncoderFactory>,
     open: BTreeMap<PartitionKey, OpenFile>,
@@ -261,17 +391,98 @@ pub struct EventSink {
 impl std::fmt::Debug for EventSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventSink")
-            .field("open", &self.open.len())
-            .field("seq", &self.seq)
-            .field("stats", &self.stats)
+            .field("open", &self.core.open.len())
+            .field("stats", &self.core.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ResultSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultSink")
+            .field("open", &self.core.open.len())
+            .field("stats", &self.core.stats)
             .finish_non_exhaustive()
     }
 }
 
 const HOUR: Span = Span::from_hours(1);
 
+/// The methods both sinks share, delegating to their core.
+macro_rules! sink_methods {
+    ($sink:ident) => {
+        impl $sink {
+            /// What the sink did so far.
+            pub fn stats(&self) -> &SinkStats {
+                &self.core.stats
+            }
+
+            /// Files open now.
+            pub fn open_files(&self) -> usize {
+                self.core.open.len()
+            }
+
+            /// Bytes held by the open files.
+            pub fn buffered_bytes(&self) -> usize {
+                self.core.buffered
+            }
+
+            /// Finishes the files open for [`Rollover::max_age`] or longer.
+            pub fn advance(&mut self, now: Timestamp, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
+                self.core.advance(now, out)
+            }
+
+            /// When [`advance`](Self::advance) next has a file to finish.
+            pub fn next_deadline(&self) -> Option<Timestamp> {
+                self.core.next_deadline()
+            }
+
+            /// Finishes every open file (at shutdown, or before a snapshot).
+            pub fn flush(&mut self, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
+                self.core.flush(out)
+            }
+        }
+    };
+}
+
+sink_methods!(EventSink);
+sink_methods!(ResultSink);
+
 impl EventSink {
     fn new(config: SinkConfig, factory: Box<dyn EncoderFactory>) -> Result<EventSink, SinkError> {
+        Ok(EventSink { core: Core::new(config, factory)? })
+    }
+
+    /// Writes every event of `batch` into its partition's open file,
+    /// opening files (host time `now`) and finishing them into `out` as
+    /// the limits require.
+    pub fn push(&mut self, batch: &EventBatch, now: Timestamp, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
+        for event in batch.iter() {
+            self.core.push(Row::Event(&event), now, out)?;
+        }
+        Ok(())
+    }
+}
+
+impl ResultSink {
+    fn new(config: SinkConfig, factory: Box<dyn EncoderFactory>) -> Result<ResultSink, SinkError> {
+        Ok(ResultSink { core: Core::new(config, factory)? })
+    }
+
+    /// Writes one window result into its partition's open file (by the
+    /// window's start), finishing files into `out` as the limits require.
+    pub fn push(
+        &mut self,
+        result: &WindowResult,
+        now: Timestamp,
+        out: &mut Vec<FinishedFile>,
+    ) -> Result<(), SinkError> {
+        self.core.push(Row::Result(result), now, out)
+    }
+}
+
+impl Core {
+    fn new(config: SinkConfig, factory: Box<dyn EncoderFactory>) -> Result<Core, SinkError> {
         path::check(&config.path).map_err(SinkError::Config)?;
         let r = &config.rollover;
         if r.max_rows == 0 || r.max_bytes == 0 || !r.max_age.is_positive() {
@@ -280,43 +491,13 @@ impl EventSink {
         if config.max_open_partitions == 0 || config.max_buffered_bytes == 0 {
             return Err(SinkError::Config("`max_open_partitions` and `max_buffered_bytes` must be positive".into()));
         }
-        Ok(EventSink { config, factory, open: BTreeMap::new(), seq: 0, buffered: 0, stats: SinkStats::default() })
+        Ok(Core { config, factory, open: BTreeMap::new(), seq: 0, buffered: 0, stats: SinkStats::default() })
     }
 
-    /// What the sink did so far.
-    pub fn stats(&self) -> &SinkStats {
-        &self.stats
-    }
-
-    /// Files open now.
-    pub fn open_files(&self) -> usize {
-        self.open.len()
-    }
-
-    /// Bytes held by the open files.
-    pub fn buffered_bytes(&self) -> usize {
-        self.buffered
-    }
-
-    /// Writes every event of `batch` into its partition's open file,
-    /// opening files (host time `now`) and finishing them into `out` as
-    /// the limits require.
-    pub fn push(&mut self, batch: &EventBatch, now: Timestamp, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
-        for event in batch.iter() {
-            self.push_event(&event, now, out)?;
-        }
-        Ok(())
-    }
-
-    fn push_event(
-        &mut self,
-        event: &EventRef<'_>,
-        now: Timestamp,
-        out: &mut Vec<FinishedFile>,
-    ) -> Result<(), SinkError> {
-        let ts = event.ts();
+    fn push(&mut self, row: Row<'_>, now: Timestamp, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
+        let (tenant, stream, ts) = row.key();
         let hour = Timestamp::from_nanos(ts.as_nanos().div_euclid(HOUR.as_nanos()) * HOUR.as_nanos());
-        let key = PartitionKey { tenant: Arc::from(event.tenant()), stream: Arc::from(event.stream()), hour };
+        let key = PartitionKey { tenant: Arc::from(tenant), stream: Arc::from(stream), hour };
         if !self.open.contains_key(&key) {
             if self.open.len() >= self.config.max_open_partitions {
                 let oldest = self.open.iter().min_by_key(|(_, f)| f.opened).map(|(k, _)| k.clone());
@@ -331,14 +512,14 @@ impl EventSink {
             self.open.insert(key.clone(), file);
         }
         let Some(file) = self.open.get_mut(&key) else { return Ok(()) };
-        file.encoder.push(event)?;
+        file.encoder.push(row)?;
         let size = file.encoder.size();
         self.buffered = self.buffered.saturating_sub(file.size).saturating_add(size);
         file.size = size;
         file.rows += 1;
         file.min_time = file.min_time.min(ts);
         file.max_time = file.max_time.max(ts);
-        self.stats.events = self.stats.events.saturating_add(1);
+        self.stats.rows = self.stats.rows.saturating_add(1);
         let rollover = self.config.rollover;
         if file.rows >= rollover.max_rows {
             self.finish(&key, FinishReason::Rows, out)?;
@@ -358,8 +539,7 @@ impl EventSink {
         Ok(())
     }
 
-    /// Finishes the files open for [`Rollover::max_age`] or longer.
-    pub fn advance(&mut self, now: Timestamp, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
+    fn advance(&mut self, now: Timestamp, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
         let max_age = self.config.rollover.max_age;
         let old: Vec<PartitionKey> = self
             .open
@@ -373,13 +553,11 @@ impl EventSink {
         Ok(())
     }
 
-    /// When [`advance`](EventSink::advance) next has a file to finish.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
+    fn next_deadline(&self) -> Option<Timestamp> {
         self.open.values().map(|f| f.opened.saturating_add(self.config.rollover.max_age)).min()
     }
 
-    /// Finishes every open file (at shutdown, or before a snapshot).
-    pub fn flush(&mut self, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
+    fn flush(&mut self, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
         let keys: Vec<PartitionKey> = self.open.keys().cloned().collect();
         for key in keys {
             self.finish(&key, FinishReason::Flush, out)?;

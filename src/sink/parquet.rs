@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, Float64Builder, MapBuilder, StringBuilder, StringDictionaryBuilder, TimestampNanosecondBuilder,
+    BinaryBuilder, BooleanBuilder, Float64Builder, MapBuilder, StringBuilder, StringDictionaryBuilder,
+    TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, RecordBatch};
@@ -16,8 +17,12 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use super::{EVENT_SCHEMA_VERSION, Encoder, EncoderFactory, EventColumns, EventSink, SinkConfig, SinkError};
+use super::{
+    EVENT_SCHEMA_VERSION, Encoder, EncoderFactory, EventColumns, EventSink, RESULT_SCHEMA_VERSION, ResultColumns,
+    ResultSink, Row, SinkConfig, SinkError, result_values, wrong_row,
+};
 use crate::event::{EventIdRef, EventRef};
+use crate::window::WindowResult;
 
 /// Parquet compression codecs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,61 +78,91 @@ impl Default for ParquetOptions {
 impl EventSink {
     /// A sink writing raw events as Parquet.
     pub fn parquet(config: SinkConfig, options: ParquetOptions) -> Result<EventSink, SinkError> {
-        let factory = ParquetFactory::new(&config.columns, options)?;
+        super::check_columns(&config.columns)?;
+        let columns = Arc::new(config.columns.clone());
+        let schema = Rows::new(&columns).finish_batch_schema();
+        let props = properties(options, ("edgestream.schema", EVENT_SCHEMA_VERSION), Some("id"))?;
+        let factory =
+            ParquetFactory { layout: Layout::Events(columns), schema, props, row_group_rows: options.row_group_rows };
         EventSink::new(config, Box::new(factory))
     }
 }
 
+impl ResultSink {
+    /// A sink writing window results as Parquet.
+    pub fn parquet(
+        config: SinkConfig,
+        columns: ResultColumns,
+        options: ParquetOptions,
+    ) -> Result<ResultSink, SinkError> {
+        columns.check()?;
+        let columns = Arc::new(columns);
+        let schema = ResultRows::new(&columns).finish_batch_schema();
+        let props = properties(options, ("edgestream.result_schema", RESULT_SCHEMA_VERSION), None)?;
+        let factory =
+            ParquetFactory { layout: Layout::Results(columns), schema, props, row_group_rows: options.row_group_rows };
+        ResultSink::new(config, Box::new(factory))
+    }
+}
+
+/// Writer properties from the options, with the schema version in the
+/// key-value metadata and a bloom filter on `bloom_column` if asked.
+fn properties(
+    options: ParquetOptions,
+    version: (&str, &str),
+    bloom_column: Option<&str>,
+) -> Result<WriterProperties, SinkError> {
+    if options.row_group_rows == 0 || options.page_bytes == 0 {
+        return Err(SinkError::Config("`row_group_rows` and `page_bytes` must be positive".into()));
+    }
+    let codec = match options.compression {
+        Compression::Zstd { level } => {
+            if cfg!(target_arch = "wasm32") {
+                return Err(SinkError::Config("zstd is not built for wasm32; use snappy or lz4".into()));
+            }
+            Codec::ZSTD(ZstdLevel::try_new(level).map_err(|e| SinkError::Config(e.to_string()))?)
+        }
+        Compression::Snappy => Codec::SNAPPY,
+        Compression::Lz4 => Codec::LZ4_RAW,
+        Compression::None => Codec::UNCOMPRESSED,
+    };
+    let mut props = WriterProperties::builder()
+        .set_compression(codec)
+        .set_max_row_group_row_count(Some(options.row_group_rows))
+        .set_data_page_size_limit(options.page_bytes)
+        .set_dictionary_enabled(true)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_created_by(format!("edgestream {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(vec![KeyValue::new(version.0.to_owned(), version.1.to_owned())]));
+    if let (true, Some(column)) = (options.bloom_filter_id, bloom_column) {
+        props = props.set_column_bloom_filter_enabled(ColumnPath::from(column), true);
+    }
+    Ok(props.build())
+}
+
+/// What the files hold.
+enum Layout {
+    Events(Arc<EventColumns>),
+    Results(Arc<ResultColumns>),
+}
+
 struct ParquetFactory {
-    columns: Arc<EventColumns>,
+    layout: Layout,
     schema: SchemaRef,
     props: WriterProperties,
     row_group_rows: usize,
-}
-
-impl ParquetFactory {
-    fn new(columns: &EventColumns, options: ParquetOptions) -> Result<ParquetFactory, SinkError> {
-        super::check_columns(columns)?;
-        if options.row_group_rows == 0 || options.page_bytes == 0 {
-            return Err(SinkError::Config("`row_group_rows` and `page_bytes` must be positive".into()));
-        }
-        let codec = match options.compression {
-            Compression::Zstd { level } => {
-                if cfg!(target_arch = "wasm32") {
-                    return Err(SinkError::Config("zstd is not built for wasm32; use snappy or lz4".into()));
-                }
-                Codec::ZSTD(ZstdLevel::try_new(level).map_err(|e| SinkError::Config(e.to_string()))?)
-            }
-            Compression::Snappy => Codec::SNAPPY,
-            Compression::Lz4 => Codec::LZ4_RAW,
-            Compression::None => Codec::UNCOMPRESSED,
-        };
-        let columns = Arc::new(columns.clone());
-        let schema = Rows::new(&columns).finish_batch_schema();
-        let mut props = WriterProperties::builder()
-            .set_compression(codec)
-            .set_max_row_group_row_count(Some(options.row_group_rows))
-            .set_data_page_size_limit(options.page_bytes)
-            .set_dictionary_enabled(true)
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_created_by(format!("edgestream {}", env!("CARGO_PKG_VERSION")))
-            .set_key_value_metadata(Some(vec![KeyValue::new(
-                "edgestream.schema".into(),
-                EVENT_SCHEMA_VERSION.to_owned(),
-            )]));
-        if options.bloom_filter_id {
-            props = props.set_column_bloom_filter_enabled(ColumnPath::from("id"), true);
-        }
-        Ok(ParquetFactory { columns, schema, props: props.build(), row_group_rows: options.row_group_rows })
-    }
 }
 
 impl EncoderFactory for ParquetFactory {
     fn open(&self) -> Result<Box<dyn Encoder>, SinkError> {
         let writer = ArrowWriter::try_new(Vec::new(), Arc::clone(&self.schema), Some(self.props.clone()))
             .map_err(|e| SinkError::Encode(e.to_string()))?;
+        let rows = match &self.layout {
+            Layout::Events(columns) => Builders::Events(Box::new(Rows::new(columns))),
+            Layout::Results(columns) => Builders::Results(Box::new(ResultRows::new(columns))),
+        };
         Ok(Box::new(ParquetFile {
-            rows: Rows::new(&self.columns),
+            rows,
             schema: Arc::clone(&self.schema),
             writer,
             row_group_rows: self.row_group_rows,
@@ -137,6 +172,147 @@ impl EncoderFactory for ParquetFactory {
     fn extension(&self) -> &'static str {
         "parquet"
     }
+}
+
+/// The builders of a file's buffered rows.
+enum Builders {
+    Events(Box<Rows>),
+    Results(Box<ResultRows>),
+}
+
+impl Builders {
+    fn len(&self) -> usize {
+        match self {
+            Builders::Events(r) => r.len,
+            Builders::Results(r) => r.len,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Builders::Events(r) => r.bytes,
+            Builders::Results(r) => r.bytes,
+        }
+    }
+
+    fn finish(&mut self) -> Vec<(String, ArrayRef, bool)> {
+        match self {
+            Builders::Events(r) => r.finish(),
+            Builders::Results(r) => r.finish(),
+        }
+    }
+}
+
+/// Arrow builders of window results not yet encoded.
+struct ResultRows {
+    columns: Arc<ResultColumns>,
+    start: TimestampNanosecondBuilder,
+    end: TimestampNanosecondBuilder,
+    tenant: StringDictionaryBuilder<Int32Type>,
+    stream: StringDictionaryBuilder<Int32Type>,
+    labels: Vec<StringBuilder>,
+    other_labels: MapBuilder<StringBuilder, StringBuilder>,
+    events: UInt64Builder,
+    count: Float64Builder,
+    values: Vec<Float64Builder>,
+    revision: UInt32Builder,
+    is_final: BooleanBuilder,
+    len: usize,
+    bytes: usize,
+}
+
+impl ResultRows {
+    fn new(columns: &Arc<ResultColumns>) -> ResultRows {
+        let values =
+            columns.fields.iter().flat_map(ResultColumns::field_columns).map(|_| Float64Builder::new()).collect();
+        ResultRows {
+            columns: Arc::clone(columns),
+            start: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            end: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            tenant: StringDictionaryBuilder::new(),
+            stream: StringDictionaryBuilder::new(),
+            labels: columns.labels.iter().map(|_| StringBuilder::new()).collect(),
+            other_labels: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
+            events: UInt64Builder::new(),
+            count: Float64Builder::new(),
+            values,
+            revision: UInt32Builder::new(),
+            is_final: BooleanBuilder::new(),
+            len: 0,
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, r: &WindowResult) -> Result<(), SinkError> {
+        self.start.append_value(r.start.as_nanos());
+        self.end.append_value(r.end.as_nanos());
+        self.tenant.append_value(&*r.group.tenant);
+        self.stream.append_value(&*r.group.stream);
+        let mut bytes = 48;
+        for (name, builder) in self.columns.labels.iter().zip(&mut self.labels) {
+            let v = r.group.label(name);
+            builder.append_option(v);
+            bytes += v.map_or(0, str::len);
+        }
+        for (k, v) in r.group.labels.iter().filter(|(k, _)| !self.columns.labels.iter().any(|l| **l == **k)) {
+            self.other_labels.keys().append_value(&**k);
+            self.other_labels.values().append_value(&**v);
+            bytes += k.len() + v.len() + 8;
+        }
+        self.other_labels.append(true).map_err(|e| SinkError::Encode(e.to_string()))?;
+        self.events.append_value(r.events);
+        self.count.append_value(r.count);
+        let mut builders = self.values.iter_mut();
+        for field in &self.columns.fields {
+            for value in result_values(r, field) {
+                if let Some(b) = builders.next() {
+                    b.append_option(value);
+                    bytes += 8;
+                }
+            }
+        }
+        self.revision.append_value(r.revision);
+        self.is_final.append_value(r.is_final);
+        self.len += 1;
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Vec<(String, ArrayRef, bool)> {
+        let mut out: Vec<(String, ArrayRef, bool)> = vec![
+            ("window_start".into(), Arc::new(self.start.finish()), false),
+            ("window_end".into(), Arc::new(self.end.finish()), false),
+            ("tenant".into(), Arc::new(self.tenant.finish()), false),
+            ("stream".into(), Arc::new(self.stream.finish()), false),
+        ];
+        for (name, b) in self.columns.labels.iter().zip(&mut self.labels) {
+            out.push((name.clone(), Arc::new(b.finish()), true));
+        }
+        out.push(("labels".into(), Arc::new(self.other_labels.finish()), false));
+        out.push(("events".into(), Arc::new(self.events.finish()), false));
+        out.push(("count".into(), Arc::new(self.count.finish()), false));
+        let names = self.columns.fields.iter().flat_map(ResultColumns::field_columns);
+        for (name, b) in names.zip(&mut self.values) {
+            out.push((name, Arc::new(b.finish()), true));
+        }
+        out.push(("revision".into(), Arc::new(self.revision.finish()), false));
+        out.push(("is_final".into(), Arc::new(self.is_final.finish()), false));
+        self.len = 0;
+        self.bytes = 0;
+        out
+    }
+
+    fn finish_batch_schema(mut self) -> SchemaRef {
+        schema_of(self.finish())
+    }
+}
+
+fn schema_of(columns: Vec<(String, ArrayRef, bool)>) -> SchemaRef {
+    let fields: Vec<Field> = columns
+        .into_iter()
+        .map(|(name, array, nullable)| Field::new(name, array.data_type().clone(), nullable))
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 /// Arrow builders of the rows not yet encoded.
@@ -276,7 +452,7 @@ impl Rows {
 }
 
 struct ParquetFile {
-    rows: Rows,
+    rows: Builders,
     schema: SchemaRef,
     writer: ArrowWriter<Vec<u8>>,
     row_group_rows: usize,
@@ -285,7 +461,7 @@ struct ParquetFile {
 impl ParquetFile {
     /// Encodes the buffered rows as one row group.
     fn write_row_group(&mut self) -> Result<(), SinkError> {
-        if self.rows.len == 0 {
+        if self.rows.len() == 0 {
             return Ok(());
         }
         let arrays: Vec<ArrayRef> = self.rows.finish().into_iter().map(|(_, a, _)| a).collect();
@@ -297,16 +473,20 @@ impl ParquetFile {
 }
 
 impl Encoder for ParquetFile {
-    fn push(&mut self, event: &EventRef<'_>) -> Result<(), SinkError> {
-        self.rows.push(event)?;
-        if self.rows.len >= self.row_group_rows {
+    fn push(&mut self, row: Row<'_>) -> Result<(), SinkError> {
+        match (&mut self.rows, row) {
+            (Builders::Events(rows), Row::Event(e)) => rows.push(e)?,
+            (Builders::Results(rows), Row::Result(r)) => rows.push(r)?,
+            _ => return Err(wrong_row()),
+        }
+        if self.rows.len() >= self.row_group_rows {
             self.write_row_group()?;
         }
         Ok(())
     }
 
     fn size(&self) -> usize {
-        self.writer.bytes_written() + self.writer.in_progress_size() + self.rows.bytes
+        self.writer.bytes_written() + self.writer.in_progress_size() + self.rows.bytes()
     }
 
     fn finish(mut self: Box<Self>) -> Result<Vec<u8>, SinkError> {
