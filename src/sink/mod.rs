@@ -380,11 +380,14 @@ pub(crate) fn result_values(r: &WindowResult, field: &FieldSpec) -> impl Iterato
 struct Core {
     config: SinkConfig,
     factory: Box<dyn EncoderFactory>,
-    open: BTreeMap<PartitionKey, OpenFile>,
+    /// The open files (at most `max_open_partitions`, so searched linearly).
+    open: Vec<(PartitionKey, OpenFile)>,
     /// Files started so far: the next file's `{seq}`.
     seq: u64,
     /// Sum of the open files' sizes.
     buffered: usize,
+    /// The index in `open` of the previous row's file.
+    last: Option<usize>,
     stats: SinkStats,
 }
 
@@ -491,27 +494,38 @@ impl Core {
         if config.max_open_partitions == 0 || config.max_buffered_bytes == 0 {
             return Err(SinkError::Config("`max_open_partitions` and `max_buffered_bytes` must be positive".into()));
         }
-        Ok(Core { config, factory, open: BTreeMap::new(), seq: 0, buffered: 0, stats: SinkStats::default() })
+        Ok(Core { config, factory, open: Vec::new(), seq: 0, buffered: 0, last: None, stats: SinkStats::default() })
     }
 
     fn push(&mut self, row: Row<'_>, now: Timestamp, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
         let (tenant, stream, ts) = row.key();
         let hour = Timestamp::from_nanos(ts.as_nanos().div_euclid(HOUR.as_nanos()) * HOUR.as_nanos());
-        let key = PartitionKey { tenant: Arc::from(tenant), stream: Arc::from(stream), hour };
-        if !self.open.contains_key(&key) {
-            if self.open.len() >= self.config.max_open_partitions {
-                let oldest = self.open.iter().min_by_key(|(_, f)| f.opened).map(|(k, _)| k.clone());
-                if let Some(oldest) = oldest {
-                    self.finish(&oldest, FinishReason::OpenPartitions, out)?;
+        // Consecutive rows mostly share a partition: one comparison finds it.
+        let same = |k: &PartitionKey| k.hour == hour && *k.tenant == *tenant && *k.stream == *stream;
+        let found = match self.last {
+            Some(i) if self.open.get(i).is_some_and(|(k, _)| same(k)) => Some(i),
+            _ => self.open.iter().position(|(k, _)| same(k)),
+        };
+        let index = match found {
+            Some(i) => i,
+            None => {
+                if self.open.len() >= self.config.max_open_partitions {
+                    let oldest =
+                        self.open.iter().enumerate().min_by_key(|(_, (k, f))| (f.opened, k.clone())).map(|(i, _)| i);
+                    if let Some(oldest) = oldest {
+                        self.finish(oldest, FinishReason::OpenPartitions, out)?;
+                    }
                 }
+                let encoder = self.factory.open()?;
+                let size = encoder.size();
+                self.buffered = self.buffered.saturating_add(size);
+                let key = PartitionKey { tenant: Arc::from(tenant), stream: Arc::from(stream), hour };
+                self.open.push((key, OpenFile { encoder, size, rows: 0, opened: now, min_time: ts, max_time: ts }));
+                self.open.len() - 1
             }
-            let encoder = self.factory.open()?;
-            let size = encoder.size();
-            self.buffered = self.buffered.saturating_add(size);
-            let file = OpenFile { encoder, size, rows: 0, opened: now, min_time: ts, max_time: ts };
-            self.open.insert(key.clone(), file);
-        }
-        let Some(file) = self.open.get_mut(&key) else { return Ok(()) };
+        };
+        self.last = Some(index);
+        let Some((_, file)) = self.open.get_mut(index) else { return Ok(()) };
         file.encoder.push(row)?;
         let size = file.encoder.size();
         self.buffered = self.buffered.saturating_sub(file.size).saturating_add(size);
@@ -522,9 +536,9 @@ impl Core {
         self.stats.rows = self.stats.rows.saturating_add(1);
         let rollover = self.config.rollover;
         if file.rows >= rollover.max_rows {
-            self.finish(&key, FinishReason::Rows, out)?;
+            self.finish(index, FinishReason::Rows, out)?;
         } else if size >= rollover.max_bytes {
-            self.finish(&key, FinishReason::Bytes, out)?;
+            self.finish(index, FinishReason::Bytes, out)?;
         }
         self.bound_memory(out)
     }
@@ -532,46 +546,51 @@ impl Core {
     /// Finishes the largest open files while the buffered total is over the cap.
     fn bound_memory(&mut self, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
         while self.buffered > self.config.max_buffered_bytes {
-            let largest = self.open.iter().max_by_key(|(_, f)| f.size).map(|(k, _)| k.clone());
-            let Some(largest) = largest else { break };
-            self.finish(&largest, FinishReason::Memory, out)?;
+            let largest = self.open.iter().enumerate().max_by_key(|(_, (k, f))| (f.size, std::cmp::Reverse(k.clone())));
+            let Some(largest) = largest.map(|(i, _)| i) else { break };
+            self.finish(largest, FinishReason::Memory, out)?;
         }
         Ok(())
     }
 
     fn advance(&mut self, now: Timestamp, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
         let max_age = self.config.rollover.max_age;
-        let old: Vec<PartitionKey> = self
-            .open
-            .iter()
-            .filter(|(_, f)| now.saturating_since(f.opened) >= max_age)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in old {
-            self.finish(&key, FinishReason::Age, out)?;
-        }
-        Ok(())
+        self.finish_where(|f| now.saturating_since(f.opened) >= max_age, FinishReason::Age, out)
     }
 
     fn next_deadline(&self) -> Option<Timestamp> {
-        self.open.values().map(|f| f.opened.saturating_add(self.config.rollover.max_age)).min()
+        self.open.iter().map(|(_, f)| f.opened.saturating_add(self.config.rollover.max_age)).min()
     }
 
     fn flush(&mut self, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
-        let keys: Vec<PartitionKey> = self.open.keys().cloned().collect();
+        self.finish_where(|_| true, FinishReason::Flush, out)
+    }
+
+    /// Finishes the open files that match, in partition order (so file
+    /// numbers do not depend on the order partitions were opened in).
+    fn finish_where(
+        &mut self,
+        matches: impl Fn(&OpenFile) -> bool,
+        reason: FinishReason,
+        out: &mut Vec<FinishedFile>,
+    ) -> Result<(), SinkError> {
+        let mut keys: Vec<PartitionKey> =
+            self.open.iter().filter(|(_, f)| matches(f)).map(|(k, _)| k.clone()).collect();
+        keys.sort();
         for key in keys {
-            self.finish(&key, FinishReason::Flush, out)?;
+            if let Some(i) = self.open.iter().position(|(k, _)| *k == key) {
+                self.finish(i, reason, out)?;
+            }
         }
         Ok(())
     }
 
-    fn finish(
-        &mut self,
-        key: &PartitionKey,
-        reason: FinishReason,
-        out: &mut Vec<FinishedFile>,
-    ) -> Result<(), SinkError> {
-        let Some(file) = self.open.remove(key) else { return Ok(()) };
+    fn finish(&mut self, index: usize, reason: FinishReason, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
+        if index >= self.open.len() {
+            return Ok(());
+        }
+        let (key, file) = self.open.swap_remove(index);
+        self.last = None;
         self.buffered = self.buffered.saturating_sub(file.size);
         let bytes = Bytes::from(file.encoder.finish()?);
         let path = path::render(

@@ -162,6 +162,7 @@ impl EncoderFactory for ParquetFactory {
             Layout::Results(columns) => Builders::Results(Box::new(ResultRows::new(columns))),
         };
         Ok(Box::new(ParquetFile {
+            written: writer.bytes_written(),
             rows,
             schema: Arc::clone(&self.schema),
             writer,
@@ -452,6 +453,9 @@ impl Rows {
 }
 
 struct ParquetFile {
+    /// Bytes encoded so far (row groups are flushed as they are written,
+    /// so the writer holds none in progress between them).
+    written: usize,
     rows: Builders,
     schema: SchemaRef,
     writer: ArrowWriter<Vec<u8>>,
@@ -468,7 +472,9 @@ impl ParquetFile {
         let batch =
             RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(|e| SinkError::Encode(e.to_string()))?;
         self.writer.write(&batch).map_err(|e| SinkError::Encode(e.to_string()))?;
-        self.writer.flush().map_err(|e| SinkError::Encode(e.to_string()))
+        self.writer.flush().map_err(|e| SinkError::Encode(e.to_string()))?;
+        self.written = self.writer.bytes_written() + self.writer.in_progress_size();
+        Ok(())
     }
 }
 
@@ -486,7 +492,7 @@ impl Encoder for ParquetFile {
     }
 
     fn size(&self) -> usize {
-        self.writer.bytes_written() + self.writer.in_progress_size() + self.rows.bytes()
+        self.written + self.rows.bytes()
     }
 
     fn finish(mut self: Box<Self>) -> Result<Vec<u8>, SinkError> {
