@@ -95,6 +95,14 @@ fn csv_rolls_over_like_parquet() {
     sink.push(&batch, t, &mut files).unwrap();
     sink.flush(&mut files).unwrap();
     let reasons: Vec<(u64, FinishReason)> = files.iter().map(|f| (f.rows, f.reason)).collect();
+    // A restarted writer resumes its numbering instead of reusing names.
+    assert_eq!(sink.next_seq(), 3);
+    let mut again = EventSink::csv(SinkConfig::default()).unwrap();
+    again.resume_at(sink.next_seq());
+    let mut more = Vec::new();
+    again.push(&batch, t, &mut more).unwrap();
+    again.flush(&mut more).unwrap();
+    assert!(more[0].path.ends_with("part-0-000003.csv"), "{}", more[0].path);
     assert_eq!(reasons, [(3, FinishReason::Rows), (3, FinishReason::Rows), (1, FinishReason::Flush)]);
     assert!(files.iter().all(|f| f.bytes.starts_with(b"ts,tenant,stream,id,dims,fields,lat,lon\r\n")));
 }

@@ -42,6 +42,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use smallvec::SmallVec;
 
+#[cfg(feature = "yaml")]
 use super::config::{ConfigError, MAX_CONFIG_BYTES};
 use super::eval::{AlertState, EvalConfig, Evaluator};
 use super::rule::{Agg, Rule};

@@ -97,6 +97,9 @@ pub struct SinkConfig {
     pub path: String,
     /// This writer's name in file names: unique per writer (a Durable
     /// Object's id, a host's name), so writers never overwrite each other.
+    /// Within a writer, files are numbered by `{seq}`; a writer that
+    /// restarts must resume the numbering ([`EventSink::resume_at`]) or
+    /// take a new id.
     pub writer_id: String,
     /// Most partitions with an open file; opening one more finishes the
     /// one open longest first.
@@ -443,6 +446,19 @@ macro_rules! sink_methods {
             /// Finishes every open file (at shutdown, or before a snapshot).
             pub fn flush(&mut self, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
                 self.core.flush(out)
+            }
+
+            /// The `{seq}` the next finished file gets. A host that
+            /// restarts keeps it with its state and gives it back to
+            /// [`resume_at`](Self::resume_at), so new files never take the
+            /// names of files it already stored.
+            pub fn next_seq(&self) -> u64 {
+                self.core.seq
+            }
+
+            /// Continues numbering files from `seq` (see [`next_seq`](Self::next_seq)).
+            pub fn resume_at(&mut self, seq: u64) {
+                self.core.seq = seq;
             }
         }
     };
