@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::{
-    Encoder, EncoderFactory, EventColumns, EventSink, ResultColumns, ResultSink, Row, SinkConfig, SinkError,
+    Encoder, EncoderFactory, EventColumns, EventSink, Layout, ResultColumns, ResultSink, Row, SinkConfig, SinkError,
     result_values, wrong_row,
 };
-use crate::event::EventIdRef;
+use crate::event::{EventIdRef, EventRef};
 use crate::window::WindowResult;
 
 impl EventSink {
@@ -20,130 +20,8 @@ impl EventSink {
     /// for the non-finite ones).
     pub fn csv(config: SinkConfig) -> Result<EventSink, SinkError> {
         super::check_columns(&config.columns)?;
-        let factory = CsvFactory { columns: Arc::new(config.columns.clone()) };
-        EventSink::new(config, Box::new(factory))
-    }
-}
-
-struct CsvFactory {
-    columns: Arc<EventColumns>,
-}
-
-impl EncoderFactory for CsvFactory {
-    fn open(&self) -> Result<Box<dyn Encoder>, SinkError> {
-        let mut out = String::with_capacity(64 * 1024);
-        let mut header: Vec<&str> = vec!["ts", "tenant", "stream", "id"];
-        header.extend(self.columns.dims.iter().map(String::as_str));
-        header.extend(self.columns.fields.iter().map(String::as_str));
-        header.extend(["dims", "fields", "lat", "lon"]);
-        if self.columns.payload {
-            header.push("payload");
-        }
-        for (i, name) in header.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            quote(&mut out, name);
-        }
-        out.push_str("\r\n");
-        Ok(Box::new(CsvFile { columns: Arc::clone(&self.columns), out }))
-    }
-
-    fn extension(&self) -> &'static str {
-        "csv"
-    }
-}
-
-struct CsvFile {
-    columns: Arc<EventColumns>,
-    out: String,
-}
-
-impl Encoder for CsvFile {
-    fn push(&mut self, row: Row<'_>) -> Result<(), SinkError> {
-        let Row::Event(e) = row else { return Err(wrong_row()) };
-        let out = &mut self.out;
-        out.push_str(&e.ts().to_rfc3339());
-        out.push(',');
-        quote(out, e.tenant());
-        out.push(',');
-        quote(out, e.stream());
-        out.push(',');
-        match e.id() {
-            Some(EventIdRef::Str(s)) => quote(out, s),
-            Some(EventIdRef::Bytes(b)) => base64(out, b),
-            None => {}
-        }
-        for name in &self.columns.dims {
-            out.push(',');
-            if let Some(v) = e.dim(name) {
-                quote(out, v);
-            }
-        }
-        for name in &self.columns.fields {
-            out.push(',');
-            if let Some(v) = e.field(name) {
-                number(out, v);
-            }
-        }
-        out.push(',');
-        let mut json = String::from("{");
-        for (i, (k, v)) in e.dims().filter(|(k, _)| !self.columns.dims.iter().any(|d| d == k)).enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json_string(&mut json, k);
-            json.push(':');
-            json_string(&mut json, v);
-        }
-        json.push('}');
-        quote(out, &json);
-        out.push(',');
-        json.clear();
-        json.push('{');
-        for (i, (k, v)) in e.fields().filter(|(k, _)| !self.columns.fields.iter().any(|f| f == k)).enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json_string(&mut json, k);
-            json.push(':');
-            // JSON has no NaN or infinities: those go as strings, as the
-            // Protobuf JSON mapping does.
-            if v.is_finite() {
-                number(&mut json, v);
-            } else {
-                json.push('"');
-                number(&mut json, v);
-                json.push('"');
-            }
-        }
-        json.push('}');
-        quote(out, &json);
-        let geo = e.geo();
-        out.push(',');
-        if let Some(g) = geo {
-            number(out, g.lat);
-        }
-        out.push(',');
-        if let Some(g) = geo {
-            number(out, g.lon);
-        }
-        if self.columns.payload {
-            out.push(',');
-            if let Some(p) = e.payload() {
-                base64(out, p);
-            }
-        }
-        out.push_str("\r\n");
-        Ok(())
-    }
-
-    fn size(&self) -> usize {
-        self.out.len()
-    }
-
-    fn finish(self: Box<Self>) -> Result<Vec<u8>, SinkError> {
-        Ok(self.out.into_bytes())
+        let layout = Layout::Events(Arc::new(config.columns.clone()));
+        EventSink::new(config, Box::new(CsvFactory { layout }))
     }
 }
 
@@ -152,31 +30,25 @@ impl ResultSink {
     /// columns of the [`ResultSink`] schema; `labels` as a JSON object.
     pub fn csv(config: SinkConfig, columns: ResultColumns) -> Result<ResultSink, SinkError> {
         columns.check()?;
-        ResultSink::new(config, Box::new(CsvResultFactory { columns: Arc::new(columns) }))
+        ResultSink::new(config, Box::new(CsvFactory { layout: Layout::Results(Arc::new(columns)) }))
     }
 }
 
-struct CsvResultFactory {
-    columns: Arc<ResultColumns>,
+struct CsvFactory {
+    layout: Layout,
 }
 
-impl EncoderFactory for CsvResultFactory {
+impl EncoderFactory for CsvFactory {
     fn open(&self) -> Result<Box<dyn Encoder>, SinkError> {
-        let mut header: Vec<String> =
-            ["window_start", "window_end", "tenant", "stream"].iter().map(|s| (*s).to_owned()).collect();
-        header.extend(self.columns.labels.iter().cloned());
-        header.extend(["labels", "events", "count"].iter().map(|s| (*s).to_owned()));
-        header.extend(self.columns.fields.iter().flat_map(ResultColumns::field_columns));
-        header.extend(["revision", "is_final"].iter().map(|s| (*s).to_owned()));
         let mut out = String::with_capacity(64 * 1024);
-        for (i, name) in header.iter().enumerate() {
+        for (i, name) in self.layout.column_names().iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
             quote(&mut out, name);
         }
         out.push_str("\r\n");
-        Ok(Box::new(CsvResultFile { columns: Arc::clone(&self.columns), out }))
+        Ok(Box::new(CsvFile { layout: self.layout.clone(), out }))
     }
 
     fn extension(&self) -> &'static str {
@@ -184,58 +56,18 @@ impl EncoderFactory for CsvResultFactory {
     }
 }
 
-struct CsvResultFile {
-    columns: Arc<ResultColumns>,
+struct CsvFile {
+    layout: Layout,
     out: String,
 }
 
-impl CsvResultFile {
-    fn push_result(&mut self, r: &WindowResult) {
-        let out = &mut self.out;
-        out.push_str(&r.start.to_rfc3339());
-        out.push(',');
-        out.push_str(&r.end.to_rfc3339());
-        out.push(',');
-        quote(out, &r.group.tenant);
-        out.push(',');
-        quote(out, &r.group.stream);
-        for name in &self.columns.labels {
-            out.push(',');
-            if let Some(v) = r.group.label(name) {
-                quote(out, v);
-            }
-        }
-        out.push(',');
-        let mut json = String::from("{");
-        let others = r.group.labels.iter().filter(|(k, _)| !self.columns.labels.iter().any(|l| **l == **k));
-        for (i, (k, v)) in others.enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json_string(&mut json, k);
-            json.push(':');
-            json_string(&mut json, v);
-        }
-        json.push('}');
-        quote(out, &json);
-        let _ = write!(out, ",{},", r.events);
-        number(out, r.count);
-        for field in &self.columns.fields {
-            for value in result_values(r, field) {
-                out.push(',');
-                if let Some(v) = value {
-                    number(out, v);
-                }
-            }
-        }
-        let _ = write!(out, ",{},{}\r\n", r.revision, r.is_final);
-    }
-}
-
-impl Encoder for CsvResultFile {
+impl Encoder for CsvFile {
     fn push(&mut self, row: Row<'_>) -> Result<(), SinkError> {
-        let Row::Result(r) = row else { return Err(wrong_row()) };
-        self.push_result(r);
+        match (&self.layout, row) {
+            (Layout::Events(columns), Row::Event(e)) => push_event(&mut self.out, columns, e),
+            (Layout::Results(columns), Row::Result(r)) => push_result(&mut self.out, columns, r),
+            _ => return Err(wrong_row()),
+        }
         Ok(())
     }
 
@@ -246,6 +78,109 @@ impl Encoder for CsvResultFile {
     fn finish(self: Box<Self>) -> Result<Vec<u8>, SinkError> {
         Ok(self.out.into_bytes())
     }
+}
+
+fn push_event(out: &mut String, columns: &EventColumns, e: &EventRef<'_>) {
+    out.push_str(&e.ts().to_rfc3339());
+    out.push(',');
+    quote(out, e.tenant());
+    out.push(',');
+    quote(out, e.stream());
+    out.push(',');
+    match e.id() {
+        Some(EventIdRef::Str(s)) => quote(out, s),
+        Some(EventIdRef::Bytes(b)) => base64(out, b),
+        None => {}
+    }
+    for name in &columns.dims {
+        out.push(',');
+        if let Some(v) = e.dim(name) {
+            quote(out, v);
+        }
+    }
+    for name in &columns.fields {
+        out.push(',');
+        if let Some(v) = e.field(name) {
+            number(out, v);
+        }
+    }
+    out.push(',');
+    let dims = e.dims().filter(|(k, _)| !columns.dims.iter().any(|d| d == k));
+    json_object(out, dims, json_string);
+    out.push(',');
+    // JSON has no NaN or infinities: those go as strings, as the Protobuf
+    // JSON mapping does.
+    let fields = e.fields().filter(|(k, _)| !columns.fields.iter().any(|f| f == k));
+    json_object(out, fields, |json, v| {
+        if v.is_finite() {
+            number(json, v);
+        } else {
+            json.push('"');
+            number(json, v);
+            json.push('"');
+        }
+    });
+    let geo = e.geo();
+    out.push(',');
+    if let Some(g) = geo {
+        number(out, g.lat);
+    }
+    out.push(',');
+    if let Some(g) = geo {
+        number(out, g.lon);
+    }
+    if columns.payload {
+        out.push(',');
+        if let Some(p) = e.payload() {
+            base64(out, p);
+        }
+    }
+    out.push_str("\r\n");
+}
+
+fn push_result(out: &mut String, columns: &ResultColumns, r: &WindowResult) {
+    out.push_str(&r.start.to_rfc3339());
+    out.push(',');
+    out.push_str(&r.end.to_rfc3339());
+    out.push(',');
+    quote(out, &r.group.tenant);
+    out.push(',');
+    quote(out, &r.group.stream);
+    for name in &columns.labels {
+        out.push(',');
+        if let Some(v) = r.group.label(name) {
+            quote(out, v);
+        }
+    }
+    out.push(',');
+    let others = r.group.labels.iter().filter(|(k, _)| !columns.labels.iter().any(|l| **l == **k));
+    json_object(out, others.map(|(k, v)| (&**k, &**v)), json_string);
+    let _ = write!(out, ",{},", r.events);
+    number(out, r.count);
+    for field in &columns.fields {
+        for value in result_values(r, field) {
+            out.push(',');
+            if let Some(v) = value {
+                number(out, v);
+            }
+        }
+    }
+    let _ = write!(out, ",{},{}\r\n", r.revision, r.is_final);
+}
+
+/// A JSON object of `pairs` (values written by `value`), as one CSV field.
+fn json_object<'a, V>(out: &mut String, pairs: impl Iterator<Item = (&'a str, V)>, value: impl Fn(&mut String, V)) {
+    let mut json = String::from("{");
+    for (i, (k, v)) in pairs.enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json_string(&mut json, k);
+        json.push(':');
+        value(&mut json, v);
+    }
+    json.push('}');
+    quote(out, &json);
 }
 
 /// A field, quoted when it holds a comma, a quote or a line break (RFC 4180).

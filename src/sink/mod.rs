@@ -192,12 +192,18 @@ pub struct SinkStats {
 
 /// Checks that promoted columns are unique and do not clash with the fixed ones.
 fn check_columns(columns: &EventColumns) -> Result<(), SinkError> {
-    let mut names: Vec<&str> = vec!["ts", "tenant", "stream", "id", "dims", "fields", "lat", "lon", "payload"];
-    for name in columns.dims.iter().chain(&columns.fields) {
-        if names.contains(&name.as_str()) {
-            return Err(SinkError::Config(format!("column {name:?} is promoted twice or clashes with a fixed column")));
+    check_unique(Layout::Events(Arc::new(columns.clone())).column_names())
+}
+
+/// Checks that no column name is used twice.
+fn check_unique(names: Vec<String>) -> Result<(), SinkError> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name.clone()) {
+            return Err(SinkError::Config(format!(
+                "column {name:?} is twice in the schema (promoted twice, or clashing with a fixed column)"
+            )));
         }
-        names.push(name);
     }
     Ok(())
 }
@@ -233,6 +239,39 @@ pub(crate) trait Encoder {
 pub(crate) trait EncoderFactory {
     fn open(&self) -> Result<Box<dyn Encoder>, SinkError>;
     fn extension(&self) -> &'static str;
+}
+
+/// What a sink's files hold: events or window results, and their columns.
+#[derive(Clone)]
+pub(crate) enum Layout {
+    Events(Arc<EventColumns>),
+    Results(Arc<ResultColumns>),
+}
+
+impl Layout {
+    /// The column names, in file order.
+    fn column_names(&self) -> Vec<String> {
+        let owned = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+        let mut names = Vec::new();
+        match self {
+            Layout::Events(c) => {
+                names.extend(owned(&["ts", "tenant", "stream", "id"]));
+                names.extend(c.dims.iter().chain(&c.fields).cloned());
+                names.extend(owned(&["dims", "fields", "lat", "lon"]));
+                if c.payload {
+                    names.push("payload".to_owned());
+                }
+            }
+            Layout::Results(c) => {
+                names.extend(owned(&["window_start", "window_end", "tenant", "stream"]));
+                names.extend(c.labels.iter().cloned());
+                names.extend(owned(&["labels", "events", "count"]));
+                names.extend(c.fields.iter().flat_map(ResultColumns::field_columns));
+                names.extend(owned(&["revision", "is_final"]));
+            }
+        }
+        names
+    }
 }
 
 /// The error of an encoder given a row of the other kind (a bug).
@@ -338,19 +377,7 @@ impl ResultColumns {
 
     /// Checks that the column names are unique.
     pub(crate) fn check(&self) -> Result<(), SinkError> {
-        let mut names: Vec<String> =
-            ["window_start", "window_end", "tenant", "stream", "labels", "events", "count", "revision", "is_final"]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect();
-        let columns = self.labels.iter().cloned().chain(self.fields.iter().flat_map(ResultColumns::field_columns));
-        for name in columns {
-            if names.contains(&name) {
-                return Err(SinkError::Config(format!("column {name:?} is twice in the result schema")));
-            }
-            names.push(name);
-        }
-        Ok(())
+        check_unique(Layout::Results(Arc::new(self.clone())).column_names())
     }
 }
 

@@ -18,8 +18,8 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    EVENT_SCHEMA_VERSION, Encoder, EncoderFactory, EventColumns, EventSink, RESULT_SCHEMA_VERSION, ResultColumns,
-    ResultSink, Row, SinkConfig, SinkError, result_values, wrong_row,
+    EVENT_SCHEMA_VERSION, Encoder, EncoderFactory, EventColumns, EventSink, Layout, RESULT_SCHEMA_VERSION,
+    ResultColumns, ResultSink, Row, SinkConfig, SinkError, result_values, wrong_row,
 };
 use crate::event::{EventIdRef, EventRef};
 use crate::window::WindowResult;
@@ -138,12 +138,6 @@ fn properties(
         props = props.set_column_bloom_filter_enabled(ColumnPath::from(column), true);
     }
     Ok(props.build())
-}
-
-/// What the files hold.
-enum Layout {
-    Events(Arc<EventColumns>),
-    Results(Arc<ResultColumns>),
 }
 
 struct ParquetFactory {
