@@ -46,7 +46,7 @@ fn csv_rows_quote_and_read_back() {
         &Event::new("acme", "http", t)
             .with_id("a,\"b\"")
             .with_dim("region", "eu, west")
-            .with_dim("note", "line\nbreak")
+            .with_dim("note", "line\nbreak \"q\" back\\slash \u{1}")
             .with_field("latency_ms", 0.1 + 0.2)
             .with_field("big", 1e300)
             .with_field("zero", -0.0)
@@ -72,7 +72,7 @@ fn csv_rows_quote_and_read_back() {
     assert_eq!(row[4], "eu, west");
     assert_eq!(row[5].parse::<f64>().unwrap().to_bits(), (0.1f64 + 0.2).to_bits());
     let dims: serde_json::Value = serde_json::from_str(&row[6]).unwrap();
-    assert_eq!(dims["note"], "line\nbreak");
+    assert_eq!(dims["note"], "line\nbreak \"q\" back\\slash \u{1}");
     let fields: serde_json::Value = serde_json::from_str(&row[7]).unwrap();
     assert_eq!(fields["big"].as_f64(), Some(1e300));
     assert!(fields["zero"].as_f64().unwrap().is_sign_negative());

@@ -81,7 +81,7 @@ impl Encoder for CsvFile {
 }
 
 fn push_event(out: &mut String, columns: &EventColumns, e: &EventRef<'_>) {
-    out.push_str(&e.ts().to_rfc3339());
+    let _ = e.ts().write_rfc3339(out);
     out.push(',');
     quote(out, e.tenant());
     out.push(',');
@@ -115,9 +115,9 @@ fn push_event(out: &mut String, columns: &EventColumns, e: &EventRef<'_>) {
         if v.is_finite() {
             number(json, v);
         } else {
-            json.push('"');
+            json.push_str("\"\"");
             number(json, v);
-            json.push('"');
+            json.push_str("\"\"");
         }
     });
     let geo = e.geo();
@@ -139,9 +139,9 @@ fn push_event(out: &mut String, columns: &EventColumns, e: &EventRef<'_>) {
 }
 
 fn push_result(out: &mut String, columns: &ResultColumns, r: &WindowResult) {
-    out.push_str(&r.start.to_rfc3339());
+    let _ = r.start.write_rfc3339(out);
     out.push(',');
-    out.push_str(&r.end.to_rfc3339());
+    let _ = r.end.write_rfc3339(out);
     out.push(',');
     quote(out, &r.group.tenant);
     out.push(',');
@@ -168,19 +168,20 @@ fn push_result(out: &mut String, columns: &ResultColumns, r: &WindowResult) {
     let _ = write!(out, ",{},{}\r\n", r.revision, r.is_final);
 }
 
-/// A JSON object of `pairs` (values written by `value`), as one CSV field.
+/// A JSON object of `pairs` (values written by `value`), as one CSV
+/// field: always quoted (JSON strings hold quotes), the quotes doubled as
+/// it is written, so no buffer is needed per row.
 fn json_object<'a, V>(out: &mut String, pairs: impl Iterator<Item = (&'a str, V)>, value: impl Fn(&mut String, V)) {
-    let mut json = String::from("{");
+    out.push_str("\"{");
     for (i, (k, v)) in pairs.enumerate() {
         if i > 0 {
-            json.push(',');
+            out.push(',');
         }
-        json_string(&mut json, k);
-        json.push(':');
-        value(&mut json, v);
+        json_string(out, k);
+        out.push(':');
+        value(out, v);
     }
-    json.push('}');
-    quote(out, &json);
+    out.push_str("}\"");
 }
 
 /// A field, quoted when it holds a comma, a quote or a line break (RFC 4180).
@@ -216,12 +217,24 @@ fn number(out: &mut String, v: f64) {
     }
 }
 
+/// A JSON string inside a quoted CSV field: JSON escapes, and each `"`
+/// written twice for CSV.
 fn json_string(out: &mut String, s: &str) {
-    // serde_json escapes exactly as JSON requires.
-    match serde_json::to_string(s) {
-        Ok(text) => out.push_str(&text),
-        Err(_) => out.push_str("\"\""),
+    out.push_str("\"\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\"\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
     }
+    out.push_str("\"\"");
 }
 
 fn base64(out: &mut String, bytes: &[u8]) {
