@@ -16,6 +16,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
+use smallvec::{SmallVec, smallvec};
 
 use super::{
     EVENT_SCHEMA_VERSION, Encoder, EncoderFactory, EventColumns, EventSink, Layout, RESULT_SCHEMA_VERSION,
@@ -367,31 +368,48 @@ impl Rows {
             }
             None => self.id.append_null(),
         }
-        for (name, builder) in self.columns.dims.iter().zip(&mut self.dims) {
-            match e.dim(name) {
-                Some(v) => {
-                    builder.append_value(v);
-                    bytes += v.len();
+        // One pass over the event's dims and fields: each goes to its
+        // promoted column or to the map.
+        let mut dims: SmallVec<[Option<&str>; 4]> = smallvec![None; self.dims.len()];
+        for (k, v) in e.dims() {
+            match self.columns.dims.iter().position(|d| d == k) {
+                Some(i) => {
+                    if let Some(slot) = dims.get_mut(i) {
+                        *slot = Some(v);
+                    }
                 }
-                None => builder.append_null(),
+                None => {
+                    self.other_dims.keys().append_value(k);
+                    self.other_dims.values().append_value(v);
+                    bytes += k.len() + 8;
+                }
             }
-        }
-        for (name, builder) in self.columns.fields.iter().zip(&mut self.fields) {
-            builder.append_option(e.field(name));
-            bytes += 8;
-        }
-        for (k, v) in e.dims().filter(|(k, _)| !self.columns.dims.iter().any(|d| d == k)) {
-            self.other_dims.keys().append_value(k);
-            self.other_dims.values().append_value(v);
-            bytes += k.len() + v.len() + 8;
+            bytes += v.len();
         }
         self.other_dims.append(true).map_err(|e| SinkError::Encode(e.to_string()))?;
-        for (k, v) in e.fields().filter(|(k, _)| !self.columns.fields.iter().any(|f| f == k)) {
-            self.other_fields.keys().append_value(k);
-            self.other_fields.values().append_value(v);
-            bytes += k.len() + 16;
+        for (builder, v) in self.dims.iter_mut().zip(dims) {
+            builder.append_option(v);
+        }
+        let mut fields: SmallVec<[Option<f64>; 4]> = smallvec![None; self.fields.len()];
+        for (k, v) in e.fields() {
+            match self.columns.fields.iter().position(|f| f == k) {
+                Some(i) => {
+                    if let Some(slot) = fields.get_mut(i) {
+                        *slot = Some(v);
+                    }
+                }
+                None => {
+                    self.other_fields.keys().append_value(k);
+                    self.other_fields.values().append_value(v);
+                    bytes += k.len() + 8;
+                }
+            }
+            bytes += 8;
         }
         self.other_fields.append(true).map_err(|e| SinkError::Encode(e.to_string()))?;
+        for (builder, v) in self.fields.iter_mut().zip(fields) {
+            builder.append_option(v);
+        }
         let geo = e.geo();
         self.lat.append_option(geo.map(|g| g.lat));
         self.lon.append_option(geo.map(|g| g.lon));
