@@ -317,3 +317,16 @@ fn window_results_as_parquet_and_csv() {
     );
     assert_eq!(text.lines().count() as u64, csv_files[0].rows + 1);
 }
+
+#[test]
+fn a_repeated_name_reads_as_its_first_value() {
+    // Decoders refuse repeated names; an `Event` built in code may have them.
+    let mut batch = EventBatch::new();
+    batch.push(&Event::new("acme", "http", t(0)).with_field("latency_ms", 1.0).with_field("latency_ms", 2.0));
+    let mut sink = EventSink::parquet(config(), ParquetOptions::default()).unwrap();
+    let mut files = Vec::new();
+    sink.push(&batch, t(0), &mut files).unwrap();
+    sink.flush(&mut files).unwrap();
+    let b = &read(&files[0])[0];
+    assert_eq!(b.column(5).as_primitive::<Float64Type>().value(0), batch.get(0).unwrap().field("latency_ms").unwrap());
+}

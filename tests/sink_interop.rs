@@ -31,8 +31,10 @@ fn events() -> Vec<Event> {
         .enumerate()
         .map(|(i, mut e)| {
             e.ts = common::traffic::start().saturating_add(Span::from_millis(i as i64 * 997 + (i % 7) as i64));
-            if i % 97 == 0 {
-                e = e.with_field("temp_c", odd[i / 97 % odd.len()]);
+            if i % 97 == 0
+                && let Some(field) = e.fields.iter_mut().find(|(k, _)| k == "temp_c")
+            {
+                field.1 = odd[i / 97 % odd.len()];
             }
             if i % 5 == 0 {
                 e = e.with_geo(GeoPoint { lat: 48.8566 + i as f64 * 1e-6, lon: 2.3522 });

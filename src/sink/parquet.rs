@@ -373,8 +373,9 @@ impl Rows {
         let mut dims: SmallVec<[Option<&str>; 4]> = smallvec![None; self.dims.len()];
         for (k, v) in e.dims() {
             match self.columns.dims.iter().position(|d| d == k) {
+                // The first of repeated names wins, as `EventRef::dim` reads.
                 Some(i) => {
-                    if let Some(slot) = dims.get_mut(i) {
+                    if let Some(slot @ None) = dims.get_mut(i) {
                         *slot = Some(v);
                     }
                 }
@@ -394,7 +395,7 @@ impl Rows {
         for (k, v) in e.fields() {
             match self.columns.fields.iter().position(|f| f == k) {
                 Some(i) => {
-                    if let Some(slot) = fields.get_mut(i) {
+                    if let Some(slot @ None) = fields.get_mut(i) {
                         *slot = Some(v);
                     }
                 }
