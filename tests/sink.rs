@@ -330,3 +330,35 @@ fn a_repeated_name_reads_as_its_first_value() {
     let b = &read(&files[0])[0];
     assert_eq!(b.column(5).as_primitive::<Float64Type>().value(0), batch.get(0).unwrap().field("latency_ms").unwrap());
 }
+
+#[test]
+fn row_groups_are_sorted_by_time_and_say_so() {
+    // Events arrive newest first within the hour.
+    let mut batch = EventBatch::new();
+    for i in (0..100).rev() {
+        let mut e = event(2 * i);
+        e.ts = t(i);
+        batch.push(&e);
+    }
+    let mut sink =
+        EventSink::parquet(config(), ParquetOptions { row_group_rows: 32, ..ParquetOptions::default() }).unwrap();
+    let mut files = Vec::new();
+    sink.push(&batch, t(0), &mut files).unwrap();
+    sink.flush(&mut files).unwrap();
+    use parquet::file::reader::FileReader;
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(files[0].bytes.clone()).unwrap();
+    for rg in reader.metadata().row_groups() {
+        let sorting = rg.sorting_columns().unwrap();
+        assert_eq!((sorting[0].column_idx, sorting[0].descending), (0, false));
+    }
+    let mut rows = 0;
+    // Batches of 32 rows: one row group each.
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(files[0].bytes.clone()).unwrap().with_batch_size(32).build().unwrap();
+    for b in reader.map(Result::unwrap) {
+        let ts = b.column(0).as_primitive::<TimestampNanosecondType>();
+        assert!(ts.values().is_sorted());
+        rows += b.num_rows();
+    }
+    assert_eq!(rows, 100);
+}

@@ -21,6 +21,10 @@
 //! | `lat`, `lon` | `Float64`, nullable | geo point |
 //! | `payload` | `Binary`, nullable | only with [`EventColumns::payload`] |
 //!
+//! Each row group is sorted by event time (rows that came out of order
+//! are put in order, the usual case costs one check) and its Parquet
+//! sorting metadata says so, which lets readers skip and merge.
+//!
 //! The file's key-value metadata carries `edgestream.schema` =
 //! [`EVENT_SCHEMA_VERSION`]. CSV files ([`EventSink::csv`]) have the same
 //! columns, with RFC 3339 times and the maps as JSON objects.

@@ -46,6 +46,10 @@ def main():
         meta = pq.read_metadata(path)
         if (meta.metadata or {}).get(b"edgestream.schema") != b"1":
             fail(f"{path}: schema version metadata missing")
+        for g in range(meta.num_row_groups):
+            sorting = meta.row_group(g).sorting_columns
+            if not sorting or sorting[0].column_index != 0 or sorting[0].descending:
+                fail(f"{path}: row group {g} does not say it is sorted by ts: {sorting}")
         table = pq.read_table(path)
         schema = table.schema
         want = {
