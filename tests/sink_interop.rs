@@ -17,7 +17,7 @@ use std::io::Write;
 use std::process::Command;
 
 use edgestream::event::{Event, EventBatch, GeoPoint};
-use edgestream::sink::{EventColumns, EventSink, ParquetOptions, SinkConfig};
+use edgestream::sink::{EventColumns, EventSink, ParquetOptions, ResultColumns, ResultSink, SinkConfig};
 use edgestream::time::Span;
 use edgestream::window::{FieldSpec, WindowSpec, Windows};
 use serde_json::json;
@@ -53,6 +53,9 @@ fn pyarrow_and_duckdb_read_what_we_write() {
     let events = events();
     let dir = std::env::temp_dir().join(format!("edgestream-sink-interop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    // The window results go in a tree of their own.
+    let results_dir = std::env::temp_dir().join(format!("edgestream-sink-interop-results-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&results_dir);
 
     // Write, as a host would store the finished files.
     let config = SinkConfig {
@@ -73,7 +76,7 @@ fn pyarrow_and_duckdb_read_what_we_write() {
     sink.flush(&mut files).unwrap();
     assert!(files.len() >= 12, "3 tenants × 6 hours: {}", files.len());
     // The same events as CSV, in their own tree.
-    let mut csv = EventSink::csv(config).unwrap();
+    let mut csv = EventSink::csv(config.clone()).unwrap();
     let mut csv_files = Vec::new();
     for chunk in events.chunks(1_000) {
         let mut batch = EventBatch::new();
@@ -120,7 +123,12 @@ fn pyarrow_and_duckdb_read_what_we_write() {
     windows.advance(last.saturating_add(Span::from_hours(1)));
     assert!(late.is_empty());
     let mut results = Vec::new();
+    // The window results as Parquet too, for pyarrow to read.
+    let mut result_sink =
+        ResultSink::parquet(config.clone(), ResultColumns::of(windows.spec()), ParquetOptions::default()).unwrap();
+    let mut result_files = Vec::new();
     while let Some(r) = windows.poll_result() {
+        result_sink.push(&r, last, &mut result_files).unwrap();
         let f = r.field("temp_c").unwrap();
         results.push(json!({
             "start": r.start.as_nanos(), "count": r.events,
@@ -128,6 +136,12 @@ fn pyarrow_and_duckdb_read_what_we_write() {
         }));
     }
     results.sort_by_key(|r| r["start"].as_i64());
+    result_sink.flush(&mut result_files).unwrap();
+    for file in &result_files {
+        let path = results_dir.join(&file.path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &file.bytes).unwrap();
+    }
     std::fs::write(dir.join("windows.json"), serde_json::to_vec(&results).unwrap()).unwrap();
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/check_sink.py");
@@ -137,6 +151,7 @@ fn pyarrow_and_duckdb_read_what_we_write() {
         .arg(dir.join("expected.ndjson"))
         .arg(dir.join("windows.json"))
         .arg(dir.join("csv"))
+        .arg(&results_dir)
         .output()
         .expect("a Python interpreter (set EDGESTREAM_PYTHON)");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -144,4 +159,5 @@ fn pyarrow_and_duckdb_read_what_we_write() {
     println!("{stdout}");
     assert!(output.status.success(), "the readers disagree:\n{stdout}\n{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&results_dir);
 }

@@ -1,6 +1,6 @@
 """Reads edgestream's Parquet files with real readers: pyarrow and DuckDB.
 
-Usage: check_sink.py <dir of Hive-partitioned files> <expected events .ndjson> <expected windows .json> [<dir of CSV files>]
+Usage: check_sink.py <dir of Hive-partitioned files> <expected events .ndjson> <expected windows .json> [<dir of CSV files> [<dir of window-result files>]]
 
 - pyarrow: every file, its schema and key-value metadata, and every value
   against the events the Rust test wrote (floats bit for bit, times exact);
@@ -121,6 +121,39 @@ def main():
 
     if len(sys.argv) > 4:
         check_csv(con, sys.argv[4], expected, windows)
+    if len(sys.argv) > 5:
+        check_results(sys.argv[5], windows)
+
+
+def check_results(results_root, windows):
+    """pyarrow reads the window-result files: types, and the aggregates."""
+    files = sorted(glob.glob(os.path.join(results_root, "**", "*.parquet"), recursive=True))
+    if not files:
+        fail("no result files")
+    tables = []
+    for path in files:
+        meta = pq.read_metadata(path)
+        if (meta.metadata or {}).get(b"edgestream.result_schema") != b"1":
+            fail(f"{path}: result schema version metadata missing")
+        tables.append(pq.read_table(path))
+    table = pa.concat_tables(tables)
+    schema = table.schema
+    for name, typ in {"window_start": pa.timestamp("ns", tz="UTC"), "events": pa.uint64(), "temp_c_min": pa.float64(), "is_final": pa.bool_()}.items():
+        if schema.field(name).type != typ:
+            fail(f"result column {name} is {schema.field(name).type}, not {typ}")
+    rows = sorted(zip(
+        table.column("window_start").cast(pa.int64()).to_pylist(),
+        table.column("events").to_pylist(),
+        table.column("temp_c_sum").to_pylist(),
+        table.column("temp_c_min").to_pylist(),
+        table.column("temp_c_max").to_pylist(),
+    ))
+    if len(rows) != len(windows):
+        fail(f"{len(rows)} result rows, {len(windows)} windows")
+    for (start, events, total, lo, hi), w in zip(rows, windows):
+        if (start, events) != (w["start"], w["count"]) or bits(total) != bits(w["sum"]) or bits(lo) != bits(w["min"]) or bits(hi) != bits(w["max"]):
+            fail(f"result row {(start, events, total, lo, hi)} != window {w}")
+    print(f"pyarrow: {len(files)} window-result files, {len(rows)} rows, every aggregate equal")
 
 
 def check_csv(con, csv_root, expected, windows):
