@@ -97,5 +97,6 @@ pub mod proto;
 pub mod sample;
 pub mod sink;
 pub mod stats;
+mod text;
 pub mod time;
 pub mod window;

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::parse::{self, ParseError};
+use crate::text::ShortF64;
 use crate::time::Span;
 
 /// The longest `change(…, n)` look-back a rule may ask for, in windows.
@@ -167,13 +168,13 @@ impl fmt::Display for Expr {
             Expr::Spike { of, alpha, warmup, min_dev } => {
                 write!(f, "spike({of}")?;
                 if *alpha != Expr::DEFAULT_ALPHA {
-                    write!(f, ", alpha={}", Num(*alpha))?;
+                    write!(f, ", alpha={}", ShortF64(*alpha))?;
                 }
                 if *warmup != Expr::DEFAULT_WARMUP {
                     write!(f, ", warmup={warmup}")?;
                 }
                 if *min_dev != 0.0 {
-                    write!(f, ", min_dev={}", Num(*min_dev))?;
+                    write!(f, ", min_dev={}", ShortF64(*min_dev))?;
                 }
                 f.write_str(")")
             }
@@ -270,18 +271,7 @@ impl Compare {
 
 impl fmt::Display for Compare {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.op.symbol(), Num(self.threshold))
-    }
-}
-
-/// A number in the text form: as written plainly when short (`250`,
-/// `0.5`), else with an exponent (`1e300`, `5e-324`); both read back exactly.
-pub(crate) struct Num(pub(crate) f64);
-
-impl fmt::Display for Num {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plain = self.0.to_string();
-        if plain.len() <= 24 { f.write_str(&plain) } else { write!(f, "{:e}", self.0) }
+        write!(f, "{} {}", self.op.symbol(), ShortF64(self.threshold))
     }
 }
 

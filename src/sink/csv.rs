@@ -9,6 +9,7 @@ use super::{
     result_values, wrong_row,
 };
 use crate::event::{EventIdRef, EventRef};
+use crate::text::ShortF64;
 use crate::window::WindowResult;
 
 impl EventSink {
@@ -200,20 +201,15 @@ fn quote(out: &mut String, s: &str) {
     }
 }
 
-/// A float that reads back exactly: the shortest exact digits, with an
-/// exponent when that is shorter; `NaN`, `Infinity`, `-Infinity`.
+/// A float that reads back exactly ([`ShortF64`]); `NaN`, `Infinity`,
+/// `-Infinity` for the others.
 fn number(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
     } else {
-        let plain = v.to_string();
-        if plain.len() <= 24 {
-            out.push_str(&plain);
-        } else {
-            let _ = write!(out, "{v:e}");
-        }
+        let _ = write!(out, "{}", ShortF64(v));
     }
 }
 

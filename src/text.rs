@@ -1,0 +1,51 @@
+//! Small text helpers shared by the formats.
+
+use core::fmt;
+
+/// An `f64` written so that it reads back exactly and stays short: the
+/// plain shortest digits (`250`, `0.30000000000000004`) when they fit in
+/// 24 characters, else with an exponent (`1e300`, `5e-324`). No heap
+/// allocation.
+pub(crate) struct ShortF64(pub(crate) f64);
+
+/// A 24-byte buffer that refuses to grow.
+struct Small {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl fmt::Write for Small {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl fmt::Display for ShortF64 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut small = Small { bytes: [0; 24], len: 0 };
+        if fmt::Write::write_fmt(&mut small, format_args!("{}", self.0)).is_ok() {
+            f.write_str(core::str::from_utf8(small.bytes.get(..small.len).unwrap_or_default()).unwrap_or_default())
+        } else {
+            write!(f, "{:e}", self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShortF64;
+
+    #[test]
+    fn short_and_exact() {
+        for (v, text) in
+            [(250.0, "250"), (0.1 + 0.2, "0.30000000000000004"), (1e300, "1e300"), (5e-324, "5e-324"), (-0.0, "-0")]
+        {
+            assert_eq!(ShortF64(v).to_string(), text);
+            assert_eq!(text.parse::<f64>().unwrap().to_bits(), v.to_bits());
+        }
+    }
+}
