@@ -35,9 +35,29 @@ impl fmt::Display for ShortF64 {
     }
 }
 
+/// Byte-string equality tuned for the short strings labels are: two
+/// overlapping word loads instead of a call to `memcmp`.
+#[inline]
+pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    fn word<const N: usize>(s: &[u8], at: usize) -> Option<[u8; N]> {
+        s.get(at..at + N).and_then(|w| w.try_into().ok())
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..=3 => a.first() == b.first() && a.get(n / 2) == b.get(n / 2) && a.last() == b.last(),
+        4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
+        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ShortF64;
+    use super::{ShortF64, short_eq};
 
     #[test]
     fn short_and_exact() {
@@ -46,6 +66,20 @@ mod tests {
         {
             assert_eq!(ShortF64(v).to_string(), text);
             assert_eq!(text.parse::<f64>().unwrap().to_bits(), v.to_bits());
+        }
+    }
+
+    #[test]
+    fn short_string_equality_sees_every_byte() {
+        for len in 0..40usize {
+            let a: Vec<u8> = (0..len as u8).collect();
+            assert!(short_eq(&a, &a.clone()));
+            for i in 0..len {
+                let mut b = a.clone();
+                b[i] ^= 0x20;
+                assert!(!short_eq(&a, &b), "len {len}, byte {i}");
+            }
+            assert!(!short_eq(&a, &[a.as_slice(), b"x"].concat()));
         }
     }
 }

@@ -266,7 +266,7 @@ pub(crate) struct Record {
 ///
 /// Storage is columnar and shared: strings are interned once per batch in
 /// [`EventBatch::symbols`], dims and fields of all events sit in two flat
-/// arrays, ids in one byte arena, and payloads are [`Bytes`] slices of the
+/// arrays, ids in two arenas (text and bytes), and payloads are [`Bytes`] slices of the
 /// decoded body (no copy). Reusing a batch ([`EventBatch::clear`], or a
 /// decoder's `decode_into`) keeps every allocation, so steady-state decoding
 /// allocates nothing per event.
@@ -292,7 +292,10 @@ pub struct EventBatch {
     records: Vec<Record>,
     dims: Vec<(Sym, Sym)>,
     fields: Vec<(Sym, f64)>,
-    ids: Vec<u8>,
+    /// Arenas of string ids (kept as text, so reading one back needs no
+    /// UTF-8 check) and of byte ids.
+    id_text: String,
+    id_bytes: Vec<u8>,
     /// Scratch for validation: a verdict per symbol, kept to reuse the allocation.
     verdicts: Vec<u8>,
 }
@@ -334,7 +337,8 @@ impl EventBatch {
         self.records.clear();
         self.dims.clear();
         self.fields.clear();
-        self.ids.clear();
+        self.id_text.clear();
+        self.id_bytes.clear();
     }
 
     /// The batch's string table: resolves the [`Sym`]s of its events.
@@ -381,7 +385,7 @@ impl EventBatch {
         EventBuilder {
             dims_start: self.dims.len(),
             fields_start: self.fields.len(),
-            ids_start: self.ids.len(),
+            id_starts: (self.id_text.len(), self.id_bytes.len()),
             id: IdSlot::None,
             batch: self,
         }
@@ -426,7 +430,8 @@ pub(crate) struct EventBuilder<'b> {
     batch: &'b mut EventBatch,
     dims_start: usize,
     fields_start: usize,
-    ids_start: usize,
+    /// Lengths of the two id arenas when the event started.
+    id_starts: (usize, usize),
     id: IdSlot,
 }
 
@@ -467,21 +472,25 @@ impl EventBuilder<'_> {
 
     /// Sets a string id, replacing any id set before.
     pub(crate) fn id_str(&mut self, id: &str) {
-        let r = self.store_id(id.as_bytes());
-        self.id = IdSlot::Str(r);
+        self.drop_id();
+        let (start, _) = self.id_starts;
+        self.batch.id_text.push_str(id);
+        self.id = IdSlot::Str(start..self.batch.id_text.len());
     }
 
     /// Sets a bytes id, replacing any id set before.
     pub(crate) fn id_bytes(&mut self, id: &[u8]) {
-        let r = self.store_id(id);
-        self.id = IdSlot::Bytes(r);
+        self.drop_id();
+        let (_, start) = self.id_starts;
+        self.batch.id_bytes.extend_from_slice(id);
+        self.id = IdSlot::Bytes(start..self.batch.id_bytes.len());
     }
 
-    fn store_id(&mut self, id: &[u8]) -> Range<usize> {
-        // A replaced id of this same event is dropped from the arena.
-        self.batch.ids.truncate(self.ids_start);
-        self.batch.ids.extend_from_slice(id);
-        self.ids_start..self.batch.ids.len()
+    /// Drops an id this same event set before from the arenas.
+    fn drop_id(&mut self) {
+        let (text, bytes) = self.id_starts;
+        self.batch.id_text.truncate(text);
+        self.batch.id_bytes.truncate(bytes);
     }
 
     /// Seals the event and appends it to the batch.
@@ -566,11 +575,10 @@ impl<'a> EventRef<'a> {
 
     /// The id, if any.
     pub fn id(&self) -> Option<EventIdRef<'a>> {
-        let ids = &self.batch.ids;
         match &self.record.id {
             IdSlot::None => None,
-            IdSlot::Str(r) => ids.get(r.clone()).and_then(|b| core::str::from_utf8(b).ok()).map(EventIdRef::Str),
-            IdSlot::Bytes(r) => ids.get(r.clone()).map(EventIdRef::Bytes),
+            IdSlot::Str(r) => self.batch.id_text.get(r.clone()).map(EventIdRef::Str),
+            IdSlot::Bytes(r) => self.batch.id_bytes.get(r.clone()).map(EventIdRef::Bytes),
         }
     }
 
@@ -671,6 +679,23 @@ mod tests {
         assert_eq!(first.id(), Some(EventIdRef::Bytes(&[1, 2, 3])));
         assert_eq!(batch.get(1).unwrap().dims().len(), 0);
         assert!(batch.get(2).is_none());
+    }
+
+    #[test]
+    fn a_replaced_id_leaves_nothing_behind() {
+        let mut b = EventBatch::new();
+        let mut e = b.start_event();
+        let (t, s) = (e.intern("t"), e.intern("s"));
+        e.id_str("first");
+        e.id_bytes(&[1, 2]);
+        e.finish(t, s, ts(1), None, None);
+        let mut e = b.start_event();
+        e.id_bytes(&[9]);
+        e.id_str("second");
+        e.finish(t, s, ts(2), None, None);
+        assert_eq!(b.get(0).unwrap().id(), Some(EventIdRef::Bytes(&[1, 2])));
+        assert_eq!(b.get(1).unwrap().id(), Some(EventIdRef::Str("second")));
+        assert_eq!((b.id_text.as_str(), b.id_bytes.as_slice()), ("second", &[1u8, 2][..]));
     }
 
     #[test]

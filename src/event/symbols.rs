@@ -6,6 +6,8 @@ use core::ops::Range;
 
 use hashbrown::HashTable;
 
+use crate::text::short_eq;
+
 /// A handle to a string interned in a [`Symbols`] table.
 ///
 /// Symbols are small (`u32`) and compare by value; two equal strings interned
@@ -80,7 +82,7 @@ impl Symbols {
         let Symbols { text, spans, table, .. } = self;
         table
             .find(hash, |&i| {
-                spans.get(i as usize).and_then(|r| text.as_bytes().get(r.clone())).is_some_and(|t| eq(t, bytes))
+                spans.get(i as usize).and_then(|r| text.as_bytes().get(r.clone())).is_some_and(|t| short_eq(t, bytes))
             })
             .map(|&i| Sym(i))
     }
@@ -144,26 +146,6 @@ impl Symbols {
     }
 }
 
-/// Byte-string equality tuned for the short strings labels are: two
-/// overlapping word loads instead of a call to `memcmp`.
-#[inline]
-fn eq(a: &[u8], b: &[u8]) -> bool {
-    fn word<const N: usize>(s: &[u8], at: usize) -> Option<[u8; N]> {
-        s.get(at..at + N).and_then(|w| w.try_into().ok())
-    }
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    match n {
-        0 => true,
-        1..=3 => a.first() == b.first() && a.get(n / 2) == b.get(n / 2) && a.last() == b.last(),
-        4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
-        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
-        _ => a == b,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,20 +167,6 @@ mod tests {
         assert!(s.is_empty());
         assert_eq!(s.resolve(a), None);
         assert_eq!(s.intern("eu-west"), Sym(0));
-    }
-
-    #[test]
-    fn short_string_equality_sees_every_byte() {
-        for len in 0..40usize {
-            let a: Vec<u8> = (0..len as u8).collect();
-            assert!(eq(&a, &a.clone()));
-            for i in 0..len {
-                let mut b = a.clone();
-                b[i] ^= 0x20;
-                assert!(!eq(&a, &b), "len {len}, byte {i}");
-            }
-            assert!(!eq(&a, &[a.as_slice(), b"x"].concat()));
-        }
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::{
-    Encoder, EncoderFactory, EventColumns, EventSink, Layout, ResultColumns, ResultSink, Row, SinkConfig, SinkError,
-    result_values, wrong_row,
+    Encoder, EncoderFactory, EventColumns, EventSink, Layout, ResultColumns, ResultSink, Route, Row, SinkConfig,
+    SinkError, result_values, wrong_row,
 };
 use crate::event::{EventIdRef, EventRef};
 use crate::text::ShortF64;
@@ -65,7 +65,7 @@ struct CsvFile {
 impl Encoder for CsvFile {
     fn push(&mut self, row: Row<'_>) -> Result<(), SinkError> {
         match (&self.layout, row) {
-            (Layout::Events(columns), Row::Event(e)) => push_event(&mut self.out, columns, e),
+            (Layout::Events(columns), Row::Event(e, route)) => push_event(&mut self.out, columns, e, route),
             (Layout::Results(columns), Row::Result(r)) => push_result(&mut self.out, columns, r),
             _ => return Err(wrong_row()),
         }
@@ -81,7 +81,7 @@ impl Encoder for CsvFile {
     }
 }
 
-fn push_event(out: &mut String, columns: &EventColumns, e: &EventRef<'_>) {
+fn push_event<'a>(out: &mut String, columns: &EventColumns, e: &EventRef<'a>, route: &Route<'a>) {
     let _ = e.ts().write_rfc3339(out);
     out.push(',');
     quote(out, e.tenant());
@@ -93,26 +93,24 @@ fn push_event(out: &mut String, columns: &EventColumns, e: &EventRef<'_>) {
         Some(EventIdRef::Bytes(b)) => base64(out, b),
         None => {}
     }
-    for name in &columns.dims {
+    for v in route.promoted_dims(e) {
         out.push(',');
-        if let Some(v) = e.dim(name) {
+        if let Some(v) = v {
             quote(out, v);
         }
     }
-    for name in &columns.fields {
+    for v in route.promoted_fields(e) {
         out.push(',');
-        if let Some(v) = e.field(name) {
+        if let Some(v) = v {
             number(out, v);
         }
     }
     out.push(',');
-    let dims = e.dims().filter(|(k, _)| !columns.dims.iter().any(|d| d == k));
-    json_object(out, dims, json_string);
+    json_object(out, route.other_dims(e), json_string);
     out.push(',');
     // JSON has no NaN or infinities: those go as strings, as the Protobuf
     // JSON mapping does.
-    let fields = e.fields().filter(|(k, _)| !columns.fields.iter().any(|f| f == k));
-    json_object(out, fields, |json, v| {
+    json_object(out, route.other_fields(e), |json, v| {
         if v.is_finite() {
             number(json, v);
         } else {

@@ -44,7 +44,10 @@ use serde::{Deserialize, Serialize};
 pub use self::parquet::{Compression, ParquetOptions};
 pub use path::DEFAULT_TEMPLATE;
 
-use crate::event::{EventBatch, EventRef};
+use smallvec::SmallVec;
+
+use crate::event::{EventBatch, EventRef, Sym, Symbols};
+use crate::text::short_eq;
 use crate::time::{Span, Timestamp};
 use crate::window::{FieldSpec, WindowResult, WindowSpec};
 
@@ -212,10 +215,11 @@ fn check_unique(names: Vec<String>) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// A row of a file: a raw event or a window result.
+/// A row of a file: a raw event (with the routing of its batch's
+/// symbols) or a window result.
 #[derive(Clone, Copy)]
 pub(crate) enum Row<'a> {
-    Event(&'a EventRef<'a>),
+    Event(&'a EventRef<'a>, &'a Route<'a>),
     Result(&'a WindowResult),
 }
 
@@ -223,7 +227,7 @@ impl Row<'_> {
     /// Tenant, stream and time (event time, or window start).
     fn key(&self) -> (&str, &str, Timestamp) {
         match self {
-            Row::Event(e) => (e.tenant(), e.stream(), e.ts()),
+            Row::Event(e, _) => (e.tenant(), e.stream(), e.ts()),
             Row::Result(r) => (&r.group.tenant, &r.group.stream, r.start),
         }
     }
@@ -275,6 +279,60 @@ impl Layout {
             }
         }
         names
+    }
+}
+
+/// The promoted dim and field names of [`EventColumns`] as symbols of one
+/// batch: found once per batch, so sorting an event's dims and fields
+/// into promoted columns and maps compares integers, not strings.
+pub(crate) struct Route<'a> {
+    symbols: &'a Symbols,
+    dims: SmallVec<[Option<Sym>; 4]>,
+    fields: SmallVec<[Option<Sym>; 4]>,
+}
+
+impl<'a> Route<'a> {
+    pub(crate) fn new(columns: &EventColumns, symbols: &'a Symbols) -> Route<'a> {
+        Route {
+            symbols,
+            dims: columns.dims.iter().map(|d| symbols.get(d)).collect(),
+            fields: columns.fields.iter().map(|f| symbols.get(f)).collect(),
+        }
+    }
+
+    /// The value of each promoted dim, in column order (the first of
+    /// repeated names wins, as [`EventRef::dim`] reads).
+    pub(crate) fn promoted_dims(&self, e: &EventRef<'a>) -> impl Iterator<Item = Option<&'a str>> + use<'a, '_> {
+        let (symbols, dims) = (self.symbols, e.dim_syms());
+        self.dims.iter().map(move |key| {
+            let key = (*key)?;
+            dims.iter().find(|(k, _)| *k == key).map(|&(_, v)| symbols.str(v))
+        })
+    }
+
+    /// The dims without a column of their own.
+    pub(crate) fn other_dims(&self, e: &EventRef<'a>) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a, '_> {
+        let symbols = self.symbols;
+        e.dim_syms()
+            .iter()
+            .filter(|(k, _)| !self.dims.contains(&Some(*k)))
+            .map(move |&(k, v)| (symbols.str(k), symbols.str(v)))
+    }
+
+    /// The value of each promoted field, in column order (the first of
+    /// repeated names wins).
+    pub(crate) fn promoted_fields(&self, e: &EventRef<'a>) -> impl Iterator<Item = Option<f64>> + use<'a, '_> {
+        let fields = e.field_syms();
+        self.fields.iter().map(move |key| {
+            let key = (*key)?;
+            fields.iter().find(|(k, _)| *k == key).map(|&(_, v)| v)
+        })
+    }
+
+    /// The fields without a column of their own.
+    pub(crate) fn other_fields(&self, e: &EventRef<'a>) -> impl Iterator<Item = (&'a str, f64)> + use<'a, '_> {
+        let symbols = self.symbols;
+        e.field_syms().iter().filter(|(k, _)| !self.fields.contains(&Some(*k))).map(move |&(k, v)| (symbols.str(k), v))
     }
 }
 
@@ -507,8 +565,9 @@ impl EventSink {
     /// opening files (host time `now`) and finishing them into `out` as
     /// the limits require.
     pub fn push(&mut self, batch: &EventBatch, now: Timestamp, out: &mut Vec<FinishedFile>) -> Result<(), SinkError> {
+        let route = Route::new(&self.core.config.columns, batch.symbols());
         for event in batch.iter() {
-            self.core.push(Row::Event(&event), now, out)?;
+            self.core.push(Row::Event(&event, &route), now, out)?;
         }
         Ok(())
     }
@@ -548,7 +607,11 @@ impl Core {
         let (tenant, stream, ts) = row.key();
         let hour = Timestamp::from_nanos(ts.as_nanos().div_euclid(HOUR.as_nanos()) * HOUR.as_nanos());
         // Consecutive rows mostly share a partition: one comparison finds it.
-        let same = |k: &PartitionKey| k.hour == hour && *k.tenant == *tenant && *k.stream == *stream;
+        let same = |k: &PartitionKey| {
+            k.hour == hour
+                && short_eq(k.tenant.as_bytes(), tenant.as_bytes())
+                && short_eq(k.stream.as_bytes(), stream.as_bytes())
+        };
         let found = match self.last {
             Some(i) if self.open.get(i).is_some_and(|(k, _)| same(k)) => Some(i),
             _ => self.open.iter().position(|(k, _)| same(k)),

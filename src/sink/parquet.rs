@@ -1,16 +1,17 @@
 //! Raw events as Parquet: Arrow builders per open file, encoded into row
 //! groups by the `parquet` crate's `ArrowWriter` into memory.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Float64Builder, MapBuilder, StringBuilder, StringDictionaryBuilder,
-    TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
+    BinaryBuilder, BooleanBuilder, Float64Builder, MapBuilder, StringBuilder, TimestampNanosecondBuilder,
+    UInt32Builder, UInt64Builder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int32Type;
 use arrow_array::types::TimestampNanosecondType;
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::{ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as Codec, ZstdLevel};
@@ -18,13 +19,13 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
-use smallvec::{SmallVec, smallvec};
 
 use super::{
     EVENT_SCHEMA_VERSION, Encoder, EncoderFactory, EventColumns, EventSink, Layout, RESULT_SCHEMA_VERSION,
-    ResultColumns, ResultSink, Row, SinkConfig, SinkError, result_values, wrong_row,
+    ResultColumns, ResultSink, Route, Row, SinkConfig, SinkError, result_values, wrong_row,
 };
 use crate::event::{EventIdRef, EventRef};
+use crate::text::short_eq;
 use crate::window::WindowResult;
 
 /// Parquet compression codecs.
@@ -83,7 +84,7 @@ impl EventSink {
     pub fn parquet(config: SinkConfig, options: ParquetOptions) -> Result<EventSink, SinkError> {
         super::check_columns(&config.columns)?;
         let columns = Arc::new(config.columns.clone());
-        let schema = Rows::new(&columns).finish_batch_schema();
+        let schema = schema_of(Rows::new(&columns).finish()?);
         let props = properties(options, ("edgestream.schema", EVENT_SCHEMA_VERSION), Some("id"))?;
         let factory =
             ParquetFactory { layout: Layout::Events(columns), schema, props, row_group_rows: options.row_group_rows };
@@ -100,7 +101,7 @@ impl ResultSink {
     ) -> Result<ResultSink, SinkError> {
         columns.check()?;
         let columns = Arc::new(columns);
-        let schema = ResultRows::new(&columns).finish_batch_schema();
+        let schema = schema_of(ResultRows::new(&columns).finish()?);
         let props = properties(options, ("edgestream.result_schema", RESULT_SCHEMA_VERSION), None)?;
         let factory =
             ParquetFactory { layout: Layout::Results(columns), schema, props, row_group_rows: options.row_group_rows };
@@ -195,7 +196,7 @@ impl Builders {
         }
     }
 
-    fn finish(&mut self) -> Vec<(String, ArrayRef, bool)> {
+    fn finish(&mut self) -> Result<Vec<(String, ArrayRef, bool)>, SinkError> {
         match self {
             Builders::Events(r) => r.finish(),
             Builders::Results(r) => r.finish(),
@@ -208,8 +209,8 @@ struct ResultRows {
     columns: Arc<ResultColumns>,
     start: TimestampNanosecondBuilder,
     end: TimestampNanosecondBuilder,
-    tenant: StringDictionaryBuilder<Int32Type>,
-    stream: StringDictionaryBuilder<Int32Type>,
+    tenant: DictColumn,
+    stream: DictColumn,
     labels: Vec<StringBuilder>,
     other_labels: MapBuilder<StringBuilder, StringBuilder>,
     events: UInt64Builder,
@@ -229,8 +230,8 @@ impl ResultRows {
             columns: Arc::clone(columns),
             start: TimestampNanosecondBuilder::new().with_timezone("UTC"),
             end: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-            tenant: StringDictionaryBuilder::new(),
-            stream: StringDictionaryBuilder::new(),
+            tenant: DictColumn::default(),
+            stream: DictColumn::default(),
             labels: columns.labels.iter().map(|_| StringBuilder::new()).collect(),
             other_labels: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             events: UInt64Builder::new(),
@@ -246,8 +247,8 @@ impl ResultRows {
     fn push(&mut self, r: &WindowResult) -> Result<(), SinkError> {
         self.start.append_value(r.start.as_nanos());
         self.end.append_value(r.end.as_nanos());
-        self.tenant.append_value(&*r.group.tenant);
-        self.stream.append_value(&*r.group.stream);
+        self.tenant.append(&r.group.tenant);
+        self.stream.append(&r.group.stream);
         let mut bytes = 48;
         for (name, builder) in self.columns.labels.iter().zip(&mut self.labels) {
             let v = r.group.label(name);
@@ -278,12 +279,12 @@ impl ResultRows {
         Ok(())
     }
 
-    fn finish(&mut self) -> Vec<(String, ArrayRef, bool)> {
+    fn finish(&mut self) -> Result<Vec<(String, ArrayRef, bool)>, SinkError> {
         let mut out: Vec<(String, ArrayRef, bool)> = vec![
             ("window_start".into(), Arc::new(self.start.finish()), false),
             ("window_end".into(), Arc::new(self.end.finish()), false),
-            ("tenant".into(), Arc::new(self.tenant.finish()), false),
-            ("stream".into(), Arc::new(self.stream.finish()), false),
+            ("tenant".into(), self.tenant.finish()?, false),
+            ("stream".into(), self.stream.finish()?, false),
         ];
         for (name, b) in self.columns.labels.iter().zip(&mut self.labels) {
             out.push((name.clone(), Arc::new(b.finish()), true));
@@ -299,14 +300,11 @@ impl ResultRows {
         out.push(("is_final".into(), Arc::new(self.is_final.finish()), false));
         self.len = 0;
         self.bytes = 0;
-        out
-    }
-
-    fn finish_batch_schema(mut self) -> SchemaRef {
-        schema_of(self.finish())
+        Ok(out)
     }
 }
 
+/// The schema of the batches that builders produce, from the empty ones.
 fn schema_of(columns: Vec<(String, ArrayRef, bool)>) -> SchemaRef {
     let fields: Vec<Field> = columns
         .into_iter()
@@ -315,12 +313,60 @@ fn schema_of(columns: Vec<(String, ArrayRef, bool)>) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// A dictionary-encoded string column for values that come in long runs
+/// (tenant, stream): a row whose value equals the previous row's costs one
+/// short comparison instead of a hash lookup.
+#[derive(Default)]
+struct DictColumn {
+    keys: Vec<i32>,
+    values: Vec<Box<str>>,
+    index: HashMap<Box<str>, i32>,
+}
+
+impl DictColumn {
+    fn append(&mut self, value: &str) {
+        let last = self.keys.last().copied();
+        let key = match last {
+            Some(k)
+                if usize::try_from(k)
+                    .ok()
+                    .and_then(|k| self.values.get(k))
+                    .is_some_and(|v| short_eq(v.as_bytes(), value.as_bytes())) =>
+            {
+                k
+            }
+            _ => match self.index.get(value) {
+                Some(&k) => k,
+                None => {
+                    // Row groups are far below `i32::MAX` rows, and so are
+                    // their distinct values.
+                    let k = i32::try_from(self.values.len()).unwrap_or(i32::MAX);
+                    self.values.push(value.into());
+                    self.index.insert(value.into(), k);
+                    k
+                }
+            },
+        };
+        self.keys.push(key);
+    }
+
+    /// The column built so far; the dictionary starts over.
+    fn finish(&mut self) -> Result<ArrayRef, SinkError> {
+        let keys = Int32Array::from(std::mem::take(&mut self.keys));
+        let values: ArrayRef = Arc::new(StringArray::from_iter_values(self.values.drain(..)));
+        self.index.clear();
+        let array =
+            DictionaryArray::<Int32Type>::try_new(keys, values).map_err(|e| SinkError::Encode(e.to_string()))?;
+        Ok(Arc::new(array))
+    }
+}
+
 /// Arrow builders of the rows not yet encoded.
 struct Rows {
     columns: Arc<EventColumns>,
     ts: TimestampNanosecondBuilder,
-    tenant: StringDictionaryBuilder<Int32Type>,
-    stream: StringDictionaryBuilder<Int32Type>,
+    tenant: DictColumn,
+    stream: DictColumn,
     id: StringBuilder,
     dims: Vec<StringBuilder>,
     fields: Vec<Float64Builder>,
@@ -339,8 +385,8 @@ impl Rows {
         Rows {
             columns: Arc::clone(columns),
             ts: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-            tenant: StringDictionaryBuilder::new(),
-            stream: StringDictionaryBuilder::new(),
+            tenant: DictColumn::default(),
+            stream: DictColumn::default(),
             id: StringBuilder::new(),
             dims: columns.dims.iter().map(|_| StringBuilder::new()).collect(),
             fields: columns.fields.iter().map(|_| Float64Builder::new()).collect(),
@@ -354,10 +400,10 @@ impl Rows {
         }
     }
 
-    fn push(&mut self, e: &EventRef<'_>) -> Result<(), SinkError> {
+    fn push<'a>(&mut self, e: &EventRef<'a>, route: &Route<'a>) -> Result<(), SinkError> {
         self.ts.append_value(e.ts().as_nanos());
-        self.tenant.append_value(e.tenant());
-        self.stream.append_value(e.stream());
+        self.tenant.append(e.tenant());
+        self.stream.append(e.stream());
         let mut bytes = 40 + e.tenant().len().min(8) + e.stream().len().min(8);
         match e.id() {
             Some(EventIdRef::Str(s)) => {
@@ -372,49 +418,26 @@ impl Rows {
             }
             None => self.id.append_null(),
         }
-        // One pass over the event's dims and fields: each goes to its
-        // promoted column or to the map.
-        let mut dims: SmallVec<[Option<&str>; 4]> = smallvec![None; self.dims.len()];
-        for (k, v) in e.dims() {
-            match self.columns.dims.iter().position(|d| d == k) {
-                // The first of repeated names wins, as `EventRef::dim` reads.
-                Some(i) => {
-                    if let Some(slot @ None) = dims.get_mut(i) {
-                        *slot = Some(v);
-                    }
-                }
-                None => {
-                    self.other_dims.keys().append_value(k);
-                    self.other_dims.values().append_value(v);
-                    bytes += k.len() + 8;
-                }
-            }
-            bytes += v.len();
+        for (builder, v) in self.dims.iter_mut().zip(route.promoted_dims(e)) {
+            builder.append_option(v);
+            bytes += v.map_or(0, str::len);
+        }
+        for (k, v) in route.other_dims(e) {
+            self.other_dims.keys().append_value(k);
+            self.other_dims.values().append_value(v);
+            bytes += k.len() + v.len() + 8;
         }
         self.other_dims.append(true).map_err(|e| SinkError::Encode(e.to_string()))?;
-        for (builder, v) in self.dims.iter_mut().zip(dims) {
+        for (builder, v) in self.fields.iter_mut().zip(route.promoted_fields(e)) {
             builder.append_option(v);
-        }
-        let mut fields: SmallVec<[Option<f64>; 4]> = smallvec![None; self.fields.len()];
-        for (k, v) in e.fields() {
-            match self.columns.fields.iter().position(|f| f == k) {
-                Some(i) => {
-                    if let Some(slot @ None) = fields.get_mut(i) {
-                        *slot = Some(v);
-                    }
-                }
-                None => {
-                    self.other_fields.keys().append_value(k);
-                    self.other_fields.values().append_value(v);
-                    bytes += k.len() + 8;
-                }
-            }
             bytes += 8;
         }
-        self.other_fields.append(true).map_err(|e| SinkError::Encode(e.to_string()))?;
-        for (builder, v) in self.fields.iter_mut().zip(fields) {
-            builder.append_option(v);
+        for (k, v) in route.other_fields(e) {
+            self.other_fields.keys().append_value(k);
+            self.other_fields.values().append_value(v);
+            bytes += k.len() + 16;
         }
+        self.other_fields.append(true).map_err(|e| SinkError::Encode(e.to_string()))?;
         let geo = e.geo();
         self.lat.append_option(geo.map(|g| g.lat));
         self.lon.append_option(geo.map(|g| g.lon));
@@ -433,11 +456,11 @@ impl Rows {
     }
 
     /// The columns built so far, named; the builders start over.
-    fn finish(&mut self) -> Vec<(String, ArrayRef, bool)> {
+    fn finish(&mut self) -> Result<Vec<(String, ArrayRef, bool)>, SinkError> {
         let mut out: Vec<(String, ArrayRef, bool)> = vec![
             ("ts".into(), Arc::new(self.ts.finish()), false),
-            ("tenant".into(), Arc::new(self.tenant.finish()), false),
-            ("stream".into(), Arc::new(self.stream.finish()), false),
+            ("tenant".into(), self.tenant.finish()?, false),
+            ("stream".into(), self.stream.finish()?, false),
             ("id".into(), Arc::new(self.id.finish()), true),
         ];
         for (name, b) in self.columns.dims.iter().zip(&mut self.dims) {
@@ -455,17 +478,7 @@ impl Rows {
         }
         self.len = 0;
         self.bytes = 0;
-        out
-    }
-
-    /// The schema of the batches, from empty builders.
-    fn finish_batch_schema(mut self) -> SchemaRef {
-        let fields: Vec<Field> = self
-            .finish()
-            .into_iter()
-            .map(|(name, array, nullable)| Field::new(name, array.data_type().clone(), nullable))
-            .collect();
-        Arc::new(Schema::new(fields))
+        Ok(out)
     }
 }
 
@@ -485,7 +498,7 @@ impl ParquetFile {
         if self.rows.len() == 0 {
             return Ok(());
         }
-        let arrays: Vec<ArrayRef> = self.rows.finish().into_iter().map(|(_, a, _)| a).collect();
+        let arrays: Vec<ArrayRef> = self.rows.finish()?.into_iter().map(|(_, a, _)| a).collect();
         let batch =
             RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(|e| SinkError::Encode(e.to_string()))?;
         let batch = sorted_by_time(batch)?;
@@ -516,7 +529,7 @@ fn sorted_by_time(batch: RecordBatch) -> Result<RecordBatch, SinkError> {
 impl Encoder for ParquetFile {
     fn push(&mut self, row: Row<'_>) -> Result<(), SinkError> {
         match (&mut self.rows, row) {
-            (Builders::Events(rows), Row::Event(e)) => rows.push(e)?,
+            (Builders::Events(rows), Row::Event(e, route)) => rows.push(e, route)?,
             (Builders::Results(rows), Row::Result(r)) => rows.push(r)?,
             _ => return Err(wrong_row()),
         }
