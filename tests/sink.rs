@@ -176,6 +176,15 @@ fn open_partitions_and_memory_are_bounded() {
     assert!(files.iter().any(|f| f.reason == FinishReason::Memory));
     sink.flush(&mut files).unwrap();
     assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), 2_000, "nothing lost");
+    // Every finished file is counted under its reason.
+    let stats = sink.stats();
+    assert_eq!(stats.by_reason.values().sum::<u64>(), files.len() as u64);
+    assert_eq!(
+        stats.by_reason[&FinishReason::Memory],
+        files.iter().filter(|f| f.reason == FinishReason::Memory).count() as u64
+    );
+    let json = serde_json::to_value(&stats).unwrap();
+    assert!(json["by_reason"]["memory"].as_u64().is_some_and(|n| n > 0), "{json}");
 }
 
 #[test]

@@ -165,7 +165,7 @@ pub struct FinishedFile {
 }
 
 /// Why a file was finished.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FinishReason {
@@ -193,8 +193,9 @@ pub struct SinkStats {
     pub files: u64,
     /// Bytes of finished files.
     pub bytes: u64,
-    /// Files finished for each reason.
-    pub by_reason: BTreeMap<String, u64>,
+    /// Files finished for each reason (in JSON, keyed by the reasons'
+    /// snake_case names).
+    pub by_reason: BTreeMap<FinishReason, u64>,
 }
 
 /// Checks that promoted columns are unique and do not clash with the fixed ones.
@@ -717,7 +718,7 @@ impl Core {
         self.seq = self.seq.saturating_add(1);
         self.stats.files = self.stats.files.saturating_add(1);
         self.stats.bytes = self.stats.bytes.saturating_add(bytes.len() as u64);
-        let counter = self.stats.by_reason.entry(format!("{reason:?}").to_lowercase()).or_insert(0);
+        let counter = self.stats.by_reason.entry(reason).or_insert(0);
         *counter = counter.saturating_add(1);
         out.push(FinishedFile {
             path,
