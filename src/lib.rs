@@ -54,6 +54,8 @@
 //!   Parquet (feature `parquet`) and CSV.
 //! - [`alert`]: alert rules over window results, their evaluation in event time,
 //!   escalation, grouping, silences and notification payloads.
+//! - [`pipeline`]: all of the above as one engine: `ingest` a body, `advance` the
+//!   clock, get results, deltas, alerts and files back.
 //!
 //! # Feature flags
 //!
@@ -64,7 +66,7 @@
 //! | --- | --- | --- |
 //! | `yaml` | on by default | alert rule files and rule tests in YAML (`serde_yaml_ng`, pure Rust, wasm-safe) |
 //! | `toml` | available | alert rule files in TOML |
-//! | `parquet` | first cut | Parquet files of events and window results in [`sink`] (arrow + parquet; zstd outside wasm32) |
+//! | `parquet` | available | Parquet files of events and window results in [`sink`] (arrow + parquet; zstd outside wasm32) |
 //! | `tokio` | planned | a tokio host: ingest channel, timers, subscriber fan-out |
 //! | `workers` | planned | a Durable Object "stream room" on workers-rs |
 //!
@@ -93,6 +95,7 @@ pub mod delta;
 pub mod event;
 pub mod flow;
 pub mod geo;
+pub mod pipeline;
 pub mod proto;
 pub mod sample;
 pub mod sink;

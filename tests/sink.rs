@@ -183,7 +183,7 @@ fn open_partitions_and_memory_are_bounded() {
         stats.by_reason[&FinishReason::Memory],
         files.iter().filter(|f| f.reason == FinishReason::Memory).count() as u64
     );
-    let json = serde_json::to_value(&stats).unwrap();
+    let json = serde_json::to_value(stats).unwrap();
     assert!(json["by_reason"]["memory"].as_u64().is_some_and(|n| n > 0), "{json}");
 }
 

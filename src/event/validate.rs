@@ -269,6 +269,13 @@ pub enum RejectReason {
         /// Longitude sent.
         lon: f64,
     },
+    /// The event names another tenant than the one ingesting it
+    /// ([`Limits::validate_for`]). A tenant may only write its own data.
+    #[error("tenant {tenant:?} is not the ingesting tenant")]
+    ForeignTenant {
+        /// The tenant the event names.
+        tenant: String,
+    },
     /// The event is valid, but another event in the same batch was not and
     /// the policy is [`BatchPolicy::RejectBatch`]. Fix the others and resend.
     #[error("the batch was rejected because event {first_invalid} is invalid")]
@@ -306,6 +313,8 @@ pub enum RejectKind {
     TooOld,
     /// [`RejectReason::InvalidGeo`].
     InvalidGeo,
+    /// [`RejectReason::ForeignTenant`].
+    ForeignTenant,
     /// [`RejectReason::BatchRejected`].
     BatchRejected,
 }
@@ -323,6 +332,7 @@ impl crate::stats::CountKey for RejectKind {
         RejectKind::InFuture,
         RejectKind::TooOld,
         RejectKind::InvalidGeo,
+        RejectKind::ForeignTenant,
         RejectKind::BatchRejected,
     ];
     fn index(self) -> usize {
@@ -341,6 +351,7 @@ impl crate::stats::CountKey for RejectKind {
             RejectKind::InFuture => "in_future",
             RejectKind::TooOld => "too_old",
             RejectKind::InvalidGeo => "invalid_geo",
+            RejectKind::ForeignTenant => "foreign_tenant",
             RejectKind::BatchRejected => "batch_rejected",
         }
     }
@@ -367,6 +378,7 @@ impl RejectReason {
             RejectReason::InFuture { .. } => RejectKind::InFuture,
             RejectReason::TooOld { .. } => RejectKind::TooOld,
             RejectReason::InvalidGeo { .. } => RejectKind::InvalidGeo,
+            RejectReason::ForeignTenant { .. } => RejectKind::ForeignTenant,
             RejectReason::BatchRejected { .. } => RejectKind::BatchRejected,
         }
     }
@@ -440,6 +452,34 @@ impl Limits {
     /// assert!(matches!(report.rejected[1].reason, RejectReason::InFuture { .. }));
     /// ```
     pub fn validate(&self, batch: &mut EventBatch, now: Timestamp) -> ValidationReport {
+        self.validate_inner(batch, now, None)
+    }
+
+    /// As [`Limits::validate`], for a body ingested by (authenticated as)
+    /// `tenant`: an event that names another tenant is also rejected, with
+    /// [`RejectReason::ForeignTenant`], so a tenant can never write into
+    /// another's data.
+    ///
+    /// ```
+    /// use edgestream::event::{decode, Limits, RejectKind};
+    /// use edgestream::time::Timestamp;
+    ///
+    /// let body = r#"{"tenant":"acme","stream":"s","ts":0}
+    /// {"tenant":"globex","stream":"s","ts":0}"#;
+    /// let limits = Limits::default();
+    /// let mut batch = decode("application/x-ndjson", body, &limits)?;
+    /// let report = limits.validate_for(&mut batch, Timestamp::from_nanos(0), "acme");
+    /// assert_eq!(report.rejected[0].index, 1);
+    /// assert_eq!(report.rejected[0].reason.kind(), RejectKind::ForeignTenant);
+    /// # Ok::<(), edgestream::event::DecodeError>(())
+    /// ```
+    pub fn validate_for(&self, batch: &mut EventBatch, now: Timestamp, tenant: &str) -> ValidationReport {
+        self.validate_inner(batch, now, Some(tenant))
+    }
+
+    fn validate_inner(&self, batch: &mut EventBatch, now: Timestamp, tenant: Option<&str>) -> ValidationReport {
+        // The ingesting tenant's symbol; `Some(None)`: no event names it.
+        let own = tenant.map(|t| batch.symbols.get(t));
         let latest = now.saturating_add(self.max_future_skew.max(Span::ZERO));
         let earliest = self.max_event_age.map(|age| now.saturating_sub(age.max(Span::ZERO)));
         // Strings are interned, so each distinct one is checked once per
@@ -458,7 +498,13 @@ impl Limits {
         }));
         let mut rejected = Vec::new();
         for (index, event) in batch.iter().enumerate() {
-            if let Err(reason) = self.check(&event, &verdicts, latest, earliest) {
+            let result = self.check(&event, &verdicts, latest, earliest).and_then(|()| match own {
+                Some(own) if own != Some(event.tenant_sym()) => {
+                    Err(RejectReason::ForeignTenant { tenant: event.tenant().to_owned() })
+                }
+                _ => Ok(()),
+            });
+            if let Err(reason) = result {
                 rejected.push(Rejection { index, reason });
             }
         }

@@ -1,0 +1,985 @@
+//! One engine that hosts drive: decode → validate → rate limit → dedup →
+//! sample → windows → rollups, tile boards, alerts, archive.
+//!
+//! A [`Pipeline`] is built from a [`PipelineConfig`] (serde: JSON, YAML,
+//! TOML) or with [`Pipeline::builder`]. Two sans-IO calls drive it:
+//!
+//! - [`Pipeline::ingest`]`(tenant, content_type, body, now)` decodes and
+//!   admits one body, and answers with a [`Receipt`] that accounts for every
+//!   event in it (accepted, rejected with reasons and indexes, rate-limited
+//!   with a retry-after, dropped as duplicates, sampled out);
+//! - [`Pipeline::advance`]`(now, &mut outputs)` closes windows and hands
+//!   back what is due in [`Outputs`]: window results, tile deltas per
+//!   tenant and topic, alert events and notifications, finished archive
+//!   files, raw and late events, fidelity changes.
+//!
+//! [`Pipeline::next_deadline`] says when `advance` is due next, so a host
+//! arms one timer (a tokio sleep, a Durable Object's alarm); calling early
+//! or twice is harmless.
+//!
+//! ```
+//! use edgestream::pipeline::{Outputs, Pipeline, WindowConfig};
+//! use edgestream::time::{Span, Timestamp};
+//! use edgestream::window::{FieldSpec, WindowSpec};
+//!
+//! let spec = WindowSpec::new(Span::from_secs(10)).group_by(["region"]).field(FieldSpec::new("temp_c"));
+//! let mut pipeline = Pipeline::builder().window(WindowConfig::new("10s", spec).board("metrics")).build()?;
+//!
+//! let t0: Timestamp = "2026-11-28T04:00:00Z".parse()?;
+//! let body = r#"{"tenant":"acme","stream":"sensors","ts":"2026-11-28T04:00:01Z","dims":{"region":"eu"},"fields":{"temp_c":21.5}}
+//! {"tenant":"acme","stream":"sensors","ts":"2026-11-28T04:00:02Z","dims":{"region":"eu"},"fields":{"temp_c":"NaN"}}"#;
+//! let receipt = pipeline.ingest("acme", "application/x-ndjson", body, t0)?;
+//! assert_eq!((receipt.accepted, receipt.rejected.len()), (1, 1));
+//!
+//! // Later, the window has closed on an idle stream.
+//! let mut out = Outputs::default();
+//! pipeline.advance(t0.saturating_add(Span::from_secs(60)), &mut out);
+//! assert_eq!(out.results[0].result.count, 1.0);
+//! assert_eq!(&*out.deltas[0].tenant, "acme");
+//! assert!(pipeline.stats().total.is_balanced());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod stats;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+pub use config::{
+    ArchiveConfig, ArchiveFormat, DedupConfig, MAX_CONFIG_BYTES, PipelineConfig, RawConfig, SamplingConfig,
+    TenantConfig, WindowConfig,
+};
+pub use stats::{PipelineStats, TenantStats, WindowHealth};
+
+use crate::alert::{AlertEvent, Evaluator, Notification, Notifier, RuleFile};
+use crate::delta::board::{BoardConfig, Delta, TileBoard};
+use crate::event::{DecodeError, Event, EventBatch, Format, Rejection};
+use crate::flow::{Decision, Fidelity, FidelityLadder, LevelChange, LoadInputs, Quota, RateLimiter};
+use crate::sample::{AdaptiveSampler, HashKey, HashSampler};
+use crate::sink::{EventSink, FinishedFile, SinkError};
+use crate::time::{Span, Timestamp};
+use crate::window::{Rollup, WindowResult, Windows};
+
+/// Why a pipeline could not be built.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The configuration text is not valid, or a setting is out of range.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A window operator's spec is invalid.
+    #[error("window {name:?}: {message}")]
+    Window {
+        /// The operator.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The alert rules or the notifier are invalid.
+    #[error("alerts: {0}")]
+    Alerts(String),
+    /// The archive's configuration is invalid.
+    #[error("archive: {0}")]
+    Archive(#[from] SinkError),
+}
+
+/// Why a body was refused whole. Each maps onto an HTTP status: see the
+/// variants.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The body could not be decoded (HTTP 400; 413 for
+    /// [`DecodeError::TooLarge`], 415 for an unsupported content type).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The pipeline already holds the most tenants it may (HTTP 503).
+    #[error("the pipeline holds its maximum of {max} tenants")]
+    TooManyTenants {
+        /// [`TenantConfig::max_tenants`].
+        max: usize,
+    },
+    /// The tenant name is empty.
+    #[error("the tenant is empty")]
+    EmptyTenant,
+}
+
+/// What became of each event of one body.
+///
+/// `received == accepted + rejected.len() + rate_limited + duplicates + sampled_out`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// Events decoded from the body.
+    pub received: usize,
+    /// Events admitted into the windows and the archive.
+    pub accepted: usize,
+    /// Events rejected by validation, with their index in the body and the reason.
+    pub rejected: Vec<Rejection>,
+    /// Valid events refused by the tenant's rate limit (the whole rest of the body).
+    pub rate_limited: usize,
+    /// When the same events would be admitted (HTTP `Retry-After`); `None`
+    /// with `rate_limited > 0` means never: the body is larger than the
+    /// tenant's burst and must be split.
+    pub retry_after: Option<Span>,
+    /// Valid events dropped as duplicates of recently seen ids.
+    pub duplicates: usize,
+    /// Valid events sampled out (the kept ones carry their weight).
+    pub sampled_out: usize,
+    /// Admitted events too late for a window operator (summed over
+    /// operators); they come back in [`Outputs::late`].
+    pub late: usize,
+}
+
+/// A window result and the operator it came from.
+#[derive(Clone, Debug)]
+pub struct NamedResult {
+    /// [`WindowConfig::name`].
+    pub window: Arc<str>,
+    /// The result.
+    pub result: WindowResult,
+}
+
+/// A tile delta of one tenant's board.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantDelta {
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// The delta; its `topic` is the board's.
+    pub delta: Delta,
+}
+
+/// Admitted events a window operator could not aggregate (too late, even
+/// for its allowed lateness), for the host to archive.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LateEvent {
+    /// [`WindowConfig::name`].
+    pub window: Arc<str>,
+    /// The event.
+    pub event: Event,
+}
+
+/// What one [`Pipeline::advance`] hands back. Reuse one value across calls
+/// ([`Outputs::clear`]) to keep its allocations.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Outputs {
+    /// Window results (corrections and partial updates included), in the
+    /// order the operators emitted them.
+    pub results: Vec<NamedResult>,
+    /// Tile deltas, per tenant and topic.
+    pub deltas: Vec<TenantDelta>,
+    /// Alert state changes.
+    pub alerts: Vec<AlertEvent>,
+    /// Notifications to send.
+    pub notifications: Vec<Notification>,
+    /// Finished archive files to store.
+    pub files: Vec<FinishedFile>,
+    /// Admitted raw events, one batch per body, when
+    /// [`RawConfig::enabled`]; with their sample weights (1 unless sampled).
+    pub raw: Vec<RawBatch>,
+    /// Events too late for a window operator.
+    pub late: Vec<LateEvent>,
+    /// Fidelity changes.
+    pub fidelity: Vec<LevelChange>,
+    /// Errors of stages that do not stop the pipeline (an archive file that
+    /// could not be encoded), as text; each is also counted in the stats.
+    pub errors: Vec<String>,
+}
+
+impl Outputs {
+    /// Empties every list, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.results.clear();
+        self.deltas.clear();
+        self.alerts.clear();
+        self.notifications.clear();
+        self.files.clear();
+        self.raw.clear();
+        self.late.clear();
+        self.fidelity.clear();
+        self.errors.clear();
+    }
+
+    /// Whether every list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+            && self.deltas.is_empty()
+            && self.alerts.is_empty()
+            && self.notifications.is_empty()
+            && self.files.is_empty()
+            && self.raw.is_empty()
+            && self.late.is_empty()
+            && self.fidelity.is_empty()
+            && self.errors.is_empty()
+    }
+}
+
+/// Admitted events of one body, as the host may stream or archive them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawBatch {
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// The events.
+    pub events: EventBatch,
+    /// One sample weight per event.
+    pub weights: Vec<f64>,
+}
+
+/// Builds a [`Pipeline`] step by step; every setting has a default.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineBuilder {
+    config: PipelineConfig,
+}
+
+impl PipelineBuilder {
+    /// Body, batch and event limits.
+    pub fn limits(mut self, limits: crate::event::Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// The rate limit of every tenant without a quota of its own.
+    pub fn rate_limit(mut self, quota: Quota) -> Self {
+        self.config.tenants.rate = Some(quota);
+        self
+    }
+
+    /// The rate limit of one tenant.
+    pub fn tenant_quota(mut self, tenant: impl Into<String>, quota: Quota) -> Self {
+        self.config.tenants.quotas.insert(tenant.into(), quota);
+        self
+    }
+
+    /// Most tenants held.
+    pub fn max_tenants(mut self, n: usize) -> Self {
+        self.config.tenants.max_tenants = n;
+        self
+    }
+
+    /// Sampling.
+    pub fn sampling(mut self, sampling: SamplingConfig) -> Self {
+        self.config.sampling = sampling;
+        self
+    }
+
+    /// Load-driven degradation.
+    pub fn fidelity(mut self, ladder: crate::flow::LadderConfig) -> Self {
+        self.config.fidelity = Some(ladder);
+        self
+    }
+
+    /// Adds a window operator.
+    pub fn window(mut self, window: WindowConfig) -> Self {
+        self.config.windows.push(window);
+        self
+    }
+
+    /// Tile board settings.
+    pub fn boards(mut self, boards: BoardConfig) -> Self {
+        self.config.boards = boards;
+        self
+    }
+
+    /// Alert rules, notifier and evaluator limits.
+    pub fn alerts(mut self, alerts: RuleFile) -> Self {
+        self.config.alerts = alerts;
+        self
+    }
+
+    /// Archives admitted raw events.
+    pub fn archive(mut self, archive: ArchiveConfig) -> Self {
+        self.config.archive = Some(archive);
+        self
+    }
+
+    /// Hands admitted raw events back in [`Outputs::raw`].
+    pub fn raw(mut self, raw: RawConfig) -> Self {
+        self.config.raw = raw;
+        self
+    }
+
+    /// Drops duplicate event ids.
+    pub fn dedup(mut self, dedup: DedupConfig) -> Self {
+        self.config.dedup = Some(dedup);
+        self
+    }
+
+    /// The longest wait for an `advance` after events arrive.
+    pub fn tick(mut self, tick: Span) -> Self {
+        self.config.tick = tick;
+        self
+    }
+
+    /// The configuration built so far.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// Builds the pipeline.
+    pub fn build(self) -> Result<Pipeline, PipelineError> {
+        Pipeline::new(self.config)
+    }
+}
+
+/// One window operator and where its results go.
+struct Stage {
+    name: Arc<str>,
+    windows: Windows,
+    board: Option<Arc<str>>,
+    alerts: bool,
+    rollup: Option<Rollup>,
+}
+
+/// The configured sampler.
+enum Sampler {
+    None,
+    Hash(HashSampler),
+    Adaptive { by: String, sampler: Box<AdaptiveSampler<String>>, key: String },
+}
+
+/// The ids a tenant sent most recently, oldest first.
+#[derive(Default)]
+struct Dedup {
+    order: VecDeque<Box<[u8]>>,
+    seen: HashSet<Box<[u8]>>,
+}
+
+impl Dedup {
+    /// Whether `id` was seen; remembers it either way, forgetting the
+    /// oldest beyond `cap`.
+    fn check(&mut self, id: &[u8], cap: usize) -> bool {
+        if self.seen.contains(id) {
+            return true;
+        }
+        if cap == 0 {
+            return false;
+        }
+        while self.order.len() >= cap {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        let id: Box<[u8]> = id.into();
+        self.order.push_back(id.clone());
+        self.seen.insert(id);
+        false
+    }
+}
+
+/// A tenant's state.
+#[derive(Default)]
+struct Tenant {
+    stats: TenantStats,
+    dedup: Dedup,
+    /// Events admitted since the last `advance`, for the rate estimate.
+    admitted_since: u64,
+}
+
+/// The engine: see the [module documentation](self).
+pub struct Pipeline {
+    config: PipelineConfig,
+    batch: EventBatch,
+    weights: Vec<f64>,
+    late: Vec<usize>,
+    keep: Vec<bool>,
+    limiter: Option<RateLimiter<Arc<str>>>,
+    sampler: Sampler,
+    ladder: Option<FidelityLadder>,
+    /// The sampler of the ladder's `Sampled` rung, while on it.
+    ladder_sampler: Option<HashSampler>,
+    load: LoadInputs,
+    stages: Vec<Stage>,
+    boards: BTreeMap<(Arc<str>, Arc<str>), TileBoard>,
+    board_errors: u64,
+    evaluator: Option<Evaluator>,
+    notifier: Option<Notifier>,
+    archive: Option<EventSink>,
+    archive_errors: u64,
+    tenants: HashMap<Arc<str>, Tenant>,
+    tenants_refused: u64,
+    /// Raw batches held for the next `advance`, and their event count.
+    raw: Vec<RawBatch>,
+    raw_held: usize,
+    late_out: Vec<LateEvent>,
+    /// Archive files finished during ingest, for the next `advance`.
+    files: Vec<FinishedFile>,
+    errors: Vec<String>,
+    /// The first ingest since the last `advance`.
+    pending_since: Option<Timestamp>,
+    last_advance: Option<Timestamp>,
+    last_now: Option<Timestamp>,
+    alert_scratch: Vec<AlertEvent>,
+}
+
+impl core::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("tenants", &self.tenants.len())
+            .field("windows", &self.stages.iter().map(|s| &*s.name).collect::<Vec<_>>())
+            .field("boards", &self.boards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// A builder with every setting at its default.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder::default()
+    }
+
+    /// A pipeline for `config`, checked as a whole.
+    pub fn new(config: PipelineConfig) -> Result<Pipeline, PipelineError> {
+        let invalid = |m: &str| PipelineError::Config(m.to_owned());
+        if config.tenants.max_tenants == 0 {
+            return Err(invalid("`tenants.max_tenants` must be positive"));
+        }
+        if !config.tick.is_positive() {
+            return Err(invalid("`tick` must be positive"));
+        }
+        if config.dedup.as_ref().is_some_and(|d| d.ids_per_tenant == 0) {
+            return Err(invalid("`dedup.ids_per_tenant` must be positive"));
+        }
+        let limiter = match (config.tenants.rate, config.tenants.quotas.is_empty()) {
+            (None, true) => None,
+            (default, _) => {
+                // Without a default quota only the listed tenants are
+                // limited (see `admit`); the default is then never used.
+                let mut limiter = RateLimiter::new(default.unwrap_or(Quota::per_second(1)), config.tenants.max_tenants);
+                for (tenant, quota) in &config.tenants.quotas {
+                    limiter.set_quota(Arc::from(tenant.as_str()), *quota);
+                }
+                Some(limiter)
+            }
+        };
+        let sampler = match &config.sampling {
+            SamplingConfig::None => Sampler::None,
+            SamplingConfig::Hash { rate, key, seed } => Sampler::Hash(
+                HashSampler::new(*rate, key.clone())
+                    .map_err(|e| PipelineError::Config(format!("sampling: {e}")))?
+                    .with_seed(*seed),
+            ),
+            SamplingConfig::Adaptive { by, config } => Sampler::Adaptive {
+                by: by.clone(),
+                sampler: Box::new(
+                    AdaptiveSampler::new(config.clone())
+                        .map_err(|e| PipelineError::Config(format!("sampling: {e}")))?,
+                ),
+                key: String::new(),
+            },
+        };
+        let ladder = match &config.fidelity {
+            Some(ladder) => {
+                Some(FidelityLadder::new(ladder.clone()).map_err(|e| PipelineError::Config(format!("fidelity: {e}")))?)
+            }
+            None => None,
+        };
+        let mut names = HashSet::new();
+        let mut stages = Vec::with_capacity(config.windows.len());
+        for w in &config.windows {
+            if !names.insert(w.name.as_str()) {
+                return Err(PipelineError::Window { name: w.name.clone(), message: "the name is used twice".into() });
+            }
+            let window_error = |message: String| PipelineError::Window { name: w.name.clone(), message };
+            let windows = Windows::new(w.spec.clone()).map_err(|e| window_error(e.to_string()))?;
+            let rollup = match &w.rollup {
+                Some(spec) => Some(Rollup::new(spec.clone()).map_err(|e| window_error(e.to_string()))?),
+                None => None,
+            };
+            stages.push(Stage {
+                name: Arc::from(w.name.as_str()),
+                windows,
+                board: w.board.as_deref().map(Arc::from),
+                alerts: w.alerts,
+                rollup,
+            });
+        }
+        let alerts = config.alerts.clone().validate().map_err(|e| PipelineError::Alerts(e.to_string()))?;
+        let (evaluator, notifier) = if alerts.rules.is_empty() {
+            (None, None)
+        } else {
+            let evaluator = Evaluator::new(alerts.rules.clone(), alerts.limits)
+                .map_err(|e| PipelineError::Alerts(e.to_string()))?;
+            (Some(evaluator), Some(Notifier::new(alerts.notifier.clone(), &alerts.rules)))
+        };
+        let archive = match &config.archive {
+            None => None,
+            Some(a) => Some(match &a.format {
+                ArchiveFormat::Csv => EventSink::csv(a.sink.clone())?,
+                #[cfg(feature = "parquet")]
+                ArchiveFormat::Parquet { options } => EventSink::parquet(a.sink.clone(), *options)?,
+            }),
+        };
+        Ok(Pipeline {
+            config,
+            batch: EventBatch::new(),
+            weights: Vec::new(),
+            late: Vec::new(),
+            keep: Vec::new(),
+            limiter,
+            sampler,
+            ladder,
+            ladder_sampler: None,
+            load: LoadInputs::default(),
+            stages,
+            boards: BTreeMap::new(),
+            board_errors: 0,
+            evaluator,
+            notifier,
+            archive,
+            archive_errors: 0,
+            tenants: HashMap::new(),
+            tenants_refused: 0,
+            raw: Vec::new(),
+            raw_held: 0,
+            late_out: Vec::new(),
+            files: Vec::new(),
+            errors: Vec::new(),
+            pending_since: None,
+            last_advance: None,
+            last_now: None,
+            alert_scratch: Vec::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// Decodes one body of `tenant`'s events (format by `content_type`,
+    /// as [`Format::from_content_type`]), validates them (an event naming
+    /// another tenant is rejected), applies the tenant's rate limit, drops
+    /// duplicate ids, samples, and aggregates and archives what is
+    /// admitted. `now` is the host's clock.
+    ///
+    /// A body that cannot be decoded is refused whole with an error (and
+    /// counted); otherwise the [`Receipt`] accounts for every event.
+    pub fn ingest(
+        &mut self,
+        tenant: &str,
+        content_type: &str,
+        body: impl Into<Bytes>,
+        now: Timestamp,
+    ) -> Result<Receipt, IngestError> {
+        let body: Bytes = body.into();
+        self.last_now = Some(now);
+        let tenant = self.tenant_key(tenant)?;
+        let mut batch = std::mem::take(&mut self.batch);
+        let result = self.ingest_batch(&tenant, content_type, &body, now, &mut batch);
+        self.batch = batch;
+        result
+    }
+
+    /// The tenant's interned name, creating its state within the cap.
+    fn tenant_key(&mut self, tenant: &str) -> Result<Arc<str>, IngestError> {
+        if tenant.is_empty() {
+            return Err(IngestError::EmptyTenant);
+        }
+        if let Some((key, _)) = self.tenants.get_key_value(tenant) {
+            return Ok(Arc::clone(key));
+        }
+        if self.tenants.len() >= self.config.tenants.max_tenants {
+            self.tenants_refused = self.tenants_refused.saturating_add(1);
+            return Err(IngestError::TooManyTenants { max: self.config.tenants.max_tenants });
+        }
+        let key: Arc<str> = Arc::from(tenant);
+        self.tenants.insert(Arc::clone(&key), Tenant::default());
+        Ok(key)
+    }
+
+    fn ingest_batch(
+        &mut self,
+        tenant: &Arc<str>,
+        content_type: &str,
+        body: &Bytes,
+        now: Timestamp,
+        batch: &mut EventBatch,
+    ) -> Result<Receipt, IngestError> {
+        let Some(state) = self.tenants.get_mut(tenant) else {
+            return Err(IngestError::EmptyTenant);
+        };
+        let decoded =
+            Format::from_content_type(content_type).and_then(|f| f.decode_into(body, &self.config.limits, batch));
+        if let Err(e) = decoded {
+            state.stats.ingest.record_malformed(body.len(), &e);
+            return Err(e.into());
+        }
+        let report = self.config.limits.validate_for(batch, now, tenant);
+        state.stats.ingest.record_batch(body.len(), &report);
+        let mut receipt = Receipt { received: report.received, rejected: report.rejected, ..Receipt::default() };
+        let valid = batch.len();
+        if valid == 0 {
+            return Ok(receipt);
+        }
+
+        // Rate limit: the body's valid events, admitted or refused whole.
+        let limited = self.config.tenants.rate.is_some() || self.config.tenants.quotas.contains_key(&**tenant);
+        if let (Some(limiter), true) = (&mut self.limiter, limited) {
+            let refused = match limiter.check(tenant, now, valid as u64) {
+                Decision::Allow => None,
+                Decision::Deny { retry_after } => Some(Some(retry_after)),
+                Decision::Exceeds => Some(None),
+            };
+            if let Some(retry_after) = refused {
+                receipt.rate_limited = valid;
+                receipt.retry_after = retry_after;
+                state.stats.rate_limited = state.stats.rate_limited.saturating_add(valid as u64);
+                state.stats.batches_rate_limited = state.stats.batches_rate_limited.saturating_add(1);
+                return Ok(receipt);
+            }
+        }
+
+        // Duplicate ids, within the body and against the tenant's recent ones.
+        if let Some(dedup) = &self.config.dedup {
+            self.keep.clear();
+            for event in batch.iter() {
+                let duplicate = event.id().is_some_and(|id| state.dedup.check(id.as_bytes(), dedup.ids_per_tenant));
+                self.keep.push(!duplicate);
+            }
+            let duplicates = self.keep.iter().filter(|k| !**k).count();
+            if duplicates > 0 {
+                let keep = &self.keep;
+                batch.retain_indexed(|i| keep.get(i).copied().unwrap_or(true));
+                receipt.duplicates = duplicates;
+                state.stats.duplicates = state.stats.duplicates.saturating_add(duplicates as u64);
+            }
+        }
+
+        // Sampling: one weight per event, 0 for those sampled out.
+        let sampled = weigh(&mut self.sampler, self.ladder_sampler.as_mut(), tenant, batch, now, &mut self.weights);
+        if sampled {
+            let before = batch.len();
+            batch.retain_sampled(&mut self.weights);
+            let out = before - batch.len();
+            receipt.sampled_out = out;
+            state.stats.sampled_out = state.stats.sampled_out.saturating_add(out as u64);
+        }
+        let admitted = batch.len();
+        receipt.accepted = admitted;
+        state.stats.admitted = state.stats.admitted.saturating_add(admitted as u64);
+        state.admitted_since = state.admitted_since.saturating_add(admitted as u64);
+        if admitted == 0 {
+            return Ok(receipt);
+        }
+        self.pending_since.get_or_insert(now);
+
+        // Windows; events too late for one come back to the host.
+        let late_cap = self.config.raw.max_buffered;
+        for stage in &mut self.stages {
+            self.late.clear();
+            if sampled {
+                if let Err(e) = stage.windows.push_weighted(batch, &self.weights, now, &mut self.late) {
+                    // Weights are 1/p for p in (0, 1]: this is a bug, and
+                    // it is reported rather than hidden.
+                    self.errors.push(format!("window {}: {e}", stage.name));
+                }
+            } else {
+                stage.windows.push(batch, now, &mut self.late);
+            }
+            receipt.late += self.late.len();
+            state.stats.late = state.stats.late.saturating_add(self.late.len() as u64);
+            for &i in &self.late {
+                if self.late_out.len() >= late_cap {
+                    state.stats.late_dropped = state.stats.late_dropped.saturating_add(1);
+                } else if let Some(event) = batch.get(i) {
+                    self.late_out.push(LateEvent { window: Arc::clone(&stage.name), event: event.to_event() });
+                }
+            }
+        }
+
+        // Raw events: archived and handed back, unless the load says
+        // aggregates only.
+        let aggregates_only = self.ladder.as_ref().is_some_and(|l| l.fidelity() == Fidelity::AggregatesOnly);
+        if aggregates_only {
+            if self.archive.is_some() || self.config.raw.enabled {
+                state.stats.raw_dropped = state.stats.raw_dropped.saturating_add(admitted as u64);
+            }
+            return Ok(receipt);
+        }
+        if let Some(archive) = &mut self.archive
+            && let Err(e) = archive.push(batch, now, &mut self.files)
+        {
+            self.archive_errors = self.archive_errors.saturating_add(1);
+            self.errors.push(format!("archive: {e}"));
+        }
+        if self.config.raw.enabled {
+            if self.raw_held.saturating_add(admitted) > self.config.raw.max_buffered {
+                state.stats.raw_dropped = state.stats.raw_dropped.saturating_add(admitted as u64);
+            } else {
+                self.raw_held += admitted;
+                let weights = if sampled { self.weights.clone() } else { vec![1.0; admitted] };
+                self.raw.push(RawBatch { tenant: Arc::clone(tenant), events: batch.clone(), weights });
+            }
+        }
+        Ok(receipt)
+    }
+
+    /// Load measured by the host (queue fill, batch time, ingest rate),
+    /// read by the fidelity ladder at the next `advance`. The pipeline
+    /// measures the ingest rate itself when the host gives none.
+    pub fn observe_load(&mut self, inputs: LoadInputs) {
+        self.load = inputs;
+    }
+
+    /// The current fidelity ([`Fidelity::Full`] without a ladder).
+    pub fn fidelity(&self) -> Fidelity {
+        self.ladder.as_ref().map_or(Fidelity::Full, FidelityLadder::fidelity)
+    }
+
+    /// Closes the windows that are due, and appends to `out` everything
+    /// that follows: results, rollups, tile deltas, alert events,
+    /// notifications, finished files, raw and late events, fidelity
+    /// changes. `now` is the host's clock; calling again at the same time
+    /// does nothing new.
+    pub fn advance(&mut self, now: Timestamp, out: &mut Outputs) {
+        self.last_now = Some(now);
+        let elapsed = self.last_advance.map(|t| now.saturating_since(t));
+        self.measure_rates(elapsed);
+        self.step_ladder(now, elapsed, out);
+
+        for stage in &mut self.stages {
+            stage.windows.advance(now);
+            while let Some(result) = stage.windows.poll_result() {
+                if let (Some(rollup), true) = (&mut stage.rollup, result.is_final) {
+                    rollup.push(&result);
+                }
+                if let Some(topic) = &stage.board {
+                    let key = (Arc::clone(&result.group.tenant), Arc::clone(topic));
+                    let board = self
+                        .boards
+                        .entry(key)
+                        .or_insert_with(|| TileBoard::new(Arc::clone(topic), self.config.boards.clone()));
+                    if board.set_result(&result).is_err() {
+                        self.board_errors = self.board_errors.saturating_add(1);
+                    }
+                }
+                if let (Some(evaluator), true) = (&mut self.evaluator, stage.alerts) {
+                    evaluator.push(&result);
+                }
+                out.results.push(NamedResult { window: Arc::clone(&stage.name), result });
+            }
+        }
+
+        if let Some(evaluator) = &mut self.evaluator {
+            // Alerts run on event time, as far as every operator that
+            // feeds them has closed its windows.
+            let watermark =
+                self.stages.iter().filter(|s| s.alerts).map(|s| s.windows.watermark()).min().unwrap_or(Timestamp::MIN);
+            self.alert_scratch.clear();
+            evaluator.advance(watermark, &mut self.alert_scratch);
+            if let Some(notifier) = &mut self.notifier {
+                for event in &self.alert_scratch {
+                    notifier.push(event, now);
+                }
+                notifier.advance(now, &mut out.notifications);
+            }
+            out.alerts.append(&mut self.alert_scratch);
+        }
+
+        for ((tenant, _), board) in &mut self.boards {
+            if let Some(delta) = board.commit() {
+                out.deltas.push(TenantDelta { tenant: Arc::clone(tenant), delta });
+            }
+        }
+
+        if let Some(archive) = &mut self.archive
+            && let Err(e) = archive.advance(now, &mut self.files)
+        {
+            self.archive_errors = self.archive_errors.saturating_add(1);
+            self.errors.push(format!("archive: {e}"));
+        }
+        out.files.append(&mut self.files);
+        out.raw.append(&mut self.raw);
+        self.raw_held = 0;
+        out.late.append(&mut self.late_out);
+        out.errors.append(&mut self.errors);
+        self.pending_since = None;
+        self.last_advance = Some(now);
+    }
+
+    /// Each tenant's admitted events per second since the last `advance`,
+    /// into its moving average.
+    fn measure_rates(&mut self, elapsed: Option<Span>) {
+        let Some(secs) = elapsed.map(|e| e.as_nanos() as f64 / 1e9).filter(|s| *s > 0.0) else { return };
+        for state in self.tenants.values_mut() {
+            let rate = state.admitted_since as f64 / secs;
+            let ewma = &mut state.stats.events_per_second;
+            *ewma = if *ewma == 0.0 { rate } else { *ewma + RATE_ALPHA * (rate - *ewma) };
+            state.admitted_since = 0;
+        }
+    }
+
+    /// Feeds the ladder (the host's load, or the measured ingest rate) and
+    /// follows its level.
+    fn step_ladder(&mut self, now: Timestamp, elapsed: Option<Span>, out: &mut Outputs) {
+        let Some(ladder) = &mut self.ladder else { return };
+        let mut inputs = self.load;
+        if inputs.ingest_rate.is_none() && elapsed.is_some() {
+            inputs.ingest_rate = Some(self.tenants.values().map(|t| t.stats.events_per_second).sum());
+        }
+        if let Some(change) = ladder.observe(now, inputs) {
+            self.ladder_sampler = match change.to {
+                // The rate was checked by the ladder's configuration.
+                Fidelity::Sampled { rate } => {
+                    HashSampler::new(rate, HashKey::Id).ok().map(|s| s.with_seed(LADDER_SEED))
+                }
+                Fidelity::Full | Fidelity::AggregatesOnly => None,
+            };
+            out.fidelity.push(change);
+        }
+    }
+
+    /// When [`advance`](Pipeline::advance) is due next, on the host's
+    /// clock: events waiting (at most [`PipelineConfig::tick`] after the
+    /// first), a window to close on an idle stream, a file to roll, a
+    /// notification or escalation to send, an alert timer. `None` when
+    /// nothing is pending. It may be early; calling then is harmless.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let tick = self.config.tick;
+        let pending = self.pending_since.map(|t| t.saturating_add(tick));
+        let windows = self.stages.iter().filter_map(|s| s.windows.next_deadline());
+        let notifier = self.notifier.as_ref().and_then(Notifier::next_deadline);
+        let archive = self.archive.as_ref().and_then(EventSink::next_deadline);
+        // Alert timers are in event time: on a quiet stream the watermark
+        // reaches them an idle timeout later on the host's clock.
+        let alert = self.evaluator.as_ref().and_then(Evaluator::next_deadline).and_then(|at| {
+            let mut idle = self.stages.iter().filter(|s| s.alerts).map(|s| s.windows.spec().idle_timeout);
+            let slowest = idle.try_fold(Span::ZERO, |max, i| i.map(|i| max.max(i)))?;
+            Some(at.saturating_add(slowest))
+        });
+        // Off full fidelity, the ladder is fed once per tick to step down.
+        let ladder =
+            (self.fidelity() != Fidelity::Full).then(|| self.last_advance.map(|t| t.saturating_add(tick))).flatten();
+        pending.into_iter().chain(windows).chain(notifier).chain(archive).chain(alert).chain(ladder).min()
+    }
+
+    /// Finishes every open archive file into `out.files` (at shutdown, or
+    /// before a snapshot that must not lose buffered rows).
+    pub fn flush_archive(&mut self, out: &mut Outputs) {
+        if let Some(archive) = &mut self.archive
+            && let Err(e) = archive.flush(&mut out.files)
+        {
+            self.archive_errors = self.archive_errors.saturating_add(1);
+            out.errors.push(format!("archive: {e}"));
+        }
+    }
+
+    /// The tile board of `tenant` and `topic`, for a snapshot to a new
+    /// subscriber.
+    pub fn board(&self, tenant: &str, topic: &str) -> Option<&TileBoard> {
+        self.boards.iter().find(|((t, b), _)| **t == *tenant && **b == *topic).map(|(_, board)| board)
+    }
+
+    /// The rollup tiers of window operator `window`, for range queries.
+    pub fn rollup(&self, window: &str) -> Option<&Rollup> {
+        self.stages.iter().find(|s| *s.name == *window).and_then(|s| s.rollup.as_ref())
+    }
+
+    /// The alert notifier, to acknowledge alerts and manage silences.
+    pub fn notifier_mut(&mut self) -> Option<&mut Notifier> {
+        self.notifier.as_mut()
+    }
+
+    /// The alert evaluator, to list active alerts.
+    pub fn evaluator(&self) -> Option<&Evaluator> {
+        self.evaluator.as_ref()
+    }
+
+    /// One tenant's counters.
+    pub fn tenant_stats(&self, tenant: &str) -> Option<&TenantStats> {
+        self.tenants.get(tenant).map(|t| &t.stats)
+    }
+
+    /// A snapshot of every counter, per tenant and per stage.
+    pub fn stats(&self) -> PipelineStats {
+        let mut total = TenantStats::default();
+        let mut tenants = BTreeMap::new();
+        for (name, state) in &self.tenants {
+            total.merge(&state.stats);
+            tenants.insert(name.to_string(), state.stats.clone());
+        }
+        let now = self.last_now;
+        let windows = self
+            .stages
+            .iter()
+            .map(|s| {
+                let watermark = Some(s.windows.watermark()).filter(|w| *w > Timestamp::MIN);
+                let lag = now.zip(watermark).map(|(n, w)| n.saturating_since(w).as_nanos() / 1_000_000);
+                let health = WindowHealth {
+                    stats: s.windows.stats().clone(),
+                    watermark,
+                    watermark_lag_ms: lag,
+                    groups: s.windows.groups(),
+                    windows: s.windows.live_windows(),
+                };
+                (s.name.to_string(), health)
+            })
+            .collect();
+        PipelineStats {
+            at: now,
+            total,
+            tenants,
+            tenants_refused: self.tenants_refused,
+            windows,
+            boards: self.boards.len(),
+            tiles: self.boards.values().map(TileBoard::len).sum(),
+            board_errors: self.board_errors,
+            alerts: self.evaluator.as_ref().map(|e| e.stats().clone()),
+            notifications: self.notifier.as_ref().map(|n| n.stats().clone()),
+            archive: self.archive.as_ref().map(|a| a.stats().clone()),
+            archive_errors: self.archive_errors,
+            fidelity: self.ladder.as_ref().map(FidelityLadder::fidelity),
+        }
+    }
+}
+
+/// Weight of the newest reading in the events-per-second averages.
+const RATE_ALPHA: f64 = 0.3;
+
+/// Seed of the ladder's sampler, apart from any configured one.
+const LADDER_SEED: u64 = 0x6c61_6464_6572;
+
+/// Writes one weight per event of `batch` into `weights`: the configured
+/// sampler's, times the ladder's while it samples. Returns whether any
+/// sampling happened (otherwise every weight is 1 and `weights` may be
+/// left empty).
+fn weigh(
+    sampler: &mut Sampler,
+    ladder: Option<&mut HashSampler>,
+    tenant: &str,
+    batch: &EventBatch,
+    now: Timestamp,
+    weights: &mut Vec<f64>,
+) -> bool {
+    weights.clear();
+    match sampler {
+        Sampler::None => {
+            if ladder.is_none() {
+                return false;
+            }
+            weights.resize(batch.len(), 1.0);
+        }
+        Sampler::Hash(s) => s.weigh_batch(batch, weights),
+        Sampler::Adaptive { by, sampler, key } => {
+            for event in batch.iter() {
+                key.clear();
+                key.push_str(tenant);
+                key.push('\0');
+                key.push_str(event.dim(by).unwrap_or(""));
+                weights.push(sampler.sample(key.as_str(), now).weight());
+            }
+        }
+    }
+    if let Some(ladder) = ladder {
+        for (event, w) in batch.iter().zip(weights.iter_mut()) {
+            if *w > 0.0 {
+                *w *= ladder.sample_event(&event).weight();
+            }
+        }
+    }
+    true
+}

@@ -1,0 +1,347 @@
+//! The pipeline end to end: NDJSON and Protobuf bodies from several
+//! tenants through validation, rate limits, dedup, sampling, windows, tile
+//! deltas, alerts and the archive; every event accounted for.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
+
+mod common;
+
+use common::traffic::{Rng, start};
+use edgestream::alert::{AlertState, RuleFile};
+use edgestream::delta::board::Replica;
+use edgestream::event::{Event, EventBatch, RejectKind, json, protobuf};
+use edgestream::flow::Quota;
+use edgestream::pipeline::{
+    ArchiveConfig, ArchiveFormat, DedupConfig, IngestError, Outputs, Pipeline, PipelineConfig, RawConfig,
+    SamplingConfig, WindowConfig,
+};
+use edgestream::sample::HashKey;
+use edgestream::sink::SinkConfig;
+use edgestream::time::{Span, Timestamp};
+use edgestream::window::{FieldSpec, WindowSpec};
+use proptest::prelude::*;
+
+const NDJSON: &str = "application/x-ndjson";
+const PROTOBUF: &str = "application/x-protobuf";
+
+fn at(secs: i64) -> Timestamp {
+    start().saturating_add(Span::from_secs(secs))
+}
+
+fn event(tenant: &str, secs: i64, region: &str, latency: f64, id: u64) -> Event {
+    Event::new(tenant, "http", at(secs))
+        .with_id(format!("{tenant}-{id}"))
+        .with_dim("region", region)
+        .with_field("latency_ms", latency)
+}
+
+fn ndjson(events: &[Event]) -> Vec<u8> {
+    let mut batch = EventBatch::new();
+    events.iter().for_each(|e| batch.push(e));
+    let mut out = Vec::new();
+    json::encode_ndjson(&batch, &mut out);
+    out
+}
+
+fn proto(events: &[Event]) -> Vec<u8> {
+    let mut batch = EventBatch::new();
+    events.iter().for_each(|e| batch.push(e));
+    let mut out = Vec::new();
+    protobuf::encode(&batch, &mut out);
+    out
+}
+
+fn spec() -> WindowSpec {
+    WindowSpec::new(Span::from_secs(10))
+        .group_by(["region"])
+        .field(FieldSpec::new("latency_ms").with_quantiles([0.99]))
+        .idle_timeout(Some(Span::from_secs(5)))
+}
+
+#[test]
+fn two_tenants_two_formats_through_to_deltas_alerts_and_files() {
+    let alerts = RuleFile::from_json_str(
+        r#"{"rules": [{"name": "slow", "rule": "avg(latency_ms) by (region) > 250 severity=critical"}]}"#,
+    )
+    .unwrap();
+    let mut pipeline = Pipeline::builder()
+        .window(WindowConfig::new("10s", spec()).board("metrics"))
+        .alerts(alerts)
+        .archive(ArchiveConfig::new(ArchiveFormat::Csv, SinkConfig::default()))
+        .build()
+        .unwrap();
+
+    let acme: Vec<Event> = (0..20).map(|i| event("acme", i / 4, "eu", 300.0 + i as f64, i as u64)).collect();
+    let globex: Vec<Event> = (0..10).map(|i| event("globex", i / 2, "us", 100.0, i as u64)).collect();
+    let r1 = pipeline.ingest("acme", NDJSON, ndjson(&acme), at(6)).unwrap();
+    let r2 = pipeline.ingest("globex", PROTOBUF, proto(&globex), at(6)).unwrap();
+    assert_eq!((r1.received, r1.accepted), (20, 20));
+    assert_eq!((r2.received, r2.accepted), (10, 10));
+    // Events waiting: advance is due within a tick.
+    assert_eq!(pipeline.next_deadline(), Some(at(6).saturating_add(Span::from_millis(250))));
+
+    let mut out = Outputs::default();
+    pipeline.advance(at(6), &mut out);
+    assert!(out.results.is_empty(), "the window [0, 10) is still open");
+    // The stream goes quiet; the idle timeout closes the window.
+    let due = pipeline.next_deadline().unwrap();
+    assert!(due > at(6) && due <= at(15), "{due}");
+    pipeline.advance(at(16), &mut out);
+    assert_eq!(out.results.len(), 2);
+    let acme_result = out.results.iter().find(|r| &*r.result.group.tenant == "acme").unwrap();
+    assert_eq!((acme_result.result.count, &*acme_result.window), (20.0, "10s"));
+
+    // One delta per tenant board, each applying to a fresh replica.
+    assert_eq!(out.deltas.len(), 2);
+    for d in &out.deltas {
+        let board = pipeline.board(&d.tenant, "metrics").unwrap();
+        let mut replica = Replica::new();
+        replica.apply_snapshot(&board.snapshot()).unwrap();
+        assert_eq!(replica.seq(), Some(d.delta.seq));
+    }
+    // acme is slow, globex is not; one alert with its labels.
+    assert_eq!(out.alerts.len(), 1, "{:?}", out.alerts);
+    assert_eq!((&*out.alerts[0].tenant, out.alerts[0].state), ("acme", AlertState::Firing));
+    assert_eq!(out.alerts[0].label("region"), Some("eu"));
+
+    pipeline.flush_archive(&mut out);
+    let rows: u64 = out.files.iter().map(|f| f.rows).sum();
+    assert_eq!(rows, 30, "every admitted event archived");
+    assert!(out.files.iter().any(|f| f.path.starts_with("tenant=globex/stream=http/")));
+
+    let stats = pipeline.stats();
+    assert_eq!(stats.total.admitted, 30);
+    assert!(stats.tenants.values().all(|t| t.is_balanced()));
+    assert_eq!(stats.windows["10s"].stats.on_time, 30);
+    let json = serde_json::to_value(&stats).unwrap();
+    assert_eq!(json["tenants"]["acme"]["admitted"], 20);
+}
+
+#[test]
+fn a_tenant_cannot_write_another_tenants_data() {
+    let mut pipeline = Pipeline::builder().window(WindowConfig::new("10s", spec())).build().unwrap();
+    let body = ndjson(&[event("acme", 1, "eu", 1.0, 1), event("globex", 1, "eu", 1.0, 2)]);
+    let receipt = pipeline.ingest("acme", NDJSON, body, at(2)).unwrap();
+    assert_eq!(receipt.accepted, 1);
+    assert_eq!(receipt.rejected[0].index, 1);
+    assert_eq!(receipt.rejected[0].reason.kind(), RejectKind::ForeignTenant);
+    let stats = pipeline.tenant_stats("acme").unwrap();
+    assert_eq!(stats.ingest.rejected.get(RejectKind::ForeignTenant), 1);
+    assert!(pipeline.tenant_stats("globex").is_none(), "globex never ingested anything");
+    let mut out = Outputs::default();
+    pipeline.advance(at(60), &mut out);
+    assert!(out.results.iter().all(|r| &*r.result.group.tenant == "acme"));
+}
+
+#[test]
+fn rate_limits_answer_with_retry_after_and_count() {
+    let mut pipeline = Pipeline::builder()
+        .rate_limit(Quota::per_second(10).with_burst(10))
+        .tenant_quota("big", Quota::per_second(1_000))
+        .build()
+        .unwrap();
+    let body = |tenant: &str, n: u64| ndjson(&(0..n).map(|i| event(tenant, 1, "eu", 1.0, i)).collect::<Vec<_>>());
+    let ok = pipeline.ingest("acme", NDJSON, body("acme", 8), at(1)).unwrap();
+    assert_eq!((ok.accepted, ok.rate_limited), (8, 0));
+    let refused = pipeline.ingest("acme", NDJSON, body("acme", 5), at(1)).unwrap();
+    assert_eq!((refused.accepted, refused.rate_limited), (0, 5));
+    assert_eq!(refused.retry_after, Some(Span::from_millis(300)));
+    let too_big = pipeline.ingest("acme", NDJSON, body("acme", 11), at(100)).unwrap();
+    assert_eq!((too_big.rate_limited, too_big.retry_after), (11, None), "larger than the burst: split it");
+    // Another tenant has its own budget, and "big" its own quota.
+    assert_eq!(pipeline.ingest("globex", NDJSON, body("globex", 10), at(1)).unwrap().accepted, 10);
+    assert_eq!(pipeline.ingest("big", NDJSON, body("big", 500), at(1)).unwrap().accepted, 500);
+    let acme = pipeline.tenant_stats("acme").unwrap();
+    assert_eq!((acme.rate_limited, acme.batches_rate_limited, acme.admitted), (16, 2, 8));
+    assert!(acme.is_balanced());
+}
+
+#[test]
+fn a_retried_body_is_not_counted_twice() {
+    let mut pipeline = Pipeline::builder()
+        .window(WindowConfig::new("10s", spec()))
+        .dedup(DedupConfig { ids_per_tenant: 1_000 })
+        .build()
+        .unwrap();
+    let events: Vec<Event> = (0..50).map(|i| event("acme", 1, "eu", 1.0, i)).collect();
+    let body = proto(&events);
+    assert_eq!(pipeline.ingest("acme", PROTOBUF, body.clone(), at(1)).unwrap().accepted, 50);
+    let retry = pipeline.ingest("acme", PROTOBUF, body, at(2)).unwrap();
+    assert_eq!((retry.accepted, retry.duplicates), (0, 50));
+    // The same ids from another tenant are not duplicates.
+    let other: Vec<Event> = (0..50).map(|i| event("globex", 1, "eu", 1.0, i)).collect();
+    let mut other = other;
+    other.iter_mut().for_each(|e| e.id = Some(format!("acme-{}", 0).into()));
+    let r = pipeline.ingest("globex", PROTOBUF, proto(&other), at(2)).unwrap();
+    assert_eq!((r.accepted, r.duplicates), (1, 49), "within one body, repeats are duplicates");
+    let mut out = Outputs::default();
+    pipeline.advance(at(60), &mut out);
+    let acme = out.results.iter().find(|r| &*r.result.group.tenant == "acme").unwrap();
+    assert_eq!(acme.result.count, 50.0);
+}
+
+#[test]
+fn sampled_events_carry_their_weight_and_the_rest_are_counted() {
+    let mut pipeline = Pipeline::builder()
+        .window(WindowConfig::new("10s", spec()))
+        .sampling(SamplingConfig::Hash { rate: 0.25, key: HashKey::Id, seed: 7 })
+        .raw(RawConfig { enabled: true, ..RawConfig::default() })
+        .build()
+        .unwrap();
+    let events: Vec<Event> = (0..4_000).map(|i| event("acme", 1, "eu", 1.0, i)).collect();
+    let receipt = pipeline.ingest("acme", NDJSON, ndjson(&events), at(1)).unwrap();
+    assert_eq!(receipt.accepted + receipt.sampled_out, 4_000);
+    assert!((800..1_200).contains(&receipt.accepted), "{receipt:?}");
+    let mut out = Outputs::default();
+    pipeline.advance(at(60), &mut out);
+    // The weighted count is exactly 4 per kept event.
+    assert_eq!(out.results[0].result.count, 4.0 * receipt.accepted as f64);
+    assert_eq!(out.raw[0].events.len(), receipt.accepted);
+    assert!(out.raw[0].weights.iter().all(|w| *w == 4.0));
+    assert!(pipeline.tenant_stats("acme").unwrap().is_balanced());
+}
+
+#[test]
+fn late_events_come_back_to_the_host() {
+    let mut pipeline = Pipeline::builder().window(WindowConfig::new("10s", spec())).build().unwrap();
+    pipeline.ingest("acme", NDJSON, ndjson(&[event("acme", 30, "eu", 1.0, 1)]), at(30)).unwrap();
+    let mut out = Outputs::default();
+    pipeline.advance(at(30), &mut out);
+    let receipt = pipeline.ingest("acme", NDJSON, ndjson(&[event("acme", 1, "eu", 1.0, 2)]), at(31)).unwrap();
+    assert_eq!((receipt.accepted, receipt.late), (1, 1));
+    pipeline.advance(at(31), &mut out);
+    assert_eq!(out.late.len(), 1);
+    assert_eq!(out.late[0].event.id.as_ref().unwrap().as_bytes(), b"acme-2");
+    assert_eq!(pipeline.tenant_stats("acme").unwrap().late, 1);
+}
+
+#[test]
+fn bad_bodies_are_typed_errors_and_counted() {
+    let mut pipeline = Pipeline::builder().max_tenants(2).build().unwrap();
+    assert!(matches!(pipeline.ingest("acme", NDJSON, "{not json", at(0)), Err(IngestError::Decode(_))));
+    assert!(matches!(pipeline.ingest("acme", "text/html", "x", at(0)), Err(IngestError::Decode(_))));
+    assert!(matches!(pipeline.ingest("", NDJSON, "{}", at(0)), Err(IngestError::EmptyTenant)));
+    assert_eq!(pipeline.tenant_stats("acme").unwrap().ingest.batches_malformed, 2);
+    pipeline.ingest("b", NDJSON, ndjson(&[event("b", 0, "eu", 1.0, 1)]), at(0)).unwrap();
+    assert_eq!(
+        pipeline.ingest("c", NDJSON, ndjson(&[event("c", 0, "eu", 1.0, 1)]), at(0)),
+        Err(IngestError::TooManyTenants { max: 2 })
+    );
+    assert_eq!(pipeline.stats().tenants_refused, 1);
+}
+
+#[test]
+fn configuration_loads_from_yaml_and_json_and_is_checked() {
+    let yaml = r#"
+tenants:
+  rate: {cells: 1000, per: 1s, burst: 2000}
+  quotas:
+    acme: {cells: 10, per: 1s, burst: 10}
+sampling: {kind: hash, rate: 0.5}
+windows:
+  - name: 1s
+    spec: {size: 1s, group_by: [region], fields: [{field: latency_ms}]}
+    board: metrics
+    rollup: {tiers: [{size: 1m, retention: 1h}]}
+alerts:
+  rules:
+    - name: slow
+      rule: avg(latency_ms) > 250 for 1m
+dedup: {ids_per_tenant: 5000}
+archive:
+  format: {kind: csv}
+tick: 100ms
+"#;
+    let config = PipelineConfig::from_yaml_str(yaml).unwrap();
+    assert_eq!(config.windows[0].board.as_deref(), Some("metrics"));
+    let pipeline = Pipeline::new(config.clone()).unwrap();
+    assert!(pipeline.rollup("1s").is_some());
+    let json = serde_json::to_string(&config).unwrap();
+    assert_eq!(PipelineConfig::from_json_str(&json).unwrap(), config);
+
+    for bad in [
+        "windows: [{name: a, spec: {size: 1s}}, {name: a, spec: {size: 1s}}]",
+        "windows: [{name: a, spec: {size: 0s}}]",
+        "sampling: {kind: hash, rate: 2}",
+        "alerts: {rules: [{name: x, rule: 'avg(x) >'}]}",
+        "tick: 0s",
+        "nonsense: 1",
+    ] {
+        let result = PipelineConfig::from_yaml_str(bad).and_then(Pipeline::new);
+        assert!(result.is_err(), "{bad}");
+    }
+}
+
+/// Traffic of many kinds: valid, invalid, foreign, duplicate, malformed.
+fn body(rng: &mut Rng, tenant: &str, serial: &mut u64) -> (String, Vec<u8>) {
+    let n = rng.below(30) as usize;
+    let tenants = ["t0", "t1", "t2"];
+    let events: Vec<Event> = (0..n)
+        .map(|_| {
+            *serial += 1;
+            let owner = if rng.below(10) == 0 { tenants[rng.below(3) as usize] } else { tenant };
+            let id = if rng.below(5) == 0 { *serial / 2 } else { *serial };
+            let latency = if rng.below(20) == 0 { f64::NAN } else { rng.below(500) as f64 };
+            let mut e = event(owner, rng.below(120) as i64, ["eu", "us", "ap"][rng.below(3) as usize], latency, id);
+            if rng.below(25) == 0 {
+                e.tenant = String::new();
+            }
+            e
+        })
+        .collect();
+    match rng.below(10) {
+        0 => (NDJSON.into(), b"{\"tenant\": oops".to_vec()),
+        1..=4 => (PROTOBUF.into(), proto(&events)),
+        _ => (NDJSON.into(), ndjson(&events)),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Whatever the traffic, every event of every tenant is accounted for:
+    /// each receipt sums up, and the stats balance at all times.
+    #[test]
+    fn nothing_is_lost_silently(seed in any::<u64>(), rate in 5u64..200, sample in 0u8..3) {
+        let mut rng = Rng::new(seed);
+        let sampling = match sample {
+            0 => SamplingConfig::None,
+            1 => SamplingConfig::Hash { rate: 0.5, key: HashKey::Id, seed },
+            _ => SamplingConfig::Adaptive { by: "region".into(), config: Default::default() },
+        };
+        let mut pipeline = Pipeline::builder()
+            .window(WindowConfig::new("10s", spec()).board("metrics"))
+            .rate_limit(Quota::per_second(rate))
+            .dedup(DedupConfig { ids_per_tenant: 50 })
+            .sampling(sampling)
+            .raw(RawConfig { enabled: true, max_buffered: 40 })
+            .build()
+            .unwrap();
+        let mut serial = 0;
+        let mut out = Outputs::default();
+        let mut received = std::collections::HashMap::<String, u64>::new();
+        for step in 0..40 {
+            let now = at(step * 3);
+            let tenant = ["t0", "t1", "t2"][rng.below(3) as usize];
+            let (content_type, bytes) = body(&mut rng, tenant, &mut serial);
+            if let Ok(r) = pipeline.ingest(tenant, &content_type, bytes, now) {
+                prop_assert_eq!(r.received, r.accepted + r.rejected.len() + r.rate_limited + r.duplicates + r.sampled_out);
+                *received.entry(tenant.to_owned()).or_default() += r.received as u64;
+            }
+            if rng.below(3) == 0 {
+                pipeline.advance(now, &mut out);
+            }
+            let stats = pipeline.stats();
+            for (name, t) in &stats.tenants {
+                prop_assert!(t.is_balanced(), "{name}: {t:?}");
+                prop_assert_eq!(t.ingest.received, received.get(name).copied().unwrap_or(0));
+            }
+        }
+        pipeline.advance(at(1_000), &mut out);
+        let stats = pipeline.stats();
+        let raw: usize = out.raw.iter().map(|b| b.events.len()).sum();
+        prop_assert_eq!(raw as u64 + stats.total.raw_dropped, stats.total.admitted);
+        prop_assert_eq!(stats.windows["10s"].stats.on_time + stats.windows["10s"].stats.late_accepted
+            + stats.windows["10s"].stats.late_dropped, stats.total.admitted);
+    }
+}
