@@ -182,7 +182,14 @@ impl<K: CountKey> fmt::Debug for Counts<K> {
 
 impl<K: CountKey> Serialize for Counts<K> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.iter().map(|(k, n)| (k.name(), n)))
+        // With its length up front, so that formats that need it (postcard,
+        // for snapshots) can write it.
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.iter().count()))?;
+        for (k, n) in self.iter() {
+            map.serialize_entry(k.name(), &n)?;
+        }
+        map.end()
     }
 }
 

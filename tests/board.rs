@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use edgestream::delta::board::{
-    Applied, BoardConfig, BoardError, Delta, Epsilon, Frame, FrameError, Outbox, Replica, Resync, Snapshot, TileBoard,
-    TileValue, tiles_of,
+    Applied, BoardConfig, BoardError, BoardStats, Delta, Epsilon, Frame, FrameError, Outbox, Replica, Resync, Snapshot,
+    TileBoard, TileValue, tiles_of,
 };
 use edgestream::event::{Event, EventBatch};
 use edgestream::time::{Span, Timestamp};
@@ -95,6 +95,33 @@ fn checksums_come_every_nth_delta_and_catch_silent_divergence() {
     assert!(r.needs_snapshot());
     r.apply_snapshot(&b.snapshot()).unwrap();
     assert_eq!(replica_state(&r), state(&b));
+}
+
+#[test]
+fn a_restored_board_continues_its_replicas() {
+    let mut b = board();
+    let mut replica = Replica::new();
+    replica.apply_snapshot(&b.snapshot()).unwrap();
+    b.set("a", TileValue::number(1.0)).unwrap();
+    b.set("b", TileValue::new().with("p99", 2.5)).unwrap();
+    replica.apply_delta(&b.commit().unwrap()).unwrap();
+    // Stored as a Protobuf frame, read back, restored.
+    let frame = Frame::from_protobuf(&Frame::Snapshot(b.snapshot()).to_protobuf()).unwrap();
+    let Frame::Snapshot(snapshot) = frame else { panic!("a snapshot frame") };
+    let mut restored = TileBoard::restore(snapshot.clone(), BoardConfig::default(), b.stats().clone()).unwrap();
+    assert_eq!((restored.seq(), restored.checksum(), restored.stats()), (b.seq(), b.checksum(), b.stats()));
+    restored.set("a", TileValue::number(3.0)).unwrap();
+    replica.apply_delta(&restored.commit().unwrap()).unwrap();
+    assert_eq!(replica_state(&replica), state(&restored));
+
+    let mut bad = snapshot.clone();
+    bad.checksum ^= 1;
+    assert_eq!(
+        TileBoard::restore(bad, BoardConfig::default(), BoardStats::default()).unwrap_err(),
+        BoardError::Checksum
+    );
+    let small = BoardConfig { max_tiles: 1, ..BoardConfig::default() };
+    assert!(matches!(TileBoard::restore(snapshot, small, BoardStats::default()), Err(BoardError::Full { .. })));
 }
 
 #[test]

@@ -345,3 +345,127 @@ proptest! {
             + stats.windows["10s"].stats.late_dropped, stats.total.admitted);
     }
 }
+
+fn restart_config() -> PipelineConfig {
+    PipelineConfig::from_yaml_str(
+        r#"
+tenants:
+  rate: {cells: 40, per: 1s, burst: 60}
+sampling: {kind: adaptive, by: region, config: {target_rate: 20, interval: 5s}}
+windows:
+  - name: 10s
+    spec: {size: 10s, group_by: [region], idle_timeout: 5s, allowed_lateness: 10s, out_of_orderness: 2s,
+           fields: [{field: latency_ms, quantiles: [0.5, 0.99]}]}
+    board: metrics
+    rollup: {tiers: [{size: 1m, retention: 1h}]}
+alerts:
+  rules:
+    - name: slow
+      rule: avg(latency_ms) by (region) > 200 for 20s recover < 150
+  notifier:
+    channels: {ops: {kind: webhook, url: "https://example.com/hook"}}
+    default_channels: [ops]
+    route: {group_wait: 5s, group_interval: 10s, repeat_interval: 1m}
+dedup: {ids_per_tenant: 30}
+archive: {format: {kind: csv}}
+raw: {enabled: true}
+"#,
+    )
+    .unwrap()
+}
+
+/// What a step's outputs say, comparable across runs.
+fn summary(out: &Outputs) -> Vec<String> {
+    let mut lines: Vec<String> = out
+        .results
+        .iter()
+        .map(|r| {
+            let x = &r.result;
+            let fields: Vec<String> = x.fields.iter().map(|f| format!("{:?}", f.scalar)).collect();
+            format!(
+                "{} {:?} {} {} {} {} {} {:?}",
+                r.window, x.group, x.start, x.count, x.events, x.revision, x.is_final, fields
+            )
+        })
+        .collect();
+    lines.extend(out.deltas.iter().map(|d| format!("{} {:?}", d.tenant, d.delta)));
+    lines.extend(out.alerts.iter().map(|a| format!("{a:?}")));
+    lines.extend(out.notifications.iter().map(|n| format!("{n:?}")));
+    lines.extend(out.files.iter().map(|f| format!("{} {} {:?}", f.path, f.rows, f.bytes)));
+    lines.extend(out.raw.iter().map(|b| format!("{} {:?} {:?}", b.tenant, b.events.to_events(), b.weights)));
+    lines.extend(out.late.iter().map(|l| format!("{:?}", l)));
+    lines.extend(out.fidelity.iter().map(|c| format!("{c:?}")));
+    lines
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// A pipeline restored from a snapshot continues exactly as one that
+    /// never stopped: same results, deltas, alerts, notifications, files,
+    /// raw and late events, and the same stats.
+    #[test]
+    fn restore_then_continue_equals_an_uninterrupted_run(seed in any::<u64>(), restarts in proptest::collection::vec(any::<bool>(), 30)) {
+        let mut rng = Rng::new(seed);
+        let traffic: Vec<(String, String, Vec<u8>)> = (0..30)
+            .map(|_| {
+                let tenant = ["t0", "t1", "t2"][rng.below(3) as usize];
+                let mut serial = rng.below(1_000);
+                let (ct, bytes) = body(&mut rng, tenant, &mut serial);
+                (tenant.to_owned(), ct, bytes)
+            })
+            .collect();
+        let mut straight = Pipeline::new(restart_config()).unwrap();
+        let mut restarted = Pipeline::new(restart_config()).unwrap();
+        for (step, ((tenant, ct, bytes), restart)) in traffic.iter().zip(&restarts).enumerate() {
+            let now = at(step as i64 * 4);
+            let a = straight.ingest(tenant, ct, bytes.clone(), now).map(|r| format!("{r:?}")).map_err(|e| e.to_string());
+            let b = restarted.ingest(tenant, ct, bytes.clone(), now).map(|r| format!("{r:?}")).map_err(|e| e.to_string());
+            prop_assert_eq!(a, b);
+            let (mut out_a, mut out_b) = (Outputs::default(), Outputs::default());
+            straight.advance(now, &mut out_a);
+            restarted.advance(now, &mut out_b);
+            if *restart {
+                straight.flush_archive(&mut out_a);
+                restarted.flush_archive(&mut out_b);
+                let mut blob = Vec::new();
+                restarted.snapshot(&mut blob).unwrap();
+                restarted = Pipeline::restore(restart_config(), &blob).unwrap();
+            }
+            prop_assert_eq!(summary(&out_a), summary(&out_b), "step {}", step);
+            prop_assert_eq!(straight.next_deadline(), restarted.next_deadline());
+        }
+        let (mut out_a, mut out_b) = (Outputs::default(), Outputs::default());
+        straight.advance(at(10_000), &mut out_a);
+        restarted.advance(at(10_000), &mut out_b);
+        prop_assert_eq!(summary(&out_a), summary(&out_b));
+        prop_assert_eq!(
+            serde_json::to_value(straight.stats()).unwrap(),
+            serde_json::to_value(restarted.stats()).unwrap()
+        );
+    }
+}
+
+#[test]
+fn damaged_or_foreign_snapshots_are_refused() {
+    let mut pipeline = Pipeline::new(restart_config()).unwrap();
+    pipeline.ingest("t0", NDJSON, ndjson(&[event("t0", 1, "eu", 1.0, 1)]), at(1)).unwrap();
+    let mut blob = Vec::new();
+    pipeline.snapshot(&mut blob).unwrap();
+    assert!(Pipeline::restore(restart_config(), &blob).is_ok());
+    for cut in [0, 1, 7, blob.len() / 2, blob.len() - 1] {
+        assert!(Pipeline::restore(restart_config(), &blob[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut flipped = blob.clone();
+    flipped[blob.len() / 3] ^= 0x40;
+    assert!(matches!(
+        Pipeline::restore(restart_config(), &flipped),
+        Err(edgestream::pipeline::PipelineError::Snapshot(_))
+    ));
+    // A restored pipeline with a changed window spec starts that operator empty.
+    let mut changed = restart_config();
+    changed.windows[0].spec.size = Span::from_secs(20);
+    let restored = Pipeline::restore(changed, &blob).unwrap();
+    assert_eq!(restored.stats().windows["10s"].windows, 0);
+    assert_eq!(restored.tenant_stats("t0").unwrap().admitted, 1, "counters survive");
+}

@@ -209,6 +209,9 @@ pub enum BoardError {
         /// The cap.
         max: usize,
     },
+    /// A snapshot's tiles do not add up to its checksum.
+    #[error("the snapshot's tiles do not match its checksum")]
+    Checksum,
 }
 
 /// Counters of a [`TileBoard`].
@@ -282,6 +285,33 @@ impl TileBoard {
             wire_size: 0,
             stats: BoardStats::default(),
         }
+    }
+
+    /// A board that continues from `snapshot` (taken with
+    /// [`TileBoard::snapshot`], possibly read back from a
+    /// [`Frame::Snapshot`]): same tiles, same sequence, so replicas of the
+    /// old board keep applying the new board's deltas. The tiles must be
+    /// finite, fit `config.max_tiles` and match the snapshot's checksum.
+    pub fn restore(snapshot: Snapshot, config: BoardConfig, stats: BoardStats) -> Result<Self, BoardError> {
+        if snapshot.tiles.len() > config.max_tiles {
+            return Err(BoardError::Full { max: config.max_tiles });
+        }
+        let mut board = TileBoard::new(snapshot.topic, config);
+        for (key, value) in snapshot.tiles {
+            if let Some(field) = value.non_finite() {
+                return Err(BoardError::NonFinite { key, field: field.into() });
+            }
+            board.remember(&key, &value);
+            if let Some(old) = board.tiles.insert(key.clone(), value) {
+                board.forget(&key, &old);
+            }
+        }
+        if board.checksum.0 != snapshot.checksum {
+            return Err(BoardError::Checksum);
+        }
+        board.seq = snapshot.seq;
+        board.stats = stats;
+        Ok(board)
     }
 
     /// Stages `value` for tile `key`. A value within the epsilon of the

@@ -203,7 +203,11 @@ pub struct RateStats {
 /// assert!(limits.check(&"big-tenant", now, 40_000).is_allowed());
 /// assert_eq!(limits.stats().denied, 1);
 /// ```
-#[derive(Debug)]
+///
+/// It serializes (with serde) as its whole state, quotas and counters
+/// included, for snapshots.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "K: Serialize + Hash + Eq", deserialize = "K: Deserialize<'de> + Hash + Eq"))]
 pub struct RateLimiter<K> {
     default: Quota,
     quotas: HashMap<K, Quota, foldhash::fast::RandomState>,
@@ -291,6 +295,19 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             !drop
         });
         self.stats.evicted_active = self.stats.evicted_active.saturating_add(dropped as u64);
+    }
+
+    /// Carries the per-key state and the counters of `saved` (a limiter
+    /// restored from a snapshot) into this one, which keeps its own
+    /// quotas and key cap: a restart with new quotas neither resets nor
+    /// forgives what keys have used. Beyond the cap, the keys closest to
+    /// idle are dropped.
+    pub fn resume_from(&mut self, saved: RateLimiter<K>, now: Timestamp) {
+        self.state = saved.state.into_iter().collect();
+        self.stats = saved.stats;
+        if self.state.len() > self.max_keys {
+            self.make_room(now);
+        }
     }
 
     /// Keys with state (not idle when last checked).

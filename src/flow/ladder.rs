@@ -173,7 +173,9 @@ pub struct LevelChange {
 /// assert_eq!(change.to, Fidelity::Full);
 /// # Ok::<(), edgestream::flow::LadderError>(())
 /// ```
-#[derive(Clone, Debug)]
+///
+/// It serializes (with serde) as its whole state, for snapshots.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FidelityLadder {
     config: LadderConfig,
     /// 0 is full fidelity, `i + 1` is `rungs[i]`.

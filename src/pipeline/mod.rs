@@ -41,9 +41,10 @@
 //! ```
 
 mod config;
+mod snapshot;
 mod stats;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -85,6 +86,10 @@ pub enum PipelineError {
     /// The archive's configuration is invalid.
     #[error("archive: {0}")]
     Archive(#[from] SinkError),
+    /// A snapshot could not be restored: damaged, of another version, or
+    /// inconsistent with itself.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// Why a body was refused whole. Each maps onto an HTTP status: see the
@@ -399,7 +404,7 @@ pub struct Pipeline {
     notifier: Option<Notifier>,
     archive: Option<EventSink>,
     archive_errors: u64,
-    tenants: HashMap<Arc<str>, Tenant>,
+    tenants: BTreeMap<Arc<str>, Tenant>,
     tenants_refused: u64,
     /// Raw batches held for the next `advance`, and their event count.
     raw: Vec<RawBatch>,
@@ -531,7 +536,7 @@ impl Pipeline {
             notifier,
             archive,
             archive_errors: 0,
-            tenants: HashMap::new(),
+            tenants: BTreeMap::new(),
             tenants_refused: 0,
             raw: Vec::new(),
             raw_held: 0,

@@ -42,8 +42,9 @@ impl Default for AdaptiveConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AdaptiveStats {
-    /// Events seen, kept and sampled out.
-    #[serde(flatten)]
+    /// Events seen, kept and sampled out (nested in JSON, so that the
+    /// stats also encode in formats without self-description, as
+    /// snapshots do).
     pub decisions: SampleStats,
     /// Events whose key was beyond `max_keys` (included in `decisions`).
     pub overflow_seen: u64,
@@ -55,7 +56,7 @@ pub struct AdaptiveStats {
     pub intervals: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Volume {
     /// Moving average of events per interval.
     ewma: f64,
@@ -123,7 +124,11 @@ impl Volume {
 /// assert!(sampler.stats().decisions.kept < 200);
 /// # Ok::<(), edgestream::sample::SampleError>(())
 /// ```
-#[derive(Clone, Debug)]
+///
+/// It serializes (with serde) as its whole state, for snapshots: a
+/// restored sampler decides exactly as the original would have.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "K: Serialize + Hash + Eq", deserialize = "K: Deserialize<'de> + Hash + Eq"))]
 pub struct AdaptiveSampler<K> {
     config: AdaptiveConfig,
     /// Kept events per interval.

@@ -94,7 +94,9 @@ pub enum HashKey {
 /// assert_eq!(a.stats().seen, 1);
 /// # Ok::<(), edgestream::sample::SampleError>(())
 /// ```
-#[derive(Clone, Debug)]
+///
+/// It serializes (with serde) with its counters, for snapshots.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HashSampler {
     rate: f64,
     threshold: u64,

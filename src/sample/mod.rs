@@ -139,7 +139,7 @@ pub enum SampleError {
 
 /// SplitMix64: a small, seedable generator that is the same on every
 /// platform (samplers must replay identically).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Rng(u64);
 
 impl Rng {

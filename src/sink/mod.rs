@@ -550,6 +550,12 @@ macro_rules! sink_methods {
             pub fn resume_at(&mut self, seq: u64) {
                 self.core.seq = seq;
             }
+
+            /// Continues counting from `stats` (saved with the state of a
+            /// writer that restarted), so the counters cover its whole life.
+            pub fn resume_stats(&mut self, stats: SinkStats) {
+                self.core.stats = stats;
+            }
         }
     };
 }

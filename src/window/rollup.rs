@@ -89,7 +89,7 @@ type OutGroup = (Labels, bool);
 /// A group: tenant, stream and labels.
 type Key = Arc<GroupKey>;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Agg {
     revision: u32,
     events: u64,
@@ -146,6 +146,7 @@ impl Agg {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct Tier {
     spec: TierSpec,
     /// Per group, its windows by start: a correction or a query reads one
@@ -253,6 +254,9 @@ pub struct RollupStats {
 /// assert_eq!((first_minute.count, first_minute.max), (60.0, Some(59.0)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// It serializes (with serde) as its whole state, for snapshots.
+#[derive(Serialize, Deserialize)]
 pub struct Rollup {
     tiers: Vec<Tier>,
     offset: Span,
@@ -294,6 +298,11 @@ impl Rollup {
             latest_end: None,
             stats: RollupStats::default(),
         })
+    }
+
+    /// The tiers and offset it was built with.
+    pub fn spec(&self) -> RollupSpec {
+        RollupSpec { tiers: self.tiers.iter().map(|t| t.spec).collect(), offset: self.offset }
     }
 
     /// Counters.

@@ -1,0 +1,44 @@
+#![no_main]
+// Pipeline snapshots come back from storage. The fuzzer's bytes are given
+// a valid checksum, so they reach the decoders behind it: any bytes give a
+// typed error or a pipeline that keeps working, never a panic.
+
+use edgestream::pipeline::{Outputs, Pipeline, PipelineConfig};
+use edgestream::sample::stable_hash;
+use edgestream::time::Timestamp;
+use libfuzzer_sys::fuzz_target;
+
+/// The seed `Pipeline::snapshot` checksums with.
+const CHECKSUM_SEED: u64 = 0x7069_7065_6c69_6e65;
+
+fn config() -> PipelineConfig {
+    PipelineConfig::from_json_str(
+        r#"{
+        "tenants": {"rate": {"cells": 100, "per": "1s", "burst": 100}},
+        "sampling": {"kind": "adaptive", "by": "region"},
+        "windows": [{"name": "10s", "board": "metrics", "rollup": {"tiers": [{"size": "1m", "retention": "1h"}]},
+                     "spec": {"size": "10s", "group_by": ["region"], "idle_timeout": "5s",
+                              "fields": [{"field": "x", "quantiles": [0.5]}]}}],
+        "alerts": {"rules": [{"name": "r", "rule": "avg(x) by (region) > 1 for 1m"}]},
+        "dedup": {"ids_per_tenant": 10},
+        "archive": {"format": {"kind": "csv"}}
+    }"#,
+    )
+    .expect("valid config")
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut bytes = data.to_vec();
+    bytes.extend_from_slice(&stable_hash(CHECKSUM_SEED, data).to_le_bytes());
+    let Ok(mut pipeline) = Pipeline::restore(config(), &bytes) else { return };
+    let now = Timestamp::from_secs(1_800_000_000).expect("in range");
+    let body = r#"{"tenant":"t","stream":"s","ts":"2027-01-15T08:00:00Z","id":"a","dims":{"region":"eu"},"fields":{"x":2}}"#;
+    let _ = pipeline.ingest("t", "application/x-ndjson", body, now);
+    let mut out = Outputs::default();
+    let _ = pipeline.next_deadline();
+    pipeline.advance(now, &mut out);
+    let _ = pipeline.stats();
+    let mut again = Vec::new();
+    pipeline.snapshot(&mut again).expect("a restored pipeline snapshots");
+    assert!(Pipeline::restore(config(), &again).is_ok());
+});
