@@ -77,6 +77,38 @@ pub(crate) fn decode(input: &[u8], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
+/// Appends the URL-safe, unpadded base64 form of `input` (RFC 4648 §5, as
+/// in JSON Web Tokens) to `out`.
+pub(crate) fn encode_url(input: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    encode(input, out);
+    while out.last() == Some(&b'=') {
+        out.pop();
+    }
+    for c in out.get_mut(start..).unwrap_or_default() {
+        *c = match *c {
+            b'+' => b'-',
+            b'/' => b'_',
+            other => other,
+        };
+    }
+}
+
+/// Decodes URL-safe, unpadded base64 into `out` (cleared first); `None`
+/// for anything else (padding, `+` or `/` included).
+pub(crate) fn decode_url(input: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let mut standard = Vec::with_capacity(input.len());
+    for &c in input {
+        standard.push(match c {
+            b'-' => b'+',
+            b'_' => b'/',
+            b'+' | b'/' | b'=' => return None,
+            other => other,
+        });
+    }
+    decode(&standard, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,7 +143,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn url_safe_has_no_padding_nor_plus_or_slash() {
+        let mut out = Vec::new();
+        encode_url(&[0xfb, 0xff], &mut out);
+        assert_eq!(out, b"-_8");
+        let mut back = Vec::new();
+        decode_url(&out, &mut back).unwrap();
+        assert_eq!(back, [0xfb, 0xff]);
+        for bad in ["+_8", "-/8", "-_8="] {
+            assert_eq!(decode_url(bad.as_bytes(), &mut back), None, "{bad}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn url_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let mut coded = Vec::new();
+            encode_url(&bytes, &mut coded);
+            let mut back = Vec::new();
+            prop_assert_eq!(decode_url(&coded, &mut back), Some(()));
+            prop_assert_eq!(back, bytes);
+        }
+
         #[test]
         fn round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
             let mut coded = Vec::new();

@@ -54,6 +54,8 @@
 //!   Parquet (feature `parquet`) and CSV.
 //! - [`alert`]: alert rules over window results, their evaluation in event time,
 //!   escalation, grouping, silences and notification payloads.
+//! - [`auth`]: HS256 signed tokens (JWT) with tenant, topics, modes and expiry;
+//!   key rotation by key id.
 //! - [`pipeline`]: all of the above as one engine: `ingest` a body, `advance` the
 //!   clock, get results, deltas, alerts and files back.
 //!
@@ -90,6 +92,7 @@
 pub struct ReadmeDoctests;
 
 pub mod alert;
+pub mod auth;
 mod base64;
 pub mod delta;
 pub mod event;

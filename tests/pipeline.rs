@@ -469,3 +469,73 @@ fn damaged_or_foreign_snapshots_are_refused() {
     assert_eq!(restored.stats().windows["10s"].windows, 0);
     assert_eq!(restored.tenant_stats("t0").unwrap().admitted, 1, "counters survive");
 }
+
+#[test]
+fn tokens_gate_ingest_and_reads_and_refusals_are_audited() {
+    use edgestream::auth::{AuthError, Claims, Keys, Mode};
+    use edgestream::pipeline::{AuditAction, AuthConfig, KeyConfig};
+
+    let secret = "a-secret-of-at-least-thirty-two-bytes";
+    let mut config = PipelineConfig::default();
+    config.auth =
+        Some(AuthConfig { keys: vec![KeyConfig { kid: "k1".into(), secret: secret.into() }], ..AuthConfig::default() });
+    config.tenants.rate = Some(Quota::per_second(5));
+    let mut pipeline = Pipeline::new(config).unwrap();
+    let mut keys = Keys::new();
+    keys.add("k1", secret.as_bytes()).unwrap();
+    let exp = at(3_600);
+    let writer = keys.sign("k1", &Claims::new("acme", exp).ingest()).unwrap();
+    let reader = keys.sign("k1", &Claims::new("acme", exp).topics(["metrics"]).modes([Mode::Deltas])).unwrap();
+
+    // The token names the tenant: an event claiming another is rejected.
+    let body = ndjson(&[event("acme", 1, "eu", 1.0, 1), event("globex", 1, "eu", 1.0, 2)]);
+    let receipt = pipeline.ingest_with_token(&writer, NDJSON, body, at(1)).unwrap();
+    assert_eq!((receipt.accepted, receipt.rejected[0].reason.kind()), (1, RejectKind::ForeignTenant));
+    // A reader may not ingest; a forged or expired token is refused.
+    let forbidden = pipeline.ingest_with_token(&reader, NDJSON, ndjson(&[event("acme", 1, "eu", 1.0, 3)]), at(1));
+    assert!(matches!(forbidden, Err(IngestError::Auth(AuthError::Forbidden { .. }))));
+    let mut other = Keys::new();
+    other.add("k1", b"another-secret-of-thirty-two-bytes!!").unwrap();
+    let forged = other.sign("k1", &Claims::new("acme", exp).ingest()).unwrap();
+    assert!(matches!(pipeline.ingest_with_token(&forged, NDJSON, "{}", at(1)), Err(IngestError::Auth(_))));
+    assert!(pipeline.ingest_with_token(&writer, NDJSON, "{}", at(4_000)).is_err(), "expired");
+
+    // A token for acme never reads globex, nor a topic or mode it lacks.
+    let claims = pipeline.verify_token(&reader, at(2)).unwrap();
+    assert!(pipeline.authorize(&claims, "acme", "metrics", Mode::Deltas, at(2)).is_ok());
+    assert!(pipeline.authorize(&claims, "globex", "metrics", Mode::Deltas, at(2)).is_err());
+    assert!(pipeline.authorize(&claims, "acme", "events", Mode::Deltas, at(2)).is_err());
+    assert!(pipeline.authorize(&claims, "acme", "metrics", Mode::Full, at(2)).is_err());
+
+    // A quota hit is audited too.
+    let many = ndjson(&(10..20).map(|i| event("acme", 1, "eu", 1.0, i)).collect::<Vec<_>>());
+    assert_eq!(pipeline.ingest_with_token(&writer, NDJSON, many, at(1)).unwrap().rate_limited, 10);
+
+    let mut out = Outputs::default();
+    pipeline.advance(at(2), &mut out);
+    let actions: Vec<String> = out
+        .audit
+        .iter()
+        .map(|a| match &a.action {
+            AuditAction::TokenRefused { reason } => format!("refused {reason}"),
+            AuditAction::Forbidden { asked } => format!("forbidden {asked}"),
+            AuditAction::QuotaHit { events, .. } => format!("quota {events}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "forbidden ingest",
+            "refused signature",
+            "refused expired",
+            "forbidden deltas globex/metrics",
+            "forbidden deltas acme/events",
+            "forbidden full acme/metrics",
+            "quota 10",
+        ]
+    );
+    assert!(out.audit.iter().all(|a| a.at <= at(4_000)));
+    let json = serde_json::to_string(&out.audit[0]).unwrap();
+    assert!(json.contains(r#""action":"forbidden""#), "{json}");
+}

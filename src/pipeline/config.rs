@@ -62,6 +62,9 @@ pub struct PipelineConfig {
     pub raw: RawConfig,
     /// Idempotent ingest: duplicate event ids are dropped and counted.
     pub dedup: Option<DedupConfig>,
+    /// Signed tokens for ingest and subscriptions; `None`: the host
+    /// authenticates by other means.
+    pub auth: Option<super::AuthConfig>,
     /// After events arrive, the longest the pipeline waits for an
     /// `advance` ([`Pipeline::next_deadline`](super::Pipeline::next_deadline)),
     /// so results, deltas and alerts follow ingest closely. Default 250 ms.
@@ -81,6 +84,7 @@ impl Default for PipelineConfig {
             archive: None,
             raw: RawConfig::default(),
             dedup: None,
+            auth: None,
             tick: Span::from_millis(250),
         }
     }

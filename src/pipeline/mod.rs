@@ -40,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod access;
 mod config;
 mod snapshot;
 mod stats;
@@ -50,6 +51,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
+pub use access::{AuditAction, AuditEvent, AuthConfig, KeyConfig};
 pub use config::{
     ArchiveConfig, ArchiveFormat, DedupConfig, MAX_CONFIG_BYTES, PipelineConfig, RawConfig, SamplingConfig,
     TenantConfig, WindowConfig,
@@ -110,6 +112,10 @@ pub enum IngestError {
     /// The tenant name is empty.
     #[error("the tenant is empty")]
     EmptyTenant,
+    /// The token was refused (HTTP 401), or does not grant ingest (403,
+    /// [`AuthError::Forbidden`](crate::auth::AuthError::Forbidden)).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// What became of each event of one body.
@@ -190,6 +196,8 @@ pub struct Outputs {
     pub late: Vec<LateEvent>,
     /// Fidelity changes.
     pub fidelity: Vec<LevelChange>,
+    /// Sensitive actions, for the audit log.
+    pub audit: Vec<AuditEvent>,
     /// Errors of stages that do not stop the pipeline (an archive file that
     /// could not be encoded), as text; each is also counted in the stats.
     pub errors: Vec<String>,
@@ -206,6 +214,7 @@ impl Outputs {
         self.raw.clear();
         self.late.clear();
         self.fidelity.clear();
+        self.audit.clear();
         self.errors.clear();
     }
 
@@ -219,6 +228,7 @@ impl Outputs {
             && self.raw.is_empty()
             && self.late.is_empty()
             && self.fidelity.is_empty()
+            && self.audit.is_empty()
             && self.errors.is_empty()
     }
 }
@@ -418,6 +428,11 @@ pub struct Pipeline {
     last_advance: Option<Timestamp>,
     last_now: Option<Timestamp>,
     alert_scratch: Vec<AlertEvent>,
+    /// The token verifier, if auth is configured.
+    keys: Option<crate::auth::Keys>,
+    /// Audit events for the next `advance`, and those dropped beyond the bound.
+    audit: VecDeque<AuditEvent>,
+    audit_dropped: u64,
 }
 
 impl core::fmt::Debug for Pipeline {
@@ -510,6 +525,10 @@ impl Pipeline {
                 .map_err(|e| PipelineError::Alerts(e.to_string()))?;
             (Some(evaluator), Some(Notifier::new(alerts.notifier.clone(), &alerts.rules)))
         };
+        let keys = match &config.auth {
+            Some(auth) => Some(auth.keys().map_err(|e| PipelineError::Config(format!("auth: {e}")))?),
+            None => None,
+        };
         let archive = match &config.archive {
             None => None,
             Some(a) => Some(match &a.format {
@@ -547,6 +566,9 @@ impl Pipeline {
             last_advance: None,
             last_now: None,
             alert_scratch: Vec::new(),
+            keys,
+            audit: VecDeque::new(),
+            audit_dropped: 0,
         })
     }
 
@@ -630,6 +652,9 @@ impl Pipeline {
                 Decision::Exceeds => Some(None),
             };
             if let Some(retry_after) = refused {
+                let action = AuditAction::QuotaHit { events: valid as u64, retry_after };
+                let event = AuditEvent { at: now, tenant: Some(tenant.to_string()), action };
+                access::push_audit(&mut self.audit, &mut self.audit_dropped, event);
                 receipt.rate_limited = valid;
                 receipt.retry_after = retry_after;
                 state.stats.rate_limited = state.stats.rate_limited.saturating_add(valid as u64);
@@ -802,6 +827,7 @@ impl Pipeline {
         self.raw_held = 0;
         out.late.append(&mut self.late_out);
         out.errors.append(&mut self.errors);
+        out.audit.extend(self.audit.drain(..));
         self.pending_since = None;
         self.last_advance = Some(now);
     }
@@ -834,6 +860,8 @@ impl Pipeline {
                 }
                 Fidelity::Full | Fidelity::AggregatesOnly => None,
             };
+            let action = AuditAction::FidelityChanged { from: change.from, to: change.to };
+            access::push_audit(&mut self.audit, &mut self.audit_dropped, AuditEvent { at: now, tenant: None, action });
             out.fidelity.push(change);
         }
     }
@@ -938,6 +966,7 @@ impl Pipeline {
             archive: self.archive.as_ref().map(|a| a.stats().clone()),
             archive_errors: self.archive_errors,
             fidelity: self.ladder.as_ref().map(FidelityLadder::fidelity),
+            audit_dropped: self.audit_dropped,
         }
     }
 }

@@ -111,6 +111,9 @@ pub struct PipelineStats {
     pub archive_errors: u64,
     /// The current fidelity.
     pub fidelity: Option<Fidelity>,
+    /// Audit events dropped because more than 10,000 waited for an
+    /// `advance`.
+    pub audit_dropped: u64,
 }
 
 /// One window operator's health.
