@@ -345,7 +345,9 @@ enum Acc {
     Max(f64),
     /// The latest value and its event time.
     Last(Timestamp, f64),
-    /// The quantile of one part, and its sketch when parts may merge.
+    /// The quantile of one part (NaN until it is read from the sketch:
+    /// a part that will be merged never needs its own), and its sketch
+    /// when parts may merge.
     Quantile {
         value: f64,
         sketch: Option<Box<Quantiles>>,
@@ -368,11 +370,17 @@ impl Acc {
             Agg::Max => s.max().map(Acc::Max),
             Agg::Last => s.last().map(|(t, v)| Acc::Last(t, v)),
             Agg::Quantile(q) => {
-                let value = match &field.sketch {
-                    Some(sketch) => sketch.quantile(q)?,
-                    None => field.quantiles.iter().find(|(fq, _)| (fq - q).abs() < 1e-9).map(|&(_, v)| v)?,
-                };
+                // The window computed its configured quantiles once: read
+                // them rather than walk the sketch again.
+                let computed = field.quantiles.iter().find(|(fq, _)| (fq - q).abs() < 1e-9).map(|&(_, v)| v);
                 let sketch = if keep_sketch { field.sketch.clone() } else { None };
+                let value = match (computed, &sketch, &field.sketch) {
+                    (Some(v), ..) => v,
+                    // Read when needed, if this part stays alone.
+                    (None, Some(_), _) => f64::NAN,
+                    (None, None, Some(own)) => own.quantile(q)?,
+                    (None, None, None) => return None,
+                };
                 Some(Acc::Quantile { value, sketch, merged: false })
             }
         }
@@ -413,7 +421,10 @@ impl Acc {
             (Acc::Add(v) | Acc::Min(v) | Acc::Max(v) | Acc::Last(_, v), _) => Some(*v),
             (Acc::Mean { sum, weight }, _) => (*weight > 0.0).then(|| sum / weight),
             (Acc::Quantile { sketch: Some(sketch), merged: true, .. }, Agg::Quantile(q)) => sketch.quantile(q),
-            (Acc::Quantile { value, .. }, _) => Some(*value),
+            (Acc::Quantile { value, sketch: Some(sketch), .. }, Agg::Quantile(q)) if value.is_nan() => {
+                sketch.quantile(q)
+            }
+            (Acc::Quantile { value, .. }, _) => (!value.is_nan()).then_some(*value),
         }
     }
 }
