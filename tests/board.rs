@@ -484,3 +484,61 @@ fn tile_keys_escape_separators_and_quantiles_have_round_names() {
     expected.sort();
     assert_eq!(keys, expected);
 }
+
+#[test]
+fn alert_results_and_events_frames_round_trip_in_both_encodings() {
+    use edgestream::alert::{AlertEvent, AlertState};
+    use edgestream::delta::board::{EventsFrame, ResultRow, ResultsFrame};
+    use std::sync::Arc;
+
+    // An alert event, as the evaluator makes them.
+    let rule = edgestream::alert::Rule::parse("slow", "avg(x) by (g) > 1").unwrap();
+    let mut ev = edgestream::alert::Evaluator::new(vec![rule], Default::default()).unwrap();
+    let spec =
+        WindowSpec::new(Span::from_secs(10)).group_by(["g"]).field(FieldSpec::new("x").with_quantiles([0.5, 0.99]));
+    let mut windows = Windows::new(spec).unwrap();
+    let mut batch = EventBatch::new();
+    let t0 = Timestamp::from_secs(1_795_838_400).unwrap();
+    for i in 0..5 {
+        batch.push(
+            &Event::new("acme", "s", t0.saturating_add(Span::from_secs(i)))
+                .with_dim("g", "a")
+                .with_field("x", 2.5 + i as f64),
+        );
+    }
+    windows.push(&batch, t0, &mut Vec::new());
+    windows.advance(t0.saturating_add(Span::from_secs(100)));
+    let result = windows.poll_result().unwrap();
+    ev.push(&result);
+    let mut alerts = Vec::new();
+    ev.advance(result.end, &mut alerts);
+    let alert: AlertEvent = alerts.remove(0);
+    assert_eq!(alert.state, AlertState::Firing);
+
+    let row = ResultRow::new("10s", &result);
+    assert_eq!(row.field("x").unwrap().quantiles.len(), 2);
+    assert_eq!(row.label("g"), Some("a"));
+    let frames = [
+        Frame::Alert(Box::new(alert)),
+        Frame::Results(ResultsFrame { topic: Arc::from("metrics"), results: vec![row] }),
+        Frame::Events(EventsFrame {
+            topic: Arc::from("events"),
+            events: batch.clone(),
+            weights: vec![1.0, 2.0, 1.0, 4.0, 1.0],
+        }),
+        Frame::Events(EventsFrame { topic: Arc::from("events"), events: EventBatch::new(), weights: vec![] }),
+    ];
+    for frame in &frames {
+        assert_eq!(&Frame::from_protobuf(&frame.to_protobuf()).unwrap(), frame);
+        assert_eq!(&Frame::from_json(&frame.to_json()).unwrap(), frame, "{}", frame.to_json());
+    }
+    // Strict: a weight per event, each finite and positive.
+    let bad = Frame::Events(EventsFrame { topic: Arc::from("e"), events: batch.clone(), weights: vec![1.0] });
+    assert!(Frame::from_protobuf(&bad.to_protobuf()).is_err());
+    assert!(Frame::from_json(&bad.to_json()).is_err());
+    let nan = Frame::Events(EventsFrame { topic: Arc::from("e"), events: batch, weights: vec![f64::NAN; 5] });
+    assert!(Frame::from_protobuf(&nan.to_protobuf()).is_err());
+    assert!(Frame::from_json(r#"{"v":1,"kind":"alert","alert":{"nope":1}}"#).is_err());
+    assert!(Frame::from_json(r#"{"v":1,"kind":"events","topic":"e","events":[],"weights":[],"extra":1}"#).is_err());
+    assert!(Frame::from_json(r#"{"v":2,"kind":"events","topic":"e","events":[],"weights":[]}"#).is_err());
+}

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+use super::frames;
+pub use super::frames::{EventsFrame, FieldRow, ResultRow, ResultsFrame};
+use crate::alert::AlertEvent;
 use crate::sample::stable_hash;
 use crate::window::WindowResult;
 
@@ -580,6 +583,8 @@ pub enum Applied {
     /// The replica already reported that it needs a snapshot; the delta is
     /// ignored until one arrives.
     AwaitingSnapshot,
+    /// The frame is not about a board (an alert, results, events).
+    NotABoard,
 }
 
 /// Counters of a [`Replica`].
@@ -683,11 +688,13 @@ impl Replica {
         Ok(Applied::Applied)
     }
 
-    /// Applies a frame.
+    /// Applies a frame; frames that are not about a board (alerts,
+    /// results, events) leave it as it is.
     pub fn apply(&mut self, frame: &Frame) -> Result<Applied, Resync> {
         match frame {
             Frame::Snapshot(s) => self.apply_snapshot(s).map(|()| Applied::Applied),
             Frame::Delta(d) => self.apply_delta(d),
+            Frame::Alert(_) | Frame::Results(_) | Frame::Events(_) => Ok(Applied::NotABoard),
         }
     }
 
@@ -901,6 +908,12 @@ pub enum Frame {
     Snapshot(Snapshot),
     /// The changes since a sequence.
     Delta(Delta),
+    /// An alert state change.
+    Alert(Box<AlertEvent>),
+    /// Window results.
+    Results(ResultsFrame),
+    /// Raw events with their sample weights.
+    Events(EventsFrame),
 }
 
 /// A frame that cannot be read.
@@ -917,7 +930,7 @@ pub enum FrameError {
     #[error("frame version {0}, this reader knows version 1")]
     Version(u32),
     /// A frame with no kind.
-    #[error("the frame carries no snapshot or delta")]
+    #[error("the frame carries no kind")]
     NoKind,
     /// A tile field that is not a finite number.
     #[error("tile {key}: field {field} is not a finite number")]
@@ -959,6 +972,9 @@ impl Frame {
                 removals: d.removals.iter().map(|k| k.to_string()).collect(),
                 checksum: d.checksum,
             }),
+            Frame::Alert(a) => crate::proto::frame::Kind::Alert(frames::alert_to_proto(a)),
+            Frame::Results(r) => crate::proto::frame::Kind::Results(frames::results_to_proto(r)),
+            Frame::Events(e) => crate::proto::frame::Kind::Events(frames::events_to_proto(e)),
         };
         crate::proto::Frame { version: FRAME_VERSION, kind: Some(kind) }.encode_to_vec()
     }
@@ -991,6 +1007,9 @@ impl Frame {
                     checksum: d.checksum,
                 }))
             }
+            crate::proto::frame::Kind::Alert(a) => Ok(Frame::Alert(Box::new(frames::alert_from_proto(a)?))),
+            crate::proto::frame::Kind::Results(r) => Ok(Frame::Results(frames::results_from_proto(r)?)),
+            crate::proto::frame::Kind::Events(e) => Ok(Frame::Events(frames::events_from_proto(e)?)),
         }
     }
 
@@ -1016,6 +1035,11 @@ impl Frame {
                 removals: d.removals.iter().map(|k| k.to_string()).collect(),
                 checksum: d.checksum.map(|c| format!("{c:016x}")),
             },
+            Frame::Alert(a) => JsonFrame::Alert { v: FRAME_VERSION, alert: a.clone() },
+            Frame::Results(r) => {
+                JsonFrame::Results { v: FRAME_VERSION, topic: r.topic.to_string(), results: r.results.clone() }
+            }
+            Frame::Events(e) => return frames::events_to_json(FRAME_VERSION, e),
         };
         serde_json::to_string(&frame).unwrap_or_default()
     }
@@ -1024,6 +1048,19 @@ impl Frame {
     /// (a tile key or field name given twice is refused), and no unknown
     /// keys.
     pub fn from_json(text: &str) -> Result<Frame, FrameError> {
+        // Events frames carry their events as raw JSON for the event codec,
+        // which an internally tagged enum cannot hold: they are read apart.
+        #[derive(Deserialize)]
+        struct Kind<'a> {
+            #[serde(borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        let kind: Kind<'_> = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
+        if kind.kind == "events" {
+            let events: frames::EventsJson = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
+            check_version(events.v)?;
+            return Ok(Frame::Events(events.into_frame()?));
+        }
         let frame: JsonFrame = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
         let hex = |c: &str| {
             let digits = c.len() == 16 && c.bytes().all(|b| b.is_ascii_hexdigit());
@@ -1050,6 +1087,17 @@ impl Frame {
                     upserts,
                     checksum: checksum.as_deref().map(hex).transpose()?,
                 }))
+            }
+            JsonFrame::Alert { v, alert } => {
+                check_version(v)?;
+                if alert.value.is_some_and(|x| !x.is_finite()) {
+                    return Err(FrameError::NonFinite { key: alert.rule.to_string(), field: "value".into() });
+                }
+                Ok(Frame::Alert(alert))
+            }
+            JsonFrame::Results { v, topic, results } => {
+                check_version(v)?;
+                Ok(Frame::Results(frames::check_results(ResultsFrame { topic: topic.into(), results })?))
             }
         }
     }
@@ -1181,6 +1229,15 @@ enum JsonFrame {
         removals: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         checksum: Option<String>,
+    },
+    Alert {
+        v: u32,
+        alert: Box<AlertEvent>,
+    },
+    Results {
+        v: u32,
+        topic: String,
+        results: Vec<ResultRow>,
     },
 }
 

@@ -79,14 +79,15 @@ pub struct GeoPoint {
     pub lon: f64,
 }
 /// A frame sent to a dashboard subscriber: a snapshot of a topic's tile
-/// board, or a delta on top of a sequence number the subscriber holds.
+/// board, a delta on top of a sequence number the subscriber holds, an
+/// alert state change, window results, or raw events.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Frame {
     /// Format version; this file describes version 1. A reader refuses others.
     #[prost(uint32, tag = "1")]
     pub version: u32,
     /// What the frame carries. Exactly one is required.
-    #[prost(oneof = "frame::Kind", tags = "2, 3")]
+    #[prost(oneof = "frame::Kind", tags = "2, 3, 4, 5, 6")]
     pub kind: ::core::option::Option<frame::Kind>,
 }
 /// Nested message and enum types in `Frame`.
@@ -100,6 +101,15 @@ pub mod frame {
         /// The tiles that changed.
         #[prost(message, tag = "3")]
         Delta(super::BoardDelta),
+        /// An alert state change.
+        #[prost(message, tag = "4")]
+        Alert(super::AlertFrame),
+        /// Window results.
+        #[prost(message, tag = "5")]
+        Results(super::ResultsFrame),
+        /// Raw events.
+        #[prost(message, tag = "6")]
+        Events(super::EventsFrame),
     }
 }
 /// One tile: a key and a small record of named numbers.
@@ -149,4 +159,149 @@ pub struct BoardDelta {
     /// The board checksum at `seq`, in every Nth delta.
     #[prost(fixed64, optional, tag = "6")]
     pub checksum: ::core::option::Option<u64>,
+}
+/// A name and a value, for labels and annotations.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Label {
+    /// The name.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// The value.
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
+}
+/// One state change of an alert instance.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AlertFrame {
+    /// The rule's name.
+    #[prost(string, tag = "1")]
+    pub rule: ::prost::alloc::string::String,
+    /// The tenant.
+    #[prost(string, tag = "2")]
+    pub tenant: ::prost::alloc::string::String,
+    /// The instance's labels, sorted by name.
+    #[prost(message, repeated, tag = "3")]
+    pub labels: ::prost::alloc::vec::Vec<Label>,
+    /// The new state: inactive, pending, firing or resolved.
+    #[prost(string, tag = "4")]
+    pub state: ::prost::alloc::string::String,
+    /// The state before.
+    #[prost(string, tag = "5")]
+    pub previous: ::prost::alloc::string::String,
+    /// info, warning, error or critical.
+    #[prost(string, tag = "6")]
+    pub severity: ::prost::alloc::string::String,
+    /// The value that caused the change; none for a gap in the data.
+    #[prost(double, optional, tag = "7")]
+    pub value: ::core::option::Option<f64>,
+    /// Event time of the change (the end of the window that caused it).
+    #[prost(int64, tag = "8")]
+    pub at_unix_nanos: i64,
+    /// When the condition started to hold.
+    #[prost(int64, tag = "9")]
+    pub since_unix_nanos: i64,
+    /// The instance's identity.
+    #[prost(fixed64, tag = "10")]
+    pub fingerprint: u64,
+    /// For a geo cluster rule, the cells of the clusters.
+    #[prost(string, repeated, tag = "11")]
+    pub cells: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The rule's annotations, rendered.
+    #[prost(message, repeated, tag = "12")]
+    pub annotations: ::prost::alloc::vec::Vec<Label>,
+}
+/// The aggregates of one field in one window.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FieldAggregates {
+    /// The field's name.
+    #[prost(string, tag = "1")]
+    pub field: ::prost::alloc::string::String,
+    /// Weighted count.
+    #[prost(double, tag = "2")]
+    pub count: f64,
+    /// Weighted sum.
+    #[prost(double, tag = "3")]
+    pub sum: f64,
+    /// Minimum, when the field had a value.
+    #[prost(double, optional, tag = "4")]
+    pub min: ::core::option::Option<f64>,
+    /// Maximum, when the field had a value.
+    #[prost(double, optional, tag = "5")]
+    pub max: ::core::option::Option<f64>,
+    /// Weighted mean, when the field had a value.
+    #[prost(double, optional, tag = "6")]
+    pub mean: ::core::option::Option<f64>,
+    /// Latest value by event time, when the field had one.
+    #[prost(double, optional, tag = "7")]
+    pub last: ::core::option::Option<f64>,
+    /// The requested quantiles.
+    #[prost(message, repeated, tag = "8")]
+    pub quantiles: ::prost::alloc::vec::Vec<Quantile>,
+}
+/// A quantile and its value.
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct Quantile {
+    /// The quantile, in \[0, 1\].
+    #[prost(double, tag = "1")]
+    pub q: f64,
+    /// Its value.
+    #[prost(double, tag = "2")]
+    pub value: f64,
+}
+/// One window result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WindowResultRow {
+    /// The window operator's name.
+    #[prost(string, tag = "1")]
+    pub window: ::prost::alloc::string::String,
+    /// The stream.
+    #[prost(string, tag = "2")]
+    pub stream: ::prost::alloc::string::String,
+    /// Window start.
+    #[prost(int64, tag = "3")]
+    pub start_unix_nanos: i64,
+    /// Window end.
+    #[prost(int64, tag = "4")]
+    pub end_unix_nanos: i64,
+    /// The group's labels.
+    #[prost(message, repeated, tag = "5")]
+    pub labels: ::prost::alloc::vec::Vec<Label>,
+    /// Events in the window.
+    #[prost(uint64, tag = "6")]
+    pub events: u64,
+    /// Weighted count.
+    #[prost(double, tag = "7")]
+    pub count: f64,
+    /// Per field.
+    #[prost(message, repeated, tag = "8")]
+    pub fields: ::prost::alloc::vec::Vec<FieldAggregates>,
+    /// 0 for the first emission, then one more per correction.
+    #[prost(uint32, tag = "9")]
+    pub revision: u32,
+    /// Whether this is the final result rather than a partial update.
+    #[prost(bool, tag = "10")]
+    pub is_final: bool,
+}
+/// Window results of one topic.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ResultsFrame {
+    /// The topic.
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    /// The results.
+    #[prost(message, repeated, tag = "2")]
+    pub results: ::prost::alloc::vec::Vec<WindowResultRow>,
+}
+/// Raw events of one topic, each with its sample weight.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EventsFrame {
+    /// The topic.
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    /// The events.
+    #[prost(message, optional, tag = "2")]
+    pub batch: ::core::option::Option<EventBatch>,
+    /// One weight per event (1 unless sampled).
+    #[prost(double, repeated, tag = "3")]
+    pub weights: ::prost::alloc::vec::Vec<f64>,
 }
