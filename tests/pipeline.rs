@@ -539,3 +539,148 @@ fn tokens_gate_ingest_and_reads_and_refusals_are_audited() {
     let json = serde_json::to_string(&out.audit[0]).unwrap();
     assert!(json.contains(r#""action":"forbidden""#), "{json}");
 }
+
+mod subscriptions {
+    use super::*;
+    use edgestream::auth::{Claims, Keys, Mode};
+    use edgestream::delta::board::{Frame, Replica};
+    use edgestream::pipeline::{AuthConfig, EvictReason, KeyConfig, SubscribeConfig, SubscribeError, Subscription};
+
+    fn pipeline() -> Pipeline {
+        Pipeline::builder()
+            .window(WindowConfig::new("10s", spec()).board("metrics"))
+            .alerts(
+                RuleFile::from_json_str(
+                    r#"{"rules": [{"name": "slow", "rule": "avg(latency_ms) by (region) > 250"}]}"#,
+                )
+                .unwrap(),
+            )
+            .raw(RawConfig { enabled: true, ..RawConfig::default() })
+            .build()
+            .unwrap()
+    }
+
+    fn take(p: &mut Pipeline, id: u64) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        p.take_frames(id, &mut frames).unwrap();
+        frames
+    }
+
+    #[test]
+    fn each_mode_gets_its_frames_and_only_its_tenants() {
+        let mut p = pipeline();
+        let deltas = p.subscribe(Subscription::new("acme", "metrics", Mode::Deltas)).unwrap();
+        let aggregates =
+            p.subscribe(Subscription::new("acme", "metrics", Mode::Aggregates).filter("region", "eu")).unwrap();
+        let events = p.subscribe(Subscription::new("acme", "events", Mode::Full).filter("region", "us")).unwrap();
+        let alerts = p.subscribe(Subscription::new("acme", "alerts", Mode::Full)).unwrap();
+        let other = p.subscribe(Subscription::new("globex", "metrics", Mode::Aggregates)).unwrap();
+
+        // Join: the deltas subscriber gets a snapshot of the (empty) board.
+        let mut replica = Replica::new();
+        let first = take(&mut p, deltas);
+        assert!(matches!(first.as_slice(), [Frame::Snapshot(s)] if s.seq == 0));
+        replica.apply(&first[0]).unwrap();
+
+        let body = ndjson(&[event("acme", 1, "eu", 300.0, 1), event("acme", 2, "us", 100.0, 2)]);
+        p.ingest("acme", NDJSON, body, at(3)).unwrap();
+        let mut out = Outputs::default();
+        p.advance(at(3), &mut out);
+        // Raw events go out at once, filtered by dim.
+        assert_eq!(out.ready, [events]);
+        let frames = take(&mut p, events);
+        let Frame::Events(f) = &frames[0] else { panic!("{frames:?}") };
+        assert_eq!((f.events.len(), f.events.get(0).unwrap().dim("region")), (1, Some("us")));
+
+        out.clear();
+        p.advance(at(30), &mut out);
+        assert_eq!(out.ready, [deltas, aggregates, alerts]);
+        for frame in take(&mut p, deltas) {
+            replica.apply(&frame).unwrap();
+        }
+        assert_eq!(replica.tiles().count(), p.board("acme", "metrics").unwrap().len());
+        let Frame::Results(r) = &take(&mut p, aggregates)[0] else { panic!() };
+        assert_eq!((r.results.len(), r.results[0].label("region")), (1, Some("eu")));
+        let Frame::Alert(a) = &take(&mut p, alerts)[0] else { panic!() };
+        assert_eq!(a.label("region"), Some("eu"));
+        assert!(take(&mut p, other).is_empty(), "globex sees nothing of acme");
+
+        // Frames encode for the wire in the subscriber's format.
+        let json = p.subscribe(Subscription::new("acme", "metrics", Mode::Deltas).json()).unwrap();
+        let mut encoded = Vec::new();
+        p.take_encoded(json, &mut encoded).unwrap();
+        assert!(Frame::from_json(std::str::from_utf8(&encoded[0]).unwrap()).is_ok());
+        assert_eq!(p.stats().subscribers, 6);
+    }
+
+    #[test]
+    fn unknown_topics_caps_and_tokens() {
+        let secret = "a-secret-of-at-least-thirty-two-bytes";
+        let mut config = PipelineConfig::default();
+        config.windows.push(WindowConfig::new("10s", spec()).board("metrics"));
+        config.auth = Some(AuthConfig {
+            keys: vec![KeyConfig { kid: "k".into(), secret: secret.into() }],
+            ..AuthConfig::default()
+        });
+        config.subscribers = SubscribeConfig { max_per_tenant: 2, ..SubscribeConfig::default() };
+        let mut p = Pipeline::new(config).unwrap();
+        assert!(matches!(
+            p.subscribe(Subscription::new("acme", "nope", Mode::Deltas)),
+            Err(SubscribeError::UnknownTopic { .. })
+        ));
+        assert!(
+            matches!(
+                p.subscribe(Subscription::new("acme", "events", Mode::Full)),
+                Err(SubscribeError::UnknownTopic { .. })
+            ),
+            "raw is off"
+        );
+        let mut keys = Keys::new();
+        keys.add("k", secret.as_bytes()).unwrap();
+        let token = keys.sign("k", &Claims::new("acme", at(3_600)).topics(["metrics"])).unwrap();
+        let a = p.subscribe_with_token(&token, Subscription::new("acme", "metrics", Mode::Deltas), at(1)).unwrap();
+        assert!(matches!(
+            p.subscribe_with_token(&token, Subscription::new("globex", "metrics", Mode::Deltas), at(1)),
+            Err(SubscribeError::Auth(_))
+        ));
+        p.subscribe_with_token(&token, Subscription::new("acme", "10s", Mode::Aggregates), at(1)).unwrap_err();
+        p.subscribe(Subscription::new("acme", "10s", Mode::Aggregates)).unwrap();
+        assert_eq!(
+            p.subscribe(Subscription::new("acme", "metrics", Mode::Deltas)),
+            Err(SubscribeError::TooMany { max: 2 })
+        );
+        assert!(p.unsubscribe(a));
+        assert!(p.subscribe(Subscription::new("acme", "metrics", Mode::Deltas)).is_ok());
+    }
+
+    #[test]
+    fn a_subscriber_that_stays_slow_is_evicted_and_memory_stays_bounded() {
+        let mut config = PipelineConfig::default();
+        config.windows.push(WindowConfig::new("10s", spec()).board("metrics"));
+        config.raw = RawConfig { enabled: true, ..RawConfig::default() };
+        config.subscribers =
+            SubscribeConfig { max_queued: 4, max_lag: Span::from_secs(20), ..SubscribeConfig::default() };
+        let mut p = Pipeline::new(config).unwrap();
+        let slow = p.subscribe(Subscription::new("acme", "events", Mode::Full)).unwrap();
+        let fast = p.subscribe(Subscription::new("acme", "events", Mode::Full)).unwrap();
+        let deltas = p.subscribe(Subscription::new("acme", "metrics", Mode::Deltas)).unwrap();
+        let mut out = Outputs::default();
+        for step in 0..30 {
+            p.ingest("acme", NDJSON, ndjson(&[event("acme", step, "eu", 1.0, step as u64)]), at(step)).unwrap();
+            out.clear();
+            p.advance(at(step), &mut out);
+            take(&mut p, fast);
+            if let Some(&(id, reason)) = out.evicted.first() {
+                assert_eq!((id, reason), (slow, EvictReason::SlowConsumer));
+                assert!(step > 20, "evicted at {step}");
+                assert!(out.audit.iter().any(|a| format!("{:?}", a.action).contains("SubscriberEvicted")));
+                assert!(p.subscriber(slow).is_none());
+                assert!(p.subscriber(fast).is_some() && p.subscriber(deltas).is_some(), "a deltas outbox conflates");
+                return;
+            }
+            let (_, stats) = p.subscriber(slow).unwrap();
+            assert!(step < 4 || stats.dropped > 0, "a full queue drops its oldest frames");
+        }
+        panic!("the slow subscriber was never evicted");
+    }
+}

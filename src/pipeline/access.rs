@@ -156,7 +156,7 @@ impl Pipeline {
 
     /// Records an audit event for the next `advance`; beyond the buffer's
     /// bound the oldest are dropped and counted.
-    fn audit(&mut self, at: Timestamp, tenant: Option<&str>, action: AuditAction) {
+    pub(super) fn audit(&mut self, at: Timestamp, tenant: Option<&str>, action: AuditAction) {
         let event = AuditEvent { at, tenant: tenant.map(str::to_owned), action };
         push_audit(&mut self.audit, &mut self.audit_dropped, event);
     }

@@ -65,6 +65,8 @@ pub struct PipelineConfig {
     /// Signed tokens for ingest and subscriptions; `None`: the host
     /// authenticates by other means.
     pub auth: Option<super::AuthConfig>,
+    /// Limits on subscribers.
+    pub subscribers: super::SubscribeConfig,
     /// After events arrive, the longest the pipeline waits for an
     /// `advance` ([`Pipeline::next_deadline`](super::Pipeline::next_deadline)),
     /// so results, deltas and alerts follow ingest closely. Default 250 ms.
@@ -85,6 +87,7 @@ impl Default for PipelineConfig {
             raw: RawConfig::default(),
             dedup: None,
             auth: None,
+            subscribers: super::SubscribeConfig::default(),
             tick: Span::from_millis(250),
         }
     }

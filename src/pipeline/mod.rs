@@ -44,6 +44,7 @@ mod access;
 mod config;
 mod snapshot;
 mod stats;
+mod subscribe;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub use config::{
     TenantConfig, WindowConfig,
 };
 pub use stats::{PipelineStats, TenantStats, WindowHealth};
+pub use subscribe::{
+    EvictReason, SubscribeConfig, SubscribeError, SubscriberId, SubscriberStats, Subscription, WireFormat,
+};
 
 use crate::alert::{AlertEvent, Evaluator, Notification, Notifier, RuleFile};
 use crate::delta::board::{BoardConfig, Delta, TileBoard};
@@ -198,6 +202,10 @@ pub struct Outputs {
     pub fidelity: Vec<LevelChange>,
     /// Sensitive actions, for the audit log.
     pub audit: Vec<AuditEvent>,
+    /// Subscribers with frames to take ([`Pipeline::take_frames`]).
+    pub ready: Vec<SubscriberId>,
+    /// Subscribers disconnected, and why: the host closes their sockets.
+    pub evicted: Vec<(SubscriberId, EvictReason)>,
     /// Errors of stages that do not stop the pipeline (an archive file that
     /// could not be encoded), as text; each is also counted in the stats.
     pub errors: Vec<String>,
@@ -215,6 +223,8 @@ impl Outputs {
         self.late.clear();
         self.fidelity.clear();
         self.audit.clear();
+        self.ready.clear();
+        self.evicted.clear();
         self.errors.clear();
     }
 
@@ -229,6 +239,8 @@ impl Outputs {
             && self.late.is_empty()
             && self.fidelity.is_empty()
             && self.audit.is_empty()
+            && self.ready.is_empty()
+            && self.evicted.is_empty()
             && self.errors.is_empty()
     }
 }
@@ -433,6 +445,7 @@ pub struct Pipeline {
     /// Audit events for the next `advance`, and those dropped beyond the bound.
     audit: VecDeque<AuditEvent>,
     audit_dropped: u64,
+    subscribers: subscribe::Subscribers,
 }
 
 impl core::fmt::Debug for Pipeline {
@@ -569,6 +582,7 @@ impl Pipeline {
             keys,
             audit: VecDeque::new(),
             audit_dropped: 0,
+            subscribers: subscribe::Subscribers::default(),
         })
     }
 
@@ -767,6 +781,7 @@ impl Pipeline {
     /// does nothing new.
     pub fn advance(&mut self, now: Timestamp, out: &mut Outputs) {
         self.last_now = Some(now);
+        let firsts = (out.results.len(), out.deltas.len(), out.alerts.len(), out.raw.len());
         let elapsed = self.last_advance.map(|t| now.saturating_since(t));
         self.measure_rates(elapsed);
         self.step_ladder(now, elapsed, out);
@@ -825,6 +840,15 @@ impl Pipeline {
         out.files.append(&mut self.files);
         out.raw.append(&mut self.raw);
         self.raw_held = 0;
+        let (results, deltas, alerts, raw) = firsts;
+        self.fan_out(
+            now,
+            out.results.get(results..).unwrap_or_default(),
+            out.deltas.get(deltas..).unwrap_or_default(),
+            out.alerts.get(alerts..).unwrap_or_default(),
+            out.raw.get(raw..).unwrap_or_default(),
+        );
+        self.hand_over(&mut out.ready, &mut out.evicted);
         out.late.append(&mut self.late_out);
         out.errors.append(&mut self.errors);
         out.audit.extend(self.audit.drain(..));
@@ -967,6 +991,7 @@ impl Pipeline {
             archive_errors: self.archive_errors,
             fidelity: self.ladder.as_ref().map(FidelityLadder::fidelity),
             audit_dropped: self.audit_dropped,
+            subscribers: self.subscribers.len(),
         }
     }
 }

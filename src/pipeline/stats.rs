@@ -111,6 +111,8 @@ pub struct PipelineStats {
     pub archive_errors: u64,
     /// The current fidelity.
     pub fidelity: Option<Fidelity>,
+    /// Open subscriptions.
+    pub subscribers: usize,
     /// Audit events dropped because more than 10,000 waited for an
     /// `advance`.
     pub audit_dropped: u64,
