@@ -113,6 +113,12 @@ fn two_tenants_two_formats_through_to_deltas_alerts_and_files() {
     assert_eq!(stats.total.admitted, 30);
     assert!(stats.tenants.values().all(|t| t.is_balanced()));
     assert_eq!(stats.windows["10s"].stats.on_time, 30);
+    // The window [0, 10) was emitted at 16 s: 6 s after its end.
+    let result_latency = &stats.latency["window_to_result"];
+    assert_eq!(result_latency.count, 2);
+    assert!((result_latency.p50.unwrap() - 6_000.0).abs() < 100.0, "{result_latency:?}");
+    assert_eq!(stats.latency["ingest_to_advance"].count, 30);
+    assert_eq!(stats.latency["window_to_alert"].count, 1);
     let json = serde_json::to_value(&stats).unwrap();
     assert_eq!(json["tenants"]["acme"]["admitted"], 20);
 }
@@ -683,4 +689,47 @@ mod subscriptions {
         }
         panic!("the slow subscriber was never evicted");
     }
+}
+
+#[test]
+fn rules_change_while_running_and_the_change_is_audited() {
+    use edgestream::pipeline::AuditAction;
+    let rules = |json: &str| RuleFile::from_json_str(json).unwrap();
+    let mut p = Pipeline::builder()
+        .window(WindowConfig::new("10s", spec()))
+        .alerts(rules(
+            r#"{"rules": [{"name": "slow", "rule": "avg(latency_ms) by (region) > 250"},
+                                      {"name": "busy", "rule": "count() by (region) > 100"}]}"#,
+        ))
+        .build()
+        .unwrap();
+    p.ingest("acme", NDJSON, ndjson(&[event("acme", 1, "eu", 300.0, 1)]), at(2)).unwrap();
+    let mut out = Outputs::default();
+    p.advance(at(16), &mut out);
+    assert_eq!(out.alerts.len(), 1, "slow fires");
+
+    p.set_alerts(
+        rules(
+            r#"{"rules": [{"name": "busy", "rule": "count() by (region) > 50"},
+                             {"name": "quiet", "rule": "count() by (region) < 1"}]}"#,
+        ),
+        at(17),
+    )
+    .unwrap();
+    out.clear();
+    p.advance(at(18), &mut out);
+    assert!(
+        out.alerts.iter().any(|a| &*a.rule == "slow" && a.state == AlertState::Resolved),
+        "the removed rule's alert resolves: {:?}",
+        out.alerts
+    );
+    let changed = out.audit.iter().find_map(|a| match &a.action {
+        AuditAction::RulesChanged { added, removed, changed } => {
+            Some((added.clone(), removed.clone(), changed.clone()))
+        }
+        _ => None,
+    });
+    assert_eq!(changed, Some((vec!["quiet".to_owned()], vec!["slow".to_owned()], vec!["busy".to_owned()])));
+    assert!(p.set_alerts(rules(r#"{"rules": []}"#), at(19)).is_ok());
+    assert!(p.set_alerts(RuleFile::default(), at(19)).is_ok());
 }

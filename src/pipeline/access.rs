@@ -93,6 +93,15 @@ pub enum AuditAction {
         /// The level entered.
         to: Fidelity,
     },
+    /// The alert rules were replaced.
+    RulesChanged {
+        /// Rules new by name.
+        added: Vec<String>,
+        /// Rules gone.
+        removed: Vec<String>,
+        /// Rules whose definition changed.
+        changed: Vec<String>,
+    },
     /// A subscriber was disconnected.
     SubscriberEvicted {
         /// Its id.

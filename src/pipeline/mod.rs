@@ -57,7 +57,7 @@ pub use config::{
     ArchiveConfig, ArchiveFormat, DedupConfig, MAX_CONFIG_BYTES, PipelineConfig, RawConfig, SamplingConfig,
     TenantConfig, WindowConfig,
 };
-pub use stats::{PipelineStats, TenantStats, WindowHealth};
+pub use stats::{LatencySummary, PipelineStats, TenantStats, WindowHealth};
 pub use subscribe::{
     EvictReason, SubscribeConfig, SubscribeError, SubscriberId, SubscriberStats, Subscription, WireFormat,
 };
@@ -446,6 +446,9 @@ pub struct Pipeline {
     audit: VecDeque<AuditEvent>,
     audit_dropped: u64,
     subscribers: subscribe::Subscribers,
+    latency: stats::Latency,
+    /// Events admitted since the last `advance`.
+    admitted_pending: u64,
 }
 
 impl core::fmt::Debug for Pipeline {
@@ -583,6 +586,8 @@ impl Pipeline {
             audit: VecDeque::new(),
             audit_dropped: 0,
             subscribers: subscribe::Subscribers::default(),
+            latency: stats::Latency::default(),
+            admitted_pending: 0,
         })
     }
 
@@ -706,6 +711,7 @@ impl Pipeline {
         receipt.accepted = admitted;
         state.stats.admitted = state.stats.admitted.saturating_add(admitted as u64);
         state.admitted_since = state.admitted_since.saturating_add(admitted as u64);
+        self.admitted_pending = self.admitted_pending.saturating_add(admitted as u64);
         if admitted == 0 {
             return Ok(receipt);
         }
@@ -783,6 +789,10 @@ impl Pipeline {
         self.last_now = Some(now);
         let firsts = (out.results.len(), out.deltas.len(), out.alerts.len(), out.raw.len());
         let elapsed = self.last_advance.map(|t| now.saturating_since(t));
+        if let Some(since) = self.pending_since {
+            self.latency.ingest(since, now, self.admitted_pending);
+        }
+        self.admitted_pending = 0;
         self.measure_rates(elapsed);
         self.step_ladder(now, elapsed, out);
 
@@ -805,6 +815,7 @@ impl Pipeline {
                 if let (Some(evaluator), true) = (&mut self.evaluator, stage.alerts) {
                     evaluator.push(&result);
                 }
+                self.latency.result(result.end, now);
                 out.results.push(NamedResult { window: Arc::clone(&stage.name), result });
             }
         }
@@ -821,6 +832,9 @@ impl Pipeline {
                     notifier.push(event, now);
                 }
                 notifier.advance(now, &mut out.notifications);
+            }
+            for event in &self.alert_scratch {
+                self.latency.alert(event.at, now);
             }
             out.alerts.append(&mut self.alert_scratch);
         }
@@ -936,6 +950,48 @@ impl Pipeline {
         self.stages.iter().find(|s| *s.name == *window).and_then(|s| s.rollup.as_ref())
     }
 
+    /// Replaces the alert rules (and the notifier's channels and routes)
+    /// while running: instances of rules kept by name carry on (pending
+    /// timers, firing alerts, baselines; a changed rule restarts its
+    /// baselines), firing alerts of removed rules resolve at the next
+    /// `advance`. The change is audited.
+    pub fn set_alerts(&mut self, alerts: RuleFile, now: Timestamp) -> Result<(), PipelineError> {
+        let alerts = alerts.validate().map_err(|e| PipelineError::Alerts(e.to_string()))?;
+        let alert_error = |e: &dyn core::fmt::Display| PipelineError::Alerts(e.to_string());
+        let evaluator = match &self.evaluator {
+            Some(old) => {
+                let mut bytes = Vec::new();
+                old.snapshot(&mut bytes);
+                Evaluator::restore(alerts.rules.clone(), alerts.limits, &bytes).map_err(|e| alert_error(&e))?
+            }
+            None => Evaluator::new(alerts.rules.clone(), alerts.limits).map_err(|e| alert_error(&e))?,
+        };
+        let notifier = match &self.notifier {
+            Some(old) => {
+                let mut bytes = Vec::new();
+                old.snapshot(&mut bytes);
+                Notifier::restore(alerts.notifier.clone(), &alerts.rules, &bytes).map_err(|e| alert_error(&e))?
+            }
+            None => Notifier::new(alerts.notifier.clone(), &alerts.rules),
+        };
+        let before: BTreeMap<&str, String> =
+            self.config.alerts.rules.iter().map(|r| (r.name.as_str(), r.to_string())).collect();
+        let after: BTreeMap<&str, String> = alerts.rules.iter().map(|r| (r.name.as_str(), r.to_string())).collect();
+        let names = |f: &dyn Fn(&str, &String) -> bool, from: &BTreeMap<&str, String>| -> Vec<String> {
+            from.iter().filter(|(n, t)| f(n, t)).map(|(n, _)| (*n).to_owned()).collect()
+        };
+        let action = access::AuditAction::RulesChanged {
+            added: names(&|n, _| !before.contains_key(n), &after),
+            removed: names(&|n, _| !after.contains_key(n), &before),
+            changed: names(&|n, t| before.get(n).is_some_and(|old| old != t), &after),
+        };
+        self.evaluator = Some(evaluator);
+        self.notifier = Some(notifier);
+        self.config.alerts = alerts;
+        self.audit(now, None, action);
+        Ok(())
+    }
+
     /// The alert notifier, to acknowledge alerts and manage silences.
     pub fn notifier_mut(&mut self) -> Option<&mut Notifier> {
         self.notifier.as_mut()
@@ -992,6 +1048,8 @@ impl Pipeline {
             fidelity: self.ladder.as_ref().map(FidelityLadder::fidelity),
             audit_dropped: self.audit_dropped,
             subscribers: self.subscribers.len(),
+            latency: self.latency.summaries(),
+            raw_buffered: self.raw_held,
         }
     }
 }

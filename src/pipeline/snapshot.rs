@@ -39,6 +39,9 @@ struct Snap {
     pending_since: Option<Timestamp>,
     last_advance: Option<Timestamp>,
     last_now: Option<Timestamp>,
+    latency: super::stats::Latency,
+    admitted_pending: u64,
+    audit_dropped: u64,
 }
 
 /// A value kept as JSON text inside the binary snapshot: for types whose
@@ -164,6 +167,9 @@ impl Pipeline {
             pending_since: self.pending_since,
             last_advance: self.last_advance,
             last_now: self.last_now,
+            latency: self.latency.clone(),
+            admitted_pending: self.admitted_pending,
+            audit_dropped: self.audit_dropped,
         };
         // The limiter and the rollups follow, written in place (they are
         // not `Clone`).
@@ -270,6 +276,9 @@ impl Pipeline {
         p.pending_since = snap.pending_since;
         p.last_advance = snap.last_advance;
         p.last_now = snap.last_now;
+        p.latency = snap.latency;
+        p.admitted_pending = snap.admitted_pending;
+        p.audit_dropped = snap.audit_dropped;
         Ok(p)
     }
 }

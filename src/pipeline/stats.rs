@@ -10,6 +10,7 @@ use crate::sink::SinkStats;
 use crate::stats::IngestStats;
 use crate::time::Timestamp;
 use crate::window::WindowStats;
+use crate::window::agg::{QuantileConfig, Quantiles};
 
 /// One tenant's counters.
 ///
@@ -113,6 +114,12 @@ pub struct PipelineStats {
     pub fidelity: Option<Fidelity>,
     /// Open subscriptions.
     pub subscribers: usize,
+    /// Latency per stage, in milliseconds of the host's clock:
+    /// `ingest_to_advance` (per event), `window_to_result` (from a
+    /// window's end in event time to its result), `window_to_alert`.
+    pub latency: BTreeMap<String, LatencySummary>,
+    /// Raw events held for the next `advance`.
+    pub raw_buffered: usize,
     /// Audit events dropped because more than 10,000 waited for an
     /// `advance`.
     pub audit_dropped: u64,
@@ -132,4 +139,88 @@ pub struct WindowHealth {
     pub groups: usize,
     /// Live windows.
     pub windows: usize,
+}
+
+/// How long data waits, per stage, in milliseconds on the host's clock:
+/// recorded by the pipeline, summarized in [`PipelineStats::latency`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct Latency {
+    /// From ingest to the `advance` that processes it, per event.
+    ingest_to_advance: Quantiles,
+    /// From a window's end (event time) to the `advance` that emits its
+    /// result, per result: watermark delay plus the host's tick.
+    window_to_result: Quantiles,
+    /// From a window's end to the alert event it causes, per alert event.
+    window_to_alert: Quantiles,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        let config = QuantileConfig { sigfig: 2, resolution: 0.1, max_abs: 1e10 };
+        Latency {
+            ingest_to_advance: Quantiles::new(config),
+            window_to_result: Quantiles::new(config),
+            window_to_alert: Quantiles::new(config),
+        }
+    }
+}
+
+/// Milliseconds from `from` to `to`, at least 0 (clocks may disagree).
+fn ms(from: Timestamp, to: Timestamp) -> f64 {
+    (to.saturating_since(from).as_nanos().max(0) as f64) / 1e6
+}
+
+impl Latency {
+    pub(super) fn ingest(&mut self, since: Timestamp, now: Timestamp, events: u64) {
+        if events > 0 {
+            self.ingest_to_advance.record(ms(since, now), events as f64);
+        }
+    }
+
+    pub(super) fn result(&mut self, end: Timestamp, now: Timestamp) {
+        self.window_to_result.record(ms(end, now), 1.0);
+    }
+
+    pub(super) fn alert(&mut self, at: Timestamp, now: Timestamp) {
+        self.window_to_alert.record(ms(at, now), 1.0);
+    }
+
+    pub(super) fn summaries(&self) -> BTreeMap<String, LatencySummary> {
+        [
+            ("ingest_to_advance", &self.ingest_to_advance),
+            ("window_to_result", &self.window_to_result),
+            ("window_to_alert", &self.window_to_alert),
+        ]
+        .into_iter()
+        .map(|(name, q)| (name.to_owned(), LatencySummary::of(q)))
+        .collect()
+    }
+}
+
+/// Quantiles of one stage's latency, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LatencySummary {
+    /// Samples (events for ingest, results, alert events).
+    pub count: u64,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+impl LatencySummary {
+    fn of(q: &Quantiles) -> Self {
+        LatencySummary {
+            count: q.len(),
+            p50: q.quantile(0.5),
+            p90: q.quantile(0.9),
+            p99: q.quantile(0.99),
+            max: q.quantile(1.0),
+        }
+    }
 }
