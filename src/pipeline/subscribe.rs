@@ -1,24 +1,5 @@
 //! Subscriptions: who receives which frames, with bounded memory per
-//! subscriber.
-//!
-//! Topics of a tenant:
-//!
-//! | topic | modes | frames |
-//! | --- | --- | --- |
-//! | a board topic ([`WindowConfig::board`](super::WindowConfig::board), e.g. `metrics`) | `deltas` | a snapshot on join and on a gap, then deltas, conflated for a slow subscriber |
-//! | the same topic, or a window operator's name | `aggregates` | window results of the operators behind it |
-//! | `events`, or a stream's name | `full` | admitted raw events (with [`RawConfig::enabled`](super::RawConfig::enabled)) |
-//! | `alerts` | any | alert state changes |
-//!
-//! Filters (`label = value`) keep results whose group has the label, and
-//! events whose dims have it. A subscriber whose queue stays full for
-//! longer than [`SubscribeConfig::max_lag`] is evicted with a reason the
-//! host passes on when it closes the socket; a `deltas` subscriber never
-//! is: its outbox conflates to at most one pending change per tile.
-//!
-//! Subscriptions belong to connections and are not part of
-//! [`Pipeline::snapshot`]: after a restore, hosts subscribe their open
-//! sockets again (each gets a snapshot on join).
+//! subscriber (see [`Subscription`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -58,12 +39,31 @@ impl Default for SubscribeConfig {
 }
 
 /// What a subscriber asks for.
+///
+/// Topics of a tenant:
+///
+/// | topic | modes | frames |
+/// | --- | --- | --- |
+/// | a board topic ([`WindowConfig::board`](super::WindowConfig::board), e.g. `metrics`) | `deltas` | a snapshot on join and on a gap, then deltas, conflated for a slow subscriber |
+/// | the same topic, or a window operator's name | `aggregates` | window results of the operators behind it |
+/// | `events`, or a stream's name | `full` | admitted raw events (with [`RawConfig::enabled`](super::RawConfig::enabled)) |
+/// | `alerts` | any | alert state changes |
+///
+/// Filters (`label = value`) keep results whose group has the label, and
+/// events whose dims have it. A subscriber whose queue stays full for
+/// longer than [`SubscribeConfig::max_lag`] is evicted with a reason the
+/// host passes on when it closes the socket; a `deltas` subscriber never
+/// is: its outbox conflates to at most one pending change per tile.
+///
+/// Subscriptions belong to connections and are not part of
+/// [`Pipeline::snapshot`]: after a restore, hosts subscribe their open
+/// sockets again (each gets a snapshot on join).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Subscription {
     /// The tenant whose data it reads.
     pub tenant: String,
-    /// The topic (see the [module documentation](self)).
+    /// The topic (see the table above).
     pub topic: String,
     /// The mode.
     pub mode: Mode,
