@@ -61,7 +61,7 @@ fn events() -> Vec<Event> {
 }
 
 fn columns() -> EventColumns {
-    EventColumns { dims: vec!["region".into()], fields: vec!["temp_c".into()], payload: false }
+    EventColumns { dims: vec!["region".into()], fields: vec!["temp_c".into()], ..EventColumns::default() }
 }
 
 fn sink_config() -> SinkConfig {

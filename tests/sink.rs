@@ -52,7 +52,11 @@ fn read(file: &FinishedFile) -> Vec<RecordBatch> {
 
 fn config() -> SinkConfig {
     SinkConfig {
-        columns: EventColumns { dims: vec!["region".into()], fields: vec!["latency_ms".into()], payload: false },
+        columns: EventColumns {
+            dims: vec!["region".into()],
+            fields: vec!["latency_ms".into()],
+            ..EventColumns::default()
+        },
         writer_id: "w1".into(),
         ..SinkConfig::default()
     }

@@ -54,7 +54,11 @@ fn csv_rows_quote_and_read_back() {
     );
     batch.push(&Event::new("acme", "http", t).with_field("latency_ms", f64::NAN));
     let config = SinkConfig {
-        columns: EventColumns { dims: vec!["region".into()], fields: vec!["latency_ms".into()], payload: false },
+        columns: EventColumns {
+            dims: vec!["region".into()],
+            fields: vec!["latency_ms".into()],
+            ..EventColumns::default()
+        },
         writer_id: "w".into(),
         ..SinkConfig::default()
     };

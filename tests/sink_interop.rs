@@ -59,7 +59,7 @@ fn pyarrow_and_duckdb_read_what_we_write() {
 
     // Write, as a host would store the finished files.
     let config = SinkConfig {
-        columns: EventColumns { dims: vec!["region".into()], fields: vec!["temp_c".into()], payload: false },
+        columns: EventColumns { dims: vec!["region".into()], fields: vec!["temp_c".into()], ..EventColumns::default() },
         writer_id: "interop".into(),
         ..SinkConfig::default()
     };

@@ -105,6 +105,12 @@ fn push_event<'a>(out: &mut String, columns: &EventColumns, e: &EventRef<'a>, ro
             number(out, v);
         }
     }
+    for v in route.promoted_ints(e) {
+        out.push(',');
+        if let Some(v) = v {
+            let _ = write!(out, "{v}");
+        }
+    }
     out.push(',');
     json_object(out, route.other_dims(e), json_string);
     out.push(',');

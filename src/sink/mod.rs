@@ -11,11 +11,12 @@
 //!
 //! | column | Arrow type | |
 //! | --- | --- | --- |
-//! | `ts` | `Timestamp(Nanosecond, "UTC")` | event time |
+//! | `ts` | `Timestamp(Nanosecond, "UTC")` | event time; named by [`EventColumns::time_column`] |
 //! | `tenant`, `stream` | `Dictionary(Int32, Utf8)` | |
 //! | `id` | `Utf8`, nullable | byte ids as base64 |
 //! | one per promoted dim | `Utf8`, nullable | [`EventColumns::dims`] |
 //! | one per promoted field | `Float64`, nullable | [`EventColumns::fields`] |
+//! | one per integer field | `Int64`, nullable | [`EventColumns::int_fields`] |
 //! | `dims` | `Map<Utf8, Utf8>` | the other dims |
 //! | `fields` | `Map<Utf8, Float64>` | the other fields |
 //! | `lat`, `lon` | `Float64`, nullable | geo point |
@@ -61,15 +62,39 @@ pub const RESULT_SCHEMA_VERSION: &str = "1";
 
 /// Which dims and fields get columns of their own; the others go to the
 /// `dims` and `fields` map columns.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventColumns {
     /// Dims promoted to `Utf8` columns, named as the dim.
     pub dims: Vec<String>,
     /// Fields promoted to `Float64` columns, named as the field.
     pub fields: Vec<String>,
+    /// Fields promoted to `Int64` columns (ids, counts, cents): a value
+    /// that is not an integer in the `i64` range is not rounded: it goes
+    /// to the `fields` map instead, and the column holds null.
+    pub int_fields: Vec<String>,
     /// Whether to keep the raw payload (a `Binary` column).
     pub payload: bool,
+    /// The name of the event-time column (default `ts`).
+    pub time_column: String,
+}
+
+impl Default for EventColumns {
+    fn default() -> Self {
+        EventColumns {
+            dims: Vec::new(),
+            fields: Vec::new(),
+            int_fields: Vec::new(),
+            payload: false,
+            time_column: "ts".to_owned(),
+        }
+    }
+}
+
+/// `v` as an `i64`, if it is one exactly.
+pub(crate) fn exact_int(v: f64) -> Option<i64> {
+    // 2^63 is exactly representable; every integral f64 below it fits.
+    (v.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v)).then_some(v as i64)
 }
 
 /// When an open file is finished.
@@ -200,6 +225,9 @@ pub struct SinkStats {
 
 /// Checks that promoted columns are unique and do not clash with the fixed ones.
 fn check_columns(columns: &EventColumns) -> Result<(), SinkError> {
+    if columns.time_column.is_empty() {
+        return Err(SinkError::Config("`time_column` is empty".into()));
+    }
     check_unique(Layout::Events(Arc::new(columns.clone())).column_names())
 }
 
@@ -264,8 +292,9 @@ impl Layout {
         let mut names = Vec::new();
         match self {
             Layout::Events(c) => {
-                names.extend(owned(&["ts", "tenant", "stream", "id"]));
-                names.extend(c.dims.iter().chain(&c.fields).cloned());
+                names.push(c.time_column.clone());
+                names.extend(owned(&["tenant", "stream", "id"]));
+                names.extend(c.dims.iter().chain(&c.fields).chain(&c.int_fields).cloned());
                 names.extend(owned(&["dims", "fields", "lat", "lon"]));
                 if c.payload {
                     names.push("payload".to_owned());
@@ -290,6 +319,7 @@ pub(crate) struct Route<'a> {
     symbols: &'a Symbols,
     dims: SmallVec<[Option<Sym>; 4]>,
     fields: SmallVec<[Option<Sym>; 4]>,
+    ints: SmallVec<[Option<Sym>; 4]>,
 }
 
 impl<'a> Route<'a> {
@@ -298,6 +328,7 @@ impl<'a> Route<'a> {
             symbols,
             dims: columns.dims.iter().map(|d| symbols.get(d)).collect(),
             fields: columns.fields.iter().map(|f| symbols.get(f)).collect(),
+            ints: columns.int_fields.iter().map(|f| symbols.get(f)).collect(),
         }
     }
 
@@ -330,10 +361,38 @@ impl<'a> Route<'a> {
         })
     }
 
-    /// The fields without a column of their own.
+    /// The value of each `Int64` field, in column order: `None` when the
+    /// event lacks it or its value is not an exact integer (see
+    /// [`EventColumns::int_fields`]).
+    pub(crate) fn promoted_ints(&self, e: &EventRef<'a>) -> impl Iterator<Item = Option<i64>> + use<'a, '_> {
+        let fields = e.field_syms();
+        self.ints.iter().map(move |key| {
+            let key = (*key)?;
+            fields.iter().find(|(k, _)| *k == key).and_then(|&(_, v)| exact_int(v))
+        })
+    }
+
+    /// The fields without a column of their own (an `Int64` field whose
+    /// value is not an exact integer included).
     pub(crate) fn other_fields(&self, e: &EventRef<'a>) -> impl Iterator<Item = (&'a str, f64)> + use<'a, '_> {
         let symbols = self.symbols;
-        e.field_syms().iter().filter(|(k, _)| !self.fields.contains(&Some(*k))).map(move |&(k, v)| (symbols.str(k), v))
+        let mut seen_ints: SmallVec<[Sym; 4]> = SmallVec::new();
+        e.field_syms()
+            .iter()
+            .filter(move |&&(k, v)| {
+                if self.fields.contains(&Some(k)) {
+                    return false;
+                }
+                if !self.ints.contains(&Some(k)) {
+                    return true;
+                }
+                // Only the first of a repeated name is the column's, as
+                // `promoted_ints` reads.
+                let first = !seen_ints.contains(&k);
+                seen_ints.push(k);
+                !(first && exact_int(v).is_some())
+            })
+            .map(move |&(k, v)| (symbols.str(k), v))
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Float64Builder, MapBuilder, StringBuilder, TimestampNanosecondBuilder,
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, MapBuilder, StringBuilder, TimestampNanosecondBuilder,
     UInt32Builder, UInt64Builder,
 };
 use arrow_array::cast::AsArray;
@@ -370,6 +370,7 @@ struct Rows {
     id: StringBuilder,
     dims: Vec<StringBuilder>,
     fields: Vec<Float64Builder>,
+    ints: Vec<Int64Builder>,
     other_dims: MapBuilder<StringBuilder, StringBuilder>,
     other_fields: MapBuilder<StringBuilder, Float64Builder>,
     lat: Float64Builder,
@@ -390,6 +391,7 @@ impl Rows {
             id: StringBuilder::new(),
             dims: columns.dims.iter().map(|_| StringBuilder::new()).collect(),
             fields: columns.fields.iter().map(|_| Float64Builder::new()).collect(),
+            ints: columns.int_fields.iter().map(|_| Int64Builder::new()).collect(),
             other_dims: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             other_fields: MapBuilder::new(None, StringBuilder::new(), Float64Builder::new()),
             lat: Float64Builder::new(),
@@ -432,6 +434,10 @@ impl Rows {
             builder.append_option(v);
             bytes += 8;
         }
+        for (builder, v) in self.ints.iter_mut().zip(route.promoted_ints(e)) {
+            builder.append_option(v);
+            bytes += 8;
+        }
         for (k, v) in route.other_fields(e) {
             self.other_fields.keys().append_value(k);
             self.other_fields.values().append_value(v);
@@ -458,7 +464,7 @@ impl Rows {
     /// The columns built so far, named; the builders start over.
     fn finish(&mut self) -> Result<Vec<(String, ArrayRef, bool)>, SinkError> {
         let mut out: Vec<(String, ArrayRef, bool)> = vec![
-            ("ts".into(), Arc::new(self.ts.finish()), false),
+            (self.columns.time_column.clone(), Arc::new(self.ts.finish()), false),
             ("tenant".into(), self.tenant.finish()?, false),
             ("stream".into(), self.stream.finish()?, false),
             ("id".into(), Arc::new(self.id.finish()), true),
@@ -467,6 +473,9 @@ impl Rows {
             out.push((name.clone(), Arc::new(b.finish()), true));
         }
         for (name, b) in self.columns.fields.iter().zip(&mut self.fields) {
+            out.push((name.clone(), Arc::new(b.finish()), true));
+        }
+        for (name, b) in self.columns.int_fields.iter().zip(&mut self.ints) {
             out.push((name.clone(), Arc::new(b.finish()), true));
         }
         out.push(("dims".into(), Arc::new(self.other_dims.finish()), false));

@@ -19,7 +19,7 @@ use edgestream::time::Timestamp;
 #[unsafe(no_mangle)]
 pub extern "C" fn parquet_len(n: u32) -> u32 {
     let config = SinkConfig {
-        columns: EventColumns { dims: vec!["region".into()], fields: vec!["temp_c".into()], payload: false },
+        columns: EventColumns { dims: vec!["region".into()], fields: vec!["temp_c".into()], ..EventColumns::default() },
         ..SinkConfig::default()
     };
     let Ok(mut sink) = EventSink::parquet(config, ParquetOptions::default()) else { return 0 };
