@@ -110,3 +110,37 @@ fn csv_rolls_over_like_parquet() {
     assert_eq!(reasons, [(3, FinishReason::Rows), (3, FinishReason::Rows), (1, FinishReason::Flush)]);
     assert!(files.iter().all(|f| f.bytes.starts_with(b"ts,tenant,stream,id,dims,fields,lat,lon\r\n")));
 }
+
+#[test]
+fn integer_columns_hold_exact_integers_and_the_rest_stays_in_the_map() {
+    let t = Timestamp::from_nanos(1_795_838_400_000_000_000);
+    let mut batch = EventBatch::new();
+    for price in [42.0, 42.5, -7.0, 1e19] {
+        batch.push(&Event::new("acme", "bids", t).with_field("price", price));
+    }
+    batch.push(&Event::new("acme", "bids", t));
+    let config = SinkConfig {
+        columns: EventColumns {
+            int_fields: vec!["price".into()],
+            time_column: "date_time".into(),
+            ..EventColumns::default()
+        },
+        ..SinkConfig::default()
+    };
+    let mut sink = EventSink::csv(config).unwrap();
+    let mut files = Vec::new();
+    sink.push(&batch, t, &mut files).unwrap();
+    sink.flush(&mut files).unwrap();
+    let rows = parse(std::str::from_utf8(&files[0].bytes).unwrap());
+    let col = |name: &str| rows[0].iter().position(|c| c == name).unwrap();
+    let (price, fields) = (col("price"), col("fields"));
+    assert_eq!(rows[0][0], "date_time");
+    let got: Vec<(&str, &str)> = rows[1..].iter().map(|r| (r[price].as_str(), r[fields].as_str())).collect();
+    assert_eq!(
+        got,
+        [("42", "{}"), ("", r#"{"price":42.5}"#), ("-7", "{}"), ("", r#"{"price":10000000000000000000}"#), ("", "{}")]
+    );
+    let clash =
+        EventColumns { fields: vec!["price".into()], int_fields: vec!["price".into()], ..EventColumns::default() };
+    assert!(EventSink::csv(SinkConfig { columns: clash, ..SinkConfig::default() }).is_err());
+}
