@@ -733,3 +733,23 @@ fn rules_change_while_running_and_the_change_is_audited() {
     assert!(p.set_alerts(rules(r#"{"rules": []}"#), at(19)).is_ok());
     assert!(p.set_alerts(RuleFile::default(), at(19)).is_ok());
 }
+
+#[test]
+fn closing_puts_every_admitted_event_in_a_result_and_a_file() {
+    let mut p = Pipeline::builder()
+        .window(WindowConfig::new("10s", spec()))
+        .archive(ArchiveConfig::new(ArchiveFormat::Csv, SinkConfig::default()))
+        .build()
+        .unwrap();
+    let events: Vec<Event> = (0..40).map(|i| event("acme", i, ["eu", "us"][i as usize % 2], 1.0, i as u64)).collect();
+    let receipt = p.ingest("acme", NDJSON, ndjson(&events), at(40)).unwrap();
+    let mut out = Outputs::default();
+    p.advance(at(40), &mut out);
+    let before: f64 = out.results.iter().map(|r| r.result.count).sum();
+    assert!(before < 40.0, "the last windows are still open");
+    p.close(at(40), &mut out);
+    let counted: f64 = out.results.iter().filter(|r| r.result.is_final).map(|r| r.result.count).sum();
+    assert_eq!(counted, receipt.accepted as f64);
+    assert_eq!(out.files.iter().map(|f| f.rows).sum::<u64>(), receipt.accepted as u64);
+    assert_eq!(p.stats().windows["10s"].windows, 0);
+}

@@ -786,6 +786,21 @@ impl Pipeline {
     /// changes. `now` is the host's clock; calling again at the same time
     /// does nothing new.
     pub fn advance(&mut self, now: Timestamp, out: &mut Outputs) {
+        self.advance_inner(now, out, false);
+    }
+
+    /// Ends the stream: every window closes now with its final result
+    /// (whatever the watermark), everything that follows is handed out as
+    /// by [`advance`](Pipeline::advance), and every open archive file is
+    /// finished. For a graceful shutdown: every admitted event is then in
+    /// a window result and in a finished file. Events that arrive later
+    /// for those windows are late.
+    pub fn close(&mut self, now: Timestamp, out: &mut Outputs) {
+        self.advance_inner(now, out, true);
+        self.flush_archive(out);
+    }
+
+    fn advance_inner(&mut self, now: Timestamp, out: &mut Outputs, close: bool) {
         self.last_now = Some(now);
         let firsts = (out.results.len(), out.deltas.len(), out.alerts.len(), out.raw.len());
         let elapsed = self.last_advance.map(|t| now.saturating_since(t));
@@ -797,7 +812,11 @@ impl Pipeline {
         self.step_ladder(now, elapsed, out);
 
         for stage in &mut self.stages {
-            stage.windows.advance(now);
+            if close {
+                stage.windows.close_all(now);
+            } else {
+                stage.windows.advance(now);
+            }
             while let Some(result) = stage.windows.poll_result() {
                 if let (Some(rollup), true) = (&mut stage.rollup, result.is_final) {
                     rollup.push(&result);

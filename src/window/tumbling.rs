@@ -1462,6 +1462,24 @@ impl Windows {
         header.dirty = false;
     }
 
+    /// Closes every open window at once, as at the end of a stream or a
+    /// graceful shutdown: the watermark moves to the end of the latest
+    /// window held, every window emits its final result, and (as after any
+    /// `advance`) later events older than the watermark are late. `now`
+    /// is the host's clock, as in [`Windows::advance`].
+    pub fn close_all(&mut self, now: Timestamp) {
+        let last_end = self
+            .buckets
+            .keys()
+            .next_back()
+            .and_then(|&w| self.tumbling.start_of_index(w))
+            .map(|start| start.saturating_add(self.spec.size));
+        if let Some(end) = last_end {
+            self.watermark = self.watermark.max(end);
+        }
+        self.advance(now);
+    }
+
     /// The next result, oldest first.
     pub fn poll_result(&mut self) -> Option<WindowResult> {
         self.ready.pop_front()
