@@ -184,6 +184,22 @@ fn a_retried_body_is_not_counted_twice() {
     pipeline.advance(at(60), &mut out);
     let acme = out.results.iter().find(|r| &*r.result.group.tenant == "acme").unwrap();
     assert_eq!(acme.result.count, 50.0);
+
+    // A retry is not charged to the rate limit: only new events are.
+    let mut limited = Pipeline::builder()
+        .rate_limit(Quota::per_second(10).with_burst(10))
+        .dedup(DedupConfig { ids_per_tenant: 100 })
+        .build()
+        .unwrap();
+    let body = proto(&(0..8).map(|i| event("acme", 1, "eu", 1.0, i)).collect::<Vec<_>>());
+    assert_eq!(limited.ingest("acme", PROTOBUF, body.clone(), at(1)).unwrap().accepted, 8);
+    let retry = limited.ingest("acme", PROTOBUF, body, at(1)).unwrap();
+    assert_eq!((retry.duplicates, retry.rate_limited), (8, 0));
+    let more = proto(&(8..11).map(|i| event("acme", 1, "eu", 1.0, i)).collect::<Vec<_>>());
+    let refused = limited.ingest("acme", PROTOBUF, more.clone(), at(1)).unwrap();
+    assert_eq!(refused.rate_limited, 3, "only 2 cells left");
+    let later = limited.ingest("acme", PROTOBUF, more, at(2)).unwrap();
+    assert_eq!((later.accepted, later.duplicates), (3, 0), "refused ids were not remembered");
 }
 
 #[test]
@@ -272,6 +288,9 @@ tick: 100ms
         "alerts: {rules: [{name: x, rule: 'avg(x) >'}]}",
         "tick: 0s",
         "nonsense: 1",
+        "windows: [{name: a, spec: {size: 1s}, board: m}, {name: b, spec: {size: 1s}, board: m}]",
+        "windows: [{name: alerts, spec: {size: 1s}}]",
+        "windows: [{name: a, spec: {size: 1s}, board: events}]",
     ] {
         let result = PipelineConfig::from_yaml_str(bad).and_then(Pipeline::new);
         assert!(result.is_err(), "{bad}");
@@ -435,7 +454,7 @@ proptest! {
                 straight.flush_archive(&mut out_a);
                 restarted.flush_archive(&mut out_b);
                 let mut blob = Vec::new();
-                restarted.snapshot(&mut blob).unwrap();
+                restarted.snapshot(&mut blob, &mut out_b).unwrap();
                 restarted = Pipeline::restore(restart_config(), &blob).unwrap();
             }
             prop_assert_eq!(summary(&out_a), summary(&out_b), "step {}", step);
@@ -457,7 +476,7 @@ fn damaged_or_foreign_snapshots_are_refused() {
     let mut pipeline = Pipeline::new(restart_config()).unwrap();
     pipeline.ingest("t0", NDJSON, ndjson(&[event("t0", 1, "eu", 1.0, 1)]), at(1)).unwrap();
     let mut blob = Vec::new();
-    pipeline.snapshot(&mut blob).unwrap();
+    pipeline.snapshot(&mut blob, &mut Outputs::default()).unwrap();
     assert!(Pipeline::restore(restart_config(), &blob).is_ok());
     for cut in [0, 1, 7, blob.len() / 2, blob.len() - 1] {
         assert!(Pipeline::restore(restart_config(), &blob[..cut]).is_err(), "cut at {cut}");

@@ -39,6 +39,6 @@ fuzz_target!(|data: &[u8]| {
     pipeline.advance(now, &mut out);
     let _ = pipeline.stats();
     let mut again = Vec::new();
-    pipeline.snapshot(&mut again).expect("a restored pipeline snapshots");
+    pipeline.snapshot(&mut again, &mut out).expect("a restored pipeline snapshots");
     assert!(Pipeline::restore(config(), &again).is_ok());
 });

@@ -28,7 +28,9 @@ pub struct AuthConfig {
 pub struct KeyConfig {
     /// The key id (`kid` in token headers).
     pub kid: String,
-    /// The secret, at least 32 bytes of text.
+    /// The secret, at least 32 bytes of text. Never serialized back out
+    /// (a configuration shown in an admin view carries no secret).
+    #[serde(skip_serializing)]
     pub secret: String,
 }
 

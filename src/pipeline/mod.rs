@@ -368,33 +368,38 @@ enum Sampler {
     Adaptive { by: String, sampler: Box<AdaptiveSampler<String>>, key: String },
 }
 
-/// The ids a tenant sent most recently, oldest first.
+/// The ids a tenant sent most recently, oldest first, as 128-bit keys
+/// ([`id_key`]): a fixed 32 bytes or so per id whatever its length.
 #[derive(Default)]
 struct Dedup {
-    order: VecDeque<Box<[u8]>>,
-    seen: HashSet<Box<[u8]>>,
+    order: VecDeque<u128>,
+    seen: HashSet<u128>,
 }
 
 impl Dedup {
-    /// Whether `id` was seen; remembers it either way, forgetting the
-    /// oldest beyond `cap`.
-    fn check(&mut self, id: &[u8], cap: usize) -> bool {
-        if self.seen.contains(id) {
-            return true;
+    fn contains(&self, key: u128) -> bool {
+        self.seen.contains(&key)
+    }
+
+    /// Remembers `key`, forgetting the oldest beyond `cap`.
+    fn remember(&mut self, key: u128, cap: usize) {
+        if cap == 0 || !self.seen.insert(key) {
+            return;
         }
-        if cap == 0 {
-            return false;
-        }
-        while self.order.len() >= cap {
+        self.order.push_back(key);
+        while self.order.len() > cap {
             if let Some(old) = self.order.pop_front() {
                 self.seen.remove(&old);
             }
         }
-        let id: Box<[u8]> = id.into();
-        self.order.push_back(id.clone());
-        self.seen.insert(id);
-        false
     }
+}
+
+/// An event id as two independent 64-bit hashes: telling two ids apart
+/// fails only on a 128-bit collision.
+fn id_key(id: &[u8]) -> u128 {
+    let hash = |seed| crate::sample::stable_hash(seed, id);
+    u128::from(hash(0x6964_5f61)) << 64 | u128::from(hash(0x6964_5f62))
 }
 
 /// A tenant's state.
@@ -413,6 +418,9 @@ pub struct Pipeline {
     weights: Vec<f64>,
     late: Vec<usize>,
     keep: Vec<bool>,
+    /// Keys of the new ids of the body being ingested, in order, and as a set.
+    id_keys: Vec<u128>,
+    body_ids: HashSet<u128>,
     limiter: Option<RateLimiter<Arc<str>>>,
     sampler: Sampler,
     ladder: Option<FidelityLadder>,
@@ -435,6 +443,7 @@ pub struct Pipeline {
     /// Archive files finished during ingest, for the next `advance`.
     files: Vec<FinishedFile>,
     errors: Vec<String>,
+    errors_dropped: u64,
     /// The first ingest since the last `advance`.
     pending_since: Option<Timestamp>,
     last_advance: Option<Timestamp>,
@@ -514,10 +523,22 @@ impl Pipeline {
             None => None,
         };
         let mut names = HashSet::new();
+        let mut topics = HashSet::new();
         let mut stages = Vec::with_capacity(config.windows.len());
         for w in &config.windows {
+            let refuse = |message: &str| PipelineError::Window { name: w.name.clone(), message: message.into() };
             if !names.insert(w.name.as_str()) {
-                return Err(PipelineError::Window { name: w.name.clone(), message: "the name is used twice".into() });
+                return Err(refuse("the name is used twice"));
+            }
+            // Tiles of two operators on one board would overwrite each other.
+            if let Some(topic) = &w.board
+                && !topics.insert(topic.as_str())
+            {
+                return Err(refuse("its board topic is another operator's"));
+            }
+            let reserved = |n: &str| n == "alerts" || n == "events";
+            if reserved(&w.name) || w.board.as_deref().is_some_and(reserved) {
+                return Err(refuse("`alerts` and `events` are reserved topic names"));
             }
             let window_error = |message: String| PipelineError::Window { name: w.name.clone(), message };
             let windows = Windows::new(w.spec.clone()).map_err(|e| window_error(e.to_string()))?;
@@ -559,6 +580,8 @@ impl Pipeline {
             weights: Vec::new(),
             late: Vec::new(),
             keep: Vec::new(),
+            id_keys: Vec::new(),
+            body_ids: HashSet::new(),
             limiter,
             sampler,
             ladder,
@@ -578,6 +601,7 @@ impl Pipeline {
             late_out: Vec::new(),
             files: Vec::new(),
             errors: Vec::new(),
+            errors_dropped: 0,
             pending_since: None,
             last_advance: None,
             last_now: None,
@@ -662,39 +686,55 @@ impl Pipeline {
             return Ok(receipt);
         }
 
-        // Rate limit: the body's valid events, admitted or refused whole.
+        // Duplicate ids, within the body and against the tenant's recent
+        // ones: found first, so that a retried body is not charged to the
+        // rate limit, and remembered only once the body is admitted.
+        let mut duplicates = 0;
+        if self.config.dedup.is_some() {
+            self.keep.clear();
+            self.id_keys.clear();
+            self.body_ids.clear();
+            for event in batch.iter() {
+                let key = event.id().map(|id| id_key(id.as_bytes()));
+                // Seen before, or earlier in this body.
+                let duplicate = key.is_some_and(|k| state.dedup.contains(k) || !self.body_ids.insert(k));
+                if let (Some(k), false) = (key, duplicate) {
+                    self.id_keys.push(k);
+                }
+                self.keep.push(!duplicate);
+            }
+            duplicates = self.keep.iter().filter(|k| !**k).count();
+            receipt.duplicates = duplicates;
+            state.stats.duplicates = state.stats.duplicates.saturating_add(duplicates as u64);
+        }
+        let fresh = valid - duplicates;
+
+        // Rate limit: the body's new valid events, admitted or refused whole.
         let limited = self.config.tenants.rate.is_some() || self.config.tenants.quotas.contains_key(&**tenant);
-        if let (Some(limiter), true) = (&mut self.limiter, limited) {
-            let refused = match limiter.check(tenant, now, valid as u64) {
+        if let (Some(limiter), true, true) = (&mut self.limiter, limited, fresh > 0) {
+            let refused = match limiter.check(tenant, now, fresh as u64) {
                 Decision::Allow => None,
                 Decision::Deny { retry_after } => Some(Some(retry_after)),
                 Decision::Exceeds => Some(None),
             };
             if let Some(retry_after) = refused {
-                let action = AuditAction::QuotaHit { events: valid as u64, retry_after };
+                let action = AuditAction::QuotaHit { events: fresh as u64, retry_after };
                 let event = AuditEvent { at: now, tenant: Some(tenant.to_string()), action };
                 access::push_audit(&mut self.audit, &mut self.audit_dropped, event);
-                receipt.rate_limited = valid;
+                receipt.rate_limited = fresh;
                 receipt.retry_after = retry_after;
-                state.stats.rate_limited = state.stats.rate_limited.saturating_add(valid as u64);
+                state.stats.rate_limited = state.stats.rate_limited.saturating_add(fresh as u64);
                 state.stats.batches_rate_limited = state.stats.batches_rate_limited.saturating_add(1);
                 return Ok(receipt);
             }
         }
-
-        // Duplicate ids, within the body and against the tenant's recent ones.
         if let Some(dedup) = &self.config.dedup {
-            self.keep.clear();
-            for event in batch.iter() {
-                let duplicate = event.id().is_some_and(|id| state.dedup.check(id.as_bytes(), dedup.ids_per_tenant));
-                self.keep.push(!duplicate);
+            for &k in &self.id_keys {
+                state.dedup.remember(k, dedup.ids_per_tenant);
             }
-            let duplicates = self.keep.iter().filter(|k| !**k).count();
             if duplicates > 0 {
                 let keep = &self.keep;
                 batch.retain_indexed(|i| keep.get(i).copied().unwrap_or(true));
-                receipt.duplicates = duplicates;
-                state.stats.duplicates = state.stats.duplicates.saturating_add(duplicates as u64);
             }
         }
 
@@ -702,7 +742,10 @@ impl Pipeline {
         let sampled = weigh(&mut self.sampler, self.ladder_sampler.as_mut(), tenant, batch, now, &mut self.weights);
         if sampled {
             let before = batch.len();
-            batch.retain_sampled(&mut self.weights);
+            if batch.retain_sampled(&mut self.weights).is_none() {
+                // One weight per event is this module's own invariant.
+                record_error(&mut self.errors, &mut self.errors_dropped, "sampling: weights do not match".into());
+            }
             let out = before - batch.len();
             receipt.sampled_out = out;
             state.stats.sampled_out = state.stats.sampled_out.saturating_add(out as u64);
@@ -725,7 +768,7 @@ impl Pipeline {
                 if let Err(e) = stage.windows.push_weighted(batch, &self.weights, now, &mut self.late) {
                     // Weights are 1/p for p in (0, 1]: this is a bug, and
                     // it is reported rather than hidden.
-                    self.errors.push(format!("window {}: {e}", stage.name));
+                    record_error(&mut self.errors, &mut self.errors_dropped, format!("window {}: {e}", stage.name));
                 }
             } else {
                 stage.windows.push(batch, now, &mut self.late);
@@ -754,7 +797,7 @@ impl Pipeline {
             && let Err(e) = archive.push(batch, now, &mut self.files)
         {
             self.archive_errors = self.archive_errors.saturating_add(1);
-            self.errors.push(format!("archive: {e}"));
+            record_error(&mut self.errors, &mut self.errors_dropped, format!("archive: {e}"));
         }
         if self.config.raw.enabled {
             if self.raw_held.saturating_add(admitted) > self.config.raw.max_buffered {
@@ -868,11 +911,9 @@ impl Pipeline {
             && let Err(e) = archive.advance(now, &mut self.files)
         {
             self.archive_errors = self.archive_errors.saturating_add(1);
-            self.errors.push(format!("archive: {e}"));
+            record_error(&mut self.errors, &mut self.errors_dropped, format!("archive: {e}"));
         }
-        out.files.append(&mut self.files);
-        out.raw.append(&mut self.raw);
-        self.raw_held = 0;
+        self.move_pending(out);
         let (results, deltas, alerts, raw) = firsts;
         self.fan_out(
             now,
@@ -881,12 +922,30 @@ impl Pipeline {
             out.alerts.get(alerts..).unwrap_or_default(),
             out.raw.get(raw..).unwrap_or_default(),
         );
-        self.hand_over(&mut out.ready, &mut out.evicted);
+        self.hand_over(out);
+        self.pending_since = None;
+        self.last_advance = Some(now);
+    }
+
+    /// Moves what ingest left for the next `advance` (files, raw and late
+    /// events, errors, audit events) into `out`.
+    fn move_pending(&mut self, out: &mut Outputs) {
+        out.files.append(&mut self.files);
+        out.raw.append(&mut self.raw);
+        self.raw_held = 0;
         out.late.append(&mut self.late_out);
         out.errors.append(&mut self.errors);
         out.audit.extend(self.audit.drain(..));
-        self.pending_since = None;
-        self.last_advance = Some(now);
+    }
+
+    /// Hands out what is pending outside an `advance` (before a
+    /// snapshot): raw events also go to the `full` subscribers.
+    fn hand_out_pending(&mut self, out: &mut Outputs) {
+        let first_raw = out.raw.len();
+        self.move_pending(out);
+        let now = self.last_now.unwrap_or(Timestamp::MIN);
+        self.fan_out(now, &[], &[], &[], out.raw.get(first_raw..).unwrap_or_default());
+        self.hand_over(out);
     }
 
     /// Each tenant's admitted events per second since the last `advance`,
@@ -1066,10 +1125,24 @@ impl Pipeline {
             archive_errors: self.archive_errors,
             fidelity: self.ladder.as_ref().map(FidelityLadder::fidelity),
             audit_dropped: self.audit_dropped,
+            errors_dropped: self.errors_dropped,
             subscribers: self.subscribers.len(),
+            subscriber_frames_dropped: self.subscribers.frames_dropped,
+            subscribers_evicted: self.subscribers.evictions,
             latency: self.latency.summaries(),
             raw_buffered: self.raw_held,
         }
+    }
+}
+
+/// Errors held between two `advance` calls; beyond, they are counted only.
+const MAX_ERRORS: usize = 1_000;
+
+fn record_error(errors: &mut Vec<String>, dropped: &mut u64, message: String) {
+    if errors.len() < MAX_ERRORS {
+        errors.push(message);
+    } else {
+        *dropped = dropped.saturating_add(1);
     }
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Dedup, Pipeline, PipelineConfig, PipelineError, Sampler, Stage, Tenant, TenantStats};
 use crate::alert::{Evaluator, Notifier};
-use crate::delta::board::{BoardStats, Frame, TileBoard};
+use crate::delta::board::{BoardError, BoardStats, Frame, TileBoard};
 use crate::flow::{FidelityLadder, LoadInputs, RateLimiter};
 use crate::sample::{AdaptiveSampler, HashSampler, stable_hash};
 use crate::time::Timestamp;
@@ -42,6 +42,9 @@ struct Snap {
     latency: super::stats::Latency,
     admitted_pending: u64,
     audit_dropped: u64,
+    errors_dropped: u64,
+    subscriber_frames_dropped: u64,
+    subscribers_evicted: u64,
 }
 
 /// A value kept as JSON text inside the binary snapshot: for types whose
@@ -66,8 +69,8 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for AsJson<T> {
 struct TenantSnap {
     name: String,
     stats: TenantStats,
-    /// Remembered ids, oldest first.
-    ids: Vec<Vec<u8>>,
+    /// Keys of the remembered ids, oldest first.
+    ids: Vec<u128>,
     admitted_since: u64,
 }
 
@@ -100,22 +103,24 @@ impl Pipeline {
     /// notifier, the archive's file numbering. [`Pipeline::restore`]
     /// continues from it as if there had been no restart.
     ///
-    /// Take it right after [`advance`](Pipeline::advance): what an
-    /// `advance` has not handed out yet (raw and late events, archive files
-    /// finished during ingest) is not in it, and neither are the rows of
-    /// archive files still open: call [`flush_archive`](Pipeline::flush_archive)
-    /// first when they must survive a restart.
+    /// What is waiting for the next `advance` to hand out (archive files
+    /// finished during ingest, raw and late events, audit events, errors)
+    /// is handed out into `pending` first, so nothing is held outside the
+    /// blob. The rows of archive files still open are not in it: call
+    /// [`flush_archive`](Pipeline::flush_archive) first when they must
+    /// survive a restart.
     ///
     /// Fails only if a part of the state cannot be encoded (a bug, reported
     /// rather than hidden); `out` is then left as it was.
-    pub fn snapshot(&self, out: &mut Vec<u8>) -> Result<(), PipelineError> {
+    pub fn snapshot(&mut self, out: &mut Vec<u8>, pending: &mut super::Outputs) -> Result<(), PipelineError> {
+        self.hand_out_pending(pending);
         let tenants = self
             .tenants
             .iter()
             .map(|(name, t)| TenantSnap {
                 name: name.to_string(),
                 stats: t.stats.clone(),
-                ids: t.dedup.order.iter().map(|id| id.to_vec()).collect(),
+                ids: t.dedup.order.iter().copied().collect(),
                 admitted_since: t.admitted_since,
             })
             .collect();
@@ -170,6 +175,9 @@ impl Pipeline {
             latency: self.latency.clone(),
             admitted_pending: self.admitted_pending,
             audit_dropped: self.audit_dropped,
+            errors_dropped: self.errors_dropped,
+            subscriber_frames_dropped: self.subscribers.frames_dropped,
+            subscribers_evicted: self.subscribers.evictions,
         };
         // The limiter and the rollups follow, written in place (they are
         // not `Clone`).
@@ -217,8 +225,8 @@ impl Pipeline {
         for t in snap.tenants {
             let mut dedup = Dedup::default();
             // The newest ids are the ones kept when the cap shrank.
-            for id in t.ids.iter().skip(t.ids.len().saturating_sub(cap)) {
-                dedup.check(id, cap);
+            for &key in t.ids.iter().skip(t.ids.len().saturating_sub(cap)) {
+                dedup.remember(key, cap);
             }
             p.tenants
                 .insert(Arc::from(t.name.as_str()), Tenant { stats: t.stats, dedup, admitted_since: t.admitted_since });
@@ -241,6 +249,9 @@ impl Pipeline {
             p.ladder_sampler = snap.ladder_sampler;
         }
         p.load = snap.load;
+        if snap.windows.len() != rollups.len() {
+            return Err(bad("window operators and rollups do not pair up".into()));
+        }
         for (saved, rollup) in snap.windows.into_iter().zip(rollups) {
             let Some(stage) = p.stages.iter_mut().find(|s| *s.name == *saved.name) else { continue };
             restore_stage(stage, &saved.windows, rollup).map_err(|m| bad(format!("window {:?}: {m}", saved.name)))?;
@@ -250,7 +261,16 @@ impl Pipeline {
                 return Err(bad("a board is not a snapshot frame".into()));
             };
             let topic = Arc::clone(&board.topic);
-            let board = TileBoard::restore(board, p.config.boards.clone(), b.stats).map_err(|e| bad(e.to_string()))?;
+            // Boards of topics no longer configured are dropped, and a
+            // board too large for a smaller `max_tiles` starts empty.
+            if !p.stages.iter().any(|s| s.board.as_deref() == Some(&*topic)) {
+                continue;
+            }
+            let board = match TileBoard::restore(board, p.config.boards.clone(), b.stats) {
+                Ok(board) => board,
+                Err(BoardError::Full { .. }) => TileBoard::new(Arc::clone(&topic), p.config.boards.clone()),
+                Err(e) => return Err(bad(e.to_string())),
+            };
             p.boards.insert((Arc::from(b.tenant.as_str()), topic), board);
         }
         p.board_errors = snap.board_errors;
@@ -279,6 +299,9 @@ impl Pipeline {
         p.latency = snap.latency;
         p.admitted_pending = snap.admitted_pending;
         p.audit_dropped = snap.audit_dropped;
+        p.errors_dropped = snap.errors_dropped;
+        p.subscribers.frames_dropped = snap.subscriber_frames_dropped;
+        p.subscribers.evictions = snap.subscribers_evicted;
         Ok(p)
     }
 }

@@ -112,8 +112,16 @@ pub struct PipelineStats {
     pub archive_errors: u64,
     /// The current fidelity.
     pub fidelity: Option<Fidelity>,
+    /// Errors not kept for [`Outputs::errors`](super::Outputs::errors)
+    /// because more than 1,000 waited for an `advance`.
+    pub errors_dropped: u64,
     /// Open subscriptions.
     pub subscribers: usize,
+    /// Frames dropped for subscribers: their queue was full, or they left
+    /// with frames still queued.
+    pub subscriber_frames_dropped: u64,
+    /// Subscribers evicted for staying too slow.
+    pub subscribers_evicted: u64,
     /// Latency per stage, in milliseconds of the host's clock:
     /// `ingest_to_advance` (per event), `window_to_result` (from a
     /// window's end in event time to its result), `window_to_alert`.

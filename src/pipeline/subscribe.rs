@@ -24,6 +24,8 @@ pub type SubscriberId = u64;
 pub struct SubscribeConfig {
     /// Most subscribers per tenant (default 1,000).
     pub max_per_tenant: usize,
+    /// Most subscribers in all (default 100,000).
+    pub max_total: usize,
     /// Most frames queued per `aggregates`, `full` or `alerts` subscriber
     /// (default 256); beyond it the oldest is dropped (and counted).
     pub max_queued: usize,
@@ -34,7 +36,7 @@ pub struct SubscribeConfig {
 
 impl Default for SubscribeConfig {
     fn default() -> Self {
-        SubscribeConfig { max_per_tenant: 1_000, max_queued: 256, max_lag: Span::from_secs(30) }
+        SubscribeConfig { max_per_tenant: 1_000, max_total: 100_000, max_queued: 256, max_lag: Span::from_secs(30) }
     }
 }
 
@@ -133,15 +135,19 @@ pub enum SubscribeError {
         /// The mode's name.
         mode: &'static str,
     },
-    /// The tenant has its maximum of subscribers.
-    #[error("the tenant has its maximum of {max} subscribers")]
+    /// The tenant, or the pipeline, has its maximum of subscribers.
+    #[error("the tenant or the pipeline has its maximum of {max} subscribers")]
     TooMany {
-        /// [`SubscribeConfig::max_per_tenant`].
+        /// [`SubscribeConfig::max_per_tenant`] or [`SubscribeConfig::max_total`].
         max: usize,
     },
     /// The token was refused or does not grant the subscription.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The tenant is new and the pipeline holds its maximum of tenants
+    /// (or the tenant name is empty).
+    #[error("no room for another tenant")]
+    TooManyTenants,
     /// No such subscriber (it was evicted or unsubscribed).
     #[error("no subscriber {0}")]
     Unknown(SubscriberId),
@@ -211,6 +217,10 @@ pub(super) struct Subscribers {
     /// Subscribers with frames to take since the last `advance`.
     ready: Vec<SubscriberId>,
     evicted: Vec<(SubscriberId, EvictReason)>,
+    /// Frames dropped (a full queue, or still queued when their subscriber
+    /// left), and subscribers evicted, over the pipeline's life.
+    pub(super) frames_dropped: u64,
+    pub(super) evictions: u64,
 }
 
 impl Subscribers {
@@ -271,7 +281,12 @@ impl Pipeline {
         if self.subscribers.of_tenant(&request.tenant) >= max {
             return Err(SubscribeError::TooMany { max });
         }
-        let tenant: Arc<str> = Arc::from(request.tenant.as_str());
+        let max_total = self.config.subscribers.max_total;
+        if self.subscribers.len() >= max_total {
+            return Err(SubscribeError::TooMany { max: max_total });
+        }
+        // A subscriber's tenant counts toward the tenant cap, like one that ingests.
+        let tenant = self.tenant_key(&request.tenant).map_err(|_| SubscribeError::TooManyTenants)?;
         let topic: Arc<str> = Arc::from(request.topic.as_str());
         let subs = &mut self.subscribers;
         let id = subs.next_id;
@@ -316,6 +331,9 @@ impl Pipeline {
     /// Closes a subscription.
     pub fn unsubscribe(&mut self, id: SubscriberId) -> bool {
         let Some(sub) = self.subscribers.by_id.remove(&id) else { return false };
+        self.subscribers.ready.retain(|&r| r != id);
+        let left = sub.queue.len() as u64;
+        self.subscribers.frames_dropped = self.subscribers.frames_dropped.saturating_add(left);
         if let Some(n) = self.subscribers.per_tenant.get_mut(&sub.tenant) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -427,6 +445,7 @@ impl Pipeline {
                 if sub.queue.len() >= max_queued {
                     sub.queue.pop_front();
                     sub.stats.dropped = sub.stats.dropped.saturating_add(1);
+                    self.subscribers.frames_dropped = self.subscribers.frames_dropped.saturating_add(1);
                     sub.full_since.get_or_insert(now);
                 }
                 sub.queue.push_back(frame);
@@ -439,6 +458,7 @@ impl Pipeline {
             let tenant = self.subscribers.by_id.get(&id).map(|s| s.tenant.to_string());
             self.unsubscribe(id);
             self.subscribers.evicted.push((id, EvictReason::SlowConsumer));
+            self.subscribers.evictions = self.subscribers.evictions.saturating_add(1);
             let reason = EvictReason::SlowConsumer.as_str().to_owned();
             self.audit(now, tenant.as_deref(), AuditAction::SubscriberEvicted { subscriber: id, reason });
         }
@@ -448,10 +468,12 @@ impl Pipeline {
         self.subscribers.ready = ready;
     }
 
-    /// Moves the ready and evicted lists into `out`.
-    pub(super) fn hand_over(&mut self, ready: &mut Vec<SubscriberId>, evicted: &mut Vec<(SubscriberId, EvictReason)>) {
-        ready.append(&mut self.subscribers.ready);
-        evicted.append(&mut self.subscribers.evicted);
+    /// Moves the ready and evicted lists, and the audit events of the
+    /// evictions, into `out`.
+    pub(super) fn hand_over(&mut self, out: &mut super::Outputs) {
+        out.ready.append(&mut self.subscribers.ready);
+        out.evicted.append(&mut self.subscribers.evicted);
+        out.audit.extend(self.audit.drain(..));
     }
 }
 

@@ -342,13 +342,14 @@ impl<'a> Route<'a> {
         })
     }
 
-    /// The dims without a column of their own.
+    /// The dims that go to the `dims` map: those without a column, and
+    /// repeats of a promoted one after its first.
     pub(crate) fn other_dims(&self, e: &EventRef<'a>) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a, '_> {
-        let symbols = self.symbols;
-        e.dim_syms()
-            .iter()
-            .filter(|(k, _)| !self.dims.contains(&Some(*k)))
-            .map(move |&(k, v)| (symbols.str(k), symbols.str(v)))
+        let (symbols, dims) = (self.symbols, e.dim_syms());
+        dims.iter()
+            .enumerate()
+            .filter(move |&(i, _)| to_map(dims, i, &self.dims, |_| true))
+            .map(move |(_, &(k, v))| (symbols.str(k), symbols.str(v)))
     }
 
     /// The value of each promoted field, in column order (the first of
@@ -372,28 +373,36 @@ impl<'a> Route<'a> {
         })
     }
 
-    /// The fields without a column of their own (an `Int64` field whose
-    /// value is not an exact integer included).
+    /// The fields that go to the `fields` map: those without a column,
+    /// repeats of a promoted one after its first, and an `Int64` field
+    /// whose value is not an exact integer.
     pub(crate) fn other_fields(&self, e: &EventRef<'a>) -> impl Iterator<Item = (&'a str, f64)> + use<'a, '_> {
-        let symbols = self.symbols;
-        let mut seen_ints: SmallVec<[Sym; 4]> = SmallVec::new();
-        e.field_syms()
+        let (symbols, fields) = (self.symbols, e.field_syms());
+        fields
             .iter()
-            .filter(move |&&(k, v)| {
-                if self.fields.contains(&Some(k)) {
-                    return false;
+            .enumerate()
+            .filter(move |&(i, &(k, _))| {
+                if self.ints.contains(&Some(k)) {
+                    to_map(fields, i, &self.ints, |v| exact_int(*v).is_some())
+                } else {
+                    to_map(fields, i, &self.fields, |_| true)
                 }
-                if !self.ints.contains(&Some(k)) {
-                    return true;
-                }
-                // Only the first of a repeated name is the column's, as
-                // `promoted_ints` reads.
-                let first = !seen_ints.contains(&k);
-                seen_ints.push(k);
-                !(first && exact_int(v).is_some())
             })
-            .map(move |&(k, v)| (symbols.str(k), v))
+            .map(move |(_, &(k, v))| (symbols.str(k), v))
     }
+}
+
+/// Whether pair `i` of an event's pairs goes to the map rather than to a
+/// column: its key has no column, an earlier pair of the same key took
+/// the column (the first of repeated names wins, as [`EventRef::dim`]
+/// reads), or the column cannot hold its value (`fits`).
+fn to_map<T>(pairs: &[(Sym, T)], i: usize, columns: &[Option<Sym>], fits: impl Fn(&T) -> bool) -> bool {
+    let Some((key, value)) = pairs.get(i) else { return false };
+    if !columns.contains(&Some(*key)) {
+        return true;
+    }
+    let first = !pairs.get(..i).unwrap_or_default().iter().any(|(k, _)| k == key);
+    !(first && fits(value))
 }
 
 /// The error of an encoder given a row of the other kind (a bug).
