@@ -103,7 +103,8 @@ pub(crate) fn q5(bids: &[Bid], window: Span) -> Result<Vec<Q5Row>, Error> {
         // Every auction of a window is a group: no overflow group here.
         .max_groups_per_tenant(10_000_000);
     let mut windows = Windows::new(spec)?;
-    let mut handles: HashMap<u64, GroupHandle> = HashMap::new();
+    // A fast hasher: the auction ids are not attacker-chosen here.
+    let mut handles: HashMap<u64, GroupHandle, foldhash::fast::FixedState> = HashMap::default();
     let mut rows = Vec::new();
     let row = |r: &WindowResult| {
         let auction = r.group.label("auction")?.parse().ok()?;
