@@ -250,6 +250,16 @@ fn bad_bodies_are_typed_errors_and_counted() {
         Err(IngestError::TooManyTenants { max: 2 })
     );
     assert_eq!(pipeline.stats().tenants_refused, 1);
+    // An hour later, the tenant idle longest makes room; its counters stay
+    // in the totals.
+    let later = at(3_600);
+    pipeline.ingest("c", NDJSON, ndjson(&[event("c", 3_600, "eu", 1.0, 1)]), later).unwrap();
+    let stats = pipeline.stats();
+    assert_eq!((stats.tenants_retired, stats.tenants.len()), (1, 2));
+    assert!(!stats.tenants.contains_key("acme"));
+    assert_eq!(stats.total.ingest.batches_malformed, 2, "acme's malformed bodies are still counted");
+    assert_eq!(stats.total.admitted, 2);
+    assert!(stats.total.is_balanced());
 }
 
 #[test]

@@ -134,9 +134,15 @@ fn syntax(format: &str, e: impl core::fmt::Display) -> super::PipelineError {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TenantConfig {
-    /// Most tenants the pipeline keeps state for (default 10,000); a body
-    /// from one more is refused ([`IngestError::TooManyTenants`](super::IngestError::TooManyTenants)).
+    /// Most tenants the pipeline keeps state for (default 10,000). At the
+    /// cap, a new tenant takes the place of the one idle longest (no body
+    /// and no subscription for `idle_ttl`), whose counters are kept in the
+    /// totals; with none idle, it is refused
+    /// ([`IngestError::TooManyTenants`](super::IngestError::TooManyTenants)).
     pub max_tenants: usize,
+    /// How long a tenant must be idle before a new one may take its place
+    /// at the cap (default 1 h).
+    pub idle_ttl: Span,
     /// The quota of every tenant without one of its own; `None`: no limit.
     pub rate: Option<Quota>,
     /// Quotas of particular tenants.
@@ -145,7 +151,7 @@ pub struct TenantConfig {
 
 impl Default for TenantConfig {
     fn default() -> Self {
-        TenantConfig { max_tenants: 10_000, rate: None, quotas: BTreeMap::new() }
+        TenantConfig { max_tenants: 10_000, idle_ttl: Span::from_hours(1), rate: None, quotas: BTreeMap::new() }
     }
 }
 

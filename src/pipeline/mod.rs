@@ -403,12 +403,19 @@ fn id_key(id: &[u8]) -> u128 {
 }
 
 /// A tenant's state.
-#[derive(Default)]
 struct Tenant {
     stats: TenantStats,
+    /// Host time of its last body or subscription.
+    last_seen: Timestamp,
     dedup: Dedup,
     /// Events admitted since the last `advance`, for the rate estimate.
     admitted_since: u64,
+}
+
+impl Default for Tenant {
+    fn default() -> Self {
+        Tenant { stats: TenantStats::default(), last_seen: Timestamp::MIN, dedup: Dedup::default(), admitted_since: 0 }
+    }
 }
 
 /// The engine: see the [module documentation](self).
@@ -436,6 +443,9 @@ pub struct Pipeline {
     archive_errors: u64,
     tenants: BTreeMap<Arc<str>, Tenant>,
     tenants_refused: u64,
+    /// The counters of tenants retired at the cap, and how many.
+    retired: TenantStats,
+    tenants_retired: u64,
     /// Raw batches held for the next `advance`, and their event count.
     raw: Vec<RawBatch>,
     raw_held: usize,
@@ -596,6 +606,8 @@ impl Pipeline {
             archive_errors: 0,
             tenants: BTreeMap::new(),
             tenants_refused: 0,
+            retired: TenantStats::default(),
+            tenants_retired: 0,
             raw: Vec::new(),
             raw_held: 0,
             late_out: Vec::new(),
@@ -649,16 +661,40 @@ impl Pipeline {
         if tenant.is_empty() {
             return Err(IngestError::EmptyTenant);
         }
+        let now = self.last_now.unwrap_or(Timestamp::MIN);
+        if let Some(state) = self.tenants.get_mut(tenant) {
+            state.last_seen = state.last_seen.max(now);
+        }
         if let Some((key, _)) = self.tenants.get_key_value(tenant) {
             return Ok(Arc::clone(key));
         }
-        if self.tenants.len() >= self.config.tenants.max_tenants {
+        if self.tenants.len() >= self.config.tenants.max_tenants && !self.retire_idle_tenant(now) {
             self.tenants_refused = self.tenants_refused.saturating_add(1);
             return Err(IngestError::TooManyTenants { max: self.config.tenants.max_tenants });
         }
         let key: Arc<str> = Arc::from(tenant);
-        self.tenants.insert(Arc::clone(&key), Tenant::default());
+        self.tenants.insert(Arc::clone(&key), Tenant { last_seen: now, ..Tenant::default() });
         Ok(key)
+    }
+
+    /// Frees the place of the tenant idle longest (past `idle_ttl`, with
+    /// no subscriber): its counters go to the totals, its remembered ids
+    /// and tile boards are dropped. Whether one was found.
+    fn retire_idle_tenant(&mut self, now: Timestamp) -> bool {
+        let ttl = self.config.tenants.idle_ttl;
+        let idle = self
+            .tenants
+            .iter()
+            .filter(|(name, t)| now.saturating_since(t.last_seen) >= ttl && self.subscribers.of_tenant(name) == 0)
+            .min_by_key(|(_, t)| t.last_seen)
+            .map(|(name, _)| Arc::clone(name));
+        let Some(name) = idle else { return false };
+        if let Some(state) = self.tenants.remove(&name) {
+            self.retired.merge(&state.stats);
+            self.tenants_retired = self.tenants_retired.saturating_add(1);
+        }
+        self.boards.retain(|(tenant, _), _| *tenant != name);
+        true
     }
 
     fn ingest_batch(
@@ -1087,7 +1123,7 @@ impl Pipeline {
 
     /// A snapshot of every counter, per tenant and per stage.
     pub fn stats(&self) -> PipelineStats {
-        let mut total = TenantStats::default();
+        let mut total = self.retired.clone();
         let mut tenants = BTreeMap::new();
         for (name, state) in &self.tenants {
             total.merge(&state.stats);
@@ -1115,6 +1151,7 @@ impl Pipeline {
             total,
             tenants,
             tenants_refused: self.tenants_refused,
+            tenants_retired: self.tenants_retired,
             windows,
             boards: self.boards.len(),
             tiles: self.boards.values().map(TileBoard::len).sum(),

@@ -23,6 +23,8 @@ struct Snap {
     version: u32,
     tenants: Vec<TenantSnap>,
     tenants_refused: u64,
+    retired: TenantStats,
+    tenants_retired: u64,
     sampling: AsJson<super::SamplingConfig>,
     sampler: SamplerSnap,
     ladder: AsJson<Option<FidelityLadder>>,
@@ -69,6 +71,7 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for AsJson<T> {
 struct TenantSnap {
     name: String,
     stats: TenantStats,
+    last_seen: Timestamp,
     /// Keys of the remembered ids, oldest first.
     ids: Vec<u128>,
     admitted_since: u64,
@@ -120,6 +123,7 @@ impl Pipeline {
             .map(|(name, t)| TenantSnap {
                 name: name.to_string(),
                 stats: t.stats.clone(),
+                last_seen: t.last_seen,
                 ids: t.dedup.order.iter().copied().collect(),
                 admitted_since: t.admitted_since,
             })
@@ -156,6 +160,8 @@ impl Pipeline {
             version: VERSION,
             tenants,
             tenants_refused: self.tenants_refused,
+            retired: self.retired.clone(),
+            tenants_retired: self.tenants_retired,
             sampling: AsJson(self.config.sampling.clone()),
             sampler,
             ladder: AsJson(self.ladder.clone()),
@@ -228,10 +234,14 @@ impl Pipeline {
             for &key in t.ids.iter().skip(t.ids.len().saturating_sub(cap)) {
                 dedup.remember(key, cap);
             }
-            p.tenants
-                .insert(Arc::from(t.name.as_str()), Tenant { stats: t.stats, dedup, admitted_since: t.admitted_since });
+            p.tenants.insert(
+                Arc::from(t.name.as_str()),
+                Tenant { stats: t.stats, last_seen: t.last_seen, dedup, admitted_since: t.admitted_since },
+            );
         }
         p.tenants_refused = snap.tenants_refused;
+        p.retired = snap.retired;
+        p.tenants_retired = snap.tenants_retired;
         if let (Some(fresh), Some(saved)) = (&mut p.limiter, limiter) {
             fresh.resume_from(saved, snap.last_now.unwrap_or(Timestamp::MIN));
         }

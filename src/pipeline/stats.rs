@@ -86,12 +86,15 @@ impl TenantStats {
 pub struct PipelineStats {
     /// When these were taken (the `now` of the last call).
     pub at: Option<Timestamp>,
-    /// The sum over tenants.
+    /// The sum over tenants, retired ones included.
     pub total: TenantStats,
     /// Per tenant.
     pub tenants: BTreeMap<String, TenantStats>,
-    /// Bodies refused because the tenant cap was reached.
+    /// Bodies refused because the tenant cap was reached (no tenant idle).
     pub tenants_refused: u64,
+    /// Tenants retired at the cap to make room (their counters stay in
+    /// `total`).
+    pub tenants_retired: u64,
     /// Each window operator's counters, its watermark, live groups and
     /// windows, by name.
     pub windows: BTreeMap<String, WindowHealth>,
