@@ -1068,7 +1068,8 @@ impl Pipeline {
     /// while running: instances of rules kept by name carry on (pending
     /// timers, firing alerts, baselines; a changed rule restarts its
     /// baselines), firing alerts of removed rules resolve at the next
-    /// `advance`. The change is audited.
+    /// `advance`. The change is audited, and [`config`](Pipeline::config)
+    /// shows it: restore later snapshots with that configuration.
     pub fn set_alerts(&mut self, alerts: RuleFile, now: Timestamp) -> Result<(), PipelineError> {
         let alerts = alerts.validate().map_err(|e| PipelineError::Alerts(e.to_string()))?;
         let alert_error = |e: &dyn core::fmt::Display| PipelineError::Alerts(e.to_string());
