@@ -552,7 +552,7 @@ fn tokens_gate_ingest_and_reads_and_refusals_are_audited() {
         .audit
         .iter()
         .map(|a| match &a.action {
-            AuditAction::TokenRefused { reason } => format!("refused {reason}"),
+            AuditAction::TokenRefused { reason, count } => format!("refused {reason} x{count}"),
             AuditAction::Forbidden { asked } => format!("forbidden {asked}"),
             AuditAction::QuotaHit { events, .. } => format!("quota {events}"),
             other => format!("{other:?}"),
@@ -562,8 +562,8 @@ fn tokens_gate_ingest_and_reads_and_refusals_are_audited() {
         actions,
         [
             "forbidden ingest",
-            "refused signature",
-            "refused expired",
+            "refused signature x1",
+            "refused expired x1",
             "forbidden deltas globex/metrics",
             "forbidden deltas acme/events",
             "forbidden full acme/metrics",
@@ -573,6 +573,19 @@ fn tokens_gate_ingest_and_reads_and_refusals_are_audited() {
     assert!(out.audit.iter().all(|a| a.at <= at(4_000)));
     let json = serde_json::to_string(&out.audit[0]).unwrap();
     assert!(json.contains(r#""action":"forbidden""#), "{json}");
+
+    // A flood of bad tokens is one audit event with a count.
+    for _ in 0..20_000 {
+        assert!(pipeline.verify_token("not.a.token", at(5)).is_err());
+    }
+    out.clear();
+    pipeline.advance(at(5), &mut out);
+    assert!(
+        matches!(out.audit.as_slice(), [a] if matches!(&a.action, AuditAction::TokenRefused { count: 20_000, .. })),
+        "{:?}",
+        out.audit
+    );
+    assert_eq!(pipeline.stats().audit_dropped, 0);
 }
 
 mod subscriptions {

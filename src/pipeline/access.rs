@@ -69,10 +69,14 @@ pub struct AuditEvent {
 #[serde(tag = "action", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AuditAction {
-    /// A token was refused (bad, expired, unknown key, …).
+    /// Tokens were refused (bad, expired, unknown key, …): refusals in a
+    /// row with the same reason are one event with a count, so a flood of
+    /// bad tokens cannot push other events out of the audit buffer.
     TokenRefused {
         /// [`AuthError::kind`].
         reason: String,
+        /// Refusals merged into this event.
+        count: u64,
     },
     /// A valid token asked for something it does not grant: another
     /// tenant's data, a topic or mode it lacks, ingest without the grant.
@@ -122,7 +126,7 @@ impl Pipeline {
             None => Err(AuthError::UnknownKey(String::new())),
         };
         if let Err(e) = &result {
-            self.audit(now, None, AuditAction::TokenRefused { reason: e.kind().to_owned() });
+            self.audit(now, None, AuditAction::TokenRefused { reason: e.kind().to_owned(), count: 1 });
         }
         result
     }
@@ -176,6 +180,14 @@ impl Pipeline {
 /// Appends `event` to the buffer of the next `advance`; beyond its bound
 /// the oldest event is dropped and counted.
 pub(super) fn push_audit(buffer: &mut VecDeque<AuditEvent>, dropped: &mut u64, event: AuditEvent) {
+    if let (AuditAction::TokenRefused { reason, count: n }, Some(last)) = (&event.action, buffer.back_mut())
+        && let AuditAction::TokenRefused { reason: last_reason, count } = &mut last.action
+        && last_reason == reason
+        && last.tenant == event.tenant
+    {
+        *count = count.saturating_add(*n);
+        return;
+    }
     if buffer.len() >= MAX_AUDIT_BUFFER {
         buffer.pop_front();
         *dropped = dropped.saturating_add(1);
