@@ -35,12 +35,43 @@ impl Sym {
 ///
 /// A table holds at most `u32::MAX` strings; interning more is not possible
 /// within the memory any decoder limit allows.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Symbols {
     text: String,
     spans: Vec<Range<usize>>,
     table: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
+    /// Symbols found recently, by a cheap key of their bytes ([`recent_slot`]):
+    /// a string that repeats (a dim key, a tenant) is found with one
+    /// comparison instead of a hash and a table probe. Always checked
+    /// against the text, so a stale entry is only a miss.
+    recent: [u32; RECENT],
+}
+
+/// Entries of [`Symbols::recent`].
+const RECENT: usize = 64;
+
+impl Default for Symbols {
+    fn default() -> Self {
+        Symbols {
+            text: String::new(),
+            spans: Vec::new(),
+            table: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            recent: [u32::MAX; RECENT],
+        }
+    }
+}
+
+/// The [`Symbols::recent`] slot of `bytes`: length, first, middle and last
+/// bytes, mixed.
+#[inline]
+fn recent_slot(bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    let byte = |i: usize| usize::from(bytes.get(i).copied().unwrap_or(0));
+    let mixed =
+        n.wrapping_mul(0x9e37) ^ byte(0).wrapping_mul(31) ^ byte(n / 2).wrapping_mul(131) ^ byte(n.wrapping_sub(1));
+    (mixed ^ (mixed >> 7)) % RECENT
 }
 
 impl fmt::Debug for Symbols {
@@ -58,11 +89,17 @@ impl Symbols {
     /// The symbol for `s`, adding `s` to the table if it is new.
     #[inline]
     pub fn intern(&mut self, s: &str) -> Sym {
+        let slot = recent_slot(s.as_bytes());
+        if let Some(sym) = self.recent_hit(slot, s.as_bytes()) {
+            return sym;
+        }
         let hash = self.hasher.hash_one(s.as_bytes());
-        match self.find(hash, s.as_bytes()) {
+        let sym = match self.find(hash, s.as_bytes()) {
             Some(sym) => sym,
             None => self.insert(hash, s),
-        }
+        };
+        self.remember(slot, sym);
+        sym
     }
 
     /// The symbol for the UTF-8 text `bytes`. Bytes already in the table
@@ -70,10 +107,31 @@ impl Symbols {
     /// check runs once per distinct string, not once per occurrence.
     #[inline]
     pub(crate) fn intern_utf8(&mut self, bytes: &[u8]) -> Result<Sym, core::str::Utf8Error> {
+        let slot = recent_slot(bytes);
+        if let Some(sym) = self.recent_hit(slot, bytes) {
+            return Ok(sym);
+        }
         let hash = self.hasher.hash_one(bytes);
-        match self.find(hash, bytes) {
-            Some(sym) => Ok(sym),
-            None => Ok(self.insert(hash, core::str::from_utf8(bytes)?)),
+        let sym = match self.find(hash, bytes) {
+            Some(sym) => sym,
+            None => self.insert(hash, core::str::from_utf8(bytes)?),
+        };
+        self.remember(slot, sym);
+        Ok(sym)
+    }
+
+    /// The symbol in `slot` of the recent cache, if its text is `bytes`.
+    #[inline]
+    fn recent_hit(&self, slot: usize, bytes: &[u8]) -> Option<Sym> {
+        let recent = *self.recent.get(slot)?;
+        let text = self.spans.get(recent as usize).and_then(|r| self.text.as_bytes().get(r.clone()))?;
+        short_eq(text, bytes).then_some(Sym(recent))
+    }
+
+    #[inline]
+    fn remember(&mut self, slot: usize, sym: Sym) {
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = sym.0;
         }
     }
 
@@ -88,7 +146,7 @@ impl Symbols {
     }
 
     fn insert(&mut self, hash: u64, s: &str) -> Sym {
-        let Symbols { text, spans, table, hasher } = self;
+        let Symbols { text, spans, table, hasher, .. } = self;
         let index = u32::try_from(spans.len()).unwrap_or(u32::MAX);
         let start = text.len();
         text.push_str(s);
@@ -143,6 +201,7 @@ impl Symbols {
         self.text.clear();
         self.spans.clear();
         self.table.clear();
+        self.recent = [u32::MAX; RECENT];
     }
 }
 
