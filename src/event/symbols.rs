@@ -45,7 +45,7 @@ pub struct Symbols {
     /// a string that repeats (a dim key, a tenant) is found with one
     /// comparison instead of a hash and a table probe. Always checked
     /// against the text, so a stale entry is only a miss.
-    recent: [u32; RECENT],
+    recent: Box<[u32; RECENT]>,
 }
 
 /// Entries of [`Symbols::recent`].
@@ -58,7 +58,7 @@ impl Default for Symbols {
             spans: Vec::new(),
             table: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
-            recent: [u32::MAX; RECENT],
+            recent: Box::new([u32::MAX; RECENT]),
         }
     }
 }
@@ -201,7 +201,7 @@ impl Symbols {
         self.text.clear();
         self.spans.clear();
         self.table.clear();
-        self.recent = [u32::MAX; RECENT];
+        self.recent.fill(u32::MAX);
     }
 }
 
