@@ -98,6 +98,9 @@ pub mod delta;
 pub mod event;
 pub mod flow;
 pub mod geo;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod host;
 pub mod pipeline;
 pub mod proto;
 pub mod sample;

@@ -263,7 +263,7 @@ impl Row<'_> {
 }
 
 /// An encoder of one file: rows in, bytes out.
-pub(crate) trait Encoder {
+pub(crate) trait Encoder: Send {
     /// Appends one row (always of the kind its factory was made for).
     fn push(&mut self, row: Row<'_>) -> Result<(), SinkError>;
     /// Bytes the file holds so far: encoded, plus buffered.
@@ -273,7 +273,7 @@ pub(crate) trait Encoder {
 }
 
 /// Makes encoders for new files.
-pub(crate) trait EncoderFactory {
+pub(crate) trait EncoderFactory: Send {
     fn open(&self) -> Result<Box<dyn Encoder>, SinkError>;
     fn extension(&self) -> &'static str;
 }

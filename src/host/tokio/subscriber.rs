@@ -1,0 +1,122 @@
+//! A subscriber's end: encoded frames pulled from the pipeline's outbox.
+
+use std::sync::{Arc, Mutex};
+
+use ::tokio::sync::{Notify, mpsc, oneshot};
+use bytes::Bytes;
+
+use super::{Control, HostError};
+use crate::pipeline::{EvictReason, SubscribeError, SubscriberId, WireFormat};
+
+/// Why a subscriber's stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Closed {
+    /// The pipeline disconnected it; close the socket with
+    /// [`EvictReason::close_code`].
+    #[error("evicted: {}", .0.as_str())]
+    Evicted(EvictReason),
+    /// The host shut down (WebSocket close code 1001, going away).
+    #[error("the host shut down")]
+    Shutdown,
+}
+
+/// The pipeline task's side of a subscriber: a wake-up and, once closed,
+/// why.
+#[derive(Debug, Default)]
+pub(super) struct Slot {
+    notify: Notify,
+    closed: Mutex<Option<Closed>>,
+}
+
+impl Slot {
+    pub(super) fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    pub(super) fn close(&self, why: Closed) {
+        if let Ok(mut closed) = self.closed.lock() {
+            closed.get_or_insert(why);
+        }
+        self.notify.notify_one();
+    }
+
+    fn closed(&self) -> Option<Closed> {
+        self.closed.lock().ok().and_then(|c| *c)
+    }
+}
+
+/// An open subscription on a [`Host`](super::Host): frames in the
+/// subscription's [`WireFormat`], snapshot first. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscriber {
+    id: SubscriberId,
+    format: WireFormat,
+    slot: Arc<Slot>,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl Subscriber {
+    pub(super) fn new(
+        id: SubscriberId,
+        format: WireFormat,
+        slot: Arc<Slot>,
+        control: mpsc::UnboundedSender<Control>,
+    ) -> Subscriber {
+        Subscriber { id, format, slot, control }
+    }
+
+    /// The pipeline's id of this subscriber.
+    pub fn id(&self) -> SubscriberId {
+        self.id
+    }
+
+    /// How its frames are encoded (Protobuf: binary WebSocket messages;
+    /// JSON: text).
+    pub fn format(&self) -> WireFormat {
+        self.format
+    }
+
+    /// Waits for frames and appends them to `out` (at least one), oldest
+    /// first. Frames wait in the pipeline's outbox, conflated when the
+    /// subscriber falls behind, until taken here.
+    pub async fn next(&mut self, out: &mut Vec<Bytes>) -> Result<(), Closed> {
+        loop {
+            if let Some(why) = self.slot.closed() {
+                return Err(why);
+            }
+            let (reply, answer) = oneshot::channel();
+            if self.control.send(Control::Take { id: self.id, reply }).is_err() {
+                return Err(Closed::Shutdown);
+            }
+            match answer.await {
+                Ok(Ok(frames)) if !frames.is_empty() => {
+                    out.extend(frames);
+                    return Ok(());
+                }
+                Ok(Ok(_)) => {}
+                // Gone from the pipeline: evicted or shut down; the slot says which.
+                Ok(Err(SubscribeError::Unknown(_))) | Err(_) => {
+                    return Err(self.slot.closed().unwrap_or(Closed::Shutdown));
+                }
+                Ok(Err(_)) => return Err(Closed::Shutdown),
+            }
+            self.slot.notify.notified().await;
+        }
+    }
+
+    /// Asks for a fresh snapshot (a client that saw a gap or a checksum
+    /// mismatch), which becomes the next frame.
+    pub async fn resync(&self) -> Result<(), HostError> {
+        let (reply, answer) = oneshot::channel();
+        self.control.send(Control::Resync { id: self.id, reply }).map_err(|_| HostError::Closed)?;
+        Ok(answer.await.map_err(|_| HostError::Closed)??)
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        // The host may be gone already; then there is nothing to undo.
+        let _ = self.control.send(Control::Unsubscribe { id: self.id });
+    }
+}
