@@ -153,7 +153,9 @@ async fn a_full_channel_answers_busy_at_once() {
     assert_eq!(report.host.busy_refusals, 1);
 }
 
-fn csv_rows(dir: &Path) -> (usize, usize) {
+/// Files and rows under `dir`, by extension (`csv`: lines after the
+/// header; `parquet`: the footer's row count).
+fn stored_rows(dir: &Path) -> (usize, usize) {
     let (mut files, mut rows) = (0, 0);
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
@@ -161,22 +163,30 @@ fn csv_rows(dir: &Path) -> (usize, usize) {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "csv") {
-                files += 1;
-                let text = std::fs::read_to_string(&path).unwrap();
-                rows += text.lines().count() - 1;
-            } else {
-                panic!("unexpected file {path:?} (a temporary left behind?)");
+                continue;
+            }
+            files += 1;
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("csv") => rows += std::fs::read_to_string(&path).unwrap().lines().count() - 1,
+                #[cfg(feature = "parquet")]
+                Some("parquet") => {
+                    use parquet::file::reader::{FileReader, SerializedFileReader};
+                    let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+                    rows += reader.metadata().file_metadata().num_rows() as usize;
+                }
+                _ => panic!("unexpected file {path:?} (a temporary left behind?)"),
             }
         }
     }
     (files, rows)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_stores_every_accepted_event_in_a_result_and_a_file() {
-    let dir = temp_dir("shutdown");
-    let config = config("archive: {format: {kind: csv}}\ntenants: {rate: {cells: 400, per: 1s, burst: 400}}");
+/// Posts bodies from many tasks, shuts down, and counts: every accepted
+/// event is in a final window result and in a stored file.
+async fn shutdown_stores_everything(format: &str) {
+    let dir = temp_dir(&format!("shutdown-{}", format.len()));
+    let config =
+        config(&format!("archive: {{format: {format}}}\ntenants: {{rate: {{cells: 400, per: 1s, burst: 400}}}}"));
     let final_events = Arc::new(Mutex::new(HashMap::<String, u64>::new()));
     let host = Host::builder(config)
         .files(LocalDir::new(dir.join("archive")))
@@ -219,13 +229,24 @@ async fn shutdown_stores_every_accepted_event_in_a_result_and_a_file() {
     assert_eq!(report.stats.total.admitted as usize, accepted);
     assert!(report.stats.total.is_balanced());
     assert_eq!(report.files_unstored, 0);
-    let (files, rows) = csv_rows(&dir.join("archive"));
+    let (files, rows) = stored_rows(&dir.join("archive"));
     assert_eq!(rows, accepted, "every accepted event is in a stored file");
     assert_eq!(report.host.files.rows as usize, accepted);
     assert_eq!(report.host.files.written as usize, files);
     assert_eq!(report.host.files.pending, 0);
     let in_results: u64 = final_events.lock().unwrap().values().sum();
     assert_eq!(in_results as usize, accepted, "every accepted event is in a final window result");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stores_every_accepted_event_in_a_result_and_a_csv_file() {
+    shutdown_stores_everything("{kind: csv}").await;
+}
+
+#[cfg(feature = "parquet")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stores_every_accepted_event_in_a_result_and_a_parquet_file() {
+    shutdown_stores_everything("{kind: parquet}").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,5 +386,40 @@ async fn unsent_notifications_are_kept_across_a_restart() {
     .await
     .expect("the saved notification is tried again after the restart");
     assert!(!dir.join("state.bin.notifications.json").exists());
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_is_conflated_then_evicted_with_bounded_memory() {
+    let config = config("raw: {enabled: true}\nsubscribers: {max_queued: 4, max_lag: 300ms}");
+    let host = Host::builder(config).start().await.unwrap();
+    let handle = host.handle();
+    // Never reads.
+    let mut slow = handle.subscribe(Subscription::new("acme", "events", Mode::Full).json()).await.unwrap();
+    // Reads all along.
+    let mut fast = handle.subscribe(Subscription::new("acme", "events", Mode::Full).json()).await.unwrap();
+    let mut fast_events = 0;
+    let mut frames = Vec::new();
+    for i in 0..40 {
+        handle.ingest("acme", "application/x-ndjson", body("acme", 5, 3000, i * 10)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        while let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(1), fast.next(&mut frames)).await {}
+        fast_events += frames.drain(..).count();
+    }
+    let stats = handle.health().await.unwrap().pipeline;
+    assert!(stats.subscriber_frames_dropped > 0, "the slow one's oldest frames were dropped and counted");
+    assert_eq!(stats.subscribers_evicted, 1, "only the slow one");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Err(why) = slow.next(&mut frames).await {
+                return why;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ended, Closed::Evicted(edgestream::pipeline::EvictReason::SlowConsumer));
+    assert!(fast_events >= 30, "the fast subscriber kept up: {fast_events} frames");
+    assert_eq!(handle.stats().subscribers, 1);
     host.shutdown().await.unwrap();
 }

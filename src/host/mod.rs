@@ -4,7 +4,7 @@
 //! The core never does I/O; a host does, and stays thin. Each host is a
 //! feature:
 //!
-//! - [`tokio`](self::tokio) (feature `tokio`): a pipeline on a tokio task,
+//! - [`tokio`] (feature `tokio`): a pipeline on a tokio task,
 //!   for ingest servers.
 
 #[cfg(feature = "tokio")]
