@@ -109,10 +109,11 @@ function renderMetrics() {
       errors += v.sum; r.errors = v.sum;
     }
   }
-  $("kpi-rate").textContent = fmt(rate);
+  const any = newest > 0;
+  $("kpi-rate").textContent = any ? fmt(rate) : "–";
   $("kpi-p50").textContent = p50n ? fmt(p50sum / p50n, 1) : "–";
-  $("kpi-p99").textContent = fmt(p99, 1);
-  $("kpi-errors").textContent = fmt(errors);
+  $("kpi-p99").textContent = any ? fmt(p99, 1) : "–";
+  $("kpi-errors").textContent = any ? fmt(errors) : "–";
   const box = $("regions");
   box.innerHTML = "";
   for (const name of Object.keys(regions).sort()) {
@@ -137,6 +138,7 @@ function drawChart() {
   const h = (c.height = 220 * devicePixelRatio);
   const g = c.getContext("2d");
   g.clearRect(0, 0, w, h);
+  c.dataset.points = history.length;
   if (history.length < 2) return;
   const t1 = history[history.length - 1].t, t0 = t1 - HISTORY_MS;
   const x = (t) => ((t - t0) / HISTORY_MS) * w;
@@ -183,9 +185,6 @@ function renderHeatmap() {
   const g = c.getContext("2d");
   g.fillStyle = "#10161c";
   g.fillRect(0, 0, w, h);
-  g.strokeStyle = "#1f2831";
-  for (let lon = -180; lon <= 180; lon += 30) { const x = ((lon + 180) / 360) * w; g.beginPath(); g.moveTo(x, 0); g.lineTo(x, h); g.stroke(); }
-  for (let lat = -60; lat <= 60; lat += 30) { const y = ((90 - lat) / 180) * h; g.beginPath(); g.moveTo(0, y); g.lineTo(w, y); g.stroke(); }
   let newest = 0;
   for (const v of boards.geo.values()) newest = Math.max(newest, v.start_ms || 0);
   const cells = [];
@@ -195,13 +194,32 @@ function renderHeatmap() {
     const box = cell && geohashBox(cell);
     if (box) cells.push([box, v.count]);
   }
-  const max = Math.max(1, ...cells.map((c) => c[1]));
-  for (const [[la0, la1, lo0, lo1], n] of cells) {
-    const a = 0.25 + 0.75 * (n / max);
-    g.fillStyle = `rgba(255, ${Math.round(200 - 150 * (n / max))}, 60, ${a})`;
-    const x0 = ((lo0 + 180) / 360) * w, x1 = ((lo1 + 180) / 360) * w;
-    const y0 = ((90 - la1) / 180) * h, y1 = ((90 - la0) / 180) * h;
-    g.fillRect(x0, y0, Math.max(2, x1 - x0), Math.max(2, y1 - y0));
+  c.dataset.cells = cells.length;
+  // The view fits the cells (with a margin), at the canvas's aspect ratio.
+  let [la0, la1, lo0, lo1] = [-60, 75, -180, 180];
+  if (cells.length) {
+    la0 = Math.min(...cells.map((x) => x[0][0])) - 8; la1 = Math.max(...cells.map((x) => x[0][1])) + 8;
+    lo0 = Math.min(...cells.map((x) => x[0][2])) - 8; lo1 = Math.max(...cells.map((x) => x[0][3])) + 8;
+    const perPixel = Math.max((lo1 - lo0) / w, (la1 - la0) / h);
+    const [cx, cy] = [(lo0 + lo1) / 2, (la0 + la1) / 2];
+    [lo0, lo1, la0, la1] = [cx - (perPixel * w) / 2, cx + (perPixel * w) / 2, cy - (perPixel * h) / 2, cy + (perPixel * h) / 2];
+  }
+  const px = (lon) => ((lon - lo0) / (lo1 - lo0)) * w;
+  const py = (lat) => ((la1 - lat) / (la1 - la0)) * h;
+  g.strokeStyle = "#1f2831";
+  g.fillStyle = "#3a4652";
+  g.font = `${10 * devicePixelRatio}px system-ui`;
+  for (let lon = Math.ceil(lo0 / 15) * 15; lon <= lo1; lon += 15) {
+    g.beginPath(); g.moveTo(px(lon), 0); g.lineTo(px(lon), h); g.stroke(); g.fillText(`${lon}°`, px(lon) + 2, h - 4);
+  }
+  for (let lat = Math.ceil(la0 / 15) * 15; lat <= la1; lat += 15) {
+    g.beginPath(); g.moveTo(0, py(lat)); g.lineTo(w, py(lat)); g.stroke(); g.fillText(`${lat}°`, 2, py(lat) - 2);
+  }
+  const max = Math.max(1, ...cells.map((x) => x[1]));
+  for (const [[a0, a1, o0, o1], n] of cells) {
+    const k = n / max;
+    g.fillStyle = `rgba(255, ${Math.round(210 - 160 * k)}, 60, ${0.3 + 0.7 * k})`;
+    g.fillRect(px(o0), py(a1), Math.max(2, px(o1) - px(o0)), Math.max(2, py(a0) - py(a1)));
   }
 }
 
