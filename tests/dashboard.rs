@@ -144,8 +144,7 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
     })
     .await
     .unwrap();
-    let targets: Value =
-        reqwest::get(format!("http://{devtools}/json/list")).await.unwrap().json().await.unwrap();
+    let targets: Value = reqwest::get(format!("http://{devtools}/json/list")).await.unwrap().json().await.unwrap();
     let page_ws = targets
         .as_array()
         .unwrap()
@@ -176,10 +175,10 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
     for _ in 0..120 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         seen = serde_json::from_str(page.eval(probe).await.as_str().unwrap_or("null")).unwrap();
-        if let Some(rate) = seen["rate"].as_str().and_then(|r| r.parse::<f64>().ok()) {
-            if rates.last() != Some(&rate) {
-                rates.push(rate);
-            }
+        if let Some(rate) = seen["rate"].as_str().and_then(|r| r.parse::<f64>().ok())
+            && rates.last() != Some(&rate)
+        {
+            rates.push(rate);
         }
         if rates.len() >= 3
             && seen["regions"].as_u64() >= Some(3)

@@ -7,7 +7,8 @@
 //!
 //! Flags: `--addr 127.0.0.1:8080`, `--data-dir data` (archive files and the
 //! snapshot), `--config examples/ingest_server/config.yaml` (a `pipeline:`
-//! and a `host:` section), `--demo` (a built-in generator posts synthetic
+//! and a `host:` section; YAML, or TOML for a `.toml` file with the `toml`
+//! feature), `--demo` (a built-in generator posts synthetic
 //! telemetry for three tenants, with spikes that fire the alert rules),
 //! `--exit-after SECS` (shut down gracefully after that long, for scripts).
 //!
@@ -46,7 +47,15 @@ fn default_metrics_window() -> String {
 }
 
 impl ServerConfig {
-    pub(crate) fn from_yaml(text: &str) -> Result<ServerConfig, Box<dyn Error>> {
+    /// Reads YAML (or JSON), or TOML when `toml` is true (build with the
+    /// `toml` feature).
+    pub(crate) fn parse(text: &str, toml: bool) -> Result<ServerConfig, Box<dyn Error>> {
+        if toml {
+            #[cfg(feature = "toml")]
+            return Ok(::toml::from_str(text)?);
+            #[cfg(not(feature = "toml"))]
+            return Err("a TOML config needs the `toml` feature: add `--features tokio,toml`".into());
+        }
         Ok(serde_yaml_ng::from_str(text)?)
     }
 }
@@ -102,7 +111,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
         None => DEFAULT_CONFIG.to_owned(),
     };
-    let mut config = ServerConfig::from_yaml(&text)?;
+    let toml = args.config.as_ref().is_some_and(|p| p.extension().is_some_and(|e| e == "toml"));
+    let mut config = ServerConfig::parse(&text, toml)?;
     if config.host.snapshot.is_none() {
         config.host.snapshot = Some(args.data_dir.join("state.bin"));
     }

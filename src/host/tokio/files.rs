@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::tokio::sync::mpsc;
+use ::tokio::sync::{mpsc, oneshot};
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -109,6 +109,14 @@ pub struct FileStats {
     pub last_error: Option<String>,
 }
 
+/// What the file writer is sent.
+pub(super) enum ToWriter {
+    /// A file to store.
+    File(FinishedFile),
+    /// Answered once every file sent before it is stored.
+    Barrier(oneshot::Sender<()>),
+}
+
 /// Backoff between attempts at a file that could not be stored.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -119,11 +127,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// fires (what is left is returned, counted as pending).
 pub(super) async fn run_writer(
     sink: Arc<dyn FileSink>,
-    mut files: mpsc::UnboundedReceiver<FinishedFile>,
+    mut files: mpsc::UnboundedReceiver<ToWriter>,
     stats: Arc<Mutex<FileStats>>,
     mut stop: ::tokio::sync::watch::Receiver<bool>,
 ) -> Vec<FinishedFile> {
-    let mut queue: VecDeque<FinishedFile> = VecDeque::new();
+    let mut queue: VecDeque<ToWriter> = VecDeque::new();
     let mut open = true;
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -143,7 +151,17 @@ pub(super) async fn run_writer(
         while let Ok(file) = files.try_recv() {
             queue.push_back(file);
         }
-        let Some(file) = queue.front() else { continue };
+        let file = match queue.front() {
+            Some(ToWriter::File(file)) => file,
+            Some(ToWriter::Barrier(_)) => {
+                if let Some(ToWriter::Barrier(done)) = queue.pop_front() {
+                    // The caller may have stopped waiting.
+                    let _ = done.send(());
+                }
+                continue;
+            }
+            None => continue,
+        };
         match sink.put(&file.path, file.bytes.clone()).await {
             Ok(()) => {
                 backoff = FIRST_BACKOFF;
@@ -166,10 +184,22 @@ pub(super) async fn run_writer(
                 }
                 ::tokio::select! {
                     _ = ::tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return queue.into(),
+                    _ = stop.changed() => return unstored(queue),
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
+}
+
+/// The files of `queue` (its barriers are dropped: their waiters see the
+/// writer gone).
+fn unstored(queue: VecDeque<ToWriter>) -> Vec<FinishedFile> {
+    queue
+        .into_iter()
+        .filter_map(|item| match item {
+            ToWriter::File(file) => Some(file),
+            ToWriter::Barrier(_) => None,
+        })
+        .collect()
 }

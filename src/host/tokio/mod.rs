@@ -274,6 +274,9 @@ enum Control {
         id: SubscriberId,
     },
     Run(Task),
+    Flush {
+        reply: oneshot::Sender<oneshot::Receiver<()>>,
+    },
     Shutdown,
 }
 
@@ -571,6 +574,17 @@ impl HostHandle {
         answer.await.map_err(|_| HostError::Closed)
     }
 
+    /// Finishes every open archive file now and waits until the file sink
+    /// has stored them and every file before them: an export then sees
+    /// every event accepted so far. Without a file sink, or when the
+    /// writer stopped, [`HostError::Closed`].
+    pub async fn flush_archive(&self) -> Result<(), HostError> {
+        let (reply, answer) = oneshot::channel();
+        self.control.send(Control::Flush { reply }).map_err(|_| HostError::Closed)?;
+        let stored = answer.await.map_err(|_| HostError::Closed)?;
+        stored.await.map_err(|_| HostError::Closed)
+    }
+
     /// The pipeline's stats and the host's.
     pub async fn health(&self) -> Result<Health, HostError> {
         let pipeline = self.with_pipeline(|p| p.stats()).await?;
@@ -604,7 +618,7 @@ struct Runner {
     clock: Arc<dyn Clock>,
     last_now: Timestamp,
     slots: HashMap<SubscriberId, Arc<Slot>>,
-    files_tx: Option<mpsc::UnboundedSender<FinishedFile>>,
+    files_tx: Option<mpsc::UnboundedSender<files::ToWriter>>,
     notes_tx: Option<mpsc::UnboundedSender<Notification>>,
     shared: Arc<Shared>,
     observer: Option<Observer>,
@@ -717,6 +731,16 @@ impl Runner {
             }
             Control::Unsubscribe { id } => self.unsubscribe(id),
             Control::Run(task) => task(&mut self.pipeline),
+            Control::Flush { reply } => {
+                self.pipeline.flush_archive(&mut self.out);
+                self.route();
+                let (done_tx, done_rx) = oneshot::channel();
+                if let Some(tx) = &self.files_tx {
+                    // A closed writer drops the barrier: the waiter sees it.
+                    let _ = tx.send(files::ToWriter::Barrier(done_tx));
+                }
+                let _ = reply.send(done_rx);
+            }
             // Handled by the loop.
             Control::Shutdown => {}
         }
@@ -753,8 +777,8 @@ impl Runner {
                         s.pending += 1;
                         s.pending_bytes += file.bytes.len() as u64;
                     }
-                    if let Err(e) = tx.send(file) {
-                        tracing::error!(path = %e.0.path, "file writer gone: file not stored");
+                    if tx.send(files::ToWriter::File(file)).is_err() {
+                        tracing::error!("file writer gone: file not stored");
                     }
                 }
                 None => tracing::error!(path = %file.path, "no file sink: file not stored"),
