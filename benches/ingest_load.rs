@@ -79,7 +79,7 @@ subscribers: {max_queued: 4096}
     let tick = config.tick;
     let max_body = config.limits.max_batch_bytes;
     let host = Host::builder(config).config(HostConfig { queue: 256, ..HostConfig::default() }).start().await.unwrap();
-    let state = app::AppState { host: host.handle(), auth: false, metrics_window: "1s".into() };
+    let state = app::AppState { host: host.handle(), auth: false, metrics_window: "1s".into(), archive: None };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app::router(state, max_body)).await.unwrap() });

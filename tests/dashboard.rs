@@ -130,7 +130,7 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
     let pipeline: PipelineConfig = serde_json::from_value(config["pipeline"].clone()).unwrap();
     let max_body = pipeline.limits.max_batch_bytes;
     let host = Host::builder(pipeline).start().await.unwrap();
-    let state = app::AppState { host: host.handle(), auth: false, metrics_window: "1s".into() };
+    let state = app::AppState { host: host.handle(), auth: false, metrics_window: "1s".into(), archive: None };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/?tenant=acme", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app::router(state, max_body)).await.unwrap() });

@@ -12,11 +12,16 @@ use std::time::Duration;
 
 use edgestream::auth::{Claims, Keys, Mode};
 use edgestream::delta::board::Frame;
-use edgestream::host::tokio::{Clock, Host, HostConfig, SystemClock};
+use edgestream::host::tokio::{Clock, Host, HostConfig, LocalDir, SystemClock};
 use edgestream::pipeline::PipelineConfig;
 use edgestream::time::Span;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
+
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 const SECRET: &str = "a-secret-of-at-least-thirty-two-bytes!";
 
@@ -27,6 +32,18 @@ struct Server {
 }
 
 async fn start(extra: &str) -> Server {
+    start_archived(extra, None).await
+}
+
+/// A server whose archive (`{kind: csv}` or `{kind: parquet}`) goes to a
+/// fresh directory.
+async fn start_archived(extra: &str, archive: Option<&str>) -> Server {
+    let dir = std::env::temp_dir().join(format!("edgestream-server-{}-{}", std::process::id(), unique()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let extra = match archive {
+        Some(format) => format!("{extra}\narchive: {{format: {format}}}"),
+        None => extra.to_owned(),
+    };
     let config = PipelineConfig::from_yaml_str(&format!(
         r#"
 limits: {{max_batch_bytes: 65536}}
@@ -48,12 +65,14 @@ tick: 50ms
     .unwrap();
     let auth = config.auth.is_some();
     let max_body = config.limits.max_batch_bytes;
-    let host = Host::builder(config)
-        .config(HostConfig { retry_after: Span::from_secs(2), ..HostConfig::default() })
-        .start()
-        .await
-        .unwrap();
-    let state = app::AppState { host: host.handle(), auth, metrics_window: "1s".into() };
+    let archived = archive.map(|format| app::Archive { dir: dir.join("archive"), parquet: format.contains("parquet") });
+    let mut builder =
+        Host::builder(config).config(HostConfig { retry_after: Span::from_secs(2), ..HostConfig::default() });
+    if archived.is_some() {
+        builder = builder.files(LocalDir::new(dir.join("archive")));
+    }
+    let host = builder.start().await.unwrap();
+    let state = app::AppState { host: host.handle(), auth, metrics_window: "1s".into(), archive: archived };
     let router = app::router(state, max_body);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
@@ -332,4 +351,98 @@ async fn a_shutdown_closes_sockets_and_refuses_new_bodies() {
         .await
         .unwrap();
     assert_eq!(response.status(), 503);
+}
+
+impl Server {
+    async fn get(&self, path_and_query: &str) -> reqwest::Response {
+        self.client.get(format!("http://{}{path_and_query}", self.base)).send().await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_streams_results_and_raw_events_in_a_range_as_csv() {
+    let server = start_archived("", Some("{kind: csv}")).await;
+    let since = SystemClock.now().as_millis() - 60_000;
+    // A value with a comma and quotes survives the export.
+    let tricky = format!(
+        r#"{{"tenant":"acme","stream":"http","ts":{},"dims":{{"region":"eu","note":"a, \"b\""}},"fields":{{"latency_ms":5}}}}"#,
+        SystemClock.now().as_millis() - 3000
+    );
+    let acme = body("acme", 40, 0) + &tricky + "\n";
+    let response = server.post("?tenant=acme", "application/x-ndjson", acme).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["accepted"], 41);
+    assert_eq!(server.post("?tenant=globex", "application/x-ndjson", body("globex", 10, 0)).await.status(), 202);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // Raw events: the open files are flushed first, so all 41 are there.
+    let response = server.get(&format!("/api/export?tenant=acme&what=events&format=csv&from={since}")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/csv");
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with("ts,"), "{text}");
+    assert!(text.contains(r#"""note"":""a, \""b\"""""#), "the quoted value is whole: {text}");
+    assert_eq!(text.matches("\r\n").count(), 1 + 41, "a header and 41 events: {text}");
+    assert!(!text.contains("globex"));
+
+    // A range after the events: only the header.
+    let later = SystemClock.now().as_millis() + 60_000;
+    let text = server
+        .get(&format!("/api/export?tenant=acme&what=events&from={later}&to={}", later + 1000))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.lines().count() <= 1, "{text}");
+
+    // Window results from the rollup, one row per second and region.
+    let response = server
+        .get(&format!("/api/export?tenant=acme&what=results&agg=second&group_by=region&quantiles=0.99&from={since}"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[..4], ["start", "region", "overflow", "field"], "{text}");
+    assert!(header.contains(&"p99"), "{header:?}");
+    let events_at = header.iter().position(|h| *h == "events").unwrap();
+    let events: u64 = lines.map(|l| l.split(',').nth(events_at).unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(events, 41, "{text}");
+
+    // The archive is CSV: Parquet events are refused with a reason.
+    let response = server.get("/api/export?tenant=acme&what=events&format=parquet").await;
+    assert_eq!(response.status(), 400);
+    server.host.shutdown().await.unwrap();
+}
+
+#[cfg(feature = "parquet")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_streams_parquet_read_back_by_the_parquet_crate() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let server = start_archived("", Some("{kind: parquet}")).await;
+    let since = SystemClock.now().as_millis() - 60_000;
+    for i in 0..3 {
+        let response = server.post("?tenant=acme", "application/x-ndjson", body("acme", 30, i * 100)).await;
+        assert_eq!(response.status(), 202);
+        // Each flush by an export finishes a file: several files to merge.
+        let _ =
+            server.get(&format!("/api/export?tenant=acme&what=events&format=parquet&from={since}")).await.bytes().await;
+    }
+    let bytes = server
+        .get(&format!("/api/export?tenant=acme&what=events&format=parquet&from={since}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let reader = SerializedFileReader::new(bytes).unwrap();
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 90);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let response =
+        server.get(&format!("/api/export?tenant=acme&what=results&format=parquet&agg=second&from={since}")).await;
+    assert_eq!(response.status(), 200);
+    let reader = SerializedFileReader::new(response.bytes().await.unwrap()).unwrap();
+    assert!(reader.metadata().file_metadata().num_rows() > 0);
+    server.host.shutdown().await.unwrap();
 }

@@ -25,6 +25,11 @@ use edgestream::window::Query as RollupQuery;
 use serde::Deserialize;
 use serde_json::json;
 
+#[path = "export.rs"]
+mod export;
+
+pub(crate) use export::Archive;
+
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
 
@@ -36,6 +41,8 @@ pub(crate) struct AppState {
     pub(crate) auth: bool,
     /// The window operator `/api/metrics` reads by default.
     pub(crate) metrics_window: Arc<str>,
+    /// The raw-event archive, for `/api/export?what=events`.
+    pub(crate) archive: Option<Archive>,
 }
 
 /// The server's routes.
@@ -48,6 +55,7 @@ pub(crate) fn router(state: AppState, max_body: usize) -> Router {
         .route("/sse", get(sse))
         .route("/api/metrics", get(metrics))
         .route("/api/health", get(health))
+        .route("/api/export", get(export))
         // A little above the pipeline's own limit, so an oversized body gets
         // the pipeline's typed 413 when it fits in memory at all.
         .layer(DefaultBodyLimit::max(max_body.saturating_add(1)))
@@ -364,9 +372,9 @@ fn sse_event(frame: &[u8]) -> SseEvent {
     event
 }
 
-/// The query of `/api/metrics`.
+/// The query of `/api/metrics` and `/api/export`.
 #[derive(Debug, Deserialize)]
-struct MetricsParams {
+pub(crate) struct RangeParams {
     tenant: Option<String>,
     stream: Option<String>,
     /// The window operator whose rollup is read (default: the server's).
@@ -384,6 +392,11 @@ struct MetricsParams {
     fields: Option<String>,
     /// Quantiles to compute, comma-separated (`0.5,0.99`).
     quantiles: Option<String>,
+    /// `/api/export`: `csv` (default) or `parquet`.
+    format: Option<String>,
+    /// `/api/export`: `results` (default, from the rollup) or `events`
+    /// (raw, from the archive).
+    what: Option<String>,
     token: Option<String>,
 }
 
@@ -398,58 +411,80 @@ fn list(text: &Option<String>) -> Vec<String> {
     text.iter().flat_map(|t| t.split(',')).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
-/// `GET /api/metrics`: rollup series as JSON, for charts.
-async fn metrics(State(state): State<AppState>, Query(params): Query<MetricsParams>, headers: HeaderMap) -> Response {
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, json!({"error": "bad_query", "message": m}));
-    let mut tenant = params.tenant.clone().unwrap_or_default();
-    if state.auth {
-        let Some(token) = params.token.as_deref().or_else(|| bearer(&headers)) else {
-            return error(StatusCode::UNAUTHORIZED, json!({"error": "missing_token"}));
+fn bad_query(message: String) -> Response {
+    error(StatusCode::BAD_REQUEST, json!({"error": "bad_query", "message": message}))
+}
+
+impl RangeParams {
+    /// The tenant asked, checked against the token when auth is on.
+    async fn tenant(&self, state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+        let mut tenant = self.tenant.clone().unwrap_or_default();
+        if state.auth {
+            let Some(token) = self.token.as_deref().or_else(|| bearer(headers)) else {
+                return Err(error(StatusCode::UNAUTHORIZED, json!({"error": "missing_token"})));
+            };
+            let own = verified_tenant(state, token).await?;
+            if !tenant.is_empty() && tenant != own {
+                return Err(auth_error(&AuthError::Forbidden { asked: format!("data of {tenant}") }));
+            }
+            tenant = own;
+        }
+        if tenant.is_empty() {
+            return Err(bad_query("name the tenant with ?tenant=".into()));
+        }
+        Ok(tenant)
+    }
+
+    /// `[from, to)`.
+    pub(crate) fn range(&self) -> Result<(Timestamp, Timestamp), Response> {
+        let to = match self.to.as_deref().map(parse_time) {
+            Some(Some(t)) => t,
+            Some(None) => return Err(bad_query("to: expected RFC 3339 or milliseconds".into())),
+            None => SystemClock.now(),
         };
-        let asked = tenant.clone();
-        match verified_tenant(&state, token).await {
-            Ok(own) if asked.is_empty() || asked == own => tenant = own,
-            Ok(_) => return auth_error(&AuthError::Forbidden { asked: format!("metrics of {asked}") }),
-            Err(response) => return response,
+        let from = match self.from.as_deref().map(parse_time) {
+            Some(Some(t)) => t,
+            Some(None) => return Err(bad_query("from: expected RFC 3339 or milliseconds".into())),
+            None => to.saturating_sub(Span::from_hours(1)),
+        };
+        Ok((from, to))
+    }
+
+    /// The window operator and the rollup query.
+    pub(crate) fn rollup_query(&self, state: &AppState, tenant: String) -> Result<(String, RollupQuery), Response> {
+        let (from, to) = self.range()?;
+        let resolution = match self.agg.as_deref() {
+            None | Some("") | Some("auto") => None,
+            Some("second") => Some(Span::from_secs(1)),
+            Some("minute") => Some(Span::from_mins(1)),
+            Some("hour") => Some(Span::from_hours(1)),
+            Some("day") => Some(Span::from_days(1)),
+            Some(other) => Some(other.parse::<Span>().map_err(|e| bad_query(format!("agg: {e}")))?),
+        };
+        let mut query = RollupQuery::new(tenant, self.stream.clone().unwrap_or_else(|| "http".into()), from, to);
+        query.resolution = resolution;
+        if self.group_by.is_some() {
+            query.group_by = Some(list(&self.group_by));
         }
-    }
-    if tenant.is_empty() {
-        return bad("name the tenant with ?tenant=".into());
-    }
-    let to = match params.to.as_deref().map(parse_time) {
-        Some(Some(t)) => t,
-        Some(None) => return bad("to: expected RFC 3339 or milliseconds".into()),
-        None => SystemClock.now(),
-    };
-    let from = match params.from.as_deref().map(parse_time) {
-        Some(Some(t)) => t,
-        Some(None) => return bad("from: expected RFC 3339 or milliseconds".into()),
-        None => to.saturating_sub(Span::from_hours(1)),
-    };
-    let resolution = match params.agg.as_deref() {
-        None | Some("") | Some("auto") => None,
-        Some("second") => Some(Span::from_secs(1)),
-        Some("minute") => Some(Span::from_mins(1)),
-        Some("hour") => Some(Span::from_hours(1)),
-        Some("day") => Some(Span::from_days(1)),
-        Some(other) => match other.parse::<Span>() {
-            Ok(span) => Some(span),
-            Err(e) => return bad(format!("agg: {e}")),
-        },
-    };
-    let mut query = RollupQuery::new(tenant, params.stream.clone().unwrap_or_else(|| "http".into()), from, to);
-    query.resolution = resolution;
-    if params.group_by.is_some() {
-        query.group_by = Some(list(&params.group_by));
-    }
-    query.fields = list(&params.fields);
-    for q in list(&params.quantiles) {
-        match q.parse::<f64>() {
-            Ok(q) => query.quantiles.push(q),
-            Err(_) => return bad(format!("quantiles: {q:?} is not a number")),
+        query.fields = list(&self.fields);
+        for q in list(&self.quantiles) {
+            query.quantiles.push(q.parse::<f64>().map_err(|_| bad_query(format!("quantiles: {q:?} is not a number")))?);
         }
+        let window = self.window.clone().unwrap_or_else(|| state.metrics_window.to_string());
+        Ok((window, query))
     }
-    let window = params.window.clone().unwrap_or_else(|| state.metrics_window.to_string());
+}
+
+/// `GET /api/metrics`: rollup series as JSON, for charts.
+async fn metrics(State(state): State<AppState>, Query(params): Query<RangeParams>, headers: HeaderMap) -> Response {
+    let tenant = match params.tenant(&state, &headers).await {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let (window, query) = match params.rollup_query(&state, tenant) {
+        Ok(q) => q,
+        Err(response) => return response,
+    };
     let answer = state
         .host
         .with_pipeline(move |p| match p.rollup(&window) {
@@ -459,8 +494,17 @@ async fn metrics(State(state): State<AppState>, Query(params): Query<MetricsPara
         .await;
     match answer {
         Ok(Ok(result)) => axum::Json(result).into_response(),
-        Ok(Err(message)) => bad(message),
+        Ok(Err(message)) => bad_query(message),
         Err(e) => host_error(e),
+    }
+}
+
+/// `GET /api/export`: window results or raw events in a range, as CSV or
+/// Parquet, streamed.
+async fn export(State(state): State<AppState>, Query(params): Query<RangeParams>, headers: HeaderMap) -> Response {
+    match params.tenant(&state, &headers).await {
+        Ok(tenant) => export::export(state, params, tenant).await,
+        Err(response) => response,
     }
 }
 

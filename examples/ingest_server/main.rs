@@ -14,7 +14,7 @@
 //!
 //! Routes: `POST /ingest?tenant=…` (or a bearer token when the config has
 //! `auth`), `GET /ws`, `GET /sse`, `GET /api/metrics`, `GET /api/health`,
-//! and the dashboard at `/`.
+//! `GET /api/export`, and the dashboard at `/`.
 
 mod app;
 mod demo;
@@ -117,14 +117,19 @@ async fn main() -> Result<(), Box<dyn Error>> {
         config.host.snapshot = Some(args.data_dir.join("state.bin"));
     }
     let auth = config.pipeline.auth.is_some();
+    let archive_dir = args.data_dir.join("archive");
+    // The export reads the archive's files in their default partition layout.
+    let archive =
+        config.pipeline.archive.as_ref().filter(|a| a.sink.path == edgestream::sink::DEFAULT_TEMPLATE).map(|a| {
+            app::Archive {
+                dir: archive_dir.clone(),
+                parquet: !matches!(a.format, edgestream::pipeline::ArchiveFormat::Csv),
+            }
+        });
     let max_body = config.pipeline.limits.max_batch_bytes;
-    let host = Host::builder(config.pipeline)
-        .config(config.host)
-        .files(LocalDir::new(args.data_dir.join("archive")))
-        .start()
-        .await?;
+    let host = Host::builder(config.pipeline).config(config.host).files(LocalDir::new(archive_dir)).start().await?;
     let handle = host.handle();
-    let state = app::AppState { host: handle.clone(), auth, metrics_window: config.metrics_window.into() };
+    let state = app::AppState { host: handle.clone(), auth, metrics_window: config.metrics_window.into(), archive };
     let router = app::router(state, max_body);
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;

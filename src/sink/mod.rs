@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "parquet")]
 pub use self::parquet::{Compression, ParquetOptions};
-pub use path::DEFAULT_TEMPLATE;
+pub use path::{DEFAULT_TEMPLATE, partition_value};
 
 use smallvec::SmallVec;
 

@@ -86,6 +86,20 @@ pub(crate) fn render(template: &str, parts: &PathParts<'_>) -> String {
     out
 }
 
+/// `value` as it appears in a partition path (`tenant=<value>`), escaped
+/// the way Hive escapes partition values: to find a tenant's or a stream's
+/// files.
+///
+/// ```
+/// assert_eq!(edgestream::sink::partition_value("eu/west 1"), "eu%2Fwest 1");
+/// assert_eq!(edgestream::sink::partition_value(""), "__HIVE_DEFAULT_PARTITION__");
+/// ```
+pub fn partition_value(value: &str) -> String {
+    let mut out = String::new();
+    escape(&mut out, value);
+    out
+}
+
 /// Hive's partition-value escaping.
 fn escape(out: &mut String, value: &str) {
     if value.is_empty() {
