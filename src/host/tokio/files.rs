@@ -60,6 +60,48 @@ impl FileSink for LocalDir {
     }
 }
 
+/// Files as objects of any [`object_store`] backend (S3 and S3-compatible
+/// stores such as Cloudflare R2, GCS, Azure, memory), under an optional
+/// prefix (feature `object-store`). One PUT per file: a reader sees the
+/// whole object or none.
+#[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
+#[derive(Clone, Debug)]
+pub struct ObjectStoreSink {
+    store: Arc<dyn object_store::ObjectStore>,
+    prefix: String,
+}
+
+#[cfg(feature = "object-store")]
+impl ObjectStoreSink {
+    /// Files at the root of `store`.
+    pub fn new(store: Arc<dyn object_store::ObjectStore>) -> ObjectStoreSink {
+        ObjectStoreSink { store, prefix: String::new() }
+    }
+
+    /// Files under `prefix` (`raw/` puts `tenant=…/…` at `raw/tenant=…/…`).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> ObjectStoreSink {
+        self.prefix = prefix.into().trim_matches('/').to_owned();
+        self
+    }
+}
+
+#[cfg(feature = "object-store")]
+impl FileSink for ObjectStoreSink {
+    fn put<'a>(&'a self, path: &'a str, bytes: Bytes) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let key = if self.prefix.is_empty() { path.to_owned() } else { format!("{}/{path}", self.prefix) };
+            let location = object_store::path::Path::parse(&key)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{key:?}: {e}")))?;
+            self.store
+                .put_opts(&location, object_store::PutPayload::from(bytes), object_store::PutOptions::default())
+                .await
+                .map(|_| ())
+                .map_err(io::Error::other)
+        })
+    }
+}
+
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, synced,

@@ -14,7 +14,9 @@
 //!   stays too slow is evicted by the pipeline and its stream ends with the
 //!   reason and a close code.
 //! - **Files** finished by the pipeline's archive go to a [`FileSink`]
-//!   ([`LocalDir`] writes atomically), in order, retried until stored.
+//!   ([`LocalDir`] writes atomically; `ObjectStoreSink`, feature
+//!   `object-store`, puts objects to S3, R2 or any `object_store` backend),
+//!   in order, retried until stored.
 //! - **Snapshots** of the whole pipeline go to a file atomically every
 //!   [`HostConfig::snapshot_every`] and at shutdown; the next start restores
 //!   from it.
@@ -74,6 +76,8 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 pub use deliver::{Deliver, DeliveryConfig, DeliveryError, DeliveryStats, HttpDelivery};
+#[cfg(feature = "object-store")]
+pub use files::ObjectStoreSink;
 pub use files::{FileSink, FileStats, LocalDir};
 pub use subscriber::{Closed, Subscriber};
 
