@@ -36,12 +36,16 @@ pub trait Deliver: Send + Sync + 'static {
     fn deliver<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), DeliveryError>>;
 }
 
-/// Webhook and Slack notifications as HTTP(S) POSTs with `reqwest`. Email
-/// channels are refused as [`DeliveryError::Permanent`]: plug in a
-/// [`Deliver`] of your own for SMTP.
+/// Webhook and Slack notifications as HTTP(S) POSTs with `reqwest`; email
+/// over SMTP when built with the `smtp` feature and given an
+/// [`SmtpDelivery`] ([`HttpDelivery::with_smtp`]). Without it, email
+/// channels are refused as [`DeliveryError::Permanent`] (counted as
+/// undeliverable).
 #[derive(Clone, Debug)]
 pub struct HttpDelivery {
     client: reqwest::Client,
+    #[cfg(feature = "smtp")]
+    smtp: Option<SmtpDelivery>,
 }
 
 impl HttpDelivery {
@@ -52,7 +56,19 @@ impl HttpDelivery {
             .user_agent(concat!("edgestream/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DeliveryError::Permanent(format!("HTTP client: {e}")))?;
-        Ok(HttpDelivery { client })
+        Ok(HttpDelivery {
+            client,
+            #[cfg(feature = "smtp")]
+            smtp: None,
+        })
+    }
+
+    /// Also sends email channels, through `smtp`.
+    #[cfg(feature = "smtp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
+    pub fn with_smtp(mut self, smtp: SmtpDelivery) -> Self {
+        self.smtp = Some(smtp);
+        self
     }
 }
 
@@ -62,8 +78,12 @@ impl Deliver for HttpDelivery {
             let url = match &delivery.target {
                 Target::Http { url } => url,
                 Target::Email { .. } => {
+                    #[cfg(feature = "smtp")]
+                    if let Some(smtp) = &self.smtp {
+                        return smtp.deliver(delivery).await;
+                    }
                     return Err(DeliveryError::Permanent(format!(
-                        "channel {:?} is email, which this deliverer does not send",
+                        "channel {:?} is email: configure delivery.smtp (feature `smtp`)",
                         delivery.channel
                     )));
                 }
@@ -109,6 +129,10 @@ pub struct DeliveryConfig {
     pub max_pending: usize,
     /// The circuit breaker of each channel.
     pub breaker: BreakerConfig,
+    /// The SMTP relay for email channels (feature `smtp`).
+    #[cfg(feature = "smtp")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpConfig>,
 }
 
 impl Default for DeliveryConfig {
@@ -119,7 +143,131 @@ impl Default for DeliveryConfig {
             max_backoff: Span::from_mins(5),
             max_pending: 10_000,
             breaker: BreakerConfig::default(),
+            #[cfg(feature = "smtp")]
+            smtp: None,
         }
+    }
+}
+
+/// How an SMTP relay is secured.
+#[cfg(feature = "smtp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587; the default).
+    #[default]
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or network.
+    None,
+}
+
+/// The SMTP relay email notifications go through.
+#[cfg(feature = "smtp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The relay's host name.
+    pub host: String,
+    /// Its port (default: 587 for STARTTLS, 465 for TLS, 25 without).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// How the connection is secured.
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// User name, if the relay wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (never serialized back out).
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+}
+
+#[cfg(feature = "smtp")]
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends email notifications (the plain-text body and subject the
+/// pipeline rendered) through an SMTP relay with `lettre`.
+#[cfg(feature = "smtp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
+#[derive(Clone)]
+pub struct SmtpDelivery {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+}
+
+#[cfg(feature = "smtp")]
+impl std::fmt::Debug for SmtpDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpDelivery").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "smtp")]
+impl SmtpDelivery {
+    /// A transport to `config`'s relay whose sends time out after `timeout`.
+    pub fn new(config: &SmtpConfig, timeout: Duration) -> Result<SmtpDelivery, DeliveryError> {
+        use lettre::AsyncSmtpTransport;
+        use lettre::transport::smtp::authentication::Credentials;
+
+        let bad = |e: lettre::transport::smtp::Error| DeliveryError::Permanent(format!("SMTP relay: {e}"));
+        let builder = match config.security {
+            SmtpSecurity::StartTls => AsyncSmtpTransport::<lettre::Tokio1Executor>::starttls_relay(&config.host)
+                .map_err(bad)?
+                .port(config.port.unwrap_or(587)),
+            SmtpSecurity::Tls => AsyncSmtpTransport::<lettre::Tokio1Executor>::relay(&config.host)
+                .map_err(bad)?
+                .port(config.port.unwrap_or(465)),
+            SmtpSecurity::None => AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&config.host)
+                .port(config.port.unwrap_or(25)),
+        };
+        let builder = match (&config.username, &config.password) {
+            (Some(user), Some(password)) => builder.credentials(Credentials::new(user.clone(), password.clone())),
+            _ => builder,
+        };
+        Ok(SmtpDelivery { transport: builder.timeout(Some(timeout)).build() })
+    }
+}
+
+#[cfg(feature = "smtp")]
+impl Deliver for SmtpDelivery {
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            use lettre::AsyncTransport;
+            use lettre::message::header::ContentType;
+
+            let Target::Email { from, to, subject } = &delivery.target else {
+                return Err(DeliveryError::Permanent(format!("channel {:?} is not email", delivery.channel)));
+            };
+            let address = |a: &str| {
+                a.parse::<lettre::message::Mailbox>()
+                    .map_err(|e| DeliveryError::Permanent(format!("address {a:?}: {e}")))
+            };
+            let mut message = lettre::Message::builder().from(address(from)?).subject(subject.as_str());
+            for recipient in to {
+                message = message.to(address(recipient)?);
+            }
+            let message = message
+                .header(ContentType::TEXT_PLAIN)
+                .body(String::from_utf8_lossy(&delivery.body).into_owned())
+                .map_err(|e| DeliveryError::Permanent(format!("message: {e}")))?;
+            match self.transport.send(message).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(DeliveryError::Permanent(e.to_string())),
+                Err(e) => Err(DeliveryError::Transient(e.to_string())),
+            }
+        })
     }
 }
 

@@ -47,7 +47,7 @@
 //!     .start()
 //!     .await?;
 //! let handle = host.handle();
-//! let body = Bytes::from_static(br#"{"stream":"http","ts":1764900000000,"fields":{"latency_ms":12}}"#);
+//! let body = Bytes::from_static(br#"{"tenant":"acme","stream":"http","ts":1764900000000,"fields":{"latency_ms":12}}"#);
 //! let receipt = handle.ingest("acme", "application/x-ndjson", body).await?;
 //! assert_eq!(receipt.accepted, 1);
 //! let report = host.shutdown().await?;
@@ -76,6 +76,8 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 pub use deliver::{Deliver, DeliveryConfig, DeliveryError, DeliveryStats, HttpDelivery};
+#[cfg(feature = "smtp")]
+pub use deliver::{SmtpConfig, SmtpDelivery, SmtpSecurity};
 #[cfg(feature = "object-store")]
 pub use files::ObjectStoreSink;
 pub use files::{FileSink, FileStats, LocalDir};
@@ -326,7 +328,8 @@ impl HostBuilder {
     }
 
     /// How notifications are sent (default: [`HttpDelivery`] with
-    /// [`DeliveryConfig::timeout`]).
+    /// [`DeliveryConfig::timeout`], and SMTP for email channels when
+    /// `delivery.smtp` is set, feature `smtp`).
     pub fn deliver(mut self, deliver: impl Deliver) -> Self {
         self.deliver = Some(Arc::new(deliver));
         self
@@ -409,7 +412,16 @@ impl HostBuilder {
             Some(d) => d,
             None => {
                 let timeout = Duration::try_from(config.delivery.timeout).unwrap_or(Duration::from_secs(10));
-                Arc::new(HttpDelivery::new(timeout).map_err(|e| HostError::Config(e.to_string()))?)
+                let http = HttpDelivery::new(timeout).map_err(|e| HostError::Config(e.to_string()))?;
+                #[cfg(feature = "smtp")]
+                let http = match &config.delivery.smtp {
+                    Some(smtp) => http.with_smtp(
+                        SmtpDelivery::new(smtp, timeout)
+                            .map_err(|e| HostError::Config(format!("delivery.smtp: {e}")))?,
+                    ),
+                    None => http,
+                };
+                Arc::new(http)
             }
         };
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
