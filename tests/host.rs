@@ -423,3 +423,98 @@ async fn a_slow_subscriber_is_conflated_then_evicted_with_bounded_memory() {
     assert_eq!(handle.stats().subscribers, 1);
     host.shutdown().await.unwrap();
 }
+
+/// A file sink that is down.
+struct Down;
+
+impl edgestream::host::tokio::FileSink for Down {
+    fn put<'a>(&'a self, _: &'a str, _: Bytes) -> edgestream::host::tokio::BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(async { Err(std::io::Error::other("the store is down")) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_the_sink_could_not_take_are_kept_and_stored_after_the_restart() {
+    let dir = temp_dir("spool");
+    let host_config = HostConfig {
+        snapshot: Some(dir.join("state.bin")),
+        shutdown_grace: Span::from_millis(300),
+        ..HostConfig::default()
+    };
+    let config = config("archive: {format: {kind: csv}}");
+    let host = Host::builder(config.clone()).config(host_config.clone()).files(Down).start().await.unwrap();
+    let mut accepted = 0;
+    for i in 0..4 {
+        let receipt =
+            host.handle().ingest("acme", "application/x-ndjson", body("acme", 25, 3000, i * 100)).await.unwrap();
+        accepted += receipt.accepted;
+    }
+    let report = host.shutdown().await.unwrap();
+    assert!(report.files_unstored > 0, "{report:?}");
+    assert!(report.host.files.failed_attempts > 0);
+    assert!(dir.join("state.bin.unstored").is_dir());
+
+    let archive = dir.join("archive");
+    let host = Host::builder(config).config(host_config).files(LocalDir::new(&archive)).start().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while host.handle().stats().files.written < report.files_unstored as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the kept files are stored");
+    host.shutdown().await.unwrap();
+    assert!(!dir.join("state.bin.unstored").exists());
+    let (_, rows) = stored_rows(&archive);
+    assert_eq!(rows, accepted, "every accepted event reached the store in the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_is_cancel_safe_and_the_last_frames_come_before_the_end() {
+    let config = config("raw: {enabled: true}\nsubscribers: {max_queued: 100000}");
+    let host = Host::builder(config).start().await.unwrap();
+    let handle = host.handle();
+    let mut sub = handle.subscribe(Subscription::new("acme", "1s", Mode::Aggregates).json()).await.unwrap();
+    let mut full = handle.subscribe(Subscription::new("acme", "events", Mode::Full).json()).await.unwrap();
+    let mut frames = Vec::new();
+    let mut events = 0;
+    for i in 0..30 {
+        handle.ingest("acme", "application/x-ndjson", body("acme", 10, 3000, i * 10)).await.unwrap();
+        // Cancel `next` often: no frame may be lost.
+        for _ in 0..5 {
+            tokio::select! {
+                _ = full.next(&mut frames) => {}
+                _ = tokio::time::sleep(Duration::from_micros(200)) => {}
+            }
+        }
+        for frame in frames.drain(..) {
+            let frame: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+            events += frame["events"].as_array().unwrap().len();
+        }
+    }
+    let report = host.shutdown().await.unwrap();
+    loop {
+        match full.next(&mut frames).await {
+            Ok(()) => {
+                for frame in frames.drain(..) {
+                    let frame: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+                    events += frame["events"].as_array().unwrap().len();
+                }
+            }
+            Err(why) => {
+                assert_eq!(why, Closed::Shutdown);
+                break;
+            }
+        }
+    }
+    assert_eq!(events as u64, report.stats.total.admitted, "every raw event arrived once");
+    // The aggregates subscriber gets the final results of the closing windows.
+    let mut finals = 0;
+    while sub.next(&mut frames).await.is_ok() {
+        for frame in frames.drain(..) {
+            let frame: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+            finals += frame["results"].as_array().map_or(0, Vec::len);
+        }
+    }
+    assert!(finals > 0, "final window results reach the subscriber at shutdown");
+}

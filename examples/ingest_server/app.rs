@@ -21,7 +21,7 @@ use edgestream::event::DecodeError;
 use edgestream::host::tokio::{Clock, Closed, HostError, HostHandle, Subscriber, SystemClock};
 use edgestream::pipeline::{IngestError, Receipt, SubscribeError, Subscription, WireFormat};
 use edgestream::time::{Span, Timestamp};
-use edgestream::window::Query as RollupQuery;
+use edgestream::window::{Query as RollupQuery, QueryResult};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -80,6 +80,8 @@ fn retry_after(span: Span) -> HeaderValue {
 #[derive(Debug, Deserialize)]
 struct IngestParams {
     tenant: Option<String>,
+    /// For `/api/health` with auth on (or an `Authorization` header).
+    token: Option<String>,
 }
 
 /// `POST /ingest`: 202 with the receipt; 400 bad body; 401/403 token;
@@ -113,15 +115,22 @@ async fn ingest(
     }
 }
 
+/// 202 with the receipt; 429 when the rate limit refused the body's
+/// events and none was taken (a client that retries the whole body then
+/// counts nothing twice). A partly taken body is 202 with `Retry-After`:
+/// the receipt says how many events were refused.
 fn receipt_response(receipt: Receipt) -> Response {
-    if receipt.rate_limited > 0 {
-        let mut response = error(StatusCode::TOO_MANY_REQUESTS, json!(receipt));
-        if let Some(after) = receipt.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, retry_after(after));
-        }
-        return response;
+    let after = receipt.retry_after.filter(|_| receipt.rate_limited > 0);
+    let status = if receipt.rate_limited > 0 && receipt.accepted == 0 && receipt.duplicates == 0 {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut response = (status, axum::Json(receipt)).into_response();
+    if let Some(after) = after {
+        response.headers_mut().insert(header::RETRY_AFTER, retry_after(after));
     }
-    (StatusCode::ACCEPTED, axum::Json(receipt)).into_response()
+    response
 }
 
 fn host_error(e: HostError) -> Response {
@@ -416,18 +425,42 @@ fn bad_query(message: String) -> Response {
 }
 
 impl RangeParams {
-    /// The tenant asked, checked against the token when auth is on.
+    /// The tenant asked. With auth on, the token's, which must grant
+    /// reading: window results (`aggregates` on the window operator) or,
+    /// for raw events, `full` on the stream or on `events`. Refusals are
+    /// audited by the pipeline.
     async fn tenant(&self, state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
         let mut tenant = self.tenant.clone().unwrap_or_default();
         if state.auth {
             let Some(token) = self.token.as_deref().or_else(|| bearer(headers)) else {
                 return Err(error(StatusCode::UNAUTHORIZED, json!({"error": "missing_token"})));
             };
-            let own = verified_tenant(state, token).await?;
-            if !tenant.is_empty() && tenant != own {
-                return Err(auth_error(&AuthError::Forbidden { asked: format!("data of {tenant}") }));
-            }
-            tenant = own;
+            let (token, asked) = (token.to_owned(), tenant.clone());
+            let raw = self.what.as_deref() == Some("events");
+            let topic = if raw {
+                self.stream.clone().unwrap_or_else(|| "http".into())
+            } else {
+                self.window.clone().unwrap_or_else(|| state.metrics_window.to_string())
+            };
+            let now = SystemClock.now();
+            let checked = state
+                .host
+                .with_pipeline(move |p| {
+                    let claims = p.verify_token(&token, now)?;
+                    let tenant = if asked.is_empty() { claims.tenant.clone() } else { asked };
+                    let (topic, mode) = match raw {
+                        true if claims.topics.iter().any(|t| t == "events") => ("events".to_owned(), Mode::Full),
+                        true => (topic, Mode::Full),
+                        false => (topic, Mode::Aggregates),
+                    };
+                    p.authorize(&claims, &tenant, &topic, mode, now).map(|()| tenant)
+                })
+                .await;
+            tenant = match checked {
+                Ok(Ok(tenant)) => tenant,
+                Ok(Err(e)) => return Err(auth_error(&e)),
+                Err(e) => return Err(host_error(e)),
+            };
         }
         if tenant.is_empty() {
             return Err(bad_query("name the tenant with ?tenant=".into()));
@@ -450,8 +483,25 @@ impl RangeParams {
         Ok((from, to))
     }
 
+    /// The rollup's answer to the query.
+    pub(crate) async fn rollup(&self, state: &AppState, tenant: String) -> Result<QueryResult, Response> {
+        let (window, query) = self.rollup_query(state, tenant)?;
+        let answer = state
+            .host
+            .with_pipeline(move |p| match p.rollup(&window) {
+                Some(rollup) => rollup.query(&query).map_err(|e| e.to_string()),
+                None => Err(format!("no rollup on window {window:?}")),
+            })
+            .await;
+        match answer {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(message)) => Err(bad_query(message)),
+            Err(e) => Err(host_error(e)),
+        }
+    }
+
     /// The window operator and the rollup query.
-    pub(crate) fn rollup_query(&self, state: &AppState, tenant: String) -> Result<(String, RollupQuery), Response> {
+    fn rollup_query(&self, state: &AppState, tenant: String) -> Result<(String, RollupQuery), Response> {
         let (from, to) = self.range()?;
         let resolution = match self.agg.as_deref() {
             None | Some("") | Some("auto") => None,
@@ -481,21 +531,9 @@ async fn metrics(State(state): State<AppState>, Query(params): Query<RangeParams
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    let (window, query) = match params.rollup_query(&state, tenant) {
-        Ok(q) => q,
-        Err(response) => return response,
-    };
-    let answer = state
-        .host
-        .with_pipeline(move |p| match p.rollup(&window) {
-            Some(rollup) => rollup.query(&query).map_err(|e| e.to_string()),
-            None => Err(format!("no rollup on window {window:?}")),
-        })
-        .await;
-    match answer {
-        Ok(Ok(result)) => axum::Json(result).into_response(),
-        Ok(Err(message)) => bad_query(message),
-        Err(e) => host_error(e),
+    match params.rollup(&state, tenant).await {
+        Ok(result) => axum::Json(result).into_response(),
+        Err(response) => response,
     }
 }
 
@@ -509,7 +547,33 @@ async fn export(State(state): State<AppState>, Query(params): Query<RangeParams>
 }
 
 /// `GET /api/health`: the pipeline's and the host's counters.
-async fn health(State(state): State<AppState>) -> Response {
+///
+/// With auth on, it needs a token and shows only that tenant's counters and
+/// the host's queue: other tenants' names and the host's error texts stay
+/// private.
+async fn health(State(state): State<AppState>, Query(params): Query<IngestParams>, headers: HeaderMap) -> Response {
+    if state.auth {
+        let Some(token) = params.token.as_deref().or_else(|| bearer(&headers)) else {
+            return error(StatusCode::UNAUTHORIZED, json!({"error": "missing_token"}));
+        };
+        let tenant = match verified_tenant(&state, token).await {
+            Ok(tenant) => tenant,
+            Err(response) => return response,
+        };
+        let host = state.host.stats();
+        let own = tenant.clone();
+        return match state.host.with_pipeline(move |p| p.tenant_stats(&own).cloned()).await {
+            Ok(stats) => axum::Json(json!({
+                "tenant": tenant,
+                "stats": stats,
+                "queue_depth": host.queue_depth,
+                "queue_capacity": host.queue_capacity,
+                "busy_refusals": host.busy_refusals,
+            }))
+            .into_response(),
+            Err(e) => host_error(e),
+        };
+    }
     match state.host.health().await {
         Ok(health) => axum::Json(health).into_response(),
         Err(e) => host_error(e),

@@ -32,25 +32,11 @@ pub(crate) async fn export(state: AppState, params: RangeParams, tenant: String)
         return bad("format: expected csv or parquet");
     }
     match params.what.as_deref().unwrap_or("results") {
-        "results" => {
-            let (window, query) = match params.rollup_query(&state, tenant) {
-                Ok(q) => q,
-                Err(response) => return response,
-            };
-            let answer = state
-                .host
-                .with_pipeline(move |p| match p.rollup(&window) {
-                    Some(rollup) => rollup.query(&query).map_err(|e| e.to_string()),
-                    None => Err(format!("no rollup on window {window:?}")),
-                })
-                .await;
-            match answer {
-                Ok(Ok(result)) if format == "csv" => attachment("results.csv", "text/csv", results_csv(result)),
-                Ok(Ok(result)) => results_parquet(&result),
-                Ok(Err(message)) => bad(&message),
-                Err(e) => super::host_error(e),
-            }
-        }
+        "results" => match params.rollup(&state, tenant).await {
+            Ok(result) if format == "csv" => attachment("results.csv", "text/csv", results_csv(result)),
+            Ok(result) => results_parquet(&result),
+            Err(response) => response,
+        },
         "events" => {
             let Some(archive) = state.archive.clone() else {
                 return bad("this server keeps no archive of raw events");
@@ -64,8 +50,16 @@ pub(crate) async fn export(state: AppState, params: RangeParams, tenant: String)
                 Err(response) => return response,
             };
             // Every event accepted so far is then in a stored file.
-            if let Err(e) = state.host.flush_archive().await {
-                return super::host_error(e);
+            match tokio::time::timeout(std::time::Duration::from_secs(30), state.host.flush_archive()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return super::host_error(e),
+                Err(_) => {
+                    let message = "the archive's files could not be stored in 30 s; see /api/health";
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"error": "archive_busy", "message": message}),
+                    );
+                }
             }
             let stream = params.stream.clone().unwrap_or_else(|| "http".into());
             let files = match partition_files(&archive.dir, &tenant, &stream, from, to) {

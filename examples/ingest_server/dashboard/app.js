@@ -327,8 +327,9 @@ async function backfill() {
 async function start() {
   let tenants = [];
   try {
-    const health = await (await fetch("/api/health")).json();
-    tenants = Object.keys(health.pipeline.tenants || {}).sort();
+    const health = await (await fetch("/api/health" + (token ? "?token=" + encodeURIComponent(token) : ""))).json();
+    // With auth on, the health view names only the token's tenant.
+    tenants = health.tenant ? [health.tenant] : Object.keys((health.pipeline || {}).tenants || {}).sort();
   } catch (e) { console.warn("health", e); }
   if (!tenant) tenant = tenants[0] || "acme";
   if (!tenants.includes(tenant)) tenants.unshift(tenant);

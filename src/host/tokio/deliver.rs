@@ -96,11 +96,10 @@ impl Deliver for HttpDelivery {
                 .send()
                 .await
                 .map_err(|e| {
-                    if e.is_builder() {
-                        DeliveryError::Permanent(e.to_string())
-                    } else {
-                        DeliveryError::Transient(e.to_string())
-                    }
+                    // Webhook URLs are secrets (Slack's are): never in errors or stats.
+                    let permanent = e.is_builder();
+                    let message = e.without_url().to_string();
+                    if permanent { DeliveryError::Permanent(message) } else { DeliveryError::Transient(message) }
                 })?;
             let status = response.status();
             if status.is_success() {
@@ -328,6 +327,7 @@ pub(super) async fn run_deliverer(
         let next_due = queue.iter().map(|p| p.due).min();
         let wake = next_due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         ::tokio::select! {
+            biased;
             n = incoming.recv(), if open => match n {
                 Some(notification) => {
                     if queue.len() >= config.max_pending.max(1) {
@@ -341,7 +341,7 @@ pub(super) async fn run_deliverer(
                 None => open = false,
             },
             _ = ::tokio::time::sleep_until(wake), if next_due.is_some() => {}
-            _ = stop.changed() => return queue.into_iter().map(|p| p.notification).collect(),
+            _ = stop.changed() => return unsent(queue, &mut incoming),
         }
         let now = Instant::now();
         let mut i = 0;
@@ -364,9 +364,14 @@ pub(super) async fn run_deliverer(
                 Some(Ok(permit)) => Some(permit),
                 None => None,
             };
-            let result = deliver.deliver(&item.delivery).await;
+            // Past the shutdown deadline, what is left is handed back.
+            let result = ::tokio::select! {
+                result = deliver.deliver(&item.delivery) => result,
+                _ = stop.changed() => return unsent(queue, &mut incoming),
+            };
             if let (Some(breaker), Some(permit)) = (breaker.as_mut(), permit) {
-                breaker.record(clock.now(), permit, result.is_ok());
+                // A permanent failure says nothing about the channel's health.
+                breaker.record(clock.now(), permit, !matches!(result, Err(DeliveryError::Transient(_))));
             }
             match result {
                 Ok(()) => {
@@ -404,4 +409,13 @@ pub(super) async fn run_deliverer(
             }
         }
     }
+}
+
+/// What was not delivered: the queue, then what is still in the channel.
+fn unsent(queue: VecDeque<Pending>, incoming: &mut mpsc::UnboundedReceiver<Notification>) -> Vec<Notification> {
+    let mut left: Vec<Notification> = queue.into_iter().map(|p| p.notification).collect();
+    while let Ok(notification) = incoming.try_recv() {
+        left.push(notification);
+    }
+    left
 }

@@ -182,11 +182,12 @@ pub(super) async fn run_writer(
                 return Vec::new();
             }
             ::tokio::select! {
+                biased;
                 file = files.recv() => match file {
                     Some(file) => queue.push_back(file),
                     None => open = false,
                 },
-                _ = stop.changed() => return Vec::new(),
+                _ = stop.changed() => return unstored(queue, &mut files),
             }
             continue;
         }
@@ -204,7 +205,13 @@ pub(super) async fn run_writer(
             }
             None => continue,
         };
-        match sink.put(&file.path, file.bytes.clone()).await {
+        // An attempt in flight is abandoned at the deadline: the file is
+        // handed back, to be stored again after the restart.
+        let attempt = ::tokio::select! {
+            result = sink.put(&file.path, file.bytes.clone()) => result,
+            _ = stop.changed() => return unstored(queue, &mut files),
+        };
+        match attempt {
             Ok(()) => {
                 backoff = FIRST_BACKOFF;
                 if let Ok(mut s) = stats.lock() {
@@ -226,7 +233,7 @@ pub(super) async fn run_writer(
                 }
                 ::tokio::select! {
                     _ = ::tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return unstored(queue),
+                    _ = stop.changed() => return unstored(queue, &mut files),
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -234,9 +241,12 @@ pub(super) async fn run_writer(
     }
 }
 
-/// The files of `queue` (its barriers are dropped: their waiters see the
-/// writer gone).
-fn unstored(queue: VecDeque<ToWriter>) -> Vec<FinishedFile> {
+/// The files of `queue` and those still in the channel, in order (the
+/// barriers are dropped: their waiters see the writer gone).
+fn unstored(mut queue: VecDeque<ToWriter>, files: &mut mpsc::UnboundedReceiver<ToWriter>) -> Vec<FinishedFile> {
+    while let Ok(item) = files.try_recv() {
+        queue.push_back(item);
+    }
     queue
         .into_iter()
         .filter_map(|item| match item {
@@ -244,4 +254,65 @@ fn unstored(queue: VecDeque<ToWriter>) -> Vec<FinishedFile> {
             ToWriter::Barrier(_) => None,
         })
         .collect()
+}
+
+/// A file kept for the next start, described in the spool's index.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Spooled {
+    path: String,
+    rows: u64,
+    min_time: crate::time::Timestamp,
+    max_time: crate::time::Timestamp,
+    tenant: String,
+    stream: String,
+    reason: crate::sink::FinishReason,
+}
+
+const SPOOL_INDEX: &str = "index.json";
+
+/// Keeps files the sink could not store before shutdown in `dir` (their
+/// bytes at their own paths, and an index), to be stored after the restart.
+pub(super) async fn spool(dir: &Path, files: &[FinishedFile]) -> io::Result<()> {
+    let mut index = Vec::with_capacity(files.len());
+    for file in files {
+        LocalDir::new(dir).put(&file.path, file.bytes.clone()).await?;
+        index.push(Spooled {
+            path: file.path.clone(),
+            rows: file.rows,
+            min_time: file.min_time,
+            max_time: file.max_time,
+            tenant: file.tenant.to_string(),
+            stream: file.stream.to_string(),
+            reason: file.reason,
+        });
+    }
+    let json = serde_json::to_vec(&index).map_err(io::Error::other)?;
+    write_atomic(&dir.join(SPOOL_INDEX), Bytes::from(json)).await
+}
+
+/// The files a previous shutdown kept in `dir`, in their order; the
+/// directory is removed once they are read (they are then queued again).
+pub(super) async fn unspool(dir: &Path) -> io::Result<Vec<FinishedFile>> {
+    let index = match ::tokio::fs::read(dir.join(SPOOL_INDEX)).await {
+        Ok(index) => index,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let index: Vec<Spooled> = serde_json::from_slice(&index).map_err(io::Error::other)?;
+    let mut files = Vec::with_capacity(index.len());
+    for s in index {
+        let bytes = ::tokio::fs::read(dir.join(&s.path)).await?;
+        files.push(FinishedFile {
+            path: s.path,
+            bytes: Bytes::from(bytes),
+            rows: s.rows,
+            min_time: s.min_time,
+            max_time: s.max_time,
+            tenant: s.tenant.into(),
+            stream: s.stream.into(),
+            reason: s.reason,
+        });
+    }
+    ::tokio::fs::remove_dir_all(dir).await?;
+    Ok(files)
 }

@@ -133,9 +133,13 @@ pub struct HostConfig {
     /// How notifications are retried.
     pub delivery: DeliveryConfig,
     /// How long shutdown waits for files to be stored and notifications to
-    /// be sent (default 10 s); what is left is reported, and unsent
-    /// notifications are saved beside the snapshot.
+    /// be sent (default 10 s); what is left is reported, and kept beside
+    /// the snapshot for the next start.
     pub shutdown_grace: Span,
+    /// Bytes of finished files waiting for the file sink (an outage) above
+    /// which ingest answers [`HostError::Busy`] instead of growing memory
+    /// (default 256 MiB).
+    pub max_pending_file_bytes: u64,
 }
 
 impl Default for HostConfig {
@@ -148,6 +152,7 @@ impl Default for HostConfig {
             snapshot_every: Span::from_secs(10),
             delivery: DeliveryConfig::default(),
             shutdown_grace: Span::from_secs(10),
+            max_pending_file_bytes: 256 << 20,
         }
     }
 }
@@ -156,7 +161,8 @@ impl Default for HostConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostError {
-    /// The ingest channel is full: try again after `retry_after` (HTTP 429).
+    /// The ingest channel is full, or the file sink is too far behind:
+    /// try again after `retry_after` (HTTP 429).
     #[error("the ingest queue is full; retry after {retry_after}")]
     Busy {
         /// [`HostConfig::retry_after`].
@@ -185,6 +191,9 @@ pub enum HostError {
     /// The host's configuration is inconsistent.
     #[error("configuration: {0}")]
     Config(String),
+    /// The pipeline task ended abnormally (a panic): nothing was flushed.
+    #[error("the pipeline task failed: {0}")]
+    Task(String),
 }
 
 /// Snapshot writes, for the health view.
@@ -244,7 +253,8 @@ pub struct ShutdownReport {
     pub stats: PipelineStats,
     /// The host's final counters.
     pub host: HostStats,
-    /// Files not stored within the grace period (also logged).
+    /// Files not stored within the grace period; kept beside the snapshot
+    /// (when there is one) and stored after the restart.
     pub files_unstored: usize,
     /// Notifications not sent within the grace period; saved beside the
     /// snapshot when there is one.
@@ -292,6 +302,7 @@ struct Shared {
     late: AtomicU64,
     subscribers: AtomicU64,
     retry_after: Span,
+    max_pending_file_bytes: u64,
     files: Arc<Mutex<FileStats>>,
     delivery: Arc<Mutex<DeliveryStats>>,
     snapshots: Mutex<SnapshotStats>,
@@ -365,6 +376,9 @@ impl HostBuilder {
         };
         let tick = duration("tick", config.tick)?;
         let snapshot_every = duration("snapshot_every", config.snapshot_every)?;
+        duration("delivery.first_backoff", config.delivery.first_backoff)?;
+        duration("delivery.max_backoff", config.delivery.max_backoff)?;
+        duration("delivery.timeout", config.delivery.timeout)?;
         let grace = Duration::try_from(config.shutdown_grace).unwrap_or_default();
         crate::flow::CircuitBreaker::new(config.delivery.breaker)
             .map_err(|e| HostError::Config(format!("delivery.breaker: {e}")))?;
@@ -387,6 +401,18 @@ impl HostBuilder {
             Some(path) => load_unsent(&unsent_path(path)).await?,
             None => Vec::new(),
         };
+        let spooled = match &config.snapshot {
+            Some(path) => files::unspool(&spool_path(path))
+                .await
+                .map_err(|e| HostError::File { path: spool_path(path), message: e.to_string() })?,
+            None => Vec::new(),
+        };
+        if !spooled.is_empty() && files.is_none() {
+            return Err(HostError::Config(format!(
+                "{} files kept at the last shutdown wait to be stored: give the host a file sink",
+                spooled.len()
+            )));
+        }
 
         let shared = Arc::new(Shared {
             accepting: AtomicBool::new(true),
@@ -394,6 +420,7 @@ impl HostBuilder {
             late: AtomicU64::new(0),
             subscribers: AtomicU64::new(0),
             retry_after: config.retry_after,
+            max_pending_file_bytes: config.max_pending_file_bytes,
             files: Arc::default(),
             delivery: Arc::default(),
             snapshots: Mutex::default(),
@@ -403,6 +430,16 @@ impl HostBuilder {
         let (files_tx, writer) = match files {
             Some(sink) => {
                 let (tx, rx) = mpsc::unbounded_channel();
+                if !spooled.is_empty() {
+                    tracing::info!(count = spooled.len(), "storing files kept at the last shutdown");
+                }
+                for file in spooled {
+                    if let Ok(mut s) = shared.files.lock() {
+                        s.pending += 1;
+                        s.pending_bytes += file.bytes.len() as u64;
+                    }
+                    let _ = tx.send(files::ToWriter::File(file));
+                }
                 let task = files::run_writer(sink, rx, Arc::clone(&shared.files), stop_rx.clone());
                 (Some(tx), Some(::tokio::spawn(task.instrument(tracing::info_span!("edgestream.files")))))
             }
@@ -499,7 +536,7 @@ impl Host {
     pub async fn shutdown(self) -> Result<ShutdownReport, HostError> {
         self.handle.shared.accepting.store(false, Ordering::SeqCst);
         let _ = self.handle.control.send(Control::Shutdown);
-        self.task.await.map_err(|e| HostError::Config(format!("the pipeline task failed: {e}")))
+        self.task.await.map_err(|e| HostError::Task(e.to_string()))
     }
 }
 
@@ -540,6 +577,12 @@ impl HostHandle {
     ) -> Result<Receipt, HostError> {
         if !self.shared.accepting.load(Ordering::SeqCst) {
             return Err(HostError::Closed);
+        }
+        // The file sink is behind (an outage): refuse rather than buffer.
+        let pending = self.shared.files.lock().map(|s| s.pending_bytes).unwrap_or_default();
+        if pending > self.shared.max_pending_file_bytes {
+            self.shared.busy.fetch_add(1, Ordering::Relaxed);
+            return Err(HostError::Busy { retry_after: self.shared.retry_after });
         }
         let (reply, answer) = oneshot::channel();
         let job = Job { tenant: tenant.to_owned(), content_type: content_type.to_owned(), body, token, reply };
@@ -668,7 +711,6 @@ impl Runner {
                 wake = wake.min(next_snapshot);
             }
             ::tokio::select! {
-                biased;
                 message = control.recv() => match message {
                     Some(Control::Shutdown) | None => break,
                     Some(message) => self.control(message),
@@ -876,7 +918,12 @@ impl Runner {
         let now = self.now();
         self.pipeline.close(now, &mut self.out);
         self.route();
-        for (_, slot) in self.slots.drain() {
+        // Subscribers get their last frames (the final results) before the end.
+        for (id, slot) in self.slots.drain() {
+            let mut frames = Vec::new();
+            if self.pipeline.take_encoded(id, &mut frames).is_ok() {
+                slot.hand_over(frames);
+            }
             slot.close(Closed::Shutdown);
         }
         self.shared.subscribers.store(0, Ordering::Relaxed);
@@ -900,7 +947,18 @@ impl Runner {
         let unsent = deliverer.await.unwrap_or_default();
         stopper.abort();
         for file in &unstored {
-            tracing::error!(path = %file.path, rows = file.rows, "file not stored before the shutdown deadline");
+            tracing::warn!(path = %file.path, rows = file.rows, "file not stored before the shutdown deadline");
+        }
+        if !unstored.is_empty() {
+            match &self.snapshot {
+                Some(path) => match files::spool(&spool_path(path), &unstored).await {
+                    Ok(()) => tracing::warn!(count = unstored.len(), "unstored files kept for the next start"),
+                    Err(e) => tracing::error!(error = %e, "unstored files could not be kept: they are lost"),
+                },
+                None => {
+                    tracing::error!(count = unstored.len(), "no snapshot path to keep unstored files: they are lost")
+                }
+            }
         }
         if !unsent.is_empty()
             && let Some(path) = &self.snapshot
@@ -939,6 +997,13 @@ impl HostHandle {
 fn instant_after(now: Timestamp, at: Timestamp) -> Instant {
     let nanos = u64::try_from(at.saturating_since(now).as_nanos()).unwrap_or(0);
     Instant::now() + Duration::from_nanos(nanos.min(86_400_000_000_000))
+}
+
+/// Where files unstored at shutdown are kept: a directory beside the snapshot.
+fn spool_path(snapshot: &Path) -> PathBuf {
+    let mut name = snapshot.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".unstored");
+    snapshot.with_file_name(name)
 }
 
 /// Where notifications unsent at shutdown are kept: beside the snapshot.

@@ -27,6 +27,8 @@ pub enum Closed {
 pub(super) struct Slot {
     notify: Notify,
     closed: Mutex<Option<Closed>>,
+    /// Frames handed over at shutdown, before the end.
+    last: Mutex<Vec<Bytes>>,
 }
 
 impl Slot {
@@ -39,6 +41,18 @@ impl Slot {
             closed.get_or_insert(why);
         }
         self.notify.notify_one();
+    }
+
+    /// Hands over the subscriber's last frames (at shutdown), before
+    /// [`close`](Slot::close).
+    pub(super) fn hand_over(&self, frames: Vec<Bytes>) {
+        if let Ok(mut last) = self.last.lock() {
+            last.extend(frames);
+        }
+    }
+
+    fn take_last(&self) -> Vec<Bytes> {
+        self.last.lock().map(|mut last| std::mem::take(&mut *last)).unwrap_or_default()
     }
 
     fn closed(&self) -> Option<Closed> {
@@ -54,6 +68,9 @@ pub struct Subscriber {
     format: WireFormat,
     slot: Arc<Slot>,
     control: mpsc::UnboundedSender<Control>,
+    /// A request for frames whose answer was not read yet: kept across a
+    /// cancelled [`next`](Subscriber::next), so no frame is lost.
+    pending: Option<oneshot::Receiver<Result<Vec<Bytes>, SubscribeError>>>,
 }
 
 impl Subscriber {
@@ -63,7 +80,7 @@ impl Subscriber {
         slot: Arc<Slot>,
         control: mpsc::UnboundedSender<Control>,
     ) -> Subscriber {
-        Subscriber { id, format, slot, control }
+        Subscriber { id, format, slot, control, pending: None }
     }
 
     /// The pipeline's id of this subscriber.
@@ -80,24 +97,45 @@ impl Subscriber {
     /// Waits for frames and appends them to `out` (at least one), oldest
     /// first. Frames wait in the pipeline's outbox, conflated when the
     /// subscriber falls behind, until taken here.
+    ///
+    /// Cancel-safe: in a `select!`, a call dropped before it returns loses
+    /// no frame; the next call gets them.
     pub async fn next(&mut self, out: &mut Vec<Bytes>) -> Result<(), Closed> {
         loop {
+            // What the pipeline handed over at shutdown comes before the end.
+            let last = self.slot.take_last();
+            if !last.is_empty() {
+                out.extend(last);
+                return Ok(());
+            }
             if let Some(why) = self.slot.closed() {
                 return Err(why);
             }
-            let (reply, answer) = oneshot::channel();
-            if self.control.send(Control::Take { id: self.id, reply }).is_err() {
-                return Err(Closed::Shutdown);
-            }
-            match answer.await {
+            let answer = match &mut self.pending {
+                Some(answer) => answer,
+                None => {
+                    let (reply, answer) = oneshot::channel();
+                    if self.control.send(Control::Take { id: self.id, reply }).is_err() {
+                        return Err(self.slot.closed().unwrap_or(Closed::Shutdown));
+                    }
+                    self.pending.insert(answer)
+                }
+            };
+            let taken = answer.await;
+            self.pending = None;
+            match taken {
                 Ok(Ok(frames)) if !frames.is_empty() => {
                     out.extend(frames);
                     return Ok(());
                 }
                 Ok(Ok(_)) => {}
-                // Gone from the pipeline: evicted or shut down; the slot says which.
+                // Gone from the pipeline (evicted, or the host stopped): the
+                // slot says why, after any last frames.
                 Ok(Err(SubscribeError::Unknown(_))) | Err(_) => {
-                    return Err(self.slot.closed().unwrap_or(Closed::Shutdown));
+                    if self.slot.closed().is_none() {
+                        return Err(Closed::Shutdown);
+                    }
+                    continue;
                 }
                 Ok(Err(_)) => return Err(Closed::Shutdown),
             }
