@@ -69,8 +69,10 @@
 //! | `yaml` | on by default | alert rule files and rule tests in YAML (`serde_yaml_ng`, pure Rust, wasm-safe) |
 //! | `toml` | available | alert rule files in TOML |
 //! | `parquet` | available | Parquet files of events and window results in [`sink`] (arrow + parquet; zstd outside wasm32) |
-//! | `tokio` | planned | a tokio host: ingest channel, timers, subscriber fan-out |
-//! | `workers` | planned | a Durable Object "stream room" on workers-rs |
+//! | `tokio` | available | [`host::tokio`]: a pipeline on tokio with its ingest channel, timers, subscriber fan-out, file sinks and notification delivery |
+//! | `workers` | available | [`host::workers`]: a Durable Object "stream room" (logic on every target, workers-rs glue on wasm32) |
+//! | `object-store` | available | archive files to S3, R2, GCS or Azure from the tokio host |
+//! | `smtp` | available | email notifications from the tokio host |
 //!
 //! ## Wasm
 //!
@@ -98,8 +100,8 @@ pub mod delta;
 pub mod event;
 pub mod flow;
 pub mod geo;
-#[cfg(feature = "tokio")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[cfg(any(feature = "tokio", feature = "workers"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tokio", feature = "workers"))))]
 pub mod host;
 pub mod pipeline;
 pub mod proto;

@@ -15,20 +15,8 @@ use super::{BoxFuture, Clock};
 use crate::alert::Notification;
 use crate::alert::payload::{self, Delivery, Target};
 use crate::flow::{BreakerConfig, CircuitBreaker};
+use crate::host::DeliveryError;
 use crate::time::Span;
-
-/// Why a delivery failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DeliveryError {
-    /// Worth retrying: a timeout, a refused connection, HTTP 5xx, 408 or 429.
-    #[error("transient: {0}")]
-    Transient(String),
-    /// Retrying cannot help: HTTP 4xx, an invalid URL, a channel this
-    /// deliverer does not support. Counted as undeliverable.
-    #[error("permanent: {0}")]
-    Permanent(String),
-}
 
 /// Sends one rendered notification.
 pub trait Deliver: Send + Sync + 'static {
@@ -101,14 +89,7 @@ impl Deliver for HttpDelivery {
                     let message = e.without_url().to_string();
                     if permanent { DeliveryError::Permanent(message) } else { DeliveryError::Transient(message) }
                 })?;
-            let status = response.status();
-            if status.is_success() {
-                Ok(())
-            } else if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-                Err(DeliveryError::Transient(format!("HTTP {status}")))
-            } else {
-                Err(DeliveryError::Permanent(format!("HTTP {status}")))
-            }
+            DeliveryError::from_status(response.status().as_u16())
         })
     }
 }

@@ -75,7 +75,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-pub use deliver::{Deliver, DeliveryConfig, DeliveryError, DeliveryStats, HttpDelivery};
+pub use super::DeliveryError;
+pub use deliver::{Deliver, DeliveryConfig, DeliveryStats, HttpDelivery};
 #[cfg(feature = "smtp")]
 pub use deliver::{SmtpConfig, SmtpDelivery, SmtpSecurity};
 #[cfg(feature = "object-store")]
