@@ -115,7 +115,7 @@ impl PipelineConfig {
     }
 }
 
-fn check_size(text: &str) -> Result<(), super::PipelineError> {
+pub(crate) fn check_size(text: &str) -> Result<(), super::PipelineError> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(super::PipelineError::Config(format!("the configuration is larger than {MAX_CONFIG_BYTES} bytes")));
     }

@@ -41,7 +41,7 @@
 //! ```
 
 mod access;
-mod config;
+pub(crate) mod config;
 mod snapshot;
 mod stats;
 mod subscribe;

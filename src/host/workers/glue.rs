@@ -54,8 +54,15 @@ fn room_error(e: impl std::fmt::Display) -> Error {
 
 impl StreamRoom {
     /// A room with `config`, archiving to the R2 bucket bound as `bucket`
-    /// (when the pipeline has an archive).
-    pub fn new(state: State, env: Env, config: RoomConfig, bucket: &str) -> StreamRoom {
+    /// (when the pipeline has an archive). Unless the archive names its
+    /// writer, files are named after the object's id, so that rooms never
+    /// overwrite each other's files.
+    pub fn new(state: State, env: Env, mut config: RoomConfig, bucket: &str) -> StreamRoom {
+        if let Some(archive) = &mut config.pipeline.archive
+            && archive.sink.writer_id == crate::sink::SinkConfig::default().writer_id
+        {
+            archive.sink.writer_id = state.id().to_string().chars().take(16).collect();
+        }
         // Pings are answered by the runtime without waking the object.
         if let Ok(pair) =
             worker::worker_sys::WebSocketRequestResponsePair::new(r#"{"type":"ping"}"#, r#"{"type":"pong"}"#)

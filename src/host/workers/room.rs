@@ -86,6 +86,19 @@ impl RoomConfig {
     pub fn new(pipeline: PipelineConfig) -> Self {
         RoomConfig { pipeline, ..RoomConfig::default() }
     }
+
+    /// Parses a JSON configuration: a `pipeline:` section and the room's settings.
+    pub fn from_json_str(text: &str) -> Result<RoomConfig, RoomError> {
+        crate::pipeline::config::check_size(text)?;
+        serde_json::from_str(text).map_err(|e| RoomError::Config(format!("json: {e}")))
+    }
+
+    /// Parses a YAML configuration: a `pipeline:` section and the room's settings.
+    #[cfg(feature = "yaml")]
+    pub fn from_yaml_str(text: &str) -> Result<RoomConfig, RoomError> {
+        crate::pipeline::config::check_size(text)?;
+        serde_yaml_ng::from_str(text).map_err(|e| RoomError::Config(format!("yaml: {e}")))
+    }
 }
 
 /// Why a room could not start.
@@ -1339,9 +1352,14 @@ impl Room {
                 Ok(c) => c,
                 Err(e) => return http::auth_error_reply(&e),
             };
-            // Only the bearer's own tenant; the room's errors stay private.
+            // Only the bearer's own tenant; the room's error texts stay private.
             let stats = self.pipeline.tenant_stats(&claims.tenant).cloned();
-            return Reply::json(200, json!({"tenant": claims.tenant, "stats": stats, "sockets": self.sockets.len()}));
+            let mut room = self.meta.stats.clone();
+            room.last_error = None;
+            return Reply::json(
+                200,
+                json!({"tenant": claims.tenant, "stats": stats, "sockets": self.sockets.len(), "room": room}),
+            );
         }
         Reply::json(200, json!({"pipeline": self.pipeline.stats(), "room": room}))
     }
