@@ -40,7 +40,7 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// NDJSON of `n` events of `tenant` 10 ms apart, ending `ago_ms` before now.
+/// NDJSON of `n` events of `tenant` 10 ms apart, ending 1.5 s before now.
 fn ndjson(tenant: &str, n: usize, first_id: usize, latency: u32) -> String {
     let end = now_ms() - 1_500;
     (0..n)
@@ -178,9 +178,14 @@ async fn wait_ready(client: &reqwest::Client, server: &Wrangler, token: &str) ->
     Err("wrangler dev did not answer within 240 s".into())
 }
 
+/// The body of `GET path`.
+async fn get(client: &reqwest::Client, server: &Wrangler, token: &str, path: &str) -> Result<bytes::Bytes, String> {
+    let response = client.get(server.url(path)).bearer_auth(token).send().await.map_err(|e| e.to_string())?;
+    response.bytes().await.map_err(|e| e.to_string())
+}
+
 async fn health(client: &reqwest::Client, server: &Wrangler, token: &str) -> Result<serde_json::Value, String> {
-    let response = client.get(server.url("/api/health")).bearer_auth(token).send().await.map_err(|e| e.to_string())?;
-    response.json().await.map_err(|e| e.to_string())
+    serde_json::from_slice(&get(client, server, token, "/api/health").await?).map_err(|e| e.to_string())
 }
 
 async fn post(
@@ -385,28 +390,13 @@ async fn the_example_worker_in_workerd() {
         async {
             let deadline = Instant::now() + Duration::from_secs(40);
             loop {
-                let keys: Vec<String> = client
-                    .get(server.url("/archive"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .json()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let listed = get(&client, &server, &token, "/archive").await?;
+                let keys: Vec<String> = serde_json::from_slice(&listed).map_err(|e| e.to_string())?;
                 let dir = scratch.join("files");
                 let _ = std::fs::remove_dir_all(&dir);
                 std::fs::create_dir_all(&dir).unwrap();
                 for (i, key) in keys.iter().enumerate() {
-                    let bytes = client
-                        .get(server.url(&format!("/archive/{key}")))
-                        .bearer_auth(&token)
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .bytes()
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let bytes = get(&client, &server, &token, &format!("/archive/{key}")).await?;
                     std::fs::write(dir.join(format!("{i}.parquet")), bytes).unwrap();
                 }
                 let python = std::env::var("EDGESTREAM_PYTHON").unwrap_or_else(|_| "python3".into());

@@ -17,11 +17,12 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use edgestream::auth::{AuthError, Mode};
-use edgestream::event::DecodeError;
+use edgestream::host::http::{self, RangeParams, Reply, SubscribeParams};
 use edgestream::host::tokio::{Clock, Closed, HostError, HostHandle, Subscriber, SystemClock};
-use edgestream::pipeline::{IngestError, Receipt, SubscribeError, Subscription, WireFormat};
-use edgestream::time::{Span, Timestamp};
-use edgestream::window::{Query as RollupQuery, QueryResult};
+use edgestream::pipeline::Receipt;
+use edgestream::pipeline::WireFormat;
+use edgestream::time::Span;
+use edgestream::window::QueryResult;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -67,14 +68,22 @@ fn error(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// A host-independent [`Reply`] as an axum response.
+fn reply(r: Reply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, axum::Json(r.body)).into_response();
+    if let Some(after) = r.retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after));
+    }
+    response
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    http::bearer(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 fn retry_after(span: Span) -> HeaderValue {
-    // Whole seconds, rounded up, at least one.
-    let secs = (span.as_millis().max(1) + 999) / 1000;
-    HeaderValue::from(secs)
+    HeaderValue::from(http::retry_after_secs(span))
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,22 +124,9 @@ async fn ingest(
     }
 }
 
-/// 202 with the receipt; 429 when the rate limit refused the body's
-/// events and none was taken (a client that retries the whole body then
-/// counts nothing twice). A partly taken body is 202 with `Retry-After`:
-/// the receipt says how many events were refused.
+/// 202 with the receipt (see [`http::receipt_reply`]).
 fn receipt_response(receipt: Receipt) -> Response {
-    let after = receipt.retry_after.filter(|_| receipt.rate_limited > 0);
-    let status = if receipt.rate_limited > 0 && receipt.accepted == 0 && receipt.duplicates == 0 {
-        StatusCode::TOO_MANY_REQUESTS
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let mut response = (status, axum::Json(receipt)).into_response();
-    if let Some(after) = after {
-        response.headers_mut().insert(header::RETRY_AFTER, retry_after(after));
-    }
-    response
+    reply(http::receipt_reply(&receipt))
 }
 
 fn host_error(e: HostError) -> Response {
@@ -141,86 +137,15 @@ fn host_error(e: HostError) -> Response {
             response.headers_mut().insert(header::RETRY_AFTER, retry_after(after));
             response
         }
-        HostError::Ingest(IngestError::Decode(decode)) => {
-            let status = match decode {
-                DecodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                DecodeError::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            let mut body = serde_json::to_value(&decode).unwrap_or_else(|_| json!({}));
-            if let Some(fields) = body.as_object_mut() {
-                fields.insert("message".into(), json!(message));
-            }
-            error(status, body)
-        }
-        HostError::Ingest(IngestError::Auth(auth)) | HostError::Subscribe(SubscribeError::Auth(auth)) => {
-            auth_error(&auth)
-        }
-        HostError::Ingest(IngestError::EmptyTenant) => {
-            error(StatusCode::BAD_REQUEST, json!({"error": "empty_tenant", "message": message}))
-        }
-        HostError::Ingest(IngestError::TooManyTenants { .. })
-        | HostError::Subscribe(SubscribeError::TooManyTenants) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "too_many_tenants", "message": message}))
-        }
-        HostError::Subscribe(SubscribeError::UnknownTopic { .. }) => {
-            error(StatusCode::NOT_FOUND, json!({"error": "unknown_topic", "message": message}))
-        }
-        HostError::Subscribe(SubscribeError::TooMany { .. }) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "too_many_subscribers", "message": message}))
-        }
+        HostError::Ingest(e) => reply(http::ingest_error_reply(&e)),
+        HostError::Subscribe(e) => reply(http::subscribe_error_reply(&e)),
         HostError::Closed => error(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "shutting_down"})),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal", "message": message})),
     }
 }
 
 fn auth_error(e: &AuthError) -> Response {
-    let status = match e {
-        AuthError::Forbidden { .. } => StatusCode::FORBIDDEN,
-        _ => StatusCode::UNAUTHORIZED,
-    };
-    error(status, json!({"error": e.kind(), "message": e.to_string()}))
-}
-
-/// The query of `/ws` and `/sse`.
-#[derive(Debug, Deserialize)]
-struct SubscribeParams {
-    tenant: Option<String>,
-    /// The topic; `stream` is accepted as a synonym.
-    topic: Option<String>,
-    stream: Option<String>,
-    mode: Option<String>,
-    format: Option<String>,
-    token: Option<String>,
-    /// `label=value` filters, comma-separated.
-    filter: Option<String>,
-}
-
-impl SubscribeParams {
-    fn request(&self, json_only: bool) -> Result<Subscription, Response> {
-        let bad = |m: String| error(StatusCode::BAD_REQUEST, json!({"error": "bad_query", "message": m}));
-        let tenant = self.tenant.clone().unwrap_or_default();
-        let topic = self.topic.clone().or_else(|| self.stream.clone()).unwrap_or_else(|| "metrics".into());
-        let mode = match self.mode.as_deref().unwrap_or("deltas") {
-            "deltas" => Mode::Deltas,
-            "aggregates" => Mode::Aggregates,
-            "full" => Mode::Full,
-            other => return Err(bad(format!("mode {other:?}: expected deltas, aggregates or full"))),
-        };
-        let mut request = Subscription::new(tenant, topic, mode);
-        match (self.format.as_deref(), json_only) {
-            (_, true) | (Some("json"), _) => request = request.json(),
-            (None | Some("proto"), false) => {}
-            (Some(other), false) => return Err(bad(format!("format {other:?}: expected proto or json"))),
-        }
-        for pair in self.filter.iter().flat_map(|f| f.split(',')).filter(|p| !p.is_empty()) {
-            let Some((label, value)) = pair.split_once('=') else {
-                return Err(bad(format!("filter {pair:?}: expected label=value")));
-            };
-            request = request.filter(label, value);
-        }
-        Ok(request)
-    }
+    reply(http::auth_error_reply(e))
 }
 
 /// Opens the subscription before any upgrade, so a refused token or an
@@ -231,7 +156,7 @@ async fn open(
     headers: &HeaderMap,
     json_only: bool,
 ) -> Result<Subscriber, Response> {
-    let mut request = params.request(json_only)?;
+    let mut request = params.request(json_only).map_err(reply)?;
     let token = params.token.as_deref().or_else(|| bearer(headers));
     let opened = match (state.auth, token) {
         (true, None) => return Err(error(StatusCode::UNAUTHORIZED, json!({"error": "missing_token"}))),
@@ -381,157 +306,77 @@ fn sse_event(frame: &[u8]) -> SseEvent {
     event
 }
 
-/// The query of `/api/metrics` and `/api/export`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct RangeParams {
-    tenant: Option<String>,
-    stream: Option<String>,
-    /// The window operator whose rollup is read (default: the server's).
-    window: Option<String>,
-    /// RFC 3339 or milliseconds since the epoch; default one hour before `to`.
-    from: Option<String>,
-    /// Default now.
-    to: Option<String>,
-    /// `second`, `minute`, `hour`, `day`, or any span (`5m`); default the
-    /// finest tier that covers the range.
-    agg: Option<String>,
-    /// Labels to keep, comma-separated; the others are merged.
-    group_by: Option<String>,
-    /// Fields to return, comma-separated (default all).
-    fields: Option<String>,
-    /// Quantiles to compute, comma-separated (`0.5,0.99`).
-    quantiles: Option<String>,
-    /// `/api/export`: `csv` (default) or `parquet`.
-    format: Option<String>,
-    /// `/api/export`: `results` (default, from the rollup) or `events`
-    /// (raw, from the archive).
-    what: Option<String>,
-    token: Option<String>,
-}
-
-fn parse_time(text: &str) -> Option<Timestamp> {
-    match text.parse::<i64>() {
-        Ok(ms) => Timestamp::from_millis(ms),
-        Err(_) => Timestamp::parse_rfc3339(text).ok(),
-    }
-}
-
-fn list(text: &Option<String>) -> Vec<String> {
-    text.iter().flat_map(|t| t.split(',')).filter(|s| !s.is_empty()).map(str::to_owned).collect()
-}
-
 fn bad_query(message: String) -> Response {
-    error(StatusCode::BAD_REQUEST, json!({"error": "bad_query", "message": message}))
+    reply(Reply::bad_query(message))
 }
 
-impl RangeParams {
-    /// The tenant asked. With auth on, the token's, which must grant
-    /// reading: window results (`aggregates` on the window operator) or,
-    /// for raw events, `full` on the stream or on `events`. Refusals are
-    /// audited by the pipeline.
-    async fn tenant(&self, state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
-        let mut tenant = self.tenant.clone().unwrap_or_default();
-        if state.auth {
-            let Some(token) = self.token.as_deref().or_else(|| bearer(headers)) else {
-                return Err(error(StatusCode::UNAUTHORIZED, json!({"error": "missing_token"})));
-            };
-            let (token, asked) = (token.to_owned(), tenant.clone());
-            let raw = self.what.as_deref() == Some("events");
-            let topic = if raw {
-                self.stream.clone().unwrap_or_else(|| "http".into())
-            } else {
-                self.window.clone().unwrap_or_else(|| state.metrics_window.to_string())
-            };
-            let now = SystemClock.now();
-            let checked = state
-                .host
-                .with_pipeline(move |p| {
-                    let claims = p.verify_token(&token, now)?;
-                    let tenant = if asked.is_empty() { claims.tenant.clone() } else { asked };
-                    let (topic, mode) = match raw {
-                        true if claims.topics.iter().any(|t| t == "events") => ("events".to_owned(), Mode::Full),
-                        true => (topic, Mode::Full),
-                        false => (topic, Mode::Aggregates),
-                    };
-                    p.authorize(&claims, &tenant, &topic, mode, now).map(|()| tenant)
-                })
-                .await;
-            tenant = match checked {
-                Ok(Ok(tenant)) => tenant,
-                Ok(Err(e)) => return Err(auth_error(&e)),
-                Err(e) => return Err(host_error(e)),
-            };
-        }
-        if tenant.is_empty() {
-            return Err(bad_query("name the tenant with ?tenant=".into()));
-        }
-        Ok(tenant)
-    }
-
-    /// `[from, to)`.
-    pub(crate) fn range(&self) -> Result<(Timestamp, Timestamp), Response> {
-        let to = match self.to.as_deref().map(parse_time) {
-            Some(Some(t)) => t,
-            Some(None) => return Err(bad_query("to: expected RFC 3339 or milliseconds".into())),
-            None => SystemClock.now(),
+/// The tenant a `/api/metrics` or `/api/export` query asks. With auth on,
+/// the token's, which must grant reading: window results (`aggregates` on
+/// the window operator) or, for raw events, `full` on the stream or on
+/// `events`. Refusals are audited by the pipeline.
+async fn range_tenant(params: &RangeParams, state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+    let mut tenant = params.tenant.clone().unwrap_or_default();
+    if state.auth {
+        let Some(token) = params.token.as_deref().or_else(|| bearer(headers)) else {
+            return Err(reply(Reply::missing_token()));
         };
-        let from = match self.from.as_deref().map(parse_time) {
-            Some(Some(t)) => t,
-            Some(None) => return Err(bad_query("from: expected RFC 3339 or milliseconds".into())),
-            None => to.saturating_sub(Span::from_hours(1)),
+        let (token, asked) = (token.to_owned(), tenant.clone());
+        let raw = params.what.as_deref() == Some("events");
+        let topic = if raw {
+            params.stream_or_default()
+        } else {
+            params.window.clone().unwrap_or_else(|| state.metrics_window.to_string())
         };
-        Ok((from, to))
-    }
-
-    /// The rollup's answer to the query.
-    pub(crate) async fn rollup(&self, state: &AppState, tenant: String) -> Result<QueryResult, Response> {
-        let (window, query) = self.rollup_query(state, tenant)?;
-        let answer = state
+        let now = SystemClock.now();
+        let checked = state
             .host
-            .with_pipeline(move |p| match p.rollup(&window) {
-                Some(rollup) => rollup.query(&query).map_err(|e| e.to_string()),
-                None => Err(format!("no rollup on window {window:?}")),
+            .with_pipeline(move |p| {
+                let claims = p.verify_token(&token, now)?;
+                let tenant = if asked.is_empty() { claims.tenant.clone() } else { asked };
+                let (topic, mode) = match raw {
+                    true if claims.topics.iter().any(|t| t == "events") => ("events".to_owned(), Mode::Full),
+                    true => (topic, Mode::Full),
+                    false => (topic, Mode::Aggregates),
+                };
+                p.authorize(&claims, &tenant, &topic, mode, now).map(|()| tenant)
             })
             .await;
-        match answer {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(message)) => Err(bad_query(message)),
-            Err(e) => Err(host_error(e)),
-        }
-    }
-
-    /// The window operator and the rollup query.
-    fn rollup_query(&self, state: &AppState, tenant: String) -> Result<(String, RollupQuery), Response> {
-        let (from, to) = self.range()?;
-        let resolution = match self.agg.as_deref() {
-            None | Some("") | Some("auto") => None,
-            Some("second") => Some(Span::from_secs(1)),
-            Some("minute") => Some(Span::from_mins(1)),
-            Some("hour") => Some(Span::from_hours(1)),
-            Some("day") => Some(Span::from_days(1)),
-            Some(other) => Some(other.parse::<Span>().map_err(|e| bad_query(format!("agg: {e}")))?),
+        tenant = match checked {
+            Ok(Ok(tenant)) => tenant,
+            Ok(Err(e)) => return Err(auth_error(&e)),
+            Err(e) => return Err(host_error(e)),
         };
-        let mut query = RollupQuery::new(tenant, self.stream.clone().unwrap_or_else(|| "http".into()), from, to);
-        query.resolution = resolution;
-        if self.group_by.is_some() {
-            query.group_by = Some(list(&self.group_by));
-        }
-        query.fields = list(&self.fields);
-        for q in list(&self.quantiles) {
-            query.quantiles.push(q.parse::<f64>().map_err(|_| bad_query(format!("quantiles: {q:?} is not a number")))?);
-        }
-        let window = self.window.clone().unwrap_or_else(|| state.metrics_window.to_string());
-        Ok((window, query))
+    }
+    if tenant.is_empty() {
+        return Err(bad_query("name the tenant with ?tenant=".into()));
+    }
+    Ok(tenant)
+}
+
+/// The rollup's answer to the query.
+pub(crate) async fn rollup(params: &RangeParams, state: &AppState, tenant: String) -> Result<QueryResult, Response> {
+    let (window, query) = params.rollup_query(tenant, &state.metrics_window, SystemClock.now()).map_err(reply)?;
+    let answer = state
+        .host
+        .with_pipeline(move |p| match p.rollup(&window) {
+            Some(rollup) => rollup.query(&query).map_err(|e| e.to_string()),
+            None => Err(format!("no rollup on window {window:?}")),
+        })
+        .await;
+    match answer {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(message)) => Err(bad_query(message)),
+        Err(e) => Err(host_error(e)),
     }
 }
 
 /// `GET /api/metrics`: rollup series as JSON, for charts.
 async fn metrics(State(state): State<AppState>, Query(params): Query<RangeParams>, headers: HeaderMap) -> Response {
-    let tenant = match params.tenant(&state, &headers).await {
+    let tenant = match range_tenant(&params, &state, &headers).await {
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    match params.rollup(&state, tenant).await {
+    match rollup(&params, &state, tenant).await {
         Ok(result) => axum::Json(result).into_response(),
         Err(response) => response,
     }
@@ -540,7 +385,7 @@ async fn metrics(State(state): State<AppState>, Query(params): Query<RangeParams
 /// `GET /api/export`: window results or raw events in a range, as CSV or
 /// Parquet, streamed.
 async fn export(State(state): State<AppState>, Query(params): Query<RangeParams>, headers: HeaderMap) -> Response {
-    match params.tenant(&state, &headers).await {
+    match range_tenant(&params, &state, &headers).await {
         Ok(tenant) => export::export(state, params, tenant).await,
         Err(response) => response,
     }

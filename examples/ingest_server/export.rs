@@ -11,7 +11,10 @@ use edgestream::window::QueryResult;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{AppState, RangeParams, error};
+use edgestream::host::http::RangeParams;
+use edgestream::host::tokio::{Clock, SystemClock};
+
+use super::{AppState, error, reply};
 
 /// Where the archive's files are and how they are written.
 #[derive(Clone, Debug)]
@@ -32,7 +35,7 @@ pub(crate) async fn export(state: AppState, params: RangeParams, tenant: String)
         return bad("format: expected csv or parquet");
     }
     match params.what.as_deref().unwrap_or("results") {
-        "results" => match params.rollup(&state, tenant).await {
+        "results" => match super::rollup(&params, &state, tenant).await {
             Ok(result) if format == "csv" => attachment("results.csv", "text/csv", results_csv(result)),
             Ok(result) => results_parquet(&result),
             Err(response) => response,
@@ -45,9 +48,9 @@ pub(crate) async fn export(state: AppState, params: RangeParams, tenant: String)
                 let kept = if archive.parquet { "parquet" } else { "csv" };
                 return bad(&format!("raw events are archived as {kept}: export them with format={kept}"));
             }
-            let (from, to) = match params.range() {
+            let (from, to) = match params.range(SystemClock.now()) {
                 Ok(range) => range,
-                Err(response) => return response,
+                Err(r) => return reply(r),
             };
             // Every event accepted so far is then in a stored file.
             match tokio::time::timeout(std::time::Duration::from_secs(30), state.host.flush_archive()).await {
@@ -61,7 +64,7 @@ pub(crate) async fn export(state: AppState, params: RangeParams, tenant: String)
                     );
                 }
             }
-            let stream = params.stream.clone().unwrap_or_else(|| "http".into());
+            let stream = params.stream_or_default();
             let files = match partition_files(&archive.dir, &tenant, &stream, from, to) {
                 Ok(files) => files,
                 Err(e) => {
