@@ -4,10 +4,10 @@
 //! firing an alert, typed errors, hibernation, a restart of the runtime,
 //! and Parquet files in the local R2 bucket read back by pyarrow.
 //!
-//! Needs the tools `.ci/run` installs: run it through `.ci/run`, or with
-//! `EDGESTREAM_WASM_BINDGEN` (the wasm-bindgen CLI 0.2.130), `worker-build`
-//! on `PATH`, `npm ci` done in `examples/worker`, and `EDGESTREAM_PYTHON`
-//! (an interpreter with pyarrow):
+//! Needs what `.ci/run` prepares: `npm ci` and `worker-build --release`
+//! done in `examples/worker` (the test runs what `build/` holds, built with
+//! the `parquet` feature), and `EDGESTREAM_PYTHON` (an interpreter with
+//! pyarrow); then
 //! `cargo test --features workers --test workers_e2e -- --ignored --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
@@ -85,15 +85,16 @@ impl Wrangler {
             .env("XDG_CONFIG_HOME", scratch.join("config"))
             .env("XDG_CACHE_HOME", scratch.join("cache"))
             .env("TMPDIR", scratch.join("tmp"))
-            .env("WASM_BINDGEN_BIN", std::env::var("EDGESTREAM_WASM_BINDGEN").expect("EDGESTREAM_WASM_BINDGEN"))
-            .env("WASM_OPT_BIN", bin.join("wasm-opt"))
-            .env("ESBUILD_BIN", dir.join("node_modules/@esbuild/linux-x64/bin/esbuild"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .process_group(0)
             .spawn()
             .expect("wrangler (npm ci in examples/worker)");
+        // For the caller's trap, should this process die before its drop.
+        if let Ok(file) = std::env::var("EDGESTREAM_PIDFILE") {
+            let _ = std::fs::write(file, child.id().to_string());
+        }
         Wrangler { child, port }
     }
 
@@ -236,6 +237,10 @@ async fn the_example_worker_in_workerd() {
     for sub in ["config", "cache", "tmp", "state"] {
         std::fs::create_dir_all(scratch.join(sub)).unwrap();
     }
+    assert!(
+        worker_dir().join("build/index.js").exists(),
+        "build the example first: cd examples/worker && worker-build --release"
+    );
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut keys = Keys::new();
     keys.add("k1", SECRET.as_bytes()).unwrap();

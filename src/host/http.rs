@@ -55,12 +55,12 @@ pub fn bearer(authorization: &str) -> Option<&str> {
     authorization.strip_prefix("Bearer ").map(str::trim)
 }
 
-/// 202 with the receipt; 429 when the rate limit refused the body's
-/// events and none was taken (a client that retries the whole body then
-/// counts nothing twice). A partly taken body is 202 with `Retry-After`:
-/// the receipt says how many events were refused.
+/// 202 with the receipt; 429 with `Retry-After` when the rate limit
+/// refused the body's events: the limit takes a body whole or not at all
+/// (duplicates in a refused body are not remembered either), so a client
+/// that retries the whole body counts nothing twice.
 pub fn receipt_reply(receipt: &Receipt) -> Reply {
-    let status = if receipt.rate_limited > 0 && receipt.accepted == 0 && receipt.duplicates == 0 { 429 } else { 202 };
+    let status = if receipt.rate_limited > 0 && receipt.accepted == 0 { 429 } else { 202 };
     let retry_after = receipt.retry_after.filter(|_| receipt.rate_limited > 0).map(retry_after_secs);
     let body = serde_json::to_value(receipt).unwrap_or_else(|_| json!({}));
     Reply { status, retry_after, body }
@@ -113,7 +113,7 @@ pub fn subscribe_error_reply(e: &SubscribeError) -> Reply {
 }
 
 /// Query parameters from `(name, value)` pairs (already percent-decoded);
-/// for a later name, the first value wins.
+/// for a repeated name, the first value wins.
 pub fn params_from_pairs<T: for<'de> Deserialize<'de>>(
     pairs: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, Reply> {

@@ -114,7 +114,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
     let room = query(&req, "room").unwrap_or_else(|| "main".into());
     let namespace = env.durable_object(ROOMS)?;
-    let stub = namespace.id_from_name(&format!("{tenant}/{room}"))?.get_stub()?;
+    // Length-prefixed, so no two (tenant, room) pairs share an object.
+    let stub = namespace.id_from_name(&format!("{}:{tenant}/{room}", tenant.len()))?.get_stub()?;
     stub.fetch_with_request(req).await
 }
 
@@ -142,35 +143,44 @@ async fn archive(env: &Env, tenant: &str, key: &str, prefix: Option<String>) -> 
 /// One stream room per tenant and shard.
 #[durable_object]
 pub struct StreamRoomObject {
-    room: StreamRoom,
+    /// The room, or why its configuration was refused: then every event
+    /// fails (and is logged) rather than run a room that would overwrite
+    /// the stored one with another configuration.
+    room: std::result::Result<StreamRoom, String>,
+}
+
+impl StreamRoomObject {
+    fn room(&self) -> Result<&StreamRoom> {
+        self.room.as_ref().map_err(|e| Error::RustError(format!("room config: {e}")))
+    }
 }
 
 impl worker::DurableObject for StreamRoomObject {
     fn new(state: State, env: Env) -> Self {
-        let config = room_config(&env).unwrap_or_else(|e| {
-            worker::console_error!("room config: {e}; using the defaults");
-            RoomConfig::default()
+        let room = room_config(&env).map(|config| StreamRoom::new(state, env, config, BUCKET)).map_err(|e| {
+            worker::console_error!("room config: {e}");
+            e.to_string()
         });
-        StreamRoomObject { room: StreamRoom::new(state, env, config, BUCKET) }
+        StreamRoomObject { room }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        self.room.fetch(req).await
+        self.room()?.fetch(req).await
     }
 
     async fn alarm(&self) -> Result<Response> {
-        self.room.alarm().await
+        self.room()?.alarm().await
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-        self.room.websocket_message(ws, message).await
+        self.room()?.websocket_message(ws, message).await
     }
 
     async fn websocket_close(&self, ws: WebSocket, code: usize, reason: String, was_clean: bool) -> Result<()> {
-        self.room.websocket_close(ws, code, reason, was_clean).await
+        self.room()?.websocket_close(ws, code, reason, was_clean).await
     }
 
     async fn websocket_error(&self, ws: WebSocket, error: Error) -> Result<()> {
-        self.room.websocket_error(ws, error).await
+        self.room()?.websocket_error(ws, error).await
     }
 }

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use worker::js_sys::{self, Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    Env, Error, Fetch, Headers, ListOptions, Method, Request, RequestInit, Response, Result, ScheduledTime, State,
-    WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    AbortSignal, Env, Error, Fetch, Headers, ListOptions, Method, Request, RequestInit, Response, Result,
+    ScheduledTime, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 use super::{Effects, Incoming, PREFIX, Room, RoomConfig, RoomRequest, RoomResponse};
@@ -33,6 +33,8 @@ pub struct StreamRoom {
     env: Env,
     config: RoomConfig,
     bucket: String,
+    /// Timeout of a notification POST.
+    timeout_ms: u32,
     room: RefCell<Option<Room>>,
     sockets: RefCell<HashMap<u64, WebSocket>>,
 }
@@ -69,9 +71,11 @@ impl StreamRoom {
         {
             state.set_websocket_auto_response(&pair);
         }
+        let timeout_ms = u32::try_from(config.delivery_timeout.as_millis().max(1)).unwrap_or(u32::MAX);
         StreamRoom {
             state,
             env,
+            timeout_ms,
             config,
             bucket: bucket.to_owned(),
             room: RefCell::new(None),
@@ -111,8 +115,7 @@ impl StreamRoom {
             return Ok(());
         }
         *self.room.borrow_mut() = Some(room);
-        self.apply(fx).await;
-        Ok(())
+        if self.apply(fx).await { Ok(()) } else { Err(room_error("storage writes failed; the room will reload")) }
     }
 
     fn with_room<R>(&self, f: impl FnOnce(&mut Room) -> R) -> Result<R> {
@@ -122,12 +125,16 @@ impl StreamRoom {
     }
 
     /// Carries out `fx`, then what the room asks after each upload and
-    /// notification outcome.
-    async fn apply(&self, mut fx: Effects) {
+    /// notification outcome. Whether storage took every write: if not, the
+    /// room in memory is ahead of storage and is dropped, to be loaded
+    /// again from what storage holds.
+    async fn apply(&self, mut fx: Effects) -> bool {
         loop {
             if let Err(e) = self.write(&fx).await {
+                worker::console_error!("edgestream room: storage: {e}; reloading");
                 let _ = self.with_room(|room| room.storage_failed(&e.to_string()));
-                worker::console_error!("edgestream room: storage: {e}");
+                *self.room.borrow_mut() = None;
+                return false;
             }
             self.sockets_out(&mut fx);
             for line in fx.log.drain(..) {
@@ -141,13 +148,13 @@ impl StreamRoom {
                 }
             }
             for post in std::mem::take(&mut fx.posts) {
-                let result = post_once(&post.url, &post.content_type, &post.body).await;
+                let result = post_once(&post.url, &post.content_type, &post.body, self.timeout_ms).await;
                 if let Ok(more) = self.with_room(|room| room.delivered(post.note, result, now())) {
                     next.append(more);
                 }
             }
             if next.is_empty() {
-                return;
+                return true;
             }
             fx = next;
         }
@@ -190,6 +197,15 @@ impl StreamRoom {
                 let _ = ws.close(Some(close.code), Some(close.reason));
             }
         }
+        // After the frames: a socket whose new attachment cannot be kept
+        // still got what was sent under the old one.
+        for (socket, attachment) in fx.attachments.drain(..) {
+            if let Some(ws) = sockets.get(&socket)
+                && let Err(e) = ws.serialize_attachment(&attachment)
+            {
+                worker::console_error!("edgestream room: attachment of socket {socket}: {e}");
+            }
+        }
     }
 
     async fn upload(&self, key: &str, body: Bytes) -> Result<()> {
@@ -218,15 +234,23 @@ impl StreamRoom {
         let (response, fx) = self.with_room(|room| room.fetch(request, at))?;
         match response {
             RoomResponse::Reply(reply) => {
-                self.apply(fx).await;
+                if !self.apply(fx).await && reply.status < 300 {
+                    // Not in storage: not accepted. A retry counts it once.
+                    let mut unavailable = Reply::json(503, serde_json_error("storage_unavailable"));
+                    unavailable.retry_after = Some(1);
+                    return reply_response(&unavailable);
+                }
                 reply_response(&reply)
             }
             RoomResponse::Upgrade { socket, attachment, tags } => {
                 let pair = WebSocketPair::new()?;
-                // The runtime's limit: 256 characters per tag.
-                let tags: Vec<&str> = tags.iter().map(|t| t.get(..256).unwrap_or(t)).collect();
+                let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
                 self.state.accept_websocket_with_tags(&pair.server, &tags);
-                pair.server.serialize_attachment(&attachment)?;
+                if let Err(e) = pair.server.serialize_attachment(&attachment) {
+                    let closed = self.with_room(|room| room.closed(socket, at))?;
+                    self.apply(closed).await;
+                    return Err(e);
+                }
                 self.sockets.borrow_mut().insert(socket, pair.server.clone());
                 self.apply(fx).await;
                 let opened = self.with_room(|room| room.opened(socket, at))?;
@@ -257,17 +281,10 @@ impl StreamRoom {
         };
         self.sockets.borrow_mut().entry(sid).or_insert_with(|| ws.clone());
         let at = now();
-        let (fx, attachment) = self.with_room(|room| {
-            let fx = match &message {
-                WebSocketIncomingMessage::String(text) => room.message(sid, Incoming::Text(text), at),
-                WebSocketIncomingMessage::Binary(bytes) => room.message(sid, Incoming::Binary(bytes), at),
-            };
-            (fx, room.attachment(sid))
+        let fx = self.with_room(|room| match &message {
+            WebSocketIncomingMessage::String(text) => room.message(sid, Incoming::Text(text), at),
+            WebSocketIncomingMessage::Binary(bytes) => room.message(sid, Incoming::Binary(bytes), at),
         })?;
-        // A change of subscription must outlive hibernation too.
-        if let Some(attachment) = attachment {
-            ws.serialize_attachment(&attachment)?;
-        }
         self.apply(fx).await;
         Ok(())
     }
@@ -294,22 +311,32 @@ impl StreamRoom {
     }
 }
 
-/// One POST of a notification.
-async fn post_once(url: &str, content_type: &str, body: &[u8]) -> std::result::Result<(), DeliveryError> {
-    let attempt = async {
+/// One POST of a notification, aborted after `timeout_ms`. Webhook URLs
+/// are secrets: they never appear in errors.
+async fn post_once(
+    url: &str,
+    content_type: &str,
+    body: &[u8],
+    timeout_ms: u32,
+) -> std::result::Result<(), DeliveryError> {
+    let request = (|| {
         let headers = Headers::new();
         headers.set("content-type", content_type)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_headers(headers).with_body(Some(Uint8Array::from(body).into()));
-        let request = Request::new_with_init(url, &init)?;
-        Fetch::Request(request).send().await
-    };
-    match attempt.await {
+        Request::new_with_init(url, &init)
+    })()
+    // A request that cannot be built (an invalid URL) never will be.
+    .map_err(|_| DeliveryError::Permanent("the request cannot be built (invalid URL?)".into()))?;
+    let signal = AbortSignal::from(worker::web_sys::AbortSignal::timeout_with_u32(timeout_ms));
+    match Fetch::Request(request).send_with_signal(&signal).await {
         Ok(response) => DeliveryError::from_status(response.status_code()),
-        // Webhook URLs are secrets: never in errors.
-        Err(Error::RustError(e)) if e.contains("Invalid URL") => Err(DeliveryError::Permanent("invalid URL".into())),
-        Err(_) => Err(DeliveryError::Transient("fetch failed".into())),
+        Err(_) => Err(DeliveryError::Transient("fetch failed or timed out".into())),
     }
+}
+
+fn serde_json_error(error: &str) -> serde_json::Value {
+    serde_json::json!({ "error": error })
 }
 
 /// An HTTP response for `reply`.

@@ -46,9 +46,14 @@
 //! An object may be evicted whenever it is idle (hibernation) and may be
 //! restarted at any time; its memory is then gone. The room therefore:
 //!
-//! - journals every accepted ingest body before answering 202, and
-//!   replays the journal after a load, so an accepted event is never
-//!   lost nor counted twice;
+//! - journals every accepted ingest body before answering 202 (a body
+//!   whose write fails is answered 503, and the room reloads from
+//!   storage), and replays the journal after a load, so an accepted event
+//!   is never lost nor counted twice. The replay runs under the
+//!   configuration of the new instance: deploy a changed configuration
+//!   (rate limits, windows) knowing that the few ingests since the last
+//!   commit (at most [`RoomConfig::snapshot_every`] old) are replayed
+//!   under it;
 //! - commits a [`Pipeline`](crate::pipeline::Pipeline) snapshot after an
 //!   alarm that produced files, notifications or archive rows, and
 //!   otherwise at most every [`RoomConfig::snapshot_every`] (or when the
@@ -56,9 +61,11 @@
 //!   chunked below the per-value limit, and a commit record written last
 //!   makes each commit atomic;
 //! - runs the archive itself: the admitted rows of open files are kept in
-//!   storage until every open file is finished, so a load rebuilds the
-//!   same files; a finished file stays in storage until the bucket has it
-//!   (retried with backoff from the alarm);
+//!   storage until every open file is finished (all are finished after
+//!   [`RoomConfig::archive_flush_after`] or past
+//!   [`RoomConfig::max_archive_bytes`]), so a load rebuilds the same files;
+//!   a finished file stays in storage until the bucket has it (put from
+//!   the alarm, retried with backoff);
 //! - keeps each notification in storage until it is delivered (retried
 //!   with backoff; 4xx answers are final and counted);
 //! - keeps each socket's subscription in its attachment, so that after

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::store::{self, Kind, Loaded, Meta, Record, Slot};
+use super::store::{self, Kind, Loaded, Meta, MetaError, Record, Slot};
 use crate::alert::payload::{self, Target};
 use crate::auth::{Claims, Mode};
 use crate::event::EventBatch;
@@ -28,7 +28,7 @@ use crate::time::{Span, Timestamp};
 #[non_exhaustive]
 pub struct RoomConfig {
     /// The pipeline. Its `archive`, if any, is run by the room so that the
-    /// rows of open files survive hibernation: see [`StreamRoom`](super::StreamRoom).
+    /// rows of open files survive hibernation (see the [module](super) docs).
     pub pipeline: PipelineConfig,
     /// Under ingest load, the shortest time between two snapshots (default
     /// 1 s); ingests in between are journaled, so none is lost.
@@ -46,6 +46,10 @@ pub struct RoomConfig {
     /// the oldest of their rows arrived (default 15 min), which bounds the
     /// rows kept in storage for them.
     pub archive_flush_after: Span,
+    /// Open archive files are all finished once their rows kept in storage
+    /// pass this many bytes (default 16 MiB), which bounds what a load
+    /// reads back.
+    pub max_archive_bytes: usize,
     /// Finished files not yet in the bucket, in bytes, beyond which ingest
     /// answers 503 (default 32 MiB): memory stays bounded while the
     /// bucket is down.
@@ -58,6 +62,9 @@ pub struct RoomConfig {
     /// Notifications kept for retry; beyond it the oldest is dropped and
     /// counted (default 1,000).
     pub max_pending_notifications: usize,
+    /// Timeout of one notification POST (default 10 s); a timeout is
+    /// retried like a 5xx.
+    pub delivery_timeout: Span,
     /// The window operator `/api/metrics` reads by default (default the
     /// first one).
     pub metrics_window: Option<String>,
@@ -72,10 +79,12 @@ impl Default for RoomConfig {
             max_value_bytes: 2_000_000,
             archive_prefix: String::new(),
             archive_flush_after: Span::from_mins(15),
+            max_archive_bytes: 16 << 20,
             max_pending_file_bytes: 32 << 20,
             first_backoff: Span::from_secs(1),
             max_backoff: Span::from_mins(5),
             max_pending_notifications: 1_000,
+            delivery_timeout: Span::from_secs(10),
             metrics_window: None,
         }
     }
@@ -111,6 +120,9 @@ pub enum RoomError {
     /// The pipeline refused its configuration.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The stored state cannot be used by this build.
+    #[error("room storage: {0}")]
+    Storage(String),
 }
 
 /// A room's counters (in `/api/health`, and kept across restarts).
@@ -179,6 +191,8 @@ pub struct Effects {
     pub uploads: Vec<Upload>,
     /// Notifications to POST.
     pub posts: Vec<Post>,
+    /// New attachments to keep on sockets (after a change of subscription).
+    pub attachments: Vec<(u64, String)>,
     /// Lines for the host's log: audit events (JSON) and errors.
     pub log: Vec<String>,
 }
@@ -193,6 +207,7 @@ impl Effects {
             && self.closes.is_empty()
             && self.uploads.is_empty()
             && self.posts.is_empty()
+            && self.attachments.is_empty()
             && self.log.is_empty()
     }
 
@@ -205,6 +220,7 @@ impl Effects {
         self.closes.extend(other.closes);
         self.uploads.extend(other.uploads);
         self.posts.extend(other.posts);
+        self.attachments.extend(other.attachments);
         self.log.extend(other.log);
     }
 }
@@ -324,8 +340,21 @@ struct Attachment {
     credit: Option<u32>,
 }
 
-/// The most a socket attachment may hold (the runtime's limit).
-const MAX_ATTACHMENT: usize = 2048;
+/// The most a socket attachment may hold: the runtime's limit is 2,048
+/// bytes, structured-clone overhead included.
+const MAX_ATTACHMENT: usize = 1_900;
+
+/// The runtime's limit on a socket tag, in bytes.
+const MAX_TAG: usize = 256;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_owned()
+}
 
 struct Socket {
     subscriber: SubscriberId,
@@ -378,7 +407,7 @@ struct Archive {
 }
 
 /// A pipeline hosted in a Durable Object: sans-IO, so it runs and is
-/// tested natively; [`StreamRoom`](super::StreamRoom) is its glue to
+/// tested natively; `StreamRoom` (on wasm32) is its glue to
 /// workers-rs.
 pub struct Room {
     config: RoomConfig,
@@ -477,59 +506,73 @@ impl Room {
     /// The room as it was, from every key-value pair stored under
     /// [`PREFIX`](super::PREFIX): the last committed snapshot, then the
     /// journaled ingests replayed in order, the open archive files rebuilt,
-    /// finished files and notifications queued again. Values that are not
-    /// part of the last commit are deleted. A snapshot that cannot be
-    /// restored (a configuration that changed incompatibly) is counted
-    /// and logged, and the room starts afresh.
+    /// finished files and notifications queued again (the alarm sends them).
+    /// Values that are not part of the last commit are deleted.
+    ///
+    /// A snapshot that cannot be restored (a configuration that changed
+    /// incompatibly, a torn commit) is counted and logged, and the
+    /// pipeline starts afresh; the journal, the archive rows and the
+    /// pending files and notifications still apply. An unreadable commit
+    /// record wipes the room's storage (counted, logged). A commit record
+    /// of another version of the room is an error: nothing is touched.
     pub fn load(
         config: RoomConfig,
         entries: impl IntoIterator<Item = (String, Bytes)>,
         now: Timestamp,
     ) -> Result<(Room, Effects), RoomError> {
         let mut fx = Effects::default();
-        let mut loaded = match Loaded::from_entries(entries) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                fx.log.push(format!("edgestream room: {e}; starting afresh"));
-                Loaded::default()
-            }
-        };
-        let mut meta = loaded.meta.take().unwrap_or_default();
+        let mut loaded = Loaded::from_entries(entries);
         let (pipeline_config, archive_config) = split_archive(&config)?;
+        match loaded.meta_error.take() {
+            Some(MetaError::Version(found)) => {
+                return Err(RoomError::Storage(format!(
+                    "the stored state is version {found}; this build reads version {}",
+                    store::VERSION
+                )));
+            }
+            Some(MetaError::Corrupt(e)) => {
+                fx.log.push(format!("edgestream room: {e}; the stored state is wiped"));
+                fx.deletes.append(&mut loaded.keys);
+                let mut room =
+                    Room::assemble(config, Pipeline::new(pipeline_config)?, archive_config, Meta::default())?;
+                room.meta.stats.loads = 1;
+                room.meta.stats.restore_failures = 1;
+                room.meta.stats.last_error = Some(e);
+                room.finish(now, &mut fx);
+                return Ok((room, fx));
+            }
+            None => {}
+        }
+        let mut meta = loaded.meta.take().unwrap_or_default();
         let mut stats = std::mem::take(&mut meta.stats);
         stats.loads += 1;
         stats.torn_values += loaded.torn.len() as u64;
         fx.deletes.append(&mut loaded.torn);
 
-        let snapshot = loaded.take(Kind::Snapshot);
-        let mut pipeline = None;
-        for (generation, bytes, chunks) in snapshot {
+        let (mut pipeline, mut failed) = (None, false);
+        for (generation, bytes, chunks) in loaded.take(Kind::Snapshot) {
             if generation == meta.generation && pipeline.is_none() && meta.chunks > 0 {
                 match Pipeline::restore(pipeline_config.clone(), &bytes) {
-                    Ok(p) => pipeline = Some(p),
-                    Err(e) => {
-                        stats.restore_failures += 1;
-                        let message = format!("snapshot not restored, starting afresh: {e}");
-                        fx.log.push(format!("edgestream room: {message}"));
-                        stats.last_error = Some(message);
+                    // Kept until the next commit replaces it.
+                    Ok(p) => {
+                        pipeline = Some(p);
+                        continue;
                     }
-                }
-                // Kept until the next commit replaces it.
-                if pipeline.is_some() {
-                    continue;
+                    Err(e) => {
+                        failed = true;
+                        restore_failed(&mut stats, &mut fx, &e.to_string());
+                    }
                 }
             }
             fx.deletes.extend(Slot::new(Kind::Snapshot, generation).keys(chunks));
         }
-        let fresh = pipeline.is_none();
+        if pipeline.is_none() && meta.chunks > 0 && !failed {
+            restore_failed(&mut stats, &mut fx, "the committed snapshot is missing or torn");
+        }
         let pipeline = match pipeline {
             Some(p) => p,
             None => Pipeline::new(pipeline_config)?,
         };
-        if fresh && meta.chunks > 0 {
-            // Nothing of the old commit applies to a fresh pipeline.
-            meta = Meta { file_next: meta.file_next, note_next: meta.note_next, ..Meta::default() };
-        }
         meta.stats = stats;
         let mut room = Room::assemble(config, pipeline, archive_config, meta)?;
 
@@ -548,7 +591,7 @@ impl Room {
                     room.meta.stats.replayed += 1;
                     room.journal.insert(seq, chunks);
                     room.journal_bytes += bytes.len();
-                    room.journal_next = room.journal_next.max(seq + 1);
+                    room.journal_next = room.journal_next.max(seq.saturating_add(1));
                     room.dirty = true;
                 }
                 None => {
@@ -558,7 +601,9 @@ impl Room {
             }
         }
 
-        // Rows of the open archive files, and the ticks that finished files.
+        // Rows of the open archive files, and the ticks that finished files:
+        // the sink is rebuilt as it was. The files it finishes on the way
+        // were committed already (below, or stored in the bucket).
         let range = room.meta.archive_from..room.meta.archive_next;
         for (n, bytes, chunks) in loaded.take(Kind::Archive) {
             if !range.contains(&n) || room.archive.is_none() {
@@ -567,21 +612,21 @@ impl Room {
             }
             room.replay_archive(n, &bytes, chunks, &mut fx);
         }
+        room.finished.clear();
 
-        // Finished files not yet stored, and notifications not yet sent.
+        // Committed files not yet stored, and notifications not yet sent;
+        // what was not committed is made again by the replay.
         for (n, bytes, chunks) in loaded.take(Kind::File) {
-            match store::decode_file(&bytes) {
+            match store::decode_file(&bytes).filter(|_| n < room.meta.file_next) {
                 Some((key, body)) => {
                     room.file_bytes += body.len();
                     room.files.insert(n, PendingFile { key, body, chunks, retry: Retry::default() });
-                    room.meta.file_next = room.meta.file_next.max(n + 1);
                 }
                 None => fx.deletes.extend(Slot::new(Kind::File, n).keys(chunks)),
             }
         }
         for (n, bytes, chunks) in loaded.take(Kind::Note) {
-            let record = Record::decode(&bytes).filter(|_| n < room.meta.note_next);
-            match record {
+            match Record::decode(&bytes).filter(|_| n < room.meta.note_next) {
                 Some(r) => {
                     let note = PendingNote {
                         url: r.key,
@@ -592,13 +637,9 @@ impl Room {
                     };
                     room.notes.insert(n, note);
                 }
-                // Not committed: the replay makes it again.
                 None => fx.deletes.extend(Slot::new(Kind::Note, n).keys(chunks)),
             }
         }
-        let files = std::mem::take(&mut room.finished);
-        room.queue_files(files, &mut fx);
-        room.retry_due(now, &mut fx);
         room.finish(now, &mut fx);
         Ok((room, fx))
     }
@@ -654,6 +695,7 @@ impl Room {
         self.meta.stats.last_error = Some(format!("storage: {message}"));
         self.dirty = true;
         self.last_commit = None;
+        self.armed = None;
     }
 
     /// Serves an HTTP request: `POST /ingest`, `GET /ws`, `GET /api/metrics`,
@@ -781,12 +823,12 @@ impl Room {
         let attachment = Attachment { sid, sub, claims, credit };
         let text = serde_json::to_string(&attachment).unwrap_or_default();
         if text.len() > MAX_ATTACHMENT {
-            return Err(Reply::bad_query("the subscription is too large to keep on the socket (2 KiB)"));
+            return Err(too_large());
         }
         let subscriber =
             self.pipeline.subscribe(attachment.sub.clone()).map_err(|e| http::subscribe_error_reply(&e))?;
         self.next_socket += 1;
-        let tags = vec![attachment.sub.topic.clone(), attachment.sub.mode.as_str().to_owned()];
+        let tags = vec![truncate(&attachment.sub.topic, MAX_TAG), attachment.sub.mode.as_str().to_owned()];
         self.sockets.insert(sid, Socket { subscriber, attachment, sent: 0, acked: 0 });
         self.by_subscriber.insert(subscriber, sid);
         self.meta.stats.sockets_opened += 1;
@@ -887,6 +929,11 @@ impl Room {
             }
             Ok(sub)
         });
+        let checked = checked.and_then(|sub| {
+            let attachment = Attachment { sub: sub.clone(), ..old.attachment.clone() };
+            let size = serde_json::to_string(&attachment).map_or(usize::MAX, |t| t.len());
+            if size > MAX_ATTACHMENT { Err(too_large()) } else { Ok(sub) }
+        });
         let sub = match checked {
             Ok(sub) => sub,
             Err(reply) => {
@@ -903,6 +950,9 @@ impl Room {
                     s.subscriber = subscriber;
                     s.attachment.sub = sub;
                     self.by_subscriber.insert(subscriber, socket);
+                    if let Ok(text) = serde_json::to_string(&s.attachment) {
+                        fx.attachments.push((socket, text));
+                    }
                 }
                 self.flush_socket(socket, fx);
             }
@@ -912,11 +962,6 @@ impl Room {
                 fx.sends.push(SocketSend { socket, frame: Bytes::from(frame.to_string()), text: true });
             }
         }
-    }
-
-    /// The attachment to store on `socket` after a change of subscription.
-    pub fn attachment(&self, socket: u64) -> Option<String> {
-        self.sockets.get(&socket).and_then(|s| serde_json::to_string(&s.attachment).ok())
     }
 
     /// A socket closed (by the client, or with an error).
@@ -1000,8 +1045,8 @@ impl Room {
                 fx.closes.push(SocketClose { socket, code: reason.close_code(), reason: reason.as_str().to_owned() });
             }
         }
+        // Archive rows need no commit of their own: the journal makes them again.
         if self.archive.is_some() && !out.raw.is_empty() {
-            durable = true;
             for raw in out.raw.drain(..) {
                 let mut value = vec![ROWS];
                 value.extend(store::encode_archive_rows(now, &raw.events));
@@ -1068,7 +1113,8 @@ impl Room {
     fn tick_archive(&mut self, now: Timestamp, fx: &mut Effects) -> bool {
         let Some(archive) = &mut self.archive else { return false };
         let before = self.finished.len();
-        let flush = archive.oldest.is_some_and(|t| now >= t.saturating_add(self.config.archive_flush_after));
+        let flush = archive.oldest.is_some_and(|t| now >= t.saturating_add(self.config.archive_flush_after))
+            || archive.bytes >= self.config.max_archive_bytes;
         let (kind, result) = if flush {
             (FLUSH, archive.sink.flush(&mut self.finished))
         } else {
@@ -1101,9 +1147,8 @@ impl Room {
             let chunks = parts.len() as u32;
             fx.puts.extend(parts);
             self.file_bytes += file.bytes.len();
-            let retry = Retry { attempts: 0, due: None, in_flight: true };
-            fx.uploads.push(Upload { file: n, key: key.clone(), body: file.bytes.clone() });
-            self.files.insert(n, PendingFile { key, body: file.bytes, chunks, retry });
+            // Uploaded from the alarm, after the commit that names it.
+            self.files.insert(n, PendingFile { key, body: file.bytes, chunks, retry: Retry::default() });
         }
     }
 
@@ -1118,17 +1163,15 @@ impl Room {
         let parts = store::chunks(Slot::new(Kind::Note, n), &record.encode(), self.config.max_value_bytes);
         let chunks = parts.len() as u32;
         fx.puts.extend(parts);
-        fx.posts.push(Post {
-            note: n,
-            url: record.key.clone(),
-            content_type: record.content_type.clone(),
-            body: record.body.clone(),
-        });
-        let retry = Retry { attempts: 0, due: None, in_flight: true };
-        self.notes.insert(
-            n,
-            PendingNote { url: record.key, content_type: record.content_type, body: record.body, chunks, retry },
-        );
+        // Sent from the alarm, after the commit that names it.
+        let note = PendingNote {
+            url: record.key,
+            content_type: record.content_type,
+            body: record.body,
+            chunks,
+            retry: Retry::default(),
+        };
+        self.notes.insert(n, note);
     }
 
     /// Writes a snapshot and the commit record; drops the journal it covers
@@ -1235,6 +1278,10 @@ impl Room {
     /// counted), or failed for now (retried after a backoff).
     pub fn delivered(&mut self, note: u64, result: Result<(), DeliveryError>, now: Timestamp) -> Effects {
         let mut fx = Effects::default();
+        if !self.notes.contains_key(&note) {
+            // Dropped meanwhile (beyond the cap), and counted then.
+            return fx;
+        }
         let retry = match &result {
             Ok(()) => {
                 self.meta.stats.notifications_sent += 1;
@@ -1280,7 +1327,7 @@ impl Room {
             .map(|f| f.retry)
             .chain(self.notes.values().map(|n| n.retry))
             .filter(|r| !r.in_flight)
-            .filter_map(|r| r.due);
+            .map(|r| r.due.unwrap_or(Timestamp::MIN));
         [pipeline, archive, commit].into_iter().flatten().chain(retries).min()
     }
 
@@ -1365,6 +1412,10 @@ impl Room {
     }
 }
 
+fn too_large() -> Reply {
+    Reply::bad_query("the subscription is too large to keep on the socket (2 KiB)")
+}
+
 /// A control message from a socket.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -1373,6 +1424,13 @@ enum Control {
     Resync,
     Ack { frames: u64 },
     Subscribe(SubscribeParams),
+}
+
+fn restore_failed(stats: &mut RoomStats, fx: &mut Effects, reason: &str) {
+    stats.restore_failures += 1;
+    let message = format!("snapshot not restored, the pipeline starts afresh: {reason}");
+    fx.log.push(format!("edgestream room: {message}"));
+    stats.last_error = Some(message);
 }
 
 /// The pipeline's configuration without its archive (run by the room),
@@ -1387,7 +1445,10 @@ fn split_archive(config: &RoomConfig) -> Result<(PipelineConfig, Option<ArchiveC
     let mut pipeline = config.pipeline.clone();
     let archive = pipeline.archive.take();
     if archive.is_some() {
+        // Every admitted event goes to the archive: what is held between two
+        // alarms is bounded by the ingest limits and the rate limits.
         pipeline.raw.enabled = true;
+        pipeline.raw.max_buffered = usize::MAX;
     }
     Ok((pipeline, archive))
 }

@@ -31,7 +31,7 @@ pub(super) const META: &str = "es/meta";
 pub const PREFIX: &str = "es/";
 
 /// The version of [`Meta`] and of the records.
-const VERSION: u32 = 1;
+pub(super) const VERSION: u32 = 1;
 
 /// The kinds of value, by key prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -117,18 +117,35 @@ pub(super) fn chunks(slot: Slot, value: &[u8], max: usize) -> Vec<(String, Bytes
 #[derive(Debug, Default)]
 pub(super) struct Loaded {
     pub(super) meta: Option<Meta>,
+    /// Why the commit record could not be read, if it could not.
+    pub(super) meta_error: Option<MetaError>,
     pub(super) values: BTreeMap<Slot, (Bytes, u32)>,
     pub(super) torn: Vec<String>,
+    /// Every key listed.
+    pub(super) keys: Vec<String>,
+}
+
+/// A commit record that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum MetaError {
+    /// Written by another version of the room.
+    Version(u32),
+    /// Unreadable.
+    Corrupt(String),
 }
 
 impl Loaded {
     /// Groups `entries` (key, value) listed under [`PREFIX`].
-    pub(super) fn from_entries(entries: impl IntoIterator<Item = (String, Bytes)>) -> Result<Loaded, String> {
+    pub(super) fn from_entries(entries: impl IntoIterator<Item = (String, Bytes)>) -> Loaded {
         let mut loaded = Loaded::default();
         let mut parts: BTreeMap<Slot, BTreeMap<u32, (String, Bytes)>> = BTreeMap::new();
         for (key, value) in entries {
+            loaded.keys.push(key.clone());
             if key == META {
-                loaded.meta = Some(Meta::decode(&value)?);
+                match Meta::decode(&value) {
+                    Ok(meta) => loaded.meta = Some(meta),
+                    Err(e) => loaded.meta_error = Some(e),
+                }
             } else if let Some((slot, i)) = Slot::parse(&key) {
                 parts.entry(slot).or_default().insert(i, (key, value));
             } else if key.starts_with(PREFIX) {
@@ -150,7 +167,7 @@ impl Loaded {
                 None => loaded.torn.extend(chunks.into_values().map(|(key, _)| key)),
             }
         }
-        Ok(loaded)
+        loaded
     }
 
     /// Takes the values of `kind`, in order.
@@ -202,12 +219,13 @@ impl Meta {
         Bytes::from(postcard::to_allocvec(&meta).unwrap_or_default())
     }
 
-    fn decode(bytes: &[u8]) -> Result<Meta, String> {
-        let meta: Meta = postcard::from_bytes(bytes).map_err(|e| format!("commit record: {e}"))?;
-        if meta.version != VERSION {
-            return Err(format!("commit record version {} (this build reads {VERSION})", meta.version));
+    fn decode(bytes: &[u8]) -> Result<Meta, MetaError> {
+        let (version, _) =
+            postcard::take_from_bytes::<u32>(bytes).map_err(|e| MetaError::Corrupt(format!("commit record: {e}")))?;
+        if version != VERSION {
+            return Err(MetaError::Version(version));
         }
-        Ok(meta)
+        postcard::from_bytes(bytes).map_err(|e| MetaError::Corrupt(format!("commit record: {e}")))
     }
 }
 
@@ -297,7 +315,7 @@ mod tests {
             let slot = Slot::new(Kind::File, n);
             let parts = chunks(slot, &value, max);
             prop_assert!(parts.iter().all(|(_, v)| v.len() <= max));
-            let mut loaded = Loaded::from_entries(parts.clone()).unwrap();
+            let mut loaded = Loaded::from_entries(parts.clone());
             prop_assert!(loaded.torn.is_empty());
             let values = loaded.take(Kind::File);
             prop_assert_eq!(values.len(), 1);
@@ -307,7 +325,7 @@ mod tests {
             if parts.len() > 1 {
                 let mut missing = parts.clone();
                 missing.remove(parts.len() / 2);
-                let loaded = Loaded::from_entries(missing).unwrap();
+                let loaded = Loaded::from_entries(missing);
                 prop_assert!(loaded.values.is_empty());
                 prop_assert_eq!(loaded.torn.len(), parts.len() - 1);
             }
