@@ -687,9 +687,11 @@ impl Room {
         self.sockets.len()
     }
 
-    /// Records that the host failed to carry out a storage operation. The
-    /// room's state is ahead of storage until the next commit, which
-    /// rewrites what matters.
+    /// Records that the host failed to carry out a storage operation
+    /// (counted): the room is then ahead of storage, and commits at its next
+    /// alarm. `StreamRoom` instead drops the room and loads it again from
+    /// storage, so that an ingest whose journal entry was not written counts
+    /// as never accepted (it was answered 503).
     pub fn storage_failed(&mut self, message: &str) {
         self.meta.stats.storage_errors += 1;
         self.meta.stats.last_error = Some(format!("storage: {message}"));
@@ -783,11 +785,7 @@ impl Room {
     }
 
     fn upgrade(&mut self, request: &RoomRequest, now: Timestamp) -> RoomResponse {
-        let reply = match self.open_socket(request, now) {
-            Ok(response) => return response,
-            Err(reply) => reply,
-        };
-        RoomResponse::Reply(reply)
+        self.open_socket(request, now).unwrap_or_else(RoomResponse::Reply)
     }
 
     fn open_socket(&mut self, request: &RoomRequest, now: Timestamp) -> Result<RoomResponse, Reply> {
