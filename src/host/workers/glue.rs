@@ -131,8 +131,9 @@ impl StreamRoom {
     async fn apply(&self, mut fx: Effects) -> bool {
         loop {
             if let Err(e) = self.write(&fx).await {
+                // The room is dropped (not told through `storage_failed`): what
+                // storage holds is the truth it reloads from.
                 worker::console_error!("edgestream room: storage: {e}; reloading");
-                let _ = self.with_room(|room| room.storage_failed(&e.to_string()));
                 *self.room.borrow_mut() = None;
                 return false;
             }
