@@ -1,43 +1,72 @@
 //! Bit-level writer and reader (least significant bit first), and the
 //! varint and zigzag helpers of the series codec.
 
-/// Appends bits to a byte vector, least significant bit first.
+/// Writes bits into a byte slice sized beforehand, least significant bit
+/// first.
+///
+/// Every write stores the whole 64-bit accumulator at the current byte and
+/// then moves past the bytes it completed, so the loop has no branch on
+/// whether a word filled up; the slice needs 8 bytes of room past the last
+/// bit. A slice too short is not written past: [`BitWriter::finish`] says
+/// so.
 #[derive(Debug)]
 pub(crate) struct BitWriter<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut [u8],
+    /// The byte `acc` starts at.
+    pos: usize,
     acc: u64,
-    /// Bits held in `acc`, 0..64.
+    /// Bits held in `acc`, 0..8 between writes.
     held: u32,
+    overflow: bool,
 }
 
 impl<'a> BitWriter<'a> {
-    pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
-        BitWriter { out, acc: 0, held: 0 }
+    /// A writer into `out`, which must hold the bits to come plus 8 bytes.
+    pub(crate) fn new(out: &'a mut [u8]) -> Self {
+        BitWriter { out, pos: 0, acc: 0, held: 0, overflow: false }
     }
 
-    /// Writes the low `bits` bits of `value` (`bits <= 64`).
-    #[inline]
+    /// The size of slice [`BitWriter::new`] needs for `bits` bits.
+    pub(crate) fn room(bits: u64) -> usize {
+        usize::try_from(bits.div_ceil(8)).unwrap_or(usize::MAX).saturating_add(8)
+    }
+
+    /// Writes the low `bits` bits of `value` (`bits <= 64`); its bits above
+    /// them must be zero.
+    #[inline(always)]
     pub(crate) fn write(&mut self, value: u64, bits: u32) {
-        if bits == 0 {
-            return;
-        }
-        let value = if bits >= 64 { value } else { value & ((1u64 << bits) - 1) };
-        self.acc |= value << self.held;
-        let total = self.held + bits;
-        if total >= 64 {
-            self.out.extend_from_slice(&self.acc.to_le_bytes());
-            // The bits of `value` that did not fit.
-            self.acc = if self.held == 0 { 0 } else { value >> (64 - self.held) };
-            self.held = total - 64;
+        debug_assert!(bits <= 64 && value.checked_shr(bits).unwrap_or(0) == 0);
+        // Inline both ways: a call would keep the writer in memory.
+        if bits > 56 {
+            self.write_word(value & 0xffff_ffff, 32);
+            self.write_word(value >> 32, bits - 32);
         } else {
-            self.held = total;
+            self.write_word(value, bits);
         }
     }
 
-    /// Flushes the last partial byte (zero-padded).
-    pub(crate) fn finish(self) {
-        let bytes = self.held.div_ceil(8) as usize;
-        self.out.extend_from_slice(self.acc.to_le_bytes().get(..bytes).unwrap_or_default());
+    /// [`BitWriter::write`] of at most 56 bits: with at most 7 held, the
+    /// accumulator never overflows.
+    #[inline(always)]
+    fn write_word(&mut self, value: u64, bits: u32) {
+        self.acc |= value << self.held;
+        self.held += bits;
+        match self.out.get_mut(self.pos..self.pos + 8) {
+            Some(word) => word.copy_from_slice(&self.acc.to_le_bytes()),
+            None => self.overflow = true,
+        }
+        let done = self.held / 8;
+        self.pos += done as usize;
+        // At most 56: `done` is at most 7.
+        self.acc >>= done * 8;
+        self.held -= done * 8;
+    }
+
+    /// Writes the last partial byte (zero-padded); returns the bytes
+    /// written, or `None` when the slice was too short for them.
+    pub(crate) fn finish(mut self) -> Option<usize> {
+        self.write_word(0, 0);
+        (!self.overflow).then_some(self.pos + self.held.div_ceil(8) as usize)
     }
 }
 
@@ -61,8 +90,11 @@ impl<'a> BitReader<'a> {
         BitReader { data, pos: 0, acc: 0, held: 0, overrun: false }
     }
 
-    #[inline]
-    fn refill(&mut self) {
+    /// Loads bytes until at least 56 bits are held (fewer only at the end
+    /// of the data). Bits above `held` in `acc` are already the stream's
+    /// next bits, so loading them again is harmless.
+    #[inline(always)]
+    pub(crate) fn refill(&mut self) {
         if let Some(word) = self.data.get(self.pos..self.pos + 8) {
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(word);
@@ -71,13 +103,40 @@ impl<'a> BitReader<'a> {
             self.pos += take as usize;
             self.held += take * 8;
         } else {
-            while self.held <= 55 {
-                let Some(&byte) = self.data.get(self.pos) else { break };
-                self.acc |= u64::from(byte) << self.held;
-                self.pos += 1;
-                self.held += 8;
-            }
+            self.refill_tail();
         }
+    }
+
+    /// [`BitReader::refill`] within the last eight bytes.
+    #[cold]
+    fn refill_tail(&mut self) {
+        while self.held <= 55 {
+            let Some(&byte) = self.data.get(self.pos) else { break };
+            self.acc |= u64::from(byte) << self.held;
+            self.pos += 1;
+            self.held += 8;
+        }
+    }
+
+    /// The bits held, for a caller that reads several fields from one
+    /// [`BitReader::refill`]: the low [`BitReader::held`] bits are valid.
+    #[inline(always)]
+    pub(crate) fn bits(&self) -> u64 {
+        self.acc
+    }
+
+    /// How many bits [`BitReader::bits`] holds (at most 63).
+    #[inline(always)]
+    pub(crate) fn held(&self) -> u32 {
+        self.held
+    }
+
+    /// Drops `bits <= held()` bits already read through [`BitReader::bits`].
+    #[inline(always)]
+    pub(crate) fn consume(&mut self, bits: u32) {
+        debug_assert!(bits <= self.held && bits < 64);
+        self.acc >>= bits;
+        self.held -= bits;
     }
 
     /// Reads `bits <= 56` bits.
@@ -95,15 +154,6 @@ impl<'a> BitReader<'a> {
         self.acc >>= bits;
         self.held -= bits;
         value
-    }
-
-    /// The next `bits <= 56` bits, not consumed (zero past the end).
-    #[inline(always)]
-    pub(crate) fn peek(&mut self, bits: u32) -> u64 {
-        if self.held < bits {
-            self.refill();
-        }
-        self.acc & ((1u64 << bits) - 1)
     }
 
     /// Consumes `bits <= 56` bits.
@@ -182,7 +232,7 @@ mod tests {
 
     #[test]
     fn bits_round_trip_at_every_width_and_alignment() {
-        let mut out = Vec::new();
+        let mut out = vec![0u8; BitWriter::room(65 * 64 * 3)];
         let mut w = BitWriter::new(&mut out);
         let mut expected = Vec::new();
         for bits in 0..=64u32 {
@@ -192,7 +242,8 @@ mod tests {
                 expected.push((v, bits));
             }
         }
-        w.finish();
+        let len = w.finish().unwrap();
+        out.truncate(len);
         let mut r = BitReader::new(&out);
         for (v, bits) in expected {
             assert_eq!(r.read(bits), v, "{bits} bits");
@@ -200,6 +251,20 @@ mod tests {
         assert!(!r.overrun());
         r.read(16);
         assert!(r.overrun());
+    }
+
+    #[test]
+    fn a_short_slice_is_reported_not_overrun() {
+        let mut out = [0u8; 9];
+        let mut w = BitWriter::new(&mut out);
+        w.write(u64::MAX, 64);
+        w.write(1, 1);
+        assert_eq!(w.finish(), None);
+        let mut out = [0u8; 17];
+        let mut w = BitWriter::new(&mut out);
+        w.write(u64::MAX, 64);
+        w.write(1, 1);
+        assert_eq!(w.finish(), Some(9));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::delta::bits::{BitReader, bit_len, take_u8};
 pub(crate) const MAX_CODE: u32 = 8;
 const TABLE: usize = 1 << MAX_CODE;
 /// Bit lengths 0..=64.
-const SYMBOLS: usize = 65;
+pub(crate) const SYMBOLS: usize = 65;
 
 /// Histogram of bit lengths.
 pub(crate) type Hist = [u64; SYMBOLS];
@@ -186,14 +186,20 @@ impl LenCode {
         Some(code)
     }
 
-    /// Writes `v`.
-    #[inline]
+    /// Writes `v`: its length's code, then the bits below its leading one,
+    /// in one write when they fit 64 bits.
+    #[inline(always)]
     pub(crate) fn put(&self, v: u64, sink: &mut impl super::series::BitSink) {
-        let b = bit_len(v) as usize;
-        let len = self.lengths.get(b).copied().unwrap_or(0);
-        sink.put(u64::from(self.codes.get(b).copied().unwrap_or(0)), u32::from(len));
-        if b > 1 {
-            sink.put(v, b as u32 - 1);
+        let b = bit_len(v);
+        let len = u32::from(self.lengths.get(b as usize).copied().unwrap_or(0));
+        let code = u64::from(self.codes.get(b as usize).copied().unwrap_or(0));
+        let m = b.saturating_sub(1);
+        let low = v & ((1u64 << m) - 1);
+        if len + m <= 64 {
+            sink.put(code | (low << len), len + m);
+        } else {
+            sink.put(code, len);
+            sink.put(low, m);
         }
     }
 
@@ -235,13 +241,24 @@ pub(crate) struct LenDecoder {
 impl LenDecoder {
     #[inline(always)]
     pub(crate) fn next(&self, reader: &mut BitReader<'_>) -> u64 {
-        let window = reader.peek(MAX_CODE) as usize;
-        let entry = self.table.get(window).copied().unwrap_or(0);
+        if reader.held() < 56 {
+            reader.refill();
+        }
+        let acc = reader.bits();
+        let entry = self.table.get((acc & (TABLE as u64 - 1)) as usize).copied().unwrap_or(0);
         let (b, len) = (u32::from(entry & 0xff), u32::from(entry >> 8));
-        reader.skip(len);
-        // The leading one (none for 0), then the bits below it.
-        let lead = ((1u128 << b) >> 1) as u64;
-        lead | reader.read(b.saturating_sub(1))
+        // The leading one (none for 0), then the `m` bits below it.
+        let m = b.saturating_sub(1);
+        let lead = u64::from(b != 0) << m;
+        if len + m <= reader.held() {
+            // Code and mantissa both held (always, for mantissas up to 48
+            // bits away from the end of the data): one shift and mask.
+            reader.consume(len + m);
+            lead | ((acc >> len) & ((1u64 << m) - 1))
+        } else {
+            reader.skip(len);
+            lead | reader.read(m)
+        }
     }
 }
 
@@ -306,13 +323,15 @@ mod tests {
         assert_eq!(header.len(), code.header_len());
         let read = LenCode::read_header(&mut &header[..]).unwrap();
         assert_eq!(read, code);
-        let mut out = Vec::new();
+        let bits = code.cost_bits(&hist);
+        let mut out = vec![0u8; BitWriter::room(bits)];
         let mut w = BitWriter::new(&mut out);
         for &v in values {
             code.put(v, &mut w);
         }
-        w.finish();
-        assert!((out.len() as u64) * 8 >= code.cost_bits(&hist));
+        let len = w.finish().expect("cost_bits is exact");
+        out.truncate(len);
+        assert_eq!(len as u64, bits.div_ceil(8));
         let decoder = read.decoder();
         let mut r = BitReader::new(&out);
         for &v in values {

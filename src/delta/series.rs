@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::delta::bits::{BitReader, BitWriter, put_varint, take_u8, take_varint, unzigzag, zigzag};
-use crate::delta::lencode::{Hist, LenCode, estimate_bits, hist_of};
+use crate::delta::bits::{BitReader, BitWriter, bit_len, put_varint, take_u8, take_varint, unzigzag, zigzag};
+use crate::delta::lencode::{Hist, LenCode, LenDecoder, SYMBOLS, estimate_bits, hist_of};
 
 /// Most points a block may hold (the decoder refuses more).
 pub const MAX_BLOCK_POINTS: usize = 8192;
@@ -281,15 +281,17 @@ pub(crate) trait BitSink {
 }
 
 impl BitSink for BitWriter<'_> {
-    #[inline]
+    #[inline(always)]
     fn put(&mut self, value: u64, bits: u32) {
         self.write(value, bits);
     }
 }
 
 /// Counts bits.
+#[cfg(test)]
 struct BitCount(u64);
 
+#[cfg(test)]
 impl BitSink for BitCount {
     #[inline]
     fn put(&mut self, _: u64, bits: u32) {
@@ -304,19 +306,50 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
-/// Appends a section: its byte length, then the bits `write` produces.
-fn put_section(out: &mut Vec<u8>, section: &mut Vec<u8>, write: impl FnOnce(&mut BitWriter<'_>)) {
-    section.clear();
-    let mut w = BitWriter::new(section);
-    write(&mut w);
-    w.finish();
+/// Appends a section, at most `most_bits` long: its byte length, then the
+/// bits `write` puts in the writer it is given (called again with more
+/// room if `most_bits` was short, which would be a bug).
+///
+/// `write` is called from one place, so that it is inlined with the
+/// writer, whose state then stays in registers.
+#[inline(always)]
+fn put_section(out: &mut Vec<u8>, section: &mut Vec<u8>, most_bits: u64, mut write: impl FnMut(&mut BitWriter<'_>)) {
+    let mut room = most_bits;
+    let len = loop {
+        section.clear();
+        section.resize(BitWriter::room(room), 0);
+        let mut w = BitWriter::new(section);
+        write(&mut w);
+        match w.finish() {
+            Some(len) => break len,
+            None if room < MOST_SECTION_BITS => {
+                debug_assert!(false, "section longer than {most_bits} bits");
+                room = MOST_SECTION_BITS;
+            }
+            None => break 0,
+        }
+    };
+    section.truncate(len);
     put_varint(out, section.len() as u64);
     out.extend_from_slice(section);
 }
 
-/// Appends a section of `values` in `code`.
-fn put_coded(out: &mut Vec<u8>, section: &mut Vec<u8>, code: &LenCode, values: &[u64]) {
-    put_section(out, section, |w| values.iter().for_each(|&v| code.put(v, w)));
+/// More bits than any section of a block can hold (78 per point).
+const MOST_SECTION_BITS: u64 = 80 * MAX_BLOCK_POINTS as u64;
+
+/// Appends a section of `values` in `code`, `bits` long
+/// ([`LenCode::cost_bits`]).
+fn put_coded(out: &mut Vec<u8>, section: &mut Vec<u8>, code: &LenCode, values: &[u64], bits: u64) {
+    if bits == 0 {
+        // Every value is 0 and costs nothing: an empty section.
+        put_varint(out, 0);
+        return;
+    }
+    put_section(out, section, bits, |w| {
+        for &v in values {
+            code.put(v, w);
+        }
+    });
 }
 
 /// `x` rounded to the nearest integer (halves away from zero), when it is
@@ -330,13 +363,8 @@ fn round_scaled(x: f64) -> Option<i64> {
     }
     let t = x as i64; // truncates toward zero, exact below 2^53
     let frac = x - t as f64;
-    Some(if frac >= 0.5 {
-        t + 1
-    } else if frac <= -0.5 {
-        t - 1
-    } else {
-        t
-    })
+    // Without branches: the fraction is as good as random.
+    Some(t + i64::from(frac >= 0.5) - i64::from(frac <= -0.5))
 }
 
 /// The scaled integer of `v` at `p = 10^e` (`previous` when `v` has none)
@@ -347,39 +375,58 @@ fn scaled(v: f64, p: f64, previous: i64) -> (i64, u64) {
     (k, zigzag(v.to_bits().wrapping_sub((k as f64 / p).to_bits()) as i64))
 }
 
+/// [`scaled`] at exponent 0.
+#[inline(always)]
+fn scaled_int(v: f64, previous: i64) -> (i64, u64) {
+    let k = round_scaled(v).unwrap_or(previous);
+    (k, zigzag(v.to_bits().wrapping_sub((k as f64).to_bits()) as i64))
+}
+
 /// Scales the block to decimal integers: the smallest exponent at which
 /// every finite value is within [`NEAR_ULPS`] of a decimal, with `ks` and
 /// `corrections` filled for it; `None` when some value needs more than
 /// [`MAX_EXP`] digits.
 fn scale(values: &[f64], ks: &mut Vec<i64>, corrections: &mut Vec<u64>) -> Option<usize> {
     ks.clear();
+    ks.resize(values.len(), 0);
     corrections.clear();
-    let (mut e, mut p, mut k) = (0usize, 1.0, 0i64);
-    for &v in values {
-        let (mut kv, mut c) = scaled(v, p, k);
-        // A zigzagged correction above 2 × NEAR_ULPS is more than NEAR_ULPS
-        // away. Values no decimal can hold (non-finite, -0.0, magnitudes of
-        // 2^53 and more) keep their correction without raising the exponent.
-        let decimal = v.is_finite() && v != 0.0 && v.abs() < MAX_SCALED;
-        if decimal && c > 2 * NEAR_ULPS {
-            while c > 2 * NEAR_ULPS {
-                e += 1;
-                p = *POW10.get(e)?;
-                c = scaled(v, p, k).1;
-            }
-            // More digits: rescale the values before this one.
-            let mut previous = 0;
-            for ((slot_k, slot_c), &w) in ks.iter_mut().zip(corrections.iter_mut()).zip(values) {
-                (*slot_k, *slot_c) = scaled(w, p, previous);
-                previous = *slot_k;
-            }
-            (kv, c) = scaled(v, p, previous);
+    corrections.resize(values.len(), 0);
+    let mut e = 0usize;
+    loop {
+        // `scale_at` stops at the first value that needs more digits; the
+        // exponent goes up until that value fits, and the block is scaled
+        // again from its start.
+        let first_misfit = if e == 0 {
+            // The division by 10^0 is exact: skipped.
+            scale_at::<true>(values, 1.0, ks, corrections)
+        } else {
+            scale_at::<false>(values, *POW10.get(e)?, ks, corrections)
+        };
+        let Some(v) = first_misfit else { return Some(e) };
+        while scaled(v, *POW10.get(e)?, 0).1 > 2 * NEAR_ULPS {
+            e += 1;
         }
-        k = kv;
-        ks.push(kv);
-        corrections.push(c);
     }
-    Some(e)
+}
+
+/// Fills `ks` and `corrections` for `p = 10^e` (`INT`: `e = 0`); returns
+/// the first value that is more than [`NEAR_ULPS`] away from every decimal
+/// of `e` digits.
+/// Values no decimal can hold (non-finite, `-0.0`, magnitudes of 2^53 and
+/// more) keep their correction without raising the exponent.
+#[inline(always)]
+fn scale_at<const INT: bool>(values: &[f64], p: f64, ks: &mut [i64], corrections: &mut [u64]) -> Option<f64> {
+    let mut k = 0i64;
+    for ((&v, slot_k), slot_c) in values.iter().zip(ks.iter_mut()).zip(corrections.iter_mut()) {
+        let c;
+        (k, c) = if INT { scaled_int(v, k) } else { scaled(v, p, k) };
+        // A zigzagged correction above 2 × NEAR_ULPS is more than NEAR_ULPS away.
+        if c > 2 * NEAR_ULPS && v.is_finite() && v != 0.0 && v.abs() < MAX_SCALED {
+            return Some(v);
+        }
+        (*slot_k, *slot_c) = (k, c);
+    }
+    None
 }
 
 /// How the scaled integers of a decimal block are turned into residuals:
@@ -415,15 +462,47 @@ impl Order {
 /// histogram of its residuals.
 fn best_order(ks: &[i64]) -> (Order, Hist) {
     let min = ks.iter().copied().min().unwrap_or(0);
-    let offsets = hist_of(ks.iter().map(|&k| k.wrapping_sub(min) as u64));
-    let deltas = hist_of(ks.windows(2).map(|w| match w {
-        [a, b] => zigzag(b.wrapping_sub(*a)),
-        _ => 0,
-    }));
-    let second = hist_of(ks.windows(3).map(|w| match w {
-        [a, b, c] => zigzag(c.wrapping_sub(*b).wrapping_sub(b.wrapping_sub(*a))),
-        _ => 0,
-    }));
+    // One pass for the three histograms (offsets, deltas, deltas of
+    // deltas), each in four copies taken in turn: runs of equal bit lengths
+    // would otherwise make each increment wait for the previous one.
+    let mut parts = [[[0u32; SYMBOLS]; 3]; 4];
+    let mut count = |copy: usize, stream: usize, v: u64| {
+        if let Some(h) =
+            parts.get_mut(copy).and_then(|p| p.get_mut(stream)).and_then(|h| h.get_mut(bit_len(v) as usize))
+        {
+            *h += 1;
+        }
+    };
+    let (first, second) = match ks {
+        [a, b, ..] => (*a, *b),
+        [a] => (*a, *a),
+        [] => (0, 0),
+    };
+    for &k in ks.iter().take(2) {
+        count(0, 0, k.wrapping_sub(min) as u64);
+    }
+    if ks.len() >= 2 {
+        count(0, 1, zigzag(second.wrapping_sub(first)));
+    }
+    let (mut previous, mut delta) = (second, second.wrapping_sub(first));
+    for (i, &k) in ks.iter().skip(2).enumerate() {
+        let d = k.wrapping_sub(previous);
+        let copy = i & 3;
+        count(copy, 0, k.wrapping_sub(min) as u64);
+        count(copy, 1, zigzag(d));
+        count(copy, 2, zigzag(d.wrapping_sub(delta)));
+        (previous, delta) = (k, d);
+    }
+    let hist = |stream: usize| {
+        let mut hist = [0u64; SYMBOLS];
+        for part in &parts {
+            for (h, &c) in hist.iter_mut().zip(part.get(stream).into_iter().flatten()) {
+                *h += u64::from(c);
+            }
+        }
+        hist
+    };
+    let (offsets, deltas, second) = (hist(0), hist(1), hist(2));
     let costs = [
         (estimate_bits(&offsets), Order::Offsets, offsets),
         (estimate_bits(&deltas), Order::Deltas, deltas),
@@ -506,54 +585,59 @@ fn encode_block(ts: &[i64], values: &[f64], out: &mut Vec<u8>, s: &mut Scratch) 
             s.zz.push(zigzag(q.wrapping_sub(previous)));
             previous = q;
         }
-        let code = LenCode::build(&hist_of(s.zz.iter().copied()));
+        let hist = hist_of(s.zz.iter().copied());
+        let code = LenCode::build(&hist);
         code.write_header(body);
-        put_coded(body, &mut s.section, &code, &s.zz);
+        put_coded(body, &mut s.section, &code, &s.zz, code.cost_bits(&hist));
     }
 
-    // Values: the cheaper of decimal and XOR, compared in exact bits.
-    let xor_bits = {
-        let mut count = BitCount(0);
-        xor_encode(values, &mut count);
-        count.0 + 64
+    // Values: the cheaper of decimal and XOR, compared in exact bits. XOR
+    // costs at least 1 bit per repeated value and 3 per other one: when the
+    // decimal coding is below that, XOR need not be counted.
+    let xor_floor = {
+        let repeats = values.windows(2).filter(|w| matches!(w, [a, b] if a.to_bits() == b.to_bits())).count();
+        64 + 3 * n.saturating_sub(1) as u64 - 2 * repeats as u64
     };
+    let xor_bits = |decimal_bits: u64| if decimal_bits < xor_floor { u64::MAX } else { xor_cost(values, decimal_bits) };
     let decimal = scale(values, &mut s.ks, &mut s.corrections).map(|e| {
         let (order, hist) = best_order(&s.ks);
         s.starts.clear();
         residuals(&s.ks, order, &mut s.zz, &mut s.starts);
         let code = LenCode::build(&hist);
-        let mut bits = code.cost_bits(&hist) + 8 * (code.header_len() + s.starts.len() + 4) as u64;
+        let value_bits = code.cost_bits(&hist);
+        let mut bits = value_bits + 8 * (code.header_len() + s.starts.len() + 4) as u64;
         let corrections = if s.corrections.iter().any(|&c| c != 0) {
             let hist = hist_of(s.corrections.iter().copied());
             let code = LenCode::build(&hist);
-            bits += code.cost_bits(&hist) + 8 * (code.header_len() + 2) as u64;
-            Some(code)
+            let correction_bits = code.cost_bits(&hist);
+            bits += correction_bits + 8 * (code.header_len() + 2) as u64;
+            Some((code, correction_bits))
         } else {
             None
         };
-        (e, order, code, corrections, bits)
+        (e, order, (code, value_bits), corrections, bits)
     });
     let mode = match decimal {
-        Some((e, order, code, corrections, bits)) if bits < xor_bits => {
+        Some((e, order, (code, value_bits), corrections, bits)) if bits < xor_bits(bits) => {
             body.push(MODE_DECIMAL);
             body.push(e as u8);
             body.push(order.byte());
             body.extend_from_slice(&s.starts);
             code.write_header(body);
             body.push(u8::from(corrections.is_some()));
-            if let Some(c) = &corrections {
+            if let Some((c, _)) = &corrections {
                 c.write_header(body);
             }
-            put_coded(body, &mut s.section, &code, &s.zz);
-            if let Some(c) = &corrections {
-                put_coded(body, &mut s.section, c, &s.corrections);
+            put_coded(body, &mut s.section, &code, &s.zz, value_bits);
+            if let Some((c, correction_bits)) = &corrections {
+                put_coded(body, &mut s.section, c, &s.corrections, *correction_bits);
             }
             Mode::Decimal
         }
         _ => {
             body.push(MODE_XOR);
             body.extend_from_slice(&values.first().copied().unwrap_or(0.0).to_bits().to_le_bytes());
-            put_section(body, &mut s.section, |w| xor_encode(values, w));
+            put_section(body, &mut s.section, 78 * n as u64, |w| xor_encode(values, w));
             Mode::Xor
         }
     };
@@ -563,6 +647,39 @@ fn encode_block(ts: &[i64], values: &[f64], out: &mut Vec<u8>, s: &mut Scratch) 
     put_varint(out, body.len() as u64);
     out.extend_from_slice(body);
     mode
+}
+
+/// The bits [`xor_encode`] writes for `values`, plus 64 for the first
+/// value (the same decisions, taken without branches), or a number of
+/// at least `limit` as soon as the count reaches it.
+fn xor_cost(values: &[f64], limit: u64) -> u64 {
+    let Some((first, rest)) = values.split_first() else { return 64 };
+    let mut previous = first.to_bits();
+    let (mut lead, mut trail) = (u32::MAX, 0u32);
+    let mut bits = 64u64;
+    for (i, v) in rest.iter().enumerate() {
+        if i % 32 == 0 && bits >= limit {
+            break;
+        }
+        let x = v.to_bits() ^ previous;
+        previous = v.to_bits();
+        let (lz, tz) = (x.leading_zeros(), x.trailing_zeros());
+        let fits = lead != u32::MAX && lz >= lead && tz >= trail;
+        let new_window = x != 0 && !fits;
+        // 1 for a repeat, 2 + the window's width when it fits, else 14 + the
+        // meaningful bits (a repeat's lz and tz are 64: its window "fits").
+        let cost = if x == 0 {
+            1
+        } else if fits {
+            66u32.saturating_sub(lead + trail)
+        } else {
+            78u32.saturating_sub(lz + tz)
+        };
+        bits += u64::from(cost);
+        lead = if new_window { lz } else { lead };
+        trail = if new_window { tz } else { trail };
+    }
+    bits
 }
 
 /// Gorilla XOR coding of `values[1..]` against their predecessors: `0` for
@@ -582,15 +699,25 @@ fn xor_encode(values: &[f64], sink: &mut impl BitSink) {
             continue;
         }
         let (lz, tz) = (x.leading_zeros(), x.trailing_zeros());
+        // Control bits, window and meaningful bits go in one write when
+        // they fit 64 bits.
         if lead != u32::MAX && lz >= lead && tz >= trail {
-            sink.put(0b01, 2);
-            sink.put(x >> trail, 64 - lead - trail);
+            let (bits, len) = (x >> trail, 64 - lead - trail);
+            if len <= 62 {
+                sink.put(0b01 | bits << 2, 2 + len);
+            } else {
+                sink.put(0b01, 2);
+                sink.put(bits, len);
+            }
         } else {
             let len = 64 - lz - tz;
-            sink.put(0b11, 2);
-            sink.put(u64::from(lz), 6);
-            sink.put(u64::from(len - 1), 6);
-            sink.put(x >> tz, len);
+            let head = 0b11 | u64::from(lz) << 2 | u64::from(len - 1) << 8;
+            if len <= 50 {
+                sink.put(head | (x >> tz) << 14, 14 + len);
+            } else {
+                sink.put(head, 14);
+                sink.put(x >> tz, len);
+            }
             (lead, trail) = (lz, tz);
         }
     }
@@ -706,16 +833,12 @@ fn decode_body(
             return Err(header("timestamp unit"));
         }
         let unit = unit as i64;
-        let mut q = unzigzag(varint(body)?);
+        let q = unzigzag(varint(body)?);
         let code = LenCode::read_header(body).ok_or(header("timestamp code"))?;
         let section = take_section(body, block)?;
         t = t.wrapping_add(q.wrapping_mul(unit));
         ts.push(t);
-        let complete = decode_into(&code, section, grow(ts, n - 2), |dod| {
-            q = q.wrapping_add(unzigzag(dod));
-            t = t.wrapping_add(q.wrapping_mul(unit));
-            t
-        });
+        let complete = decode_timestamps(&code, section, grow(ts, n - 2), t, q, unit);
         if !complete {
             return Err(short("timestamp"));
         }
@@ -738,8 +861,8 @@ fn decode_body(
             let e = usize::from(take_u8(body).ok_or_else(truncated)?);
             let p = POW10.get(e).copied().ok_or(header("decimal exponent"))?;
             let order = Order::from_byte(take_u8(body).ok_or_else(truncated)?).ok_or(header("residual order"))?;
-            let mut k = unzigzag(varint(body)?);
-            let mut d = match order {
+            let k = unzigzag(varint(body)?);
+            let d = match order {
                 Order::DeltasOfDeltas => unzigzag(varint(body)?),
                 _ => 0,
             };
@@ -754,53 +877,14 @@ fn decode_body(
             let out = grow(values, n);
             let decoder = code.decoder();
             let mut reader = BitReader::new(section);
-            let mut next = || decoder.next(&mut reader);
-            // The scaled integers: up to two from the header, then the stream.
-            let heads = match order {
-                Order::Offsets => 0,
-                Order::Deltas => 1,
-                Order::DeltasOfDeltas => 2,
-            };
-            let mut i = 0;
-            let mut next_k = || {
-                i += 1;
-                match order {
-                    Order::Offsets => k.wrapping_add(next() as i64),
-                    Order::Deltas if i > heads => {
-                        k = k.wrapping_add(unzigzag(next()));
-                        k
-                    }
-                    Order::DeltasOfDeltas if i > heads => {
-                        d = d.wrapping_add(unzigzag(next()));
-                        k = k.wrapping_add(d);
-                        k
-                    }
-                    Order::DeltasOfDeltas if i == 2 => {
-                        k = k.wrapping_add(d);
-                        k
-                    }
-                    _ => k,
-                }
-            };
-            // Values and corrections decode in one loop: two independent
-            // bit streams the processor works on side by side.
-            let complete = match &corrections {
-                Some(code) => {
-                    let decoder = code.decoder();
-                    let mut reader = BitReader::new(correction_section);
-                    for slot in out.iter_mut() {
-                        let exact = (next_k() as f64 / p).to_bits();
-                        *slot = f64::from_bits(exact.wrapping_add(unzigzag(decoder.next(&mut reader)) as u64));
-                    }
-                    !reader.overrun()
-                }
-                None => {
-                    for slot in out.iter_mut() {
-                        *slot = next_k() as f64 / p;
-                    }
-                    true
-                }
-            };
+            let mut corrections = corrections.map(|c| (c.decoder(), BitReader::new(correction_section)));
+            let stream = (&decoder, &mut reader);
+            match order {
+                Order::Offsets => fill_decimal::<0>(out, p, (k, d), stream, &mut corrections),
+                Order::Deltas => fill_decimal::<1>(out, p, (k, d), stream, &mut corrections),
+                Order::DeltasOfDeltas => fill_decimal::<2>(out, p, (k, d), stream, &mut corrections),
+            }
+            let complete = corrections.is_none_or(|(_, reader)| !reader.overrun());
             if reader.overrun() {
                 return Err(short("value"));
             }
@@ -813,6 +897,68 @@ fn decode_body(
     Ok(())
 }
 
+/// Decodes a decimal block's values into `out`: the scaled integers `k` in
+/// residual order `ORDER` (0 offsets, 1 deltas, 2 deltas of deltas; `start`
+/// holds the header's minimum or first `k`, and first delta), each written
+/// as `k / p` plus its exact correction when the block has them. Values
+/// and corrections decode in one loop: two independent bit streams the
+/// processor works on side by side.
+#[inline(always)]
+fn fill_decimal<const ORDER: u8>(
+    out: &mut [f64],
+    p: f64,
+    start: (i64, i64),
+    (decoder, reader): (&LenDecoder, &mut BitReader<'_>),
+    corrections: &mut Option<(LenDecoder, BitReader<'_>)>,
+) {
+    let (mut k, mut d) = start;
+    // The first `ORDER` integers come from the header.
+    let heads = usize::from(ORDER).min(out.len());
+    let (head, rest) = out.split_at_mut_checked(heads).unwrap_or_default();
+    let correct = |exact: f64, corrections: &mut Option<(LenDecoder, BitReader<'_>)>| match corrections {
+        Some((decoder, reader)) => f64::from_bits(exact.to_bits().wrapping_add(unzigzag(decoder.next(reader)) as u64)),
+        None => exact,
+    };
+    for (i, slot) in head.iter_mut().enumerate() {
+        let k = if i == 0 { k } else { k.wrapping_add(d) };
+        *slot = correct(k as f64 / p, corrections);
+    }
+    if ORDER == 2 {
+        k = k.wrapping_add(d);
+    }
+    match corrections {
+        Some((c_decoder, c_reader)) => {
+            for slot in rest {
+                let exact = (next_k::<ORDER>(decoder.next(reader), &mut k, &mut d) as f64 / p).to_bits();
+                *slot = f64::from_bits(exact.wrapping_add(unzigzag(c_decoder.next(c_reader)) as u64));
+            }
+        }
+        None => {
+            for slot in rest {
+                *slot = next_k::<ORDER>(decoder.next(reader), &mut k, &mut d) as f64 / p;
+            }
+        }
+    }
+}
+
+/// The next scaled integer from residual `r` in order `ORDER` (see
+/// [`fill_decimal`]).
+#[inline(always)]
+fn next_k<const ORDER: u8>(r: u64, k: &mut i64, d: &mut i64) -> i64 {
+    match ORDER {
+        0 => k.wrapping_add(r as i64),
+        1 => {
+            *k = k.wrapping_add(unzigzag(r));
+            *k
+        }
+        _ => {
+            *d = d.wrapping_add(unzigzag(r));
+            *k = k.wrapping_add(*d);
+            *k
+        }
+    }
+}
+
 /// Appends `n` default values to `v` and returns them, to be overwritten
 /// (no per-value capacity checks in the decoding loops).
 fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) -> &mut [T] {
@@ -821,46 +967,128 @@ fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     v.get_mut(start..).unwrap_or_default()
 }
 
-/// Decodes one value of `code` from `section` per slot of `out`, mapped by
-/// `f`; returns whether the section held them all. The reader lives in
-/// this function so that its state stays in registers.
-#[inline(always)]
-fn decode_into<T>(code: &LenCode, section: &[u8], out: &mut [T], mut f: impl FnMut(u64) -> T) -> bool {
+/// Decodes timestamps into `out` from their deltas of steps in `code`,
+/// starting after timestamp `t` and step `q` (in `unit`s); returns whether
+/// the section held them all.
+fn decode_timestamps(code: &LenCode, section: &[u8], out: &mut [i64], mut t: i64, mut q: i64, unit: i64) -> bool {
     let mut reader = BitReader::new(section);
+    let mut step = |dod: u64| {
+        q = q.wrapping_add(unzigzag(dod));
+        t = t.wrapping_add(q.wrapping_mul(unit));
+        t
+    };
     match code.single() {
-        // Every value is 0 (a regular series' timestamps): no bits to read.
-        Some(0) => out.iter_mut().for_each(|slot| *slot = f(0)),
+        // Every value is 0 (a regular series): no bits to read.
+        Some(0) => {
+            for slot in out {
+                *slot = step(0);
+            }
+        }
         // Every value has the same bit length: its bits below the leading one.
         Some(b) => {
             let lead = 1u64 << (b - 1);
-            out.iter_mut().for_each(|slot| *slot = f(lead | reader.read(b - 1)));
+            for slot in out {
+                *slot = step(lead | reader.read(b - 1));
+            }
         }
         None => {
             let decoder = code.decoder();
-            out.iter_mut().for_each(|slot| *slot = f(decoder.next(&mut reader)));
+            for slot in out {
+                *slot = step(decoder.next(&mut reader));
+            }
         }
     }
     !reader.overrun()
 }
 
+/// Gorilla XOR decoding of `values[1..]` (see [`xor_encode`]).
 fn xor_decode(reader: &mut BitReader<'_>, first: u64, n: usize, values: &mut Vec<f64>) {
+    let out = grow(values, n);
+    let Some((head, rest)) = out.split_first_mut() else { return };
+    *head = f64::from_bits(first);
     let mut previous = first;
-    values.push(f64::from_bits(previous));
     let (mut lead, mut trail) = (0u32, 0u32);
-    for _ in 1..n {
-        if reader.read_short(1) == 1 {
-            if reader.read_short(1) == 1 {
-                lead = reader.read_short(6) as u32;
-                let len = reader.read_short(6) as u32 + 1;
-                // A corrupt window (lead + len > 64) is clamped, not trusted.
-                trail = 64u32.saturating_sub(lead + len);
-                let len = 64 - lead.min(64) - trail;
-                previous ^= reader.read(len).checked_shl(trail).unwrap_or(0);
+    for slot in rest {
+        if reader.held() < 56 {
+            reader.refill();
+        }
+        let acc = reader.bits();
+        let held = reader.held();
+        if acc & 1 == 0 {
+            // A repeat (a held bit whenever the data has one; past the end
+            // the slow path marks the overrun).
+            if held >= 1 {
+                reader.consume(1);
             } else {
-                let len = 64u32.saturating_sub(lead + trail);
-                previous ^= reader.read(len).checked_shl(trail).unwrap_or(0);
+                reader.skip(1);
+            }
+        } else if acc & 2 == 0 {
+            // The previous window: its meaningful bits, when held.
+            let len = 64u32.saturating_sub(lead + trail);
+            if 2 + len <= held {
+                previous ^= ((acc >> 2) & ((1u64 << len) - 1)) << trail;
+                reader.consume(2 + len);
+            } else {
+                reader.skip(2);
+                previous ^= reader.read(len) << trail;
+            }
+        } else {
+            // A new window: 6 bits of leading zeros, 6 of length − 1, the
+            // meaningful bits. A corrupt window (lead + len > 64) is
+            // clamped, not trusted; `trail` stays below 64.
+            let window = |lead: u32, len: u32| {
+                let trail = 64u32.saturating_sub(lead + len);
+                (trail, 64 - lead - trail)
+            };
+            if 14 <= held {
+                lead = (acc >> 2) as u32 & 63;
+                let len;
+                (trail, len) = window(lead, ((acc >> 8) as u32 & 63) + 1);
+                if 14 + len <= held {
+                    previous ^= ((acc >> 14) & ((1u64 << len) - 1)) << trail;
+                    reader.consume(14 + len);
+                } else {
+                    reader.consume(14);
+                    previous ^= reader.read(len) << trail;
+                }
+            } else {
+                reader.skip(2);
+                lead = reader.read_short(6) as u32;
+                let len;
+                (trail, len) = window(lead, reader.read_short(6) as u32 + 1);
+                previous ^= reader.read(len) << trail;
             }
         }
-        values.push(f64::from_bits(previous));
+        *slot = f64::from_bits(previous);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xor_cost_counts_what_xor_encode_writes() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..200 {
+            let values: Vec<f64> = (0..round * 5)
+                .map(|i| match next() % 4 {
+                    0 => f64::from_bits(next()),
+                    1 => (next() % 1000) as f64 / 100.0,
+                    2 => (i / 7) as f64,
+                    _ => f64::from_bits(next() & !((1 << (next() % 64)) - 1)),
+                })
+                .collect();
+            let mut count = BitCount(0);
+            xor_encode(&values, &mut count);
+            assert_eq!(xor_cost(&values, u64::MAX), count.0 + 64, "round {round}");
+            assert!(xor_cost(&values, 100) >= (count.0 + 64).min(100));
+        }
     }
 }
