@@ -8,6 +8,8 @@
 //! low bits, and nothing at all for zeros (timestamps that never change
 //! step).
 
+use smallvec::{SmallVec, smallvec};
+
 use crate::delta::bits::{BitReader, bit_len, take_u8};
 
 /// Longest code, in bits.
@@ -15,6 +17,8 @@ pub(crate) const MAX_CODE: u32 = 8;
 const TABLE: usize = 1 << MAX_CODE;
 /// Bit lengths 0..=64.
 pub(crate) const SYMBOLS: usize = 65;
+/// Nodes of a Huffman tree over [`SYMBOLS`] leaves.
+const NODES: usize = 2 * SYMBOLS - 1;
 
 /// Histogram of bit lengths.
 pub(crate) type Hist = [u64; SYMBOLS];
@@ -75,14 +79,14 @@ pub(crate) struct LenCode {
 impl LenCode {
     /// The code for values with histogram `hist`.
     pub(crate) fn build(hist: &Hist) -> LenCode {
-        let present: Vec<usize> = (0..SYMBOLS).filter(|&b| hist.get(b).is_some_and(|&h| h > 0)).collect();
+        let present: SmallVec<[usize; SYMBOLS]> = (0..SYMBOLS).filter(|&b| hist.get(b).is_some_and(|&h| h > 0)).collect();
         let mut lengths = [0u8; SYMBOLS];
         let (min, max) = match (present.first(), present.last()) {
             (Some(&lo), Some(&hi)) => (lo as u8, hi as u8),
             _ => (0, 0),
         };
         if present.len() >= 2 {
-            let mut weights: Vec<u64> = present.iter().map(|&b| hist.get(b).copied().unwrap_or(1)).collect();
+            let mut weights: SmallVec<[u64; SYMBOLS]> = present.iter().map(|&b| hist.get(b).copied().unwrap_or(1)).collect();
             loop {
                 let depths = huffman_depths(&weights);
                 if depths.iter().all(|&d| d <= MAX_CODE) {
@@ -107,7 +111,7 @@ impl LenCode {
 
     /// Canonical codes from the lengths, bit-reversed.
     fn assign_codes(&mut self) {
-        let mut order: Vec<usize> = (0..SYMBOLS).filter(|&b| self.lengths.get(b).is_some_and(|&l| l > 0)).collect();
+        let mut order: SmallVec<[usize; SYMBOLS]> = (0..SYMBOLS).filter(|&b| self.lengths.get(b).is_some_and(|&l| l > 0)).collect();
         order.sort_by_key(|&b| (self.lengths.get(b).copied().unwrap_or(0), b));
         let mut next = 0u32;
         let mut previous = 0u32;
@@ -264,16 +268,16 @@ impl LenDecoder {
 
 /// Huffman code lengths for `weights` (two or more, all positive), by the
 /// two-queue method on weights sorted ascending.
-fn huffman_depths(weights: &[u64]) -> Vec<u32> {
+fn huffman_depths(weights: &[u64]) -> SmallVec<[u32; SYMBOLS]> {
     let k = weights.len();
-    let mut order: Vec<usize> = (0..k).collect();
+    let mut order: SmallVec<[usize; SYMBOLS]> = (0..k).collect();
     order.sort_by_key(|&i| weights.get(i).copied().unwrap_or(0));
     // Nodes 0..k are the sorted leaves, k.. the internal nodes in creation
     // order; a parent is always created after its children.
-    let mut weight: Vec<u64> = order.iter().map(|&i| weights.get(i).copied().unwrap_or(0)).collect();
-    let mut parent = vec![0usize; 2 * k - 1];
+    let mut weight: SmallVec<[u64; NODES]> = order.iter().map(|&i| weights.get(i).copied().unwrap_or(0)).collect();
+    let mut parent: SmallVec<[usize; NODES]> = smallvec![0usize; 2 * k - 1];
     let (mut leaf, mut internal) = (0usize, k);
-    let take = |weight: &Vec<u64>, leaf: &mut usize, internal: &mut usize| {
+    let take = |weight: &[u64], leaf: &mut usize, internal: &mut usize| {
         let from_leaf = *leaf < k && (*internal >= weight.len() || weight.get(*leaf) <= weight.get(*internal));
         if from_leaf {
             *leaf += 1;
@@ -294,14 +298,14 @@ fn huffman_depths(weights: &[u64]) -> Vec<u32> {
             }
         }
     }
-    let mut depth = vec![0u32; 2 * k - 1];
+    let mut depth: SmallVec<[u32; NODES]> = smallvec![0u32; 2 * k - 1];
     for node in (0..2 * k - 2).rev() {
         let d = parent.get(node).and_then(|&p| depth.get(p)).copied().unwrap_or(0) + 1;
         if let Some(slot) = depth.get_mut(node) {
             *slot = d;
         }
     }
-    let mut result = vec![0u32; k];
+    let mut result: SmallVec<[u32; SYMBOLS]> = smallvec![0u32; k];
     for (sorted, &original) in order.iter().enumerate() {
         if let Some(r) = result.get_mut(original) {
             *r = depth.get(sorted).copied().unwrap_or(0);
