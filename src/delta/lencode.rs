@@ -79,14 +79,16 @@ pub(crate) struct LenCode {
 impl LenCode {
     /// The code for values with histogram `hist`.
     pub(crate) fn build(hist: &Hist) -> LenCode {
-        let present: SmallVec<[usize; SYMBOLS]> = (0..SYMBOLS).filter(|&b| hist.get(b).is_some_and(|&h| h > 0)).collect();
+        let present: SmallVec<[usize; SYMBOLS]> =
+            (0..SYMBOLS).filter(|&b| hist.get(b).is_some_and(|&h| h > 0)).collect();
         let mut lengths = [0u8; SYMBOLS];
         let (min, max) = match (present.first(), present.last()) {
             (Some(&lo), Some(&hi)) => (lo as u8, hi as u8),
             _ => (0, 0),
         };
         if present.len() >= 2 {
-            let mut weights: SmallVec<[u64; SYMBOLS]> = present.iter().map(|&b| hist.get(b).copied().unwrap_or(1)).collect();
+            let mut weights: SmallVec<[u64; SYMBOLS]> =
+                present.iter().map(|&b| hist.get(b).copied().unwrap_or(1)).collect();
             loop {
                 let depths = huffman_depths(&weights);
                 if depths.iter().all(|&d| d <= MAX_CODE) {
@@ -111,7 +113,8 @@ impl LenCode {
 
     /// Canonical codes from the lengths, bit-reversed.
     fn assign_codes(&mut self) {
-        let mut order: SmallVec<[usize; SYMBOLS]> = (0..SYMBOLS).filter(|&b| self.lengths.get(b).is_some_and(|&l| l > 0)).collect();
+        let mut order: SmallVec<[usize; SYMBOLS]> =
+            (0..SYMBOLS).filter(|&b| self.lengths.get(b).is_some_and(|&l| l > 0)).collect();
         order.sort_by_key(|&b| (self.lengths.get(b).copied().unwrap_or(0), b));
         let mut next = 0u32;
         let mut previous = 0u32;

@@ -386,7 +386,7 @@ fn scaled_int(v: f64, previous: i64) -> (i64, u64) {
 /// every finite value is within [`NEAR_ULPS`] of a decimal, with `ks` and
 /// `corrections` filled for it; `None` when some value needs more than
 /// [`MAX_EXP`] digits.
-fn scale(values: &[f64], ks: &mut Vec<i64>, corrections: &mut Vec<u64>) -> Option<usize> {
+fn scale(values: &[f64], ks: &mut Vec<i64>, corrections: &mut Vec<u64>) -> Option<Scaled> {
     ks.clear();
     ks.resize(values.len(), 0);
     corrections.clear();
@@ -396,37 +396,61 @@ fn scale(values: &[f64], ks: &mut Vec<i64>, corrections: &mut Vec<u64>) -> Optio
         // `scale_at` stops at the first value that needs more digits; the
         // exponent goes up until that value fits, and the block is scaled
         // again from its start.
-        let first_misfit = if e == 0 {
+        let scaled_at = if e == 0 {
             // The division by 10^0 is exact: skipped.
             scale_at::<true>(values, 1.0, ks, corrections)
         } else {
             scale_at::<false>(values, *POW10.get(e)?, ks, corrections)
         };
-        let Some(v) = first_misfit else { return Some(e) };
-        while scaled(v, *POW10.get(e)?, 0).1 > 2 * NEAR_ULPS {
-            e += 1;
+        match scaled_at {
+            Ok(facts) => return Some(Scaled { e, ..facts }),
+            Err(v) => {
+                while scaled(v, *POW10.get(e)?, 0).1 > 2 * NEAR_ULPS {
+                    e += 1;
+                }
+            }
         }
     }
 }
 
-/// Fills `ks` and `corrections` for `p = 10^e` (`INT`: `e = 0`); returns
+/// A block scaled to decimal integers, and what the encoder needs to know
+/// of it (gathered in the same pass).
+#[derive(Clone, Copy, Debug)]
+struct Scaled {
+    /// The exponent.
+    e: usize,
+    /// The smallest scaled integer.
+    min: i64,
+    /// Whether any value has a correction.
+    corrected: bool,
+    /// Values equal to their predecessor, bit for bit.
+    repeats: u64,
+}
+
+/// Fills `ks` and `corrections` for `p = 10^e` (`INT`: `e = 0`); fails with
 /// the first value that is more than [`NEAR_ULPS`] away from every decimal
-/// of `e` digits.
-/// Values no decimal can hold (non-finite, `-0.0`, magnitudes of 2^53 and
-/// more) keep their correction without raising the exponent.
+/// of `e` digits. Values no decimal can hold (non-finite, `-0.0`,
+/// magnitudes of 2^53 and more) keep their correction without raising the
+/// exponent.
 #[inline(always)]
-fn scale_at<const INT: bool>(values: &[f64], p: f64, ks: &mut [i64], corrections: &mut [u64]) -> Option<f64> {
+fn scale_at<const INT: bool>(values: &[f64], p: f64, ks: &mut [i64], corrections: &mut [u64]) -> Result<Scaled, f64> {
     let mut k = 0i64;
+    let mut facts = Scaled { e: 0, min: i64::MAX, corrected: false, repeats: 0 };
+    let mut previous = values.first().map(|v| !v.to_bits());
     for ((&v, slot_k), slot_c) in values.iter().zip(ks.iter_mut()).zip(corrections.iter_mut()) {
         let c;
         (k, c) = if INT { scaled_int(v, k) } else { scaled(v, p, k) };
         // A zigzagged correction above 2 × NEAR_ULPS is more than NEAR_ULPS away.
         if c > 2 * NEAR_ULPS && v.is_finite() && v != 0.0 && v.abs() < MAX_SCALED {
-            return Some(v);
+            return Err(v);
         }
         (*slot_k, *slot_c) = (k, c);
+        facts.min = facts.min.min(k);
+        facts.corrected |= c != 0;
+        facts.repeats += u64::from(previous == Some(v.to_bits()));
+        previous = Some(v.to_bits());
     }
-    None
+    Ok(facts)
 }
 
 /// How the scaled integers of a decimal block are turned into residuals:
@@ -458,10 +482,9 @@ impl Order {
     }
 }
 
-/// The residual order with the smallest estimated cost for `ks`, and the
-/// histogram of its residuals.
-fn best_order(ks: &[i64]) -> (Order, Hist) {
-    let min = ks.iter().copied().min().unwrap_or(0);
+/// The residual order with the smallest estimated cost for `ks` (whose
+/// smallest is `min`), and the histogram of its residuals.
+fn best_order(ks: &[i64], min: i64) -> (Order, Hist) {
     // One pass for the three histograms (offsets, deltas, deltas of
     // deltas), each in four copies taken in turn: runs of equal bit lengths
     // would otherwise make each increment wait for the previous one.
@@ -511,13 +534,12 @@ fn best_order(ks: &[i64]) -> (Order, Hist) {
     costs.into_iter().min_by(|a, b| a.0.total_cmp(&b.0)).map_or((Order::Deltas, deltas), |(_, order, h)| (order, h))
 }
 
-/// Writes the residuals of `ks` in `order` into `out`, and the header
-/// values they start from into `starts`.
-fn residuals(ks: &[i64], order: Order, out: &mut Vec<u64>, starts: &mut Vec<u8>) {
+/// Writes the residuals of `ks` (whose smallest is `min`) in `order` into
+/// `out`, and the header values they start from into `starts`.
+fn residuals(ks: &[i64], min: i64, order: Order, out: &mut Vec<u64>, starts: &mut Vec<u8>) {
     out.clear();
     match order {
         Order::Offsets => {
-            let min = ks.iter().copied().min().unwrap_or(0);
             put_varint(starts, zigzag(min));
             out.extend(ks.iter().map(|&k| k.wrapping_sub(min) as u64));
         }
@@ -594,19 +616,18 @@ fn encode_block(ts: &[i64], values: &[f64], out: &mut Vec<u8>, s: &mut Scratch) 
     // Values: the cheaper of decimal and XOR, compared in exact bits. XOR
     // costs at least 1 bit per repeated value and 3 per other one: when the
     // decimal coding is below that, XOR need not be counted.
-    let xor_floor = {
-        let repeats = values.windows(2).filter(|w| matches!(w, [a, b] if a.to_bits() == b.to_bits())).count();
-        64 + 3 * n.saturating_sub(1) as u64 - 2 * repeats as u64
+    let xor_bits = |decimal_bits: u64, repeats: u64| {
+        let floor = 64 + 3 * n.saturating_sub(1) as u64 - 2 * repeats;
+        if decimal_bits < floor { u64::MAX } else { xor_cost(values, decimal_bits) }
     };
-    let xor_bits = |decimal_bits: u64| if decimal_bits < xor_floor { u64::MAX } else { xor_cost(values, decimal_bits) };
-    let decimal = scale(values, &mut s.ks, &mut s.corrections).map(|e| {
-        let (order, hist) = best_order(&s.ks);
+    let decimal = scale(values, &mut s.ks, &mut s.corrections).map(|Scaled { e, min, corrected, repeats }| {
+        let (order, hist) = best_order(&s.ks, min);
         s.starts.clear();
-        residuals(&s.ks, order, &mut s.zz, &mut s.starts);
+        residuals(&s.ks, min, order, &mut s.zz, &mut s.starts);
         let code = LenCode::build(&hist);
         let value_bits = code.cost_bits(&hist);
         let mut bits = value_bits + 8 * (code.header_len() + s.starts.len() + 4) as u64;
-        let corrections = if s.corrections.iter().any(|&c| c != 0) {
+        let corrections = if corrected {
             let hist = hist_of(s.corrections.iter().copied());
             let code = LenCode::build(&hist);
             let correction_bits = code.cost_bits(&hist);
@@ -615,10 +636,10 @@ fn encode_block(ts: &[i64], values: &[f64], out: &mut Vec<u8>, s: &mut Scratch) 
         } else {
             None
         };
-        (e, order, (code, value_bits), corrections, bits)
+        (e, order, (code, value_bits), corrections, bits, repeats)
     });
     let mode = match decimal {
-        Some((e, order, (code, value_bits), corrections, bits)) if bits < xor_bits(bits) => {
+        Some((e, order, (code, value_bits), corrections, bits, repeats)) if bits < xor_bits(bits, repeats) => {
             body.push(MODE_DECIMAL);
             body.push(e as u8);
             body.push(order.byte());
