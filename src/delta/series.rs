@@ -562,56 +562,74 @@ fn residuals(ks: &[i64], min: i64, order: Order, out: &mut Vec<u64>, starts: &mu
     }
 }
 
+/// Writes a block's timestamps: the first, then (two or more) the unit,
+/// the first step and the deltas of steps, in units.
+fn encode_timestamps(ts: &[i64], body: &mut Vec<u8>, zz: &mut Vec<u64>, section: &mut Vec<u8>) {
+    put_varint(body, zigzag(ts.first().copied().unwrap_or(0)));
+    let [a, b, ..] = ts else { return };
+    let step = b.wrapping_sub(*a);
+    if ts.windows(2).fold(true, |same, w| same & matches!(w, [a, b] if b.wrapping_sub(*a) == step)) {
+        // A regular series: the bytes the general path writes for it,
+        // without its passes.
+        put_varint(body, step.unsigned_abs().max(1));
+        put_varint(body, zigzag(step.signum()));
+        LenCode::build(&[0; SYMBOLS]).write_header(body);
+        put_varint(body, 0);
+    } else {
+        encode_steps(ts, body, zz, section);
+    }
+}
+
+/// [`encode_timestamps`] after the first, for any two or more timestamps.
+fn encode_steps(ts: &[i64], body: &mut Vec<u8>, zz: &mut Vec<u64>, section: &mut Vec<u8>) {
+    // Steps repeat: skip the divisions when a step equals the last one.
+    let mut last = 0u64;
+    let unit = ts.windows(2).fold(0u64, |g, w| match w {
+        [a, b] => {
+            let d = b.wrapping_sub(*a).unsigned_abs();
+            if d == last || d == g {
+                return g;
+            }
+            last = d;
+            gcd(g, d)
+        }
+        _ => g,
+    });
+    let unit = unit.max(1);
+    let mut cache = (0i64, 0i64);
+    let mut step = |w: &[i64]| match w {
+        [a, b] => {
+            let d = b.wrapping_sub(*a);
+            if d != cache.0 {
+                // `unit` divides `d` exactly; i128 keeps `i64::MIN / 1` in range.
+                cache = (d, (i128::from(d) / i128::from(unit)) as i64);
+            }
+            cache.1
+        }
+        _ => 0,
+    };
+    zz.clear();
+    let mut previous = step(ts.get(..2).unwrap_or_default());
+    put_varint(body, unit);
+    put_varint(body, zigzag(previous));
+    for w in ts.windows(2).skip(1) {
+        let q = step(w);
+        zz.push(zigzag(q.wrapping_sub(previous)));
+        previous = q;
+    }
+    let hist = hist_of(zz.iter().copied());
+    let code = LenCode::build(&hist);
+    code.write_header(body);
+    put_coded(body, section, &code, zz, code.cost_bits(&hist));
+}
+
 fn encode_block(ts: &[i64], values: &[f64], out: &mut Vec<u8>, s: &mut Scratch) -> Mode {
     let n = ts.len().min(values.len());
     let (ts, values) = (ts.get(..n).unwrap_or_default(), values.get(..n).unwrap_or_default());
     let body = &mut s.body;
     body.clear();
 
-    // Timestamps: first, unit, first step, then deltas of steps in units.
-    let first_ts = ts.first().copied().unwrap_or(0);
-    put_varint(body, zigzag(first_ts));
-    if n >= 2 {
-        // Steps repeat: skip the divisions when a step equals the last one.
-        let mut last = 0u64;
-        let unit = ts.windows(2).fold(0u64, |g, w| match w {
-            [a, b] => {
-                let d = b.wrapping_sub(*a).unsigned_abs();
-                if d == last || d == g {
-                    return g;
-                }
-                last = d;
-                gcd(g, d)
-            }
-            _ => g,
-        });
-        let unit = unit.max(1);
-        let mut cache = (0i64, 0i64);
-        let mut step = |w: &[i64]| match w {
-            [a, b] => {
-                let d = b.wrapping_sub(*a);
-                if d != cache.0 {
-                    // `unit` divides `d` exactly; i128 keeps `i64::MIN / 1` in range.
-                    cache = (d, (i128::from(d) / i128::from(unit)) as i64);
-                }
-                cache.1
-            }
-            _ => 0,
-        };
-        s.zz.clear();
-        let mut previous = step(ts.get(..2).unwrap_or_default());
-        put_varint(body, unit);
-        put_varint(body, zigzag(previous));
-        for w in ts.windows(2).skip(1) {
-            let q = step(w);
-            s.zz.push(zigzag(q.wrapping_sub(previous)));
-            previous = q;
-        }
-        let hist = hist_of(s.zz.iter().copied());
-        let code = LenCode::build(&hist);
-        code.write_header(body);
-        put_coded(body, &mut s.section, &code, &s.zz, code.cost_bits(&hist));
-    }
+    encode_timestamps(ts, body, &mut s.zz, &mut s.section);
 
     // Values: the cheaper of decimal and XOR, compared in exact bits. XOR
     // costs at least 1 bit per repeated value and 3 per other one: when the
@@ -1087,6 +1105,22 @@ fn xor_decode(reader: &mut BitReader<'_>, first: u64, n: usize, values: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regular_timestamps_take_the_general_paths_bytes() {
+        for step in [0, 1, -1, 7, -300, 1_000_000_007, i64::MAX, i64::MIN] {
+            for n in [2usize, 3, 10, 1024] {
+                let ts: Vec<i64> =
+                    (0..n as i64).map(|i| 1_700_000_000_000i64.wrapping_add(step.wrapping_mul(i))).collect();
+                let (mut fast, mut general) = (Vec::new(), Vec::new());
+                let (mut zz, mut section) = (Vec::new(), Vec::new());
+                encode_timestamps(&ts, &mut fast, &mut zz, &mut section);
+                put_varint(&mut general, zigzag(ts[0]));
+                encode_steps(&ts, &mut general, &mut zz, &mut section);
+                assert_eq!(fast, general, "step {step}, {n} points");
+            }
+        }
+    }
 
     #[test]
     fn xor_cost_counts_what_xor_encode_writes() {
