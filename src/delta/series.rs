@@ -164,9 +164,11 @@ pub struct SeriesStats {
 /// ```
 #[derive(Debug)]
 pub struct SeriesEncoder {
-    block_points: usize,
-    ts: Vec<i64>,
-    values: Vec<f64>,
+    /// Pending points: `ts` and `values` are `block_points` long, the
+    /// first `pending` of them taken.
+    ts: Box<[i64]>,
+    values: Box<[f64]>,
+    pending: usize,
     out: Vec<u8>,
     scratch: Scratch,
     stats: SeriesStats,
@@ -202,9 +204,9 @@ impl SeriesEncoder {
     pub fn with_block_points(points: usize) -> Self {
         let block_points = points.clamp(1, MAX_BLOCK_POINTS);
         SeriesEncoder {
-            block_points,
-            ts: Vec::with_capacity(block_points),
-            values: Vec::with_capacity(block_points),
+            ts: vec![0; block_points].into_boxed_slice(),
+            values: vec![0.0; block_points].into_boxed_slice(),
+            pending: 0,
             out: Vec::new(),
             scratch: Scratch::default(),
             stats: SeriesStats::default(),
@@ -214,35 +216,56 @@ impl SeriesEncoder {
     /// Adds a point; a full block is encoded at once.
     #[inline]
     pub fn push(&mut self, ts: i64, value: f64) {
-        self.ts.push(ts);
-        self.values.push(value);
-        if self.ts.len() >= self.block_points {
+        if let (Some(slot_t), Some(slot_v)) = (self.ts.get_mut(self.pending), self.values.get_mut(self.pending)) {
+            (*slot_t, *slot_v) = (ts, value);
+        }
+        self.pending += 1;
+        if self.pending >= self.ts.len() {
             self.flush();
         }
     }
 
     /// Adds points in order.
     pub fn extend(&mut self, points: impl IntoIterator<Item = (i64, f64)>) {
-        for (ts, value) in points {
-            self.push(ts, value);
+        let mut points = points.into_iter();
+        loop {
+            // The buffers and the count as locals, so that the loop keeps
+            // them in registers.
+            let (mut pending, full) = (self.pending, self.ts.len());
+            let mut slots = self.ts.iter_mut().zip(self.values.iter_mut()).skip(pending);
+            for (t, v) in points.by_ref() {
+                if let Some((slot_t, slot_v)) = slots.next() {
+                    (*slot_t, *slot_v) = (t, v);
+                }
+                pending += 1;
+                if pending == full {
+                    break;
+                }
+            }
+            self.pending = pending;
+            if pending < full {
+                return;
+            }
+            self.flush();
         }
     }
 
     /// Encodes the pending points as a (short) block.
     pub fn flush(&mut self) {
-        if self.ts.is_empty() {
+        let n = self.pending;
+        if n == 0 {
             return;
         }
+        let (ts, values) = (self.ts.get(..n).unwrap_or_default(), self.values.get(..n).unwrap_or_default());
         let before = self.out.len();
-        let mode = encode_block(&self.ts, &self.values, &mut self.out, &mut self.scratch);
-        self.stats.points += self.ts.len() as u64;
+        let mode = encode_block(ts, values, &mut self.out, &mut self.scratch);
+        self.stats.points += n as u64;
         self.stats.bytes += (self.out.len() - before) as u64;
         match mode {
             Mode::Xor => self.stats.xor_blocks += 1,
             Mode::Decimal => self.stats.decimal_blocks += 1,
         }
-        self.ts.clear();
-        self.values.clear();
+        self.pending = 0;
     }
 
     /// Takes the finished blocks so far (for streaming them out); pending
@@ -259,7 +282,7 @@ impl SeriesEncoder {
 
     /// Points waiting for their block.
     pub fn pending(&self) -> usize {
-        self.ts.len()
+        self.pending
     }
 
     /// Counters of the finished blocks.
