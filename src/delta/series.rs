@@ -1063,6 +1063,19 @@ fn decode_timestamps(code: &LenCode, section: &[u8], out: &mut [i64], mut t: i64
     !reader.overrun()
 }
 
+/// Consumes `skip` bits and returns the `len <= 64` after them, from the
+/// bits `acc` the reader held (in one shift and mask when it held them all).
+#[inline(always)]
+fn take_after(reader: &mut BitReader<'_>, acc: u64, skip: u32, len: u32) -> u64 {
+    if skip + len <= reader.held() {
+        reader.consume(skip + len);
+        (acc >> skip) & ((1u64 << len) - 1)
+    } else {
+        reader.skip(skip);
+        reader.read(len)
+    }
+}
+
 /// Gorilla XOR decoding of `values[1..]` (see [`xor_encode`]).
 fn xor_decode(reader: &mut BitReader<'_>, first: u64, n: usize, values: &mut Vec<f64>) {
     let out = grow(values, n);
@@ -1075,25 +1088,13 @@ fn xor_decode(reader: &mut BitReader<'_>, first: u64, n: usize, values: &mut Vec
             reader.refill();
         }
         let acc = reader.bits();
-        let held = reader.held();
         if acc & 1 == 0 {
-            // A repeat (a held bit whenever the data has one; past the end
-            // the slow path marks the overrun).
-            if held >= 1 {
-                reader.consume(1);
-            } else {
-                reader.skip(1);
-            }
+            // A repeat.
+            reader.skip(1);
         } else if acc & 2 == 0 {
             // The previous window: its meaningful bits, when held.
             let len = 64u32.saturating_sub(lead + trail);
-            if 2 + len <= held {
-                previous ^= ((acc >> 2) & ((1u64 << len) - 1)) << trail;
-                reader.consume(2 + len);
-            } else {
-                reader.skip(2);
-                previous ^= reader.read(len) << trail;
-            }
+            previous ^= take_after(reader, acc, 2, len) << trail;
         } else {
             // A new window: 6 bits of leading zeros, 6 of length − 1, the
             // meaningful bits. A corrupt window (lead + len > 64) is
@@ -1102,17 +1103,11 @@ fn xor_decode(reader: &mut BitReader<'_>, first: u64, n: usize, values: &mut Vec
                 let trail = 64u32.saturating_sub(lead + len);
                 (trail, 64 - lead - trail)
             };
-            if 14 <= held {
+            if 14 <= reader.held() {
                 lead = (acc >> 2) as u32 & 63;
                 let len;
                 (trail, len) = window(lead, ((acc >> 8) as u32 & 63) + 1);
-                if 14 + len <= held {
-                    previous ^= ((acc >> 14) & ((1u64 << len) - 1)) << trail;
-                    reader.consume(14 + len);
-                } else {
-                    reader.consume(14);
-                    previous ^= reader.read(len) << trail;
-                }
+                previous ^= take_after(reader, acc, 14, len) << trail;
             } else {
                 reader.skip(2);
                 lead = reader.read_short(6) as u32;
