@@ -398,13 +398,6 @@ fn scaled(v: f64, p: f64, previous: i64) -> (i64, u64) {
     (k, zigzag(v.to_bits().wrapping_sub((k as f64 / p).to_bits()) as i64))
 }
 
-/// [`scaled`] at exponent 0.
-#[inline(always)]
-fn scaled_int(v: f64, previous: i64) -> (i64, u64) {
-    let k = round_scaled(v).unwrap_or(previous);
-    (k, zigzag(v.to_bits().wrapping_sub((k as f64).to_bits()) as i64))
-}
-
 /// Scales the block to decimal integers: the smallest exponent at which
 /// every finite value is within [`NEAR_ULPS`] of a decimal, with `ks` and
 /// `corrections` filled for it; `None` when some value needs more than
@@ -420,7 +413,6 @@ fn scale(values: &[f64], ks: &mut Vec<i64>, corrections: &mut Vec<u64>) -> Optio
         // exponent goes up until that value fits, and the block is scaled
         // again from its start.
         let scaled_at = if e == 0 {
-            // The division by 10^0 is exact: skipped.
             scale_at::<true>(values, 1.0, ks, corrections)
         } else {
             scale_at::<false>(values, *POW10.get(e)?, ks, corrections)
@@ -462,7 +454,9 @@ fn scale_at<const INT: bool>(values: &[f64], p: f64, ks: &mut [i64], corrections
     let mut previous = values.first().map(|v| !v.to_bits());
     for ((&v, slot_k), slot_c) in values.iter().zip(ks.iter_mut()).zip(corrections.iter_mut()) {
         let c;
-        (k, c) = if INT { scaled_int(v, k) } else { scaled(v, p, k) };
+        // `p` is the constant 1 at exponent 0: the multiplication and the
+        // division fold away.
+        (k, c) = scaled(v, if INT { 1.0 } else { p }, k);
         // A zigzagged correction above 2 × NEAR_ULPS is more than NEAR_ULPS away.
         if c > 2 * NEAR_ULPS && v.is_finite() && v != 0.0 && v.abs() < MAX_SCALED {
             return Err(v);
