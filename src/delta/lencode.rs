@@ -32,8 +32,14 @@ pub(crate) fn hist_of(values: impl Iterator<Item = u64>) -> Hist {
             *h += 1;
         }
     }
+    sum_parts(&parts)
+}
+
+/// The histogram of several partial counts (kept apart so that runs of
+/// equal lengths do not make each increment wait for the previous one).
+pub(crate) fn sum_parts<'a>(parts: impl IntoIterator<Item = &'a [u32; SYMBOLS]>) -> Hist {
     let mut hist = [0u64; SYMBOLS];
-    for part in &parts {
+    for part in parts {
         for (h, &p) in hist.iter_mut().zip(part) {
             *h += u64::from(p);
         }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::delta::bits::{BitReader, BitWriter, bit_len, put_varint, take_u8, take_varint, unzigzag, zigzag};
-use crate::delta::lencode::{Hist, LenCode, LenDecoder, SYMBOLS, estimate_bits, hist_of};
+use crate::delta::lencode::{Hist, LenCode, LenDecoder, SYMBOLS, estimate_bits, hist_of, sum_parts};
 
 /// Most points a block may hold (the decoder refuses more).
 pub const MAX_BLOCK_POINTS: usize = 8192;
@@ -533,15 +533,7 @@ fn best_order(ks: &[i64], min: i64) -> (Order, Hist) {
         count(copy, 2, zigzag(d.wrapping_sub(delta)));
         (previous, delta) = (k, d);
     }
-    let hist = |stream: usize| {
-        let mut hist = [0u64; SYMBOLS];
-        for part in &parts {
-            for (h, &c) in hist.iter_mut().zip(part.get(stream).into_iter().flatten()) {
-                *h += u64::from(c);
-            }
-        }
-        hist
-    };
+    let hist = |stream: usize| sum_parts(parts.iter().filter_map(|p| p.get(stream)));
     let (offsets, deltas, second) = (hist(0), hist(1), hist(2));
     let costs = [
         (estimate_bits(&offsets), Order::Offsets, offsets),
@@ -971,13 +963,12 @@ fn fill_decimal<const ORDER: u8>(
     // The first `ORDER` integers come from the header.
     let heads = usize::from(ORDER).min(out.len());
     let (head, rest) = out.split_at_mut_checked(heads).unwrap_or_default();
-    let correct = |exact: f64, corrections: &mut Option<(LenDecoder, BitReader<'_>)>| match corrections {
-        Some((decoder, reader)) => f64::from_bits(exact.to_bits().wrapping_add(unzigzag(decoder.next(reader)) as u64)),
-        None => exact,
-    };
     for (i, slot) in head.iter_mut().enumerate() {
         let k = if i == 0 { k } else { k.wrapping_add(d) };
-        *slot = correct(k as f64 / p, corrections);
+        *slot = match corrections {
+            Some((c_decoder, c_reader)) => correct(k as f64 / p, c_decoder.next(c_reader)),
+            None => k as f64 / p,
+        };
     }
     if ORDER == 2 {
         k = k.wrapping_add(d);
@@ -985,8 +976,8 @@ fn fill_decimal<const ORDER: u8>(
     match corrections {
         Some((c_decoder, c_reader)) => {
             for slot in rest {
-                let exact = (next_k::<ORDER>(decoder.next(reader), &mut k, &mut d) as f64 / p).to_bits();
-                *slot = f64::from_bits(exact.wrapping_add(unzigzag(c_decoder.next(c_reader)) as u64));
+                let exact = next_k::<ORDER>(decoder.next(reader), &mut k, &mut d) as f64 / p;
+                *slot = correct(exact, c_decoder.next(c_reader));
             }
         }
         None => {
@@ -995,6 +986,12 @@ fn fill_decimal<const ORDER: u8>(
             }
         }
     }
+}
+
+/// `exact` with its zigzagged bit correction `c` applied.
+#[inline(always)]
+fn correct(exact: f64, c: u64) -> f64 {
+    f64::from_bits(exact.to_bits().wrapping_add(unzigzag(c) as u64))
 }
 
 /// The next scaled integer from residual `r` in order `ORDER` (see
