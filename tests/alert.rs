@@ -14,8 +14,10 @@ use common::alerts::{group, group_of, minutes, result, values};
 use edgestream::alert::{AlertEvent, AlertState, EvalConfig, Evaluator, Rule};
 use edgestream::geo::Geohash;
 use edgestream::time::Span;
-use edgestream::window::WindowResult;
+use edgestream::window::agg::{QuantileConfig, Quantiles};
+use edgestream::window::{GroupKey, WindowResult};
 use proptest::prelude::*;
+use std::sync::Arc;
 
 const MIN: Span = Span::from_mins(1);
 
@@ -181,6 +183,58 @@ fn finer_groups_merge_into_the_rule_groups() {
         ev.push(&values(&h2, MIN, 0, &[0.0]));
         ev.advance(minutes(1), &mut out);
         assert_eq!(out[0].value, Some(value), "{rule}");
+    }
+}
+
+#[test]
+fn rules_reading_one_sketch_each_get_the_merged_quantiles() {
+    // Windows by (region, host) carry sketches; quantile rules by region
+    // merge them. Several rules read the same parts (the evaluator shares
+    // their merges): each must see the merge of exactly its parts, and the
+    // results' own sketches must stay as they were.
+    let config = QuantileConfig::default();
+    let with_sketch = |g: &Arc<GroupKey>, index: i64, xs: &[f64]| {
+        let mut r = values(g, MIN, index, xs);
+        let mut q = Quantiles::new(config);
+        xs.iter().for_each(|&x| q.record(x, 1.0));
+        r.fields[0].sketch = Some(Arc::new(q));
+        r
+    };
+    let rules = ["p99(x) by (region) > 0", "p50(x) by (region) > 0", "p99(x) by (region) >= 0", "p99(x) > 0"];
+    let rules = rules.iter().enumerate().map(|(i, r)| Rule::parse(&format!("r{i}"), r).unwrap()).collect();
+    let mut ev = Evaluator::new(rules, EvalConfig::default()).unwrap();
+    let hosts: Vec<_> = (0..4).map(|h| group(&[("region", "eu"), ("host", &h.to_string())])).collect();
+    let mut out = Vec::new();
+    for window in 0..3 {
+        let mut all = Quantiles::new(config);
+        let mut pushed = Vec::new();
+        for (h, g) in hosts.iter().enumerate() {
+            let xs: Vec<f64> = (0..50).map(|i| (window * 1000 + h as i64 * 100 + i) as f64 * 1.5).collect();
+            let r = with_sketch(g, window, &xs);
+            all.merge(r.fields[0].sketch.as_deref().unwrap());
+            ev.push(&r);
+            pushed.push((r, xs));
+        }
+        let first = out.len();
+        ev.advance(minutes(window + 1), &mut out);
+        // Fired on the first window; later windows keep firing silently,
+        // so read the values of the active alerts instead.
+        let mut values: Vec<(String, Option<f64>)> = if window == 0 {
+            out[first..].iter().map(|e| (e.rule.to_string(), e.value)).collect()
+        } else {
+            ev.alerts().map(|a| (a.rule.to_string(), a.value)).collect()
+        };
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        let (p99, p50) = (all.quantile(0.99), all.quantile(0.5));
+        assert_eq!(
+            values,
+            [("r0".into(), p99), ("r1".into(), p50), ("r2".into(), p99), ("r3".into(), p99)],
+            "window {window}"
+        );
+        for (r, xs) in &pushed {
+            let sketch = r.fields[0].sketch.as_deref().unwrap();
+            assert_eq!(sketch.len(), xs.len() as u64, "a result's sketch was changed");
+        }
     }
 }
 

@@ -350,10 +350,19 @@ enum Acc {
     /// when parts may merge.
     Quantile {
         value: f64,
-        sketch: Option<Box<Quantiles>>,
+        sketch: Option<Arc<Quantiles>>,
         merged: bool,
     },
 }
+
+/// Sketch merges done while one result is pushed, as `(before, part,
+/// after)`: rules that read the same parts into the same instance (the
+/// same field and `by` labels, say `p99` and `p50` rules or one rule per
+/// threshold) start from one shared sketch and add the same part, so all
+/// but the first take the first one's result instead of copying and
+/// merging again. Holding `before` keeps its address from being reused
+/// while the entry is looked up by pointer.
+type SketchMerges = Vec<(Arc<Quantiles>, Arc<Quantiles>, Arc<Quantiles>)>;
 
 impl Acc {
     fn read(result: &WindowResult, selector: &Selector, keep_sketch: bool) -> Option<Acc> {
@@ -386,8 +395,10 @@ impl Acc {
         }
     }
 
-    /// Folds in `other`; false when they cannot merge (quantiles without sketches).
-    fn merge(&mut self, other: Acc) -> bool {
+    /// Folds in `other`; false when they cannot merge (quantiles without
+    /// sketches). `shared`: merges of sketches other accumulators also hold
+    /// are recorded there and reused.
+    fn merge(&mut self, other: Acc, shared: Option<&mut SketchMerges>) -> bool {
         match (self, other) {
             (Acc::Add(a), Acc::Add(b)) => *a += b,
             (Acc::Mean { sum, weight }, Acc::Mean { sum: s, weight: w }) => {
@@ -408,8 +419,19 @@ impl Acc {
                 }
             }
             (Acc::Quantile { sketch: Some(a), merged, .. }, Acc::Quantile { sketch: Some(b), .. }) => {
-                a.merge(&b);
                 *merged = true;
+                let Some(memo) = shared.filter(|_| Arc::strong_count(a) > 1) else {
+                    Arc::make_mut(a).merge(&b);
+                    return true;
+                };
+                match memo.iter().find(|(before, part, _)| Arc::ptr_eq(before, a) && Arc::ptr_eq(part, &b)) {
+                    Some((.., after)) => *a = Arc::clone(after),
+                    None => {
+                        let before = Arc::clone(a);
+                        Arc::make_mut(a).merge(&b);
+                        memo.push((before, b, Arc::clone(a)));
+                    }
+                }
             }
             _ => return false,
         }
@@ -572,6 +594,8 @@ pub struct Evaluator {
     /// Events of results evaluated as they were pushed, waiting for the
     /// `advance` whose watermark passes them.
     held: Vec<AlertEvent>,
+    /// Sketch merges of the result being pushed; emptied after it.
+    sketch_merges: SketchMerges,
     /// The (group, window end) of every result staged and not yet
     /// evaluated: a second result for one of them (a correction) is stale.
     seen: hashbrown::HashSet<(Arc<GroupKey>, Timestamp, Timestamp), foldhash::fast::FixedState>,
@@ -674,6 +698,7 @@ impl Evaluator {
             dirty: Vec::new(),
             dirty_spare: Vec::new(),
             held: Vec::new(),
+            sketch_merges: Vec::new(),
             seen: hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::with_seed(0x5eed)),
             deadlines: BinaryHeap::new(),
             per_tenant: HashMap::new(),
@@ -745,6 +770,7 @@ impl Evaluator {
                 self.push_for(rule_id, result, key);
             }
         }
+        self.sketch_merges.clear();
     }
 
     fn push_for(&mut self, rule_id: u32, result: &WindowResult, key: &Key<'_>) {
@@ -833,7 +859,7 @@ impl Evaluator {
             && last.cell == staged.cell
         {
             if let (Some(a), Some(b)) = (&mut last.acc, staged.acc) {
-                last.unmergeable |= !a.merge(b);
+                last.unmergeable |= !a.merge(b, Some(&mut self.sketch_merges));
             }
             last.unmergeable |= staged.unmergeable;
             return;
@@ -967,6 +993,7 @@ impl Evaluator {
         for (rule_id, slot_id, staged) in carry {
             self.stage(rule_id, slot_id, staged);
         }
+        self.sketch_merges.clear();
         while let Some(&Reverse((t, rule, slot, generation))) = self.deadlines.peek() {
             if t > watermark {
                 break;
@@ -1395,7 +1422,7 @@ fn merged_value(expr: &Expr, staging: &mut [Staged], parts: &[u32]) -> Option<f6
             (_, None) => {}
             (None, acc) => merged = acc,
             (Some(m), Some(acc)) => {
-                if !m.merge(acc) {
+                if !m.merge(acc, None) {
                     return None;
                 }
             }

@@ -291,9 +291,11 @@ pub struct FieldResult {
     /// The requested quantiles as `(q, value)`; empty when none were asked
     /// or the field had no value.
     pub quantiles: Vec<(f64, f64)>,
-    /// The quantile sketch itself, mergeable, when quantiles were asked
-    /// (boxed: it is large, and results move through queues).
-    pub sketch: Option<Box<Quantiles>>,
+    /// The quantile sketch itself, mergeable, when quantiles were asked.
+    /// Shared: it is large, and results are cloned for each subscriber and
+    /// read by every alert rule that merges groups; a reader that changes
+    /// it copies it first ([`Arc::make_mut`]).
+    pub sketch: Option<Arc<Quantiles>>,
 }
 
 /// The result of one window for one group.
@@ -1432,8 +1434,8 @@ impl Windows {
         let mut fields = SmallVec::new();
         for (i, (name, fs)) in self.field_names.iter().zip(&self.spec.fields).enumerate() {
             let sketch = match self.slab.sketches.get_mut(base + i) {
-                Some(q) if take => q.take(),
-                Some(q) => q.clone(),
+                Some(q) if take => q.take().map(Arc::from),
+                Some(q) => q.as_deref().cloned().map(Arc::new),
                 None => None,
             };
             let quantiles = match &sketch {
