@@ -160,6 +160,12 @@ fn escalation_raises_severity_and_adds_channels_until_acked() {
     assert!(drive(&mut n, 100_000).is_empty());
     assert_eq!(n.stats().escalations, 1);
     assert!(n.ack(edgestream::alert::Fingerprint(1), "ana").is_err());
+
+    // Withdrawn: the 30 min step, long due, is taken at the next advance.
+    n.unack(event.fingerprint).unwrap();
+    let resumed = drive(&mut n, 100_000 + 60);
+    assert_eq!(n.stats().escalations, 2);
+    assert!(resumed.iter().any(|n| n.channel == "mail"), "{resumed:?}");
 }
 
 #[test]

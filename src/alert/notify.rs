@@ -321,6 +321,10 @@ pub struct Notifier {
     groups: BTreeMap<String, Group>,
     silences: BTreeMap<u64, Silence>,
     next_silence: u64,
+    /// No escalation step is due before this: `advance` skips the walk over
+    /// every tracked alert until then. Exact after a walk, lowered by every
+    /// change that brings a step nearer.
+    escalations_from: Timestamp,
     stats: NotifyStats,
 }
 
@@ -338,6 +342,7 @@ impl Notifier {
             groups: BTreeMap::new(),
             silences: BTreeMap::new(),
             next_silence: 1,
+            escalations_from: Timestamp::MIN,
             stats: NotifyStats::default(),
         }
     }
@@ -361,6 +366,7 @@ impl Notifier {
                     tracked.firing_at = now;
                     tracked.step = 0;
                     tracked.acked_by = None;
+                    self.escalation_may_be_due(event.fingerprint);
                     self.join_groups(event.fingerprint, now);
                     self.touch(event.fingerprint, now);
                     return;
@@ -384,6 +390,7 @@ impl Notifier {
                         resolved_at: None,
                     },
                 );
+                self.escalation_may_be_due(event.fingerprint);
                 self.join_groups(event.fingerprint, now);
             }
             AlertState::Resolved => {
@@ -412,7 +419,15 @@ impl Notifier {
     pub fn unack(&mut self, fingerprint: Fingerprint) -> Result<(), NotifyError> {
         let tracked = self.alerts.get_mut(&fingerprint).ok_or(NotifyError::UnknownAlert(fingerprint))?;
         tracked.acked_by = None;
+        self.escalation_may_be_due(fingerprint);
         Ok(())
+    }
+
+    /// Brings [`Notifier::escalations_from`] down to the next step of `fp`.
+    fn escalation_may_be_due(&mut self, fp: Fingerprint) {
+        if let Some(due) = self.alerts.get(&fp).and_then(|t| self.escalation_due(t)) {
+            self.escalations_from = self.escalations_from.min(due);
+        }
     }
 
     /// The alerts the notifier tracks (firing, or resolved and not yet
@@ -515,14 +530,20 @@ impl Notifier {
     }
 
     fn escalate(&mut self, now: Timestamp) {
+        if now < self.escalations_from {
+            return;
+        }
         let mut changed = Vec::new();
+        let mut next = Timestamp::MAX;
         for (fp, t) in &mut self.alerts {
             if t.acked_by.is_some() || t.resolved_at.is_some() {
                 continue;
             }
             let Some(info) = self.rules.get(&*t.event.rule) else { continue };
             while let Some(step) = info.escalate.get(t.step) {
-                if t.firing_at.saturating_add(step.after) > now {
+                let due = t.firing_at.saturating_add(step.after);
+                if due > now {
+                    next = next.min(due);
                     break;
                 }
                 t.step += 1;
@@ -538,6 +559,7 @@ impl Notifier {
                 changed.push(*fp);
             }
         }
+        self.escalations_from = next;
         changed.sort_unstable();
         changed.dedup();
         for fp in changed {
