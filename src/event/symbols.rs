@@ -41,15 +41,67 @@ pub struct Symbols {
     spans: Vec<Range<usize>>,
     table: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
-    /// Symbols found recently, by a cheap key of their bytes ([`recent_slot`]):
-    /// a string that repeats (a dim key, a tenant) is found with one
-    /// comparison instead of a hash and a table probe. Always checked
-    /// against the text, so a stale entry is only a miss.
-    recent: Box<[u32; RECENT]>,
+    /// Symbols found recently, by a cheap key of their bytes: a string that
+    /// repeats (a dim key, a tenant) is found by comparing two words,
+    /// without a hash, a table probe or a look at the text (up to 16 bytes;
+    /// longer ones are also compared with the text). Emptied by `clear`.
+    recent: Box<[Recent; RECENT]>,
 }
 
-/// Entries of [`Symbols::recent`].
-const RECENT: usize = 64;
+/// Entries of [`Symbols::recent`]: enough for the distinct strings a batch
+/// usually holds (a few hundred device names, say) to mostly stay cached.
+const RECENT_BITS: u32 = 8;
+const RECENT: usize = 1 << RECENT_BITS;
+
+/// An entry of [`Symbols::recent`]: a string's length and its first and
+/// last eight bytes ([`Words`]), and its symbol.
+#[derive(Clone, Copy)]
+struct Recent {
+    words: Words,
+    sym: u32,
+}
+
+const NO_RECENT: Recent = Recent { words: Words { head: 0, tail: 0, len: usize::MAX }, sym: u32::MAX };
+
+/// A string's length and bytes packed into two words: its first eight bytes
+/// and its last eight (little-endian, overlapping when it is shorter than
+/// 16 bytes), or for a string under eight bytes all of it in `head`, zero
+/// padded. Two strings of at most 16 bytes are equal exactly when their
+/// `Words` are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Words {
+    head: u64,
+    tail: u64,
+    len: usize,
+}
+
+impl Words {
+    #[inline]
+    fn of(bytes: &[u8]) -> Words {
+        let len = bytes.len();
+        // Two overlapping reads give every byte; OR-ing them at their
+        // offsets is exact because overlapping bytes are the same.
+        let (head, tail) = if let (Some(h), Some(t)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
+            (u64::from_le_bytes(*h), u64::from_le_bytes(*t))
+        } else if let (Some(h), Some(t)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+            let (h, t) = (u64::from(u32::from_le_bytes(*h)), u64::from(u32::from_le_bytes(*t)));
+            (h | t << (8 * (len - 4)), 0)
+        } else if let (Some(h), Some(t)) = (bytes.first_chunk::<2>(), bytes.last_chunk::<2>()) {
+            let (h, t) = (u64::from(u16::from_le_bytes(*h)), u64::from(u16::from_le_bytes(*t)));
+            (h | t << (8 * (len - 2)), 0)
+        } else {
+            (bytes.first().map_or(0, |&b| u64::from(b)), 0)
+        };
+        Words { head, tail, len }
+    }
+
+    /// The slot in [`Symbols::recent`].
+    #[inline]
+    fn slot(&self) -> usize {
+        let mixed = (self.head ^ self.tail.rotate_left(29) ^ self.len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> (64 - RECENT_BITS)) as usize
+    }
+}
 
 impl Default for Symbols {
     fn default() -> Self {
@@ -58,20 +110,9 @@ impl Default for Symbols {
             spans: Vec::new(),
             table: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
-            recent: Box::new([u32::MAX; RECENT]),
+            recent: Box::new([NO_RECENT; RECENT]),
         }
     }
-}
-
-/// The [`Symbols::recent`] slot of `bytes`: length, first, middle and last
-/// bytes, mixed.
-#[inline]
-fn recent_slot(bytes: &[u8]) -> usize {
-    let n = bytes.len();
-    let byte = |i: usize| usize::from(bytes.get(i).copied().unwrap_or(0));
-    let mixed =
-        n.wrapping_mul(0x9e37) ^ byte(0).wrapping_mul(31) ^ byte(n / 2).wrapping_mul(131) ^ byte(n.wrapping_sub(1));
-    (mixed ^ (mixed >> 7)) % RECENT
 }
 
 impl fmt::Debug for Symbols {
@@ -89,8 +130,8 @@ impl Symbols {
     /// The symbol for `s`, adding `s` to the table if it is new.
     #[inline]
     pub fn intern(&mut self, s: &str) -> Sym {
-        let slot = recent_slot(s.as_bytes());
-        if let Some(sym) = self.recent_hit(slot, s.as_bytes()) {
+        let words = Words::of(s.as_bytes());
+        if let Some(sym) = self.recent_hit(words, s.as_bytes()) {
             return sym;
         }
         let hash = self.hasher.hash_one(s.as_bytes());
@@ -98,7 +139,7 @@ impl Symbols {
             Some(sym) => sym,
             None => self.insert(hash, s),
         };
-        self.remember(slot, sym);
+        self.remember(words, sym);
         sym
     }
 
@@ -107,8 +148,8 @@ impl Symbols {
     /// check runs once per distinct string, not once per occurrence.
     #[inline]
     pub(crate) fn intern_utf8(&mut self, bytes: &[u8]) -> Result<Sym, core::str::Utf8Error> {
-        let slot = recent_slot(bytes);
-        if let Some(sym) = self.recent_hit(slot, bytes) {
+        let words = Words::of(bytes);
+        if let Some(sym) = self.recent_hit(words, bytes) {
             return Ok(sym);
         }
         let hash = self.hasher.hash_one(bytes);
@@ -116,22 +157,30 @@ impl Symbols {
             Some(sym) => sym,
             None => self.insert(hash, core::str::from_utf8(bytes)?),
         };
-        self.remember(slot, sym);
+        self.remember(words, sym);
         Ok(sym)
     }
 
-    /// The symbol in `slot` of the recent cache, if its text is `bytes`.
+    /// The recent symbol whose text is `bytes` (of `words`), if cached.
     #[inline]
-    fn recent_hit(&self, slot: usize, bytes: &[u8]) -> Option<Sym> {
-        let recent = *self.recent.get(slot)?;
-        let text = self.spans.get(recent as usize).and_then(|r| self.text.as_bytes().get(r.clone()))?;
-        short_eq(text, bytes).then_some(Sym(recent))
+    fn recent_hit(&self, words: Words, bytes: &[u8]) -> Option<Sym> {
+        let recent = self.recent.get(words.slot())?;
+        if recent.words != words {
+            return None;
+        }
+        if words.len > 16 {
+            let text = self.spans.get(recent.sym as usize).and_then(|r| self.text.as_bytes().get(r.clone()))?;
+            if text != bytes {
+                return None;
+            }
+        }
+        Some(Sym(recent.sym))
     }
 
     #[inline]
-    fn remember(&mut self, slot: usize, sym: Sym) {
-        if let Some(r) = self.recent.get_mut(slot) {
-            *r = sym.0;
+    fn remember(&mut self, words: Words, sym: Sym) {
+        if let Some(r) = self.recent.get_mut(words.slot()) {
+            *r = Recent { words, sym: sym.0 };
         }
     }
 
@@ -201,7 +250,7 @@ impl Symbols {
         self.text.clear();
         self.spans.clear();
         self.table.clear();
-        self.recent.fill(u32::MAX);
+        self.recent.fill(NO_RECENT);
     }
 }
 
@@ -226,6 +275,37 @@ mod tests {
         assert!(s.is_empty());
         assert_eq!(s.resolve(a), None);
         assert_eq!(s.intern("eu-west"), Sym(0));
+    }
+
+    #[test]
+    fn words_tell_short_strings_apart() {
+        let strings: Vec<String> = (0..=20)
+            .flat_map(|n| {
+                let base: String = "abcdefghijklmnopqrstu".chars().take(n).collect();
+                // The same length with one byte changed at each position.
+                let variants: Vec<String> =
+                    (0..n).map(|i| base.char_indices().map(|(j, c)| if i == j { 'Z' } else { c }).collect()).collect();
+                core::iter::once(base).chain(variants)
+            })
+            .chain(["\0".to_owned(), "\0\0".to_owned(), "a\0".to_owned(), "\0a".to_owned()])
+            .collect();
+        for a in &strings {
+            for b in &strings {
+                let same = Words::of(a.as_bytes()) == Words::of(b.as_bytes());
+                if a.len() <= 16 {
+                    assert_eq!(same, a == b, "{a:?} {b:?}");
+                } else if a == b {
+                    assert!(same);
+                }
+            }
+        }
+        // Through the table: every one gets its own symbol, found again.
+        let mut s = Symbols::new();
+        let syms: Vec<Sym> = strings.iter().map(|t| s.intern(t)).collect();
+        for (t, sym) in strings.iter().zip(&syms) {
+            assert_eq!(s.intern(t), *sym);
+            assert_eq!(s.resolve(*sym), Some(t.as_str()));
+        }
     }
 
     #[test]
