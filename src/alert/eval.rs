@@ -1,8 +1,7 @@
 //! The rule evaluator: one state machine per (rule, group), driven by
 //! window results in event time.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -364,6 +363,40 @@ enum Acc {
 /// while the entry is looked up by pointer.
 type SketchMerges = Vec<(Arc<Quantiles>, Arc<Quantiles>, Arc<Quantiles>)>;
 
+/// Quantiles read from shared sketches during one `advance`: rules that
+/// merged the same parts hold one sketch (see [`SketchMerges`]), so each
+/// quantile of it is read once. Keyed by the sketch's address, which the
+/// kept `Arc`s stop from being reused until the memo is cleared.
+#[derive(Default)]
+struct QuantileMemo {
+    values: HashMap<(usize, u64), Option<f64>>,
+    kept: Vec<Arc<Quantiles>>,
+}
+
+impl QuantileMemo {
+    fn quantile(&mut self, sketch: &Arc<Quantiles>, q: f64) -> Option<f64> {
+        if Arc::strong_count(sketch) == 1 {
+            // Nobody else holds it: it is read once.
+            return sketch.quantile(q);
+        }
+        let key = (Arc::as_ptr(sketch) as usize, q.to_bits());
+        if let Some(&value) = self.values.get(&key) {
+            return value;
+        }
+        let value = sketch.quantile(q);
+        self.values.insert(key, value);
+        self.kept.push(Arc::clone(sketch));
+        value
+    }
+
+    fn clear(&mut self) {
+        if !self.kept.is_empty() {
+            self.values.clear();
+            self.kept.clear();
+        }
+    }
+}
+
 impl Acc {
     fn read(result: &WindowResult, selector: &Selector, keep_sketch: bool) -> Option<Acc> {
         let field = match &selector.field {
@@ -438,13 +471,13 @@ impl Acc {
         true
     }
 
-    fn value(&self, agg: Agg) -> Option<f64> {
+    fn value(&self, agg: Agg, memo: &mut QuantileMemo) -> Option<f64> {
         match (self, agg) {
             (Acc::Add(v) | Acc::Min(v) | Acc::Max(v) | Acc::Last(_, v), _) => Some(*v),
             (Acc::Mean { sum, weight }, _) => (*weight > 0.0).then(|| sum / weight),
-            (Acc::Quantile { sketch: Some(sketch), merged: true, .. }, Agg::Quantile(q)) => sketch.quantile(q),
+            (Acc::Quantile { sketch: Some(sketch), merged: true, .. }, Agg::Quantile(q)) => memo.quantile(sketch, q),
             (Acc::Quantile { value, sketch: Some(sketch), .. }, Agg::Quantile(q)) if value.is_nan() => {
-                sketch.quantile(q)
+                memo.quantile(sketch, q)
             }
             (Acc::Quantile { value, .. }, _) => (!value.is_nan()).then_some(*value),
         }
@@ -596,10 +629,18 @@ pub struct Evaluator {
     held: Vec<AlertEvent>,
     /// Sketch merges of the result being pushed; emptied after it.
     sketch_merges: SketchMerges,
+    /// Quantiles of shared sketches read by an `advance` (or a `push`
+    /// that evaluates at once); emptied after it.
+    quantile_memo: QuantileMemo,
     /// The (group, window end) of every result staged and not yet
     /// evaluated: a second result for one of them (a correction) is stale.
     seen: hashbrown::HashSet<(Arc<GroupKey>, Timestamp, Timestamp), foldhash::fast::FixedState>,
-    deadlines: BinaryHeap<Reverse<(Timestamp, u32, u32, u32)>>,
+    /// Timers: `(rule, slot, generation)` of instances by deadline. Many
+    /// instances share a deadline (window ends), so taking every timer due
+    /// at one time is one map operation.
+    deadlines: BTreeMap<Timestamp, Vec<(u32, u32, u32)>>,
+    /// Entries in `deadlines`, live or cancelled.
+    timers: usize,
     per_tenant: HashMap<Arc<str>, usize>,
     hasher: foldhash::fast::FixedState,
     next_generation: u32,
@@ -699,8 +740,10 @@ impl Evaluator {
             dirty_spare: Vec::new(),
             held: Vec::new(),
             sketch_merges: Vec::new(),
+            quantile_memo: QuantileMemo::default(),
             seen: hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::with_seed(0x5eed)),
-            deadlines: BinaryHeap::new(),
+            deadlines: BTreeMap::new(),
+            timers: 0,
             per_tenant: HashMap::new(),
             hasher: foldhash::fast::FixedState::with_seed(0x5eed),
             next_generation: 0,
@@ -771,6 +814,7 @@ impl Evaluator {
             }
         }
         self.sketch_merges.clear();
+        self.quantile_memo.clear();
     }
 
     fn push_for(&mut self, rule_id: u32, result: &WindowResult, key: &Key<'_>) {
@@ -926,7 +970,7 @@ impl Evaluator {
     /// (a timer that was cancelled); calling `advance` then is harmless.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         let buffered = self.staging.iter().map(|b| b.end).chain(self.held.iter().map(|e| e.at)).min();
-        let timer = self.deadlines.peek().map(|Reverse((t, ..))| *t);
+        let timer = self.deadlines.first_key_value().map(|(t, _)| *t);
         buffered.into_iter().chain(timer).min()
     }
 
@@ -994,12 +1038,17 @@ impl Evaluator {
             self.stage(rule_id, slot_id, staged);
         }
         self.sketch_merges.clear();
-        while let Some(&Reverse((t, rule, slot, generation))) = self.deadlines.peek() {
-            if t > watermark {
+        while let Some(entry) = self.deadlines.first_entry() {
+            if *entry.key() > watermark {
                 break;
             }
-            self.deadlines.pop();
-            self.on_timer(t, rule, slot, generation, out);
+            // Timers an `on_timer` sets at this same time land in a new
+            // entry, taken by the next turn of the loop.
+            let (t, due) = entry.remove_entry();
+            self.timers = self.timers.saturating_sub(due.len());
+            for (rule, slot, generation) in due {
+                self.on_timer(t, rule, slot, generation, out);
+            }
         }
         // Instances are independent, so the order they were visited in is
         // immaterial; the events go out in one canonical order.
@@ -1007,27 +1056,29 @@ impl Evaluator {
             new.sort_by(|a, b| (a.at, &a.rule, a.fingerprint).cmp(&(b.at, &b.rule, b.fingerprint)));
         }
         add(&mut self.stats.events, (out.len() - first) as u64);
+        self.quantile_memo.clear();
         self.compact_timers();
     }
 
-    /// Rebuilds the timer heap when cancelled timers (an instance whose
-    /// deadline moved earlier leaves its old entry behind) outnumber the
-    /// live ones, so flapping groups cannot grow it without bound.
+    /// Rebuilds the timers when cancelled ones (an instance whose deadline
+    /// moved earlier leaves its old entry behind) outnumber the live ones,
+    /// so flapping groups cannot grow them without bound.
     fn compact_timers(&mut self) {
-        if self.deadlines.len() <= 2 * self.stats.instances as usize + 1_024 {
+        if self.timers <= 2 * self.stats.instances as usize + 1_024 {
             return;
         }
-        let mut live = Vec::with_capacity(self.stats.instances as usize);
+        self.deadlines.clear();
+        self.timers = 0;
         for (rule_id, slot) in self.rules.iter().enumerate() {
             for (slot_id, inst) in slot.instances.iter().enumerate() {
                 if let Some(inst) = inst
                     && let Some(t) = inst.deadline
                 {
-                    live.push(Reverse((t, rule_id as u32, slot_id as u32, inst.generation)));
+                    self.deadlines.entry(t).or_default().push((rule_id as u32, slot_id as u32, inst.generation));
+                    self.timers += 1;
                 }
             }
         }
-        self.deadlines = BinaryHeap::from(live);
     }
 
     /// The pending and firing instances.
@@ -1096,7 +1147,8 @@ impl Evaluator {
         }
         // The gap before this window, as missing windows.
         process_gap(rule, name, inst, start, out);
-        match judge_window(rule, inst, staging, window, start, end, &self.config, &mut self.stats) {
+        let memo = &mut self.quantile_memo;
+        match judge_window(rule, inst, staging, window, start, end, &self.config, &mut self.stats, memo) {
             Some((holds, recovered, value)) => {
                 inst.value = value;
                 step(rule, name, inst, start, end, holds, recovered, value, out);
@@ -1162,7 +1214,8 @@ impl Evaluator {
         let Some(next) = next_gap_change(&slot.rule, inst).into_iter().chain(expiry).min() else { return };
         if inst.deadline.is_none_or(|scheduled| scheduled > next) {
             inst.deadline = Some(next);
-            self.deadlines.push(Reverse((next, rule_id, slot_id, inst.generation)));
+            self.deadlines.entry(next).or_default().push((rule_id, slot_id, inst.generation));
+            self.timers += 1;
         }
     }
 }
@@ -1353,11 +1406,12 @@ fn judge_window(
     end: Timestamp,
     limits: &EvalConfig,
     stats: &mut AlertStats,
+    memo: &mut QuantileMemo,
 ) -> Option<(bool, bool, Option<f64>)> {
     match &rule.condition {
         Condition::Absent => Some((false, true, None)),
         Condition::Threshold { expr, compare } => {
-            let x = merged_value(expr, staging, window)?;
+            let x = merged_value(expr, staging, window, memo)?;
             let v = inst.history.eval(expr, start, end, x);
             Some(judge(compare, rule.recover.as_ref(), v))
         }
@@ -1372,7 +1426,7 @@ fn judge_window(
                     .count();
                 let (same, tail) = rest.split_at(n.max(1));
                 rest = tail;
-                let Some(x) = merged_value(expr, staging, same) else { continue };
+                let Some(x) = merged_value(expr, staging, same, memo) else { continue };
                 any = true;
                 let v = if let Expr::Value(_) = expr {
                     Some(x)
@@ -1410,7 +1464,7 @@ fn judge_window(
 }
 
 /// The aggregate of the staged entries `parts`, merged (taking their accumulators).
-fn merged_value(expr: &Expr, staging: &mut [Staged], parts: &[u32]) -> Option<f64> {
+fn merged_value(expr: &Expr, staging: &mut [Staged], parts: &[u32], memo: &mut QuantileMemo) -> Option<f64> {
     let agg = expr.selector().agg;
     let mut merged: Option<Acc> = None;
     for &i in parts {
@@ -1428,7 +1482,7 @@ fn merged_value(expr: &Expr, staging: &mut [Staged], parts: &[u32]) -> Option<f6
             }
         }
     }
-    merged?.value(agg)
+    merged?.value(agg, memo)
 }
 
 /// One window of the state machine.
