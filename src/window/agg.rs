@@ -324,27 +324,45 @@ impl Quantiles {
         self.record_in_histograms(value, n);
     }
 
-    /// Moves the exact values into the histograms.
+    /// Moves the exact values into the histograms, each side's created at
+    /// the size its largest value needs: grown one value at a time, an
+    /// auto-resizing histogram reallocates and copies its counts at every
+    /// new power of two, which cost most of the time of a window's first
+    /// dozen values.
     fn promote(&mut self) {
         self.promoted = true;
-        for (value, n) in core::mem::take(&mut self.exact) {
+        let exact = core::mem::take(&mut self.exact);
+        let limit = self.limit();
+        let sigfig = self.config.sigfig;
+        for (negative, side) in [(true, &mut self.neg), (false, &mut self.pos)] {
+            let top = exact
+                .iter()
+                .filter(|e| (e.0 < 0.0) == negative)
+                .filter_map(|e| magnitude(e.0, self.config.resolution, limit).map(|(m, _)| m))
+                .max();
+            if let Some(top) = top.filter(|&t| t >= 2)
+                && side.is_none()
+            {
+                *side = Histogram::new_with_max(top, sigfig).ok().map(|mut h| {
+                    h.auto(true);
+                    Box::new(h)
+                });
+            }
+        }
+        for (value, n) in exact {
             self.record_in_histograms(value, n);
         }
     }
 
     fn record_in_histograms(&mut self, value: f64, n: u64) {
         let limit = self.limit();
-        let magnitude = (value.abs() / self.config.resolution).round();
-        if magnitude < 1.0 {
+        let Some((m, clamped)) = magnitude(value, self.config.resolution, limit) else {
             self.zero = self.zero.saturating_add(n);
             return;
-        }
-        let m = if magnitude > limit as f64 {
-            self.clamped += n;
-            limit
-        } else {
-            magnitude as u64
         };
+        if clamped {
+            self.clamped += n;
+        }
         let side = if value < 0.0 { &mut self.neg } else { &mut self.pos };
         // Auto-resizing histograms accept any value up to i64::MAX / 2, far
         // above `limit`; the error arm only keeps the no-panic promise.
@@ -510,6 +528,20 @@ impl<'de> Deserialize<'de> for Quantiles {
             }
         }
         Ok(q)
+    }
+}
+
+/// The magnitude `value` is recorded at: `|value| / resolution` rounded,
+/// at most `limit` (then with `true`: clamped); `None` when it rounds to zero.
+#[inline]
+fn magnitude(value: f64, resolution: f64, limit: u64) -> Option<(u64, bool)> {
+    let magnitude = (value.abs() / resolution).round();
+    if magnitude < 1.0 {
+        None
+    } else if magnitude > limit as f64 {
+        Some((limit, true))
+    } else {
+        Some((magnitude as u64, false))
     }
 }
 
