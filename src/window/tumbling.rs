@@ -712,6 +712,11 @@ pub struct Windows {
     tumbling: Tumbling,
     /// Global strings of live groups.
     strings: Symbols,
+    /// One `Arc` per global string (by symbol), made when a group first
+    /// needs it: groups share their tenant, stream and label values, so a
+    /// key costs no allocation per string and readers of results (alert
+    /// rules grouping by a label) compare them by pointer.
+    shared: Vec<Option<Arc<str>>>,
     /// The global symbol of `""` (always interned).
     empty: u32,
     /// Batch symbol index → global symbol (or UNSEEN), for the batch being pushed.
@@ -835,6 +840,7 @@ impl Windows {
         Ok(Windows {
             tumbling,
             strings,
+            shared: Vec::new(),
             empty,
             translate: Vec::new(),
             plan: Vec::new(),
@@ -1272,15 +1278,19 @@ impl Windows {
         if let Some(id) = self.index.get(&map_key) {
             return id;
         }
-        let tenant: Arc<str> = Arc::from(tenant);
-        let value = |i: usize| if overflow { OVERFLOW } else { texts.get(i).copied().unwrap_or("") };
-        let labels = self.label_keys.iter().enumerate().map(|(i, k)| (k.clone(), Arc::from(value(i)))).collect();
-        let key = GroupKey {
-            tenant: tenant.clone(),
-            stream: Arc::from(if overflow { OVERFLOW } else { stream }),
-            labels,
-            overflow,
-        };
+        // `map_key` is the tenant, the stream and the values, as symbols.
+        let mut texts_of_key = core::iter::once(tenant).chain(core::iter::once(stream)).chain(texts.iter().copied());
+        let mut arcs: SmallVec<[Arc<str>; 6]> = SmallVec::new();
+        for &sym in &map_key {
+            let text = texts_of_key.next().unwrap_or("");
+            arcs.push(self.shared_str(sym, if sym == OVERFLOW_SYM { OVERFLOW } else { text }));
+        }
+        let mut arcs = arcs.into_iter();
+        let tenant: Arc<str> = arcs.next().unwrap_or_else(|| Arc::from(tenant));
+        let stream = arcs.next().unwrap_or_else(|| Arc::from(OVERFLOW));
+        let labels =
+            self.label_keys.iter().map(|k| (k.clone(), arcs.next().unwrap_or_else(|| Arc::from(OVERFLOW)))).collect();
+        let key = GroupKey { tenant: tenant.clone(), stream, labels, overflow };
         self.live_key_symbols += map_key.len();
         let id = match self.free_groups.pop() {
             Some(id) => id,
@@ -1405,6 +1415,18 @@ impl Windows {
         self.free_groups.push(id);
     }
 
+    /// The shared `Arc` of global string `sym` (whose text is `text`).
+    fn shared_str(&mut self, sym: u32, text: &str) -> Arc<str> {
+        let Some(i) = (sym != OVERFLOW_SYM).then_some(sym as usize) else { return Arc::from(OVERFLOW) };
+        if self.shared.len() <= i {
+            self.shared.resize(i + 1, None);
+        }
+        match self.shared.get_mut(i) {
+            Some(slot) => Arc::clone(slot.get_or_insert_with(|| Arc::from(text))),
+            None => Arc::from(text),
+        }
+    }
+
     /// The interner only grows; when it holds far more strings than the
     /// live groups use, rebuild it from them (amortized over the frees).
     fn compact_strings(&mut self) {
@@ -1412,6 +1434,7 @@ impl Windows {
             return;
         }
         let mut strings = Symbols::new();
+        let mut shared = Vec::new();
         self.empty = strings.intern("").index() as u32;
         self.index.clear();
         for (id, g) in self.groups.iter_mut().enumerate() {
@@ -1420,8 +1443,22 @@ impl Windows {
             let values = k.labels.iter().map(|(_, v)| &**v);
             intern_key(&mut strings, &k.tenant, &k.stream, values, k.labels.len(), k.overflow, &mut g.map_key);
             self.index.insert(&g.map_key, id as GroupId);
+            // The live groups' strings stay shared under their new symbols.
+            let arcs = [&k.tenant, &k.stream].into_iter().chain(k.labels.iter().map(|(_, v)| v));
+            for (&sym, arc) in g.map_key.iter().zip(arcs) {
+                if sym == OVERFLOW_SYM {
+                    continue;
+                }
+                if shared.len() <= sym as usize {
+                    shared.resize(sym as usize + 1, None);
+                }
+                if let Some(slot @ None) = shared.get_mut(sym as usize) {
+                    *slot = Some(Arc::clone(arc));
+                }
+            }
         }
         self.strings = strings;
+        self.shared = shared;
     }
 
     /// Queues the result of the state in `slot` (of `window`). `take`: the
@@ -1759,9 +1796,35 @@ impl Windows {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_share_their_key_strings() {
+        let spec = WindowSpec::new(Span::from_secs(1)).group_by(["region", "host"]);
+        let mut w = Windows::new(spec).unwrap();
+        let key = |w: &Windows, id: GroupId| Arc::clone(&w.groups[id as usize].as_ref().unwrap().key);
+        let ids: Vec<GroupId> =
+            (0..2_000).map(|h| w.insert_group("t", "s", &["eu", &format!("h{h}")], false)).collect();
+        let (first, last) = (key(&w, ids[0]), key(&w, ids[1_999]));
+        assert!(Arc::ptr_eq(&first.tenant, &last.tenant));
+        assert!(Arc::ptr_eq(&first.stream, &last.stream));
+        assert!(Arc::ptr_eq(&first.labels[0].1, &last.labels[0].1));
+        assert_eq!((&*first.labels[1].1, &*last.labels[1].1), ("h0", "h1999"));
+        // Free all but the first; the interner is rebuilt from the live
+        // group, whose strings stay the ones later groups share.
+        ids[1..].iter().for_each(|&id| w.free_group(id));
+        let before = w.strings.len();
+        w.compact_strings();
+        assert!(w.strings.len() < before);
+        let id = w.insert_group("t", "s", &["eu", "h5"], false);
+        let again = key(&w, id);
+        assert!(Arc::ptr_eq(&first.labels[0].1, &again.labels[0].1));
+        assert!(Arc::ptr_eq(&first.tenant, &again.tenant));
+        let id = w.insert_group("t", OVERFLOW, &[], true);
+        let overflow = key(&w, id);
+        assert!(overflow.overflow && overflow.labels.iter().all(|(_, v)| &**v == OVERFLOW));
+    }
 
     #[test]
     fn state_sizes() {
