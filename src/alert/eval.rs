@@ -354,14 +354,42 @@ enum Acc {
     },
 }
 
-/// Sketch merges done while one result is pushed, as `(before, part,
-/// after)`: rules that read the same parts into the same instance (the
-/// same field and `by` labels, say `p99` and `p50` rules or one rule per
-/// threshold) start from one shared sketch and add the same part, so all
-/// but the first take the first one's result instead of copying and
-/// merging again. Holding `before` keeps its address from being reused
-/// while the entry is looked up by pointer.
-type SketchMerges = Vec<(Arc<Quantiles>, Arc<Quantiles>, Arc<Quantiles>)>;
+/// Sketch merges done while one result is pushed: rules that read the same
+/// parts into the same instance (the same field and `by` labels, say `p99`
+/// and `p50` rules or one rule per threshold) start from one shared sketch
+/// and add the same part, so all but the first take the first one's result
+/// instead of copying and merging again.
+#[derive(Default)]
+struct SketchMerges {
+    /// The merge of the sketches at addresses `(before, part)`.
+    merged: HashMap<(usize, usize), Arc<Quantiles>>,
+    /// The sketches whose addresses key `merged`, held so that no other
+    /// sketch takes one of their addresses while the entries stand.
+    kept: Vec<Arc<Quantiles>>,
+}
+
+impl SketchMerges {
+    /// `before` with `part` merged in: the shared result if these two were
+    /// merged already, else a merge of a copy.
+    fn merge(&mut self, before: &mut Arc<Quantiles>, part: Arc<Quantiles>) {
+        let key = (Arc::as_ptr(before) as usize, Arc::as_ptr(&part) as usize);
+        if let Some(after) = self.merged.get(&key) {
+            *before = Arc::clone(after);
+            return;
+        }
+        self.kept.push(Arc::clone(before));
+        Arc::make_mut(before).merge(&part);
+        self.kept.push(part);
+        self.merged.insert(key, Arc::clone(before));
+    }
+
+    fn clear(&mut self) {
+        if !self.kept.is_empty() {
+            self.merged.clear();
+            self.kept.clear();
+        }
+    }
+}
 
 /// Quantiles read from shared sketches during one `advance`: rules that
 /// merged the same parts hold one sketch (see [`SketchMerges`]), so each
@@ -453,17 +481,10 @@ impl Acc {
             }
             (Acc::Quantile { sketch: Some(a), merged, .. }, Acc::Quantile { sketch: Some(b), .. }) => {
                 *merged = true;
-                let Some(memo) = shared.filter(|_| Arc::strong_count(a) > 1) else {
-                    Arc::make_mut(a).merge(&b);
-                    return true;
-                };
-                match memo.iter().find(|(before, part, _)| Arc::ptr_eq(before, a) && Arc::ptr_eq(part, &b)) {
-                    Some((.., after)) => *a = Arc::clone(after),
-                    None => {
-                        let before = Arc::clone(a);
-                        Arc::make_mut(a).merge(&b);
-                        memo.push((before, b, Arc::clone(a)));
-                    }
+                match shared.filter(|_| Arc::strong_count(a) > 1) {
+                    Some(memo) => memo.merge(a, b),
+                    // Held by nobody else: merged in place.
+                    None => Arc::make_mut(a).merge(&b),
                 }
             }
             _ => return false,
@@ -739,7 +760,7 @@ impl Evaluator {
             dirty: Vec::new(),
             dirty_spare: Vec::new(),
             held: Vec::new(),
-            sketch_merges: Vec::new(),
+            sketch_merges: SketchMerges::default(),
             quantile_memo: QuantileMemo::default(),
             seen: hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::with_seed(0x5eed)),
             deadlines: BTreeMap::new(),

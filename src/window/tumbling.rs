@@ -1285,11 +1285,13 @@ impl Windows {
             let text = texts_of_key.next().unwrap_or("");
             arcs.push(self.shared_str(sym, if sym == OVERFLOW_SYM { OVERFLOW } else { text }));
         }
+        // (`map_key` always has the tenant and the stream, and a value per
+        // label; a missing one would read as an overflow group's or "".)
+        let missing = || Arc::from(if overflow { OVERFLOW } else { "" });
         let mut arcs = arcs.into_iter();
         let tenant: Arc<str> = arcs.next().unwrap_or_else(|| Arc::from(tenant));
-        let stream = arcs.next().unwrap_or_else(|| Arc::from(OVERFLOW));
-        let labels =
-            self.label_keys.iter().map(|k| (k.clone(), arcs.next().unwrap_or_else(|| Arc::from(OVERFLOW)))).collect();
+        let stream = arcs.next().unwrap_or_else(missing);
+        let labels = self.label_keys.iter().map(|k| (k.clone(), arcs.next().unwrap_or_else(missing))).collect();
         let key = GroupKey { tenant: tenant.clone(), stream, labels, overflow };
         self.live_key_symbols += map_key.len();
         let id = match self.free_groups.pop() {
