@@ -793,6 +793,22 @@ fn intern_key<'a>(
     }
 }
 
+/// The `Arc` of global string `sym` in `shared` (see `Windows::shared`),
+/// made by `make` the first time; the overflow marker is not shared.
+fn share(shared: &mut Vec<Option<Arc<str>>>, sym: u32, make: impl FnOnce() -> Arc<str>) -> Arc<str> {
+    if sym == OVERFLOW_SYM {
+        return Arc::from(OVERFLOW);
+    }
+    let i = sym as usize;
+    if shared.len() <= i {
+        shared.resize(i + 1, None);
+    }
+    match shared.get_mut(i) {
+        Some(slot) => Arc::clone(slot.get_or_insert_with(make)),
+        None => make(),
+    }
+}
+
 /// Source of operator epochs (see `Windows::epoch`); a plain counter, so
 /// it also works on wasm32 without threads.
 static NEXT_EPOCH: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
@@ -1419,14 +1435,7 @@ impl Windows {
 
     /// The shared `Arc` of global string `sym` (whose text is `text`).
     fn shared_str(&mut self, sym: u32, text: &str) -> Arc<str> {
-        let Some(i) = (sym != OVERFLOW_SYM).then_some(sym as usize) else { return Arc::from(OVERFLOW) };
-        if self.shared.len() <= i {
-            self.shared.resize(i + 1, None);
-        }
-        match self.shared.get_mut(i) {
-            Some(slot) => Arc::clone(slot.get_or_insert_with(|| Arc::from(text))),
-            None => Arc::from(text),
-        }
+        share(&mut self.shared, sym, || Arc::from(text))
     }
 
     /// The interner only grows; when it holds far more strings than the
@@ -1448,15 +1457,7 @@ impl Windows {
             // The live groups' strings stay shared under their new symbols.
             let arcs = [&k.tenant, &k.stream].into_iter().chain(k.labels.iter().map(|(_, v)| v));
             for (&sym, arc) in g.map_key.iter().zip(arcs) {
-                if sym == OVERFLOW_SYM {
-                    continue;
-                }
-                if shared.len() <= sym as usize {
-                    shared.resize(sym as usize + 1, None);
-                }
-                if let Some(slot @ None) = shared.get_mut(sym as usize) {
-                    *slot = Some(Arc::clone(arc));
-                }
+                share(&mut shared, sym, || Arc::clone(arc));
             }
         }
         self.strings = strings;
