@@ -1294,20 +1294,16 @@ impl Windows {
         if let Some(id) = self.index.get(&map_key) {
             return id;
         }
-        // `map_key` is the tenant, the stream and the values, as symbols.
-        let mut texts_of_key = core::iter::once(tenant).chain(core::iter::once(stream)).chain(texts.iter().copied());
-        let mut arcs: SmallVec<[Arc<str>; 6]> = SmallVec::new();
-        for &sym in &map_key {
-            let text = texts_of_key.next().unwrap_or("");
-            arcs.push(self.shared_str(sym, if sym == OVERFLOW_SYM { OVERFLOW } else { text }));
+        // `map_key` holds the symbols of the tenant, the stream and each value.
+        let sym = |i: usize| map_key.get(i).copied().unwrap_or(OVERFLOW_SYM);
+        let tenant = self.shared_str(sym(0), tenant);
+        let stream = self.shared_str(sym(1), stream);
+        let mut labels = Vec::with_capacity(self.label_keys.len());
+        for i in 0..self.label_keys.len() {
+            let value = self.shared_str(sym(i + 2), texts.get(i).copied().unwrap_or(""));
+            labels.extend(self.label_keys.get(i).map(|k| (k.clone(), value)));
         }
-        // (`map_key` always has the tenant and the stream, and a value per
-        // label; a missing one would read as an overflow group's or "".)
-        let missing = || Arc::from(if overflow { OVERFLOW } else { "" });
-        let mut arcs = arcs.into_iter();
-        let tenant: Arc<str> = arcs.next().unwrap_or_else(|| Arc::from(tenant));
-        let stream = arcs.next().unwrap_or_else(missing);
-        let labels = self.label_keys.iter().map(|k| (k.clone(), arcs.next().unwrap_or_else(missing))).collect();
+        let labels = labels.into_boxed_slice();
         let key = GroupKey { tenant: tenant.clone(), stream, labels, overflow };
         self.live_key_symbols += map_key.len();
         let id = match self.free_groups.pop() {
