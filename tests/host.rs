@@ -336,8 +336,10 @@ async fn notifications_are_retried_until_a_real_receiver_takes_them() {
         .unwrap();
     let handle = host.handle();
     handle.ingest("acme", "application/x-ndjson", body("acme", 9, 3000, 0)).await.unwrap();
+    // The receiver holds the body before its 200 reaches the deliverer,
+    // which counts the send only then: wait for the count, not the body.
     tokio::time::timeout(Duration::from_secs(20), async {
-        while bodies.lock().unwrap().is_empty() {
+        while bodies.lock().unwrap().is_empty() || handle.stats().delivery.sent == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
