@@ -476,17 +476,77 @@ struct Cold {
     /// Place in its tenant's idle list (not for overflow groups, which are
     /// never evicted for the cap).
     tenant_idle: Link,
+    /// Its tenant's index in `Windows::tenants`, or `NO_TENANT` for an
+    /// overflow group (which counts toward no cap).
+    tenant: u32,
 }
 
 impl Cold {
-    const ACTIVE: Cold = Cold { idle_since: None, idle: Link::DETACHED, tenant_idle: Link::DETACHED };
+    const ACTIVE: Cold =
+        Cold { idle_since: None, idle: Link::DETACHED, tenant_idle: Link::DETACHED, tenant: NO_TENANT };
 }
 
+const NO_TENANT: u32 = u32::MAX;
+
 /// A tenant's live groups (overflow group excepted) and its idle ones.
-#[derive(Default)]
 struct Tenant {
+    name: Arc<str>,
     groups: usize,
     idle: List,
+}
+
+/// The tenants with live groups, addressed by index from each group's
+/// [`Cold`] entry (the per-event path never hashes a tenant name), and
+/// found by name when a group is created.
+#[derive(Default)]
+struct Tenants {
+    slots: Vec<Option<Tenant>>,
+    by_name: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    free: Vec<u32>,
+}
+
+impl Tenants {
+    fn find(&self, name: &str) -> Option<&Tenant> {
+        self.by_name.get(name).and_then(|&i| self.get(i))
+    }
+
+    fn get(&self, i: u32) -> Option<&Tenant> {
+        self.slots.get(i as usize).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, i: u32) -> Option<&mut Tenant> {
+        self.slots.get_mut(i as usize).and_then(Option::as_mut)
+    }
+
+    /// The index of tenant `name`, added with no groups if new.
+    fn entry(&mut self, name: &Arc<str>) -> u32 {
+        if let Some(&i) = self.by_name.get(&**name) {
+            return i;
+        }
+        let tenant = Tenant { name: Arc::clone(name), groups: 0, idle: List::default() };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(slot) = self.slots.get_mut(i as usize) {
+                    *slot = Some(tenant);
+                }
+                i
+            }
+            None => {
+                self.slots.push(Some(tenant));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_name.insert(Arc::clone(name), i);
+        i
+    }
+
+    /// Forgets tenant `i` (it has no groups left).
+    fn remove(&mut self, i: u32) {
+        if let Some(t) = self.slots.get_mut(i as usize).and_then(Option::take) {
+            self.by_name.remove(&t.name);
+            self.free.push(i);
+        }
+    }
 }
 
 /// A group's live windows: (window index, slot in the [`Slab`]). Usually one
@@ -616,46 +676,114 @@ struct Current {
 /// (tenant, stream and two labels) are packed into a `u128`, which hashes
 /// and compares in a few instructions; longer ones use a small vector.
 enum GroupIndex {
-    Packed(HashMap<u128, GroupId, foldhash::fast::RandomState>),
+    Packed(Packed),
     Wide(HashMap<SmallVec<[u32; 6]>, GroupId, foldhash::fast::RandomState>),
 }
 
+/// The index of packed keys, with a shortcut in front of the map: the
+/// last symbol of a key (its most specific label, a device id say) names
+/// the group that last had it, which is checked against that group's whole
+/// key. Most lookups end there, without hashing; the map answers the rest
+/// (a value shared by several tenants or streams, a new group).
+#[derive(Default)]
+struct Packed {
+    map: HashMap<u128, GroupId, foldhash::fast::RandomState>,
+    /// Per group id, its packed key (`NO_KEY` once removed).
+    keys: Vec<u128>,
+    /// Per global symbol, the group last inserted with it as its last key
+    /// symbol.
+    by_last: Vec<GroupId>,
+}
+
+/// No packed key is all ones: symbols stay below `OVERFLOW_SYM`.
+const NO_KEY: u128 = u128::MAX;
+
 impl GroupIndex {
     fn new(key_len: usize) -> Self {
-        if key_len <= 4 { GroupIndex::Packed(HashMap::default()) } else { GroupIndex::Wide(HashMap::default()) }
+        if key_len <= 4 { GroupIndex::Packed(Packed::default()) } else { GroupIndex::Wide(HashMap::default()) }
     }
 
-    /// Keys have a fixed length per operator, so packing is unambiguous.
+    /// Keys have a fixed length per operator, so packing (missing places
+    /// as 0) is unambiguous. Two 64-bit halves: no loop, no 128-bit shifts.
     #[inline]
     fn pack(key: &[u32]) -> u128 {
-        key.iter().fold(0u128, |acc, &s| (acc << 32) | u128::from(s))
+        let at = |i: usize| u64::from(key.get(i).copied().unwrap_or(0));
+        let lo = at(0) | (at(1) << 32);
+        let hi = at(2) | (at(3) << 32);
+        (u128::from(hi) << 64) | u128::from(lo)
     }
 
+    /// The shortcut inline, the map out of line (so that the common case
+    /// saves no registers).
     #[inline]
     fn get(&self, key: &[u32]) -> Option<GroupId> {
+        if let GroupIndex::Packed(p) = self {
+            let last = key.last().and_then(|&s| p.by_last.get(s as usize)).copied();
+            if let Some(id) = last
+                && p.keys.get(id as usize) == Some(&Self::pack(key))
+            {
+                return Some(id);
+            }
+        }
+        self.find(key)
+    }
+
+    #[inline(never)]
+    fn find(&self, key: &[u32]) -> Option<GroupId> {
         match self {
-            GroupIndex::Packed(map) => map.get(&Self::pack(key)).copied(),
+            GroupIndex::Packed(p) => p.map.get(&Self::pack(key)).copied(),
             GroupIndex::Wide(map) => map.get(key).copied(),
         }
     }
 
     fn insert(&mut self, key: &[u32], id: GroupId) {
         match self {
-            GroupIndex::Packed(map) => map.insert(Self::pack(key), id),
-            GroupIndex::Wide(map) => map.insert(SmallVec::from_slice(key), id),
-        };
+            GroupIndex::Packed(p) => {
+                let packed = Self::pack(key);
+                p.map.insert(packed, id);
+                if p.keys.len() <= id as usize {
+                    p.keys.resize(id as usize + 1, NO_KEY);
+                }
+                if let Some(k) = p.keys.get_mut(id as usize) {
+                    *k = packed;
+                }
+                if let Some(&last) = key.last().filter(|&&s| s != OVERFLOW_SYM) {
+                    if p.by_last.len() <= last as usize {
+                        p.by_last.resize(last as usize + 1, GroupId::MAX);
+                    }
+                    if let Some(g) = p.by_last.get_mut(last as usize) {
+                        *g = id;
+                    }
+                }
+            }
+            GroupIndex::Wide(map) => {
+                map.insert(SmallVec::from_slice(key), id);
+            }
+        }
     }
 
     fn remove(&mut self, key: &[u32]) {
         match self {
-            GroupIndex::Packed(map) => map.remove(&Self::pack(key)),
-            GroupIndex::Wide(map) => map.remove(key),
-        };
+            GroupIndex::Packed(p) => {
+                if let Some(id) = p.map.remove(&Self::pack(key))
+                    && let Some(k) = p.keys.get_mut(id as usize)
+                {
+                    *k = NO_KEY;
+                }
+            }
+            GroupIndex::Wide(map) => {
+                map.remove(key);
+            }
+        }
     }
 
     fn clear(&mut self) {
         match self {
-            GroupIndex::Packed(map) => map.clear(),
+            GroupIndex::Packed(p) => {
+                p.map.clear();
+                p.keys.clear();
+                p.by_last.clear();
+            }
             GroupIndex::Wide(map) => map.clear(),
         }
     }
@@ -738,7 +866,7 @@ pub struct Windows {
     cold: Vec<Cold>,
     /// Groups with no live window, longest idle first.
     idle: List,
-    tenants: HashMap<Arc<str>, Tenant, foldhash::fast::RandomState>,
+    tenants: Tenants,
     slab: Slab,
     buckets: BTreeMap<i64, Bucket>,
     current: Current,
@@ -868,7 +996,7 @@ impl Windows {
             live_key_symbols: 0,
             cold: Vec::new(),
             idle: List::default(),
-            tenants: HashMap::default(),
+            tenants: Tenants::default(),
             slab: Slab::new(&spec),
             buckets: BTreeMap::new(),
             current: Current { index: 0, start: 1, end: 0 },
@@ -955,7 +1083,8 @@ impl Windows {
         let symbols = batch.symbols();
         let key_syms: SmallVec<[Option<Sym>; 4]> = self.spec.group_by.iter().map(|k| symbols.get(k)).collect();
         let field_syms: SmallVec<[Option<Sym>; 4]> = self.spec.fields.iter().map(|f| symbols.get(&f.field)).collect();
-        let mut key: SmallVec<[u32; 6]> = SmallVec::new();
+        // A `Vec` rather than a `SmallVec`: pushes stay a compare and a store.
+        let mut key: Vec<u32> = Vec::with_capacity(3 + key_syms.len());
         // Pass 1: each event's window and group (the string work).
         let mut plan = core::mem::take(&mut self.plan);
         plan.clear();
@@ -1242,12 +1371,11 @@ impl Windows {
     /// Moves `group` into the idle lists (idle since `since`) or, with
     /// `None`, out of them.
     fn set_idle(&mut self, group: GroupId, since: Option<Timestamp>) {
-        let Some(Some(g)) = self.groups.get(group as usize) else { return };
-        let tenant = if g.key.overflow { None } else { self.tenants.get_mut(&g.key.tenant) };
         let Some(cold) = self.cold.get_mut(group as usize) else { return };
         if cold.idle_since.is_some() == since.is_some() {
             return;
         }
+        let tenant = self.tenants.get_mut(cold.tenant);
         if since.is_some() {
             cold.idle_since = since;
             self.idle.push_back(group, |c| &mut c.idle, &mut self.cold);
@@ -1267,7 +1395,7 @@ impl Windows {
     /// when the tenant is at its cap (counted as an overflowed event if
     /// `for_event`).
     fn create_group(&mut self, tenant: &str, stream: &str, texts: &[&str], for_event: bool) -> GroupId {
-        let (live, idle) = self.tenants.get(tenant).map_or((0, None), |t| (t.groups, t.idle.front()));
+        let (live, idle) = self.tenants.find(tenant).map_or((0, None), |t| (t.groups, t.idle.front()));
         if live >= self.spec.max_groups_per_tenant
             && let Some(evicted) = idle
         {
@@ -1320,8 +1448,12 @@ impl Windows {
         if let Some(slot) = self.groups.get_mut(id as usize) {
             *slot = Some(Group { key: Arc::new(key), map_key });
         }
-        if !overflow {
-            self.tenants.entry(tenant).or_default().groups += 1;
+        let t = if overflow { NO_TENANT } else { self.tenants.entry(&tenant) };
+        if let Some(entry) = self.tenants.get_mut(t) {
+            entry.groups += 1;
+        }
+        if let Some(cold) = self.cold.get_mut(id as usize) {
+            cold.tenant = t;
         }
         // Idle until its first window (a resolved group may never get one).
         self.set_idle(id, Some(self.watermark));
@@ -1418,12 +1550,11 @@ impl Windows {
         }
         self.live_key_symbols = self.live_key_symbols.saturating_sub(g.map_key.len());
         self.index.remove(&g.map_key);
-        if !g.key.overflow
-            && let Some(t) = self.tenants.get_mut(&g.key.tenant)
-        {
+        let tenant = self.cold.get_mut(id as usize).map_or(NO_TENANT, |c| core::mem::replace(&mut c.tenant, NO_TENANT));
+        if let Some(t) = self.tenants.get_mut(tenant) {
             t.groups = t.groups.saturating_sub(1);
             if t.groups == 0 {
-                self.tenants.remove(&g.key.tenant);
+                self.tenants.remove(tenant);
             }
         }
         self.free_groups.push(id);
@@ -1823,6 +1954,45 @@ mod tests {
         let id = w.insert_group("t", OVERFLOW, &[], true);
         let overflow = key(&w, id);
         assert!(overflow.overflow && overflow.labels.iter().all(|(_, v)| &**v == OVERFLOW));
+    }
+
+    #[test]
+    fn groups_sharing_their_last_label_stay_apart() {
+        // The index's shortcut (last key symbol → group) must never answer
+        // for a group that only shares that symbol, nor for a freed one.
+        let spec = WindowSpec::new(Span::from_secs(1)).group_by(["device"]).field(FieldSpec::new("v"));
+        let mut w = Windows::new(spec).unwrap();
+        let mut batch = EventBatch::new();
+        let t0 = Timestamp::from_secs(1_000).unwrap();
+        for (tenant, stream, device, v) in
+            [("a", "s", "d1", 1.0), ("b", "s", "d1", 2.0), ("a", "x", "d1", 4.0), ("a", "s", "d1", 8.0)]
+        {
+            batch.push(&crate::event::Event::new(tenant, stream, t0).with_dim("device", device).with_field("v", v));
+        }
+        w.push(&batch, t0, &mut Vec::new());
+        assert_eq!(w.groups(), 3);
+        w.close_all(t0);
+        let mut sums: Vec<(String, String, f64)> = Vec::new();
+        while let Some(r) = w.poll_result() {
+            let sum = r.field("v").map_or(0.0, |f| f.scalar.sum());
+            sums.push((r.group.tenant.to_string(), r.group.stream.to_string(), sum));
+        }
+        sums.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        let expected = [("a", "s", 9.0), ("a", "x", 4.0), ("b", "s", 2.0)];
+        let expected: Vec<_> = expected.iter().map(|&(t, s, v)| (t.to_string(), s.to_string(), v)).collect();
+        assert_eq!(sums, expected);
+        let a = w.resolve("a", "s", &["d1"]);
+        let b = w.resolve("b", "s", &["d1"]);
+        assert_ne!(a.id, b.id);
+        // Free a's (idle) group; a new group reusing its id must not be
+        // found by a's key.
+        w.free_group(a.id);
+        let c = w.resolve("c", "s", &["d2"]);
+        assert_eq!(c.id, a.id);
+        let key = |w: &Windows, t: &str, d: &str| [w.global_str(t), w.global_str("s"), w.global_str(d)];
+        assert_eq!(w.index.get(&key(&w, "a", "d1")), None);
+        assert_eq!(w.index.get(&key(&w, "b", "d1")), Some(b.id));
+        assert_eq!(w.index.get(&key(&w, "c", "d2")), Some(c.id));
     }
 
     #[test]
