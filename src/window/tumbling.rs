@@ -393,15 +393,24 @@ struct Group {
     map_key: SmallVec<[u32; 6]>,
 }
 
-/// Per group id, what the per-event path reads: the generation (bumped
-/// when the id is freed, so stale handles are refused) and the slot of the
-/// window its last event went to (most events of a group land in the same
-/// window as its previous one).
-#[derive(Clone, Copy)]
+/// Per group id, everything the per-event path reads about a group, in one
+/// cache line: its packed index key (what the index's shortcut checks, or
+/// `NO_KEY`), its live windows, and its generation (bumped when the id is
+/// freed, so stale handles are refused).
+#[derive(Clone)]
+#[repr(C, align(64))]
 struct Hot {
+    key: u128,
+    windows: GroupWindows,
     generation: u32,
-    slot: u32,
-    window: i64,
+}
+
+impl Hot {
+    /// The slot of the group's state in `window`, if it has one.
+    #[inline]
+    fn slot(&self, window: i64) -> Option<u32> {
+        self.windows.iter().find(|w| w.0 == window).map(|w| w.1)
+    }
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -683,13 +692,12 @@ enum GroupIndex {
 /// The index of packed keys, with a shortcut in front of the map: the
 /// last symbol of a key (its most specific label, a device id say) names
 /// the group that last had it, which is checked against that group's whole
-/// key. Most lookups end there, without hashing; the map answers the rest
-/// (a value shared by several tenants or streams, a new group).
+/// key ([`Hot::key`]). Most lookups end there, without hashing; the map
+/// answers the rest (a value shared by several tenants or streams, a new
+/// group).
 #[derive(Default)]
 struct Packed {
     map: HashMap<u128, GroupId, foldhash::fast::RandomState>,
-    /// Per group id, its packed key (`NO_KEY` once removed).
-    keys: Vec<u128>,
     /// Per global symbol, the group last inserted with it as its last key
     /// symbol.
     by_last: Vec<GroupId>,
@@ -713,14 +721,22 @@ impl GroupIndex {
         (u128::from(hi) << 64) | u128::from(lo)
     }
 
+    /// What [`Hot::key`] holds for a group of this key.
+    fn hot_key(&self, key: &[u32]) -> u128 {
+        match self {
+            GroupIndex::Packed(_) => Self::pack(key),
+            GroupIndex::Wide(_) => NO_KEY,
+        }
+    }
+
     /// The shortcut inline, the map out of line (so that the common case
     /// saves no registers).
     #[inline]
-    fn get(&self, key: &[u32]) -> Option<GroupId> {
+    fn get(&self, key: &[u32], hot: &[Hot]) -> Option<GroupId> {
         if let GroupIndex::Packed(p) = self {
             let last = key.last().and_then(|&s| p.by_last.get(s as usize)).copied();
             if let Some(id) = last
-                && p.keys.get(id as usize) == Some(&Self::pack(key))
+                && hot.get(id as usize).is_some_and(|h| h.key == Self::pack(key))
             {
                 return Some(id);
             }
@@ -739,14 +755,7 @@ impl GroupIndex {
     fn insert(&mut self, key: &[u32], id: GroupId) {
         match self {
             GroupIndex::Packed(p) => {
-                let packed = Self::pack(key);
-                p.map.insert(packed, id);
-                if p.keys.len() <= id as usize {
-                    p.keys.resize(id as usize + 1, NO_KEY);
-                }
-                if let Some(k) = p.keys.get_mut(id as usize) {
-                    *k = packed;
-                }
+                p.map.insert(Self::pack(key), id);
                 if let Some(&last) = key.last().filter(|&&s| s != OVERFLOW_SYM) {
                     if p.by_last.len() <= last as usize {
                         p.by_last.resize(last as usize + 1, GroupId::MAX);
@@ -765,11 +774,7 @@ impl GroupIndex {
     fn remove(&mut self, key: &[u32]) {
         match self {
             GroupIndex::Packed(p) => {
-                if let Some(id) = p.map.remove(&Self::pack(key))
-                    && let Some(k) = p.keys.get_mut(id as usize)
-                {
-                    *k = NO_KEY;
-                }
+                p.map.remove(&Self::pack(key));
             }
             GroupIndex::Wide(map) => {
                 map.remove(key);
@@ -781,7 +786,6 @@ impl GroupIndex {
         match self {
             GroupIndex::Packed(p) => {
                 p.map.clear();
-                p.keys.clear();
                 p.by_last.clear();
             }
             GroupIndex::Wide(map) => map.clear(),
@@ -856,8 +860,6 @@ pub struct Windows {
     groups: Vec<Option<Group>>,
     /// Parallel to `groups`.
     hot: Vec<Hot>,
-    /// Per group, its live windows (parallel to `groups`).
-    group_windows: Vec<GroupWindows>,
     free_groups: Vec<GroupId>,
     /// Symbols referenced by live groups' keys (with repeats), to decide
     /// when the string table is worth rebuilding.
@@ -991,7 +993,6 @@ impl Windows {
             index: GroupIndex::new(2 + spec.group_by.len() + usize::from(spec.geo_cell.is_some())),
             groups: Vec::new(),
             hot: Vec::new(),
-            group_windows: Vec::new(),
             free_groups: Vec::new(),
             live_key_symbols: 0,
             cold: Vec::new(),
@@ -1115,7 +1116,7 @@ impl Windows {
             if let Some(cell) = &cell {
                 key.push(self.global_str(cell.as_ref().map_or("", Geohash::as_str)));
             }
-            let group = match self.index.get(&key) {
+            let group = match self.index.get(&key, &self.hot) {
                 Some(id) => id,
                 None => {
                     let texts: SmallVec<[&str; 4]> = (0..key_syms.len())
@@ -1127,9 +1128,7 @@ impl Windows {
             };
             // A group about to get a state is not idle: another new group
             // of this batch must not evict it before pass 2.
-            if self.hot.get(group as usize).is_some_and(|h| h.slot == NO_SLOT)
-                && self.group_windows.get(group as usize).is_some_and(SmallVec::is_empty)
-            {
+            if self.hot.get(group as usize).is_some_and(|h| h.windows.is_empty()) {
                 self.set_idle(group, None);
             }
             plan.push(Planned { index: index as u32, group, slot: NO_SLOT, window, closed });
@@ -1183,21 +1182,10 @@ impl Windows {
     /// The slot of `group`'s state in `window`, created if new.
     #[inline]
     fn slot_for(&mut self, group: GroupId, window: i64) -> u32 {
-        if let Some(h) = self.hot.get(group as usize)
-            && h.window == window
-            && h.slot != NO_SLOT
-        {
-            return h.slot;
-        }
-        let slot = match self.group_slot(group, window) {
+        match self.group_slot(group, window) {
             Some(slot) => slot,
             None => self.new_state(group, window),
-        };
-        if let Some(h) = self.hot.get_mut(group as usize) {
-            h.window = window;
-            h.slot = slot;
         }
-        slot
     }
 
     /// Records one event into the state in `slot` (of `window`); `value(i)`
@@ -1254,7 +1242,7 @@ impl Windows {
         for s in [tenant, stream].into_iter().chain(texts.iter().copied()) {
             key.push(self.global_str(s));
         }
-        let id = match self.index.get(&key) {
+        let id = match self.index.get(&key, &self.hot) {
             Some(id) => id,
             None => self.create_group(tenant, stream, &texts, false),
         };
@@ -1326,17 +1314,17 @@ impl Windows {
     /// The state slot of `group` in `window`, if it has one.
     #[inline]
     fn group_slot(&self, group: GroupId, window: i64) -> Option<u32> {
-        self.group_windows.get(group as usize)?.iter().find(|w| w.0 == window).map(|w| w.1)
+        self.hot.get(group as usize)?.slot(window)
     }
 
     /// A fresh state for `group` in `window`, registered with both.
     fn new_state(&mut self, group: GroupId, window: i64) -> u32 {
         let slot = self.slab.alloc(group);
-        if self.group_windows.get(group as usize).is_some_and(SmallVec::is_empty) {
+        if self.hot.get(group as usize).is_some_and(|h| h.windows.is_empty()) {
             self.set_idle(group, None);
         }
-        if let Some(windows) = self.group_windows.get_mut(group as usize) {
-            windows.push((window, slot));
+        if let Some(h) = self.hot.get_mut(group as usize) {
+            h.windows.push((window, slot));
         }
         // A late event may open state in a window that closed with no state
         // for any group: its bucket is born closed, so it is emitted once,
@@ -1354,12 +1342,7 @@ impl Windows {
     fn release_state(&mut self, slot: u32, window: i64) {
         let Some(group) = self.slab.headers.get(slot as usize).map(|h| h.group) else { return };
         self.slab.release(slot);
-        if let Some(h) = self.hot.get_mut(group as usize)
-            && h.slot == slot
-        {
-            h.slot = NO_SLOT;
-        }
-        let Some(windows) = self.group_windows.get_mut(group as usize) else { return };
+        let Some(windows) = self.hot.get_mut(group as usize).map(|h| &mut h.windows) else { return };
         if let Some(i) = windows.iter().position(|w| w.0 == window) {
             windows.swap_remove(i);
         }
@@ -1419,7 +1402,7 @@ impl Windows {
         let mut map_key: SmallVec<[u32; 6]> = SmallVec::new();
         let values = texts.iter().copied();
         intern_key(&mut self.strings, tenant, stream, values, self.label_keys.len(), overflow, &mut map_key);
-        if let Some(id) = self.index.get(&map_key) {
+        if let Some(id) = self.index.get(&map_key, &self.hot) {
             return id;
         }
         // `map_key` holds the symbols of the tenant, the stream and each value.
@@ -1438,13 +1421,15 @@ impl Windows {
             Some(id) => id,
             None => {
                 self.groups.push(None);
-                self.hot.push(Hot { generation: 0, slot: NO_SLOT, window: i64::MIN });
-                self.group_windows.push(SmallVec::new());
+                self.hot.push(Hot { key: NO_KEY, windows: SmallVec::new(), generation: 0 });
                 self.cold.push(Cold::ACTIVE);
                 (self.groups.len() - 1) as GroupId
             }
         };
         self.index.insert(&map_key, id);
+        if let Some(h) = self.hot.get_mut(id as usize) {
+            h.key = self.index.hot_key(&map_key);
+        }
         if let Some(slot) = self.groups.get_mut(id as usize) {
             *slot = Some(Group { key: Arc::new(key), map_key });
         }
@@ -1546,7 +1531,7 @@ impl Windows {
         self.set_idle(id, None);
         let Some(g) = self.groups.get_mut(id as usize).and_then(Option::take) else { return };
         if let Some(h) = self.hot.get_mut(id as usize) {
-            *h = Hot { generation: h.generation.wrapping_add(1), slot: NO_SLOT, window: i64::MIN };
+            *h = Hot { key: NO_KEY, windows: SmallVec::new(), generation: h.generation.wrapping_add(1) };
         }
         self.live_key_symbols = self.live_key_symbols.saturating_sub(g.map_key.len());
         self.index.remove(&g.map_key);
@@ -1581,6 +1566,9 @@ impl Windows {
             let values = k.labels.iter().map(|(_, v)| &**v);
             intern_key(&mut strings, &k.tenant, &k.stream, values, k.labels.len(), k.overflow, &mut g.map_key);
             self.index.insert(&g.map_key, id as GroupId);
+            if let Some(h) = self.hot.get_mut(id) {
+                h.key = self.index.hot_key(&g.map_key);
+            }
             // The live groups' strings stay shared under their new symbols.
             let arcs = [&k.tenant, &k.stream].into_iter().chain(k.labels.iter().map(|(_, v)| v));
             for (&sym, arc) in g.map_key.iter().zip(arcs) {
@@ -1884,12 +1872,12 @@ impl Windows {
         }
         for &id in &snap.idle {
             let since = snap.groups.get(id as usize).and_then(|g| g.idle_since);
-            if since.is_none() || w.group_windows.get(id as usize).is_none_or(|ws| !ws.is_empty()) {
+            if since.is_none() || w.hot.get(id as usize).is_none_or(|h| !h.windows.is_empty()) {
                 return Err(SnapshotError::Inconsistent("an idle group holds windows, or has no idle time"));
             }
             w.set_idle(id, since);
         }
-        if w.group_windows.iter().zip(&w.cold).any(|(ws, c)| ws.is_empty() != c.idle_since.is_some()) {
+        if w.hot.iter().zip(&w.cold).any(|(h, c)| h.windows.is_empty() != c.idle_since.is_some()) {
             return Err(SnapshotError::Inconsistent("a group without windows is not idle"));
         }
         for window in snap.closed {
@@ -1990,9 +1978,9 @@ mod tests {
         let c = w.resolve("c", "s", &["d2"]);
         assert_eq!(c.id, a.id);
         let key = |w: &Windows, t: &str, d: &str| [w.global_str(t), w.global_str("s"), w.global_str(d)];
-        assert_eq!(w.index.get(&key(&w, "a", "d1")), None);
-        assert_eq!(w.index.get(&key(&w, "b", "d1")), Some(b.id));
-        assert_eq!(w.index.get(&key(&w, "c", "d2")), Some(c.id));
+        assert_eq!(w.index.get(&key(&w, "a", "d1"), &w.hot), None);
+        assert_eq!(w.index.get(&key(&w, "b", "d1"), &w.hot), Some(b.id));
+        assert_eq!(w.index.get(&key(&w, "c", "d2"), &w.hot), Some(c.id));
     }
 
     #[test]
@@ -2003,5 +1991,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Scalar>(), 64);
         assert_eq!(core::mem::size_of::<(i64, u32)>(), 16);
         assert_eq!(core::mem::size_of::<GroupId>(), 4);
+        // Per group, what the per-event path reads fits one cache line.
+        assert_eq!(core::mem::size_of::<Hot>(), 64);
     }
 }
