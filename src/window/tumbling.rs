@@ -579,6 +579,12 @@ struct Header {
     closed_once: bool,
 }
 
+/// A [`Scalar`] on a cache line of its own (it is 64 bytes): recording an
+/// event into it touches one line, not two.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Line(Scalar);
+
 /// Window states in flat arrays addressed by slot: a header per slot and
 /// `width` scalars per slot (and as many sketches when a field asks for
 /// quantiles), so the scalar path stays dense in memory.
@@ -587,7 +593,7 @@ struct Slab {
     /// Per field, the sketch config if it asks for quantiles.
     sketch_configs: SmallVec<[Option<QuantileConfig>; 2]>,
     headers: Vec<Header>,
-    scalars: Vec<Scalar>,
+    scalars: Vec<Line>,
     /// Empty when no field asks for quantiles. Boxed so that a final
     /// result can take a sketch without copying it.
     sketches: Vec<Option<Box<Quantiles>>>,
@@ -621,7 +627,7 @@ impl Slab {
                     *h = header;
                 }
                 if let Some(scalars) = self.scalars.get_mut(base..base + width) {
-                    scalars.fill(Scalar::new());
+                    scalars.fill(Line(Scalar::new()));
                 }
                 if let Some(sketches) = self.sketches.get_mut(base..base + width) {
                     for (q, config) in sketches.iter_mut().zip(&self.sketch_configs) {
@@ -632,7 +638,7 @@ impl Slab {
             }
             None => {
                 self.headers.push(header);
-                self.scalars.extend((0..width).map(|_| Scalar::new()));
+                self.scalars.extend((0..width).map(|_| Line(Scalar::new())));
                 if self.has_sketches() {
                     self.sketches.extend(self.sketch_configs.iter().map(|c| c.map(|c| Box::new(Quantiles::new(c)))));
                 }
@@ -1206,7 +1212,7 @@ impl Windows {
         if let Some(scalars) = self.slab.scalars.get_mut(base..base + width) {
             for (i, scalar) in scalars.iter_mut().enumerate() {
                 let Some(v) = value(i) else { continue };
-                scalar.record(v, weight, ts);
+                scalar.0.record(v, weight, ts);
                 if sketches && let Some(Some(q)) = self.slab.sketches.get_mut(base + i) {
                     q.record(v, weight);
                 }
@@ -1597,7 +1603,7 @@ impl Windows {
                 Some(q) => fs.quantiles.iter().filter_map(|&p| q.quantile(p).map(|v| (p, v))).collect(),
                 None => Vec::new(),
             };
-            let scalar = self.slab.scalars.get(base + i).copied().unwrap_or_default();
+            let scalar = self.slab.scalars.get(base + i).map(|l| l.0).unwrap_or_default();
             fields.push(FieldResult { field: name.clone(), scalar, quantiles, sketch });
         }
         if is_final && header.emitted > 0 && header.closed_once {
@@ -1705,12 +1711,11 @@ struct GroupSnap<'a> {
 }
 
 #[derive(Serialize, Deserialize)]
-struct WindowSnap<'a> {
+struct WindowSnap {
     group: u32,
     window: i64,
     header: Header,
-    #[serde(borrow)]
-    scalars: Cow<'a, [Scalar]>,
+    scalars: SmallVec<[Scalar; 2]>,
     sketches: Vec<Option<Box<Quantiles>>>,
 }
 
@@ -1727,8 +1732,7 @@ struct Snapshot<'a> {
     names: Vec<Cow<'a, str>>,
     #[serde(borrow)]
     groups: Vec<GroupSnap<'a>>,
-    #[serde(borrow)]
-    windows: Vec<WindowSnap<'a>>,
+    windows: Vec<WindowSnap>,
     closed: Vec<i64>,
     dirty: Vec<(u32, i64)>,
     /// Idle groups, longest idle first (the eviction order).
@@ -1794,7 +1798,7 @@ impl Windows {
                     group: new_id(slot),
                     window,
                     header: self.slab.headers.get(slot as usize).copied().unwrap_or_default(),
-                    scalars: Cow::Borrowed(self.slab.scalars.get(base..base + width).unwrap_or_default()),
+                    scalars: self.slab.scalars.iter().skip(base).take(width).map(|l| l.0).collect(),
                     sketches: self.slab.sketches.get(base..base + width).map(<[_]>::to_vec).unwrap_or_default(),
                 });
             }
@@ -1860,7 +1864,7 @@ impl Windows {
                 *h = Header { group: ws.group, ..ws.header };
             }
             for (dst, src) in w.slab.scalars.iter_mut().skip(base).zip(ws.scalars.iter()) {
-                *dst = *src;
+                dst.0 = *src;
             }
             for (dst, src) in w.slab.sketches.iter_mut().skip(base).zip(ws.sketches) {
                 *dst = src;
