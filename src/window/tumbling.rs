@@ -727,14 +727,6 @@ impl GroupIndex {
         (u128::from(hi) << 64) | u128::from(lo)
     }
 
-    /// What [`Hot::key`] holds for a group of this key.
-    fn hot_key(&self, key: &[u32]) -> u128 {
-        match self {
-            GroupIndex::Packed(_) => Self::pack(key),
-            GroupIndex::Wide(_) => NO_KEY,
-        }
-    }
-
     /// The shortcut inline, the map out of line (so that the common case
     /// saves no registers).
     #[inline]
@@ -758,10 +750,19 @@ impl GroupIndex {
         }
     }
 
-    fn insert(&mut self, key: &[u32], id: GroupId) {
+    /// Indexes group `id` under `key`, and writes into its [`Hot::key`]
+    /// what [`GroupIndex::get`] checks.
+    fn insert(&mut self, key: &[u32], id: GroupId, hot: &mut [Hot]) {
+        let packed = match self {
+            GroupIndex::Packed(_) => Self::pack(key),
+            GroupIndex::Wide(_) => NO_KEY,
+        };
+        if let Some(h) = hot.get_mut(id as usize) {
+            h.key = packed;
+        }
         match self {
             GroupIndex::Packed(p) => {
-                p.map.insert(Self::pack(key), id);
+                p.map.insert(packed, id);
                 if let Some(&last) = key.last().filter(|&&s| s != OVERFLOW_SYM) {
                     if p.by_last.len() <= last as usize {
                         p.by_last.resize(last as usize + 1, GroupId::MAX);
@@ -1432,10 +1433,7 @@ impl Windows {
                 (self.groups.len() - 1) as GroupId
             }
         };
-        self.index.insert(&map_key, id);
-        if let Some(h) = self.hot.get_mut(id as usize) {
-            h.key = self.index.hot_key(&map_key);
-        }
+        self.index.insert(&map_key, id, &mut self.hot);
         if let Some(slot) = self.groups.get_mut(id as usize) {
             *slot = Some(Group { key: Arc::new(key), map_key });
         }
@@ -1572,10 +1570,7 @@ impl Windows {
             let k = &g.key;
             let values = k.labels.iter().map(|(_, v)| &**v);
             intern_key(&mut strings, &k.tenant, &k.stream, values, k.labels.len(), k.overflow, &mut g.map_key);
-            self.index.insert(&g.map_key, id as GroupId);
-            if let Some(h) = self.hot.get_mut(id) {
-                h.key = self.index.hot_key(&g.map_key);
-            }
+            self.index.insert(&g.map_key, id as GroupId, &mut self.hot);
             // The live groups' strings stay shared under their new symbols.
             let arcs = [&k.tenant, &k.stream].into_iter().chain(k.labels.iter().map(|(_, v)| v));
             for (&sym, arc) in g.map_key.iter().zip(arcs) {
