@@ -705,9 +705,8 @@ impl Pipeline {
         now: Timestamp,
         batch: &mut EventBatch,
     ) -> Result<Receipt, IngestError> {
-        let Some(state) = self.tenants.get_mut(tenant) else {
-            return Err(IngestError::EmptyTenant);
-        };
+        // `tenant_key` made the state (within the cap) just before.
+        let state = self.tenants.entry(Arc::clone(tenant)).or_default();
         let decoded =
             Format::from_content_type(content_type).and_then(|f| f.decode_into(body, &self.config.limits, batch));
         if let Err(e) = decoded {
