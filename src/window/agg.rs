@@ -254,14 +254,16 @@ impl Default for QuantileConfig {
     }
 }
 
-/// A quantile sketch for any real values. Up to [`Quantiles::EXACT`]
-/// distinct values are kept as they are, and quantiles over them are exact
-/// (most groups of a short window never see more). Beyond that the values
-/// move into an HDR histogram of the magnitudes of negative values, a count
-/// of zeros, and an HDR histogram of positive values; each histogram is
-/// allocated on first use and grows only to the largest magnitude it has
-/// seen. Whether the sketch is exact depends only on the multiset of values,
-/// so merging gives what one pass gives.
+/// A quantile sketch for any real values. Values are kept as they are, and
+/// quantiles over them are exact, while the sketch holds at most
+/// [`Quantiles::EXACT_EVENTS`] events (most groups of a short window never
+/// see more; a list of them is smaller than the smallest histogram), or
+/// however many events of at most [`Quantiles::EXACT`] distinct values.
+/// Beyond that the values move into an HDR histogram of the magnitudes of
+/// negative values, a count of zeros, and an HDR histogram of positive
+/// values; each histogram is allocated on first use and grows only to the
+/// largest magnitude it has seen. Whether the sketch is exact depends only
+/// on the multiset of values, so merging gives what one pass gives.
 ///
 /// Weights are rounded to whole events (at least one) for quantiles.
 ///
@@ -270,8 +272,12 @@ impl Default for QuantileConfig {
 #[derive(Clone, Debug)]
 pub struct Quantiles {
     config: QuantileConfig,
-    /// Exact (value, events) pairs, while there are few.
+    /// Exact (value, events) pairs until promoted: as recorded while they
+    /// hold at most [`Quantiles::EXACT_EVENTS`] events, then merged by value
+    /// (at most [`Quantiles::EXACT`] of them).
     exact: SmallVec<[(f64, u64); Quantiles::EXACT]>,
+    /// Events in `exact`.
+    exact_events: u64,
     /// Whether the values live in the histograms (then `exact` is empty).
     promoted: bool,
     neg: Option<Box<Histogram<u64>>>,
@@ -291,11 +297,25 @@ impl Quantiles {
             resolution: positive(config.resolution, QuantileConfig::DEFAULT_RESOLUTION),
             max_abs: positive(config.max_abs, QuantileConfig::DEFAULT_MAX_ABS),
         };
-        Quantiles { config, exact: SmallVec::new(), promoted: false, neg: None, zero: 0, pos: None, clamped: 0 }
+        Quantiles {
+            config,
+            exact: SmallVec::new(),
+            exact_events: 0,
+            promoted: false,
+            neg: None,
+            zero: 0,
+            pos: None,
+            clamped: 0,
+        }
     }
 
-    /// How many distinct values are kept exactly before the histograms
-    /// take over.
+    /// How many events are kept exactly, whatever their values, before the
+    /// histograms take over (unless they have few distinct values: see
+    /// [`Quantiles::EXACT`]).
+    pub const EXACT_EVENTS: u64 = 128;
+
+    /// How many distinct values are kept exactly, however many events they
+    /// stand for, before the histograms take over.
     pub const EXACT: usize = 8;
 
     /// The configuration in force.
@@ -310,18 +330,54 @@ impl Quantiles {
             return;
         }
         let n = if weight.is_finite() && weight >= 1.0 { weight.round() as u64 } else { 1 };
+        self.record_n(value, n);
+    }
+
+    /// Records `value` (not NaN) standing for `n` events.
+    fn record_n(&mut self, value: f64, n: u64) {
         if !self.promoted {
-            if let Some(entry) = self.exact.iter_mut().find(|e| e.0.to_bits() == value.to_bits()) {
-                entry.1 = entry.1.saturating_add(n);
-                return;
-            }
-            if self.exact.len() < Self::EXACT {
-                self.exact.push((value, n));
+            if self.record_exact(value, n) {
                 return;
             }
             self.promote();
         }
         self.record_in_histograms(value, n);
+    }
+
+    /// Keeps `value` (`n` events) among the exact values if the sketch
+    /// stays exact with it: false when it must be promoted first.
+    fn record_exact(&mut self, value: f64, n: u64) -> bool {
+        let events = self.exact_events.saturating_add(n);
+        if events <= Self::EXACT_EVENTS {
+            self.exact.push((value, n));
+            self.exact_events = events;
+            return true;
+        }
+        if self.exact_events <= Self::EXACT_EVENTS {
+            // Past the event budget for the first time: merge equal values,
+            // and stay exact only if there are few distinct ones (usually
+            // known after a few entries).
+            let mut merged: SmallVec<[(f64, u64); Quantiles::EXACT]> = SmallVec::new();
+            for &(v, n) in &self.exact {
+                if let Some(e) = merged.iter_mut().find(|e| e.0.to_bits() == v.to_bits()) {
+                    e.1 = e.1.saturating_add(n);
+                } else if merged.len() < Self::EXACT {
+                    merged.push((v, n));
+                } else {
+                    return false;
+                }
+            }
+            self.exact = merged;
+        }
+        if let Some(entry) = self.exact.iter_mut().find(|e| e.0.to_bits() == value.to_bits()) {
+            entry.1 = entry.1.saturating_add(n);
+        } else if self.exact.len() < Self::EXACT {
+            self.exact.push((value, n));
+        } else {
+            return false;
+        }
+        self.exact_events = events;
+        true
     }
 
     /// Moves the exact values into the histograms, each side's created at
@@ -331,6 +387,7 @@ impl Quantiles {
     /// dozen values.
     fn promote(&mut self) {
         self.promoted = true;
+        self.exact_events = 0;
         let exact = core::mem::take(&mut self.exact);
         let limit = self.limit();
         let sigfig = self.config.sigfig;
@@ -381,7 +438,7 @@ impl Quantiles {
             return;
         }
         for &(value, n) in &other.exact {
-            self.record(value, n as f64);
+            self.record_n(value, n);
         }
         if !other.promoted {
             return;
@@ -409,11 +466,14 @@ impl Quantiles {
 
     /// Events recorded (whole, after rounding weights).
     pub fn len(&self) -> u64 {
-        self.exact
-            .iter()
-            .map(|e| e.1)
-            .chain([self.neg.as_ref().map_or(0, |h| h.len()), self.zero, self.pos.as_ref().map_or(0, |h| h.len())])
-            .fold(0u64, u64::saturating_add)
+        [
+            self.exact_events,
+            self.neg.as_ref().map_or(0, |h| h.len()),
+            self.zero,
+            self.pos.as_ref().map_or(0, |h| h.len()),
+        ]
+        .into_iter()
+        .fold(0u64, u64::saturating_add)
     }
 
     /// Whether nothing was recorded.
@@ -439,8 +499,16 @@ impl Quantiles {
         // 1-based rank of the wanted event in ascending order.
         let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
         if !self.promoted {
+            if self.exact_events == self.exact.len() as u64 {
+                // One event per entry (unweighted, as recorded): the rank-th
+                // smallest value by selection, without sorting them all.
+                let mut values: SmallVec<[f64; Quantiles::EXACT_EVENTS as usize]> =
+                    self.exact.iter().map(|e| e.0).collect();
+                let index = usize::try_from(rank - 1).ok().filter(|&i| i < values.len())?;
+                return Some(*values.select_nth_unstable_by(index, f64::total_cmp).1);
+            }
             let mut sorted = self.exact.clone();
-            sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+            sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
             let mut seen = 0u64;
             return sorted
                 .iter()
@@ -506,10 +574,21 @@ impl<'de> Deserialize<'de> for Quantiles {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = QuantilesRepr::deserialize(d)?;
         let mut q = Quantiles::new(r.config);
-        q.exact = r.exact.into_iter().take(Quantiles::EXACT).collect();
-        q.promoted = r.promoted;
-        q.zero = r.zero;
-        q.clamped = r.clamped;
+        // Replayed rather than taken as they are, so that a sketch written
+        // by hand (or by another version) keeps the limits on exact values.
+        for (value, n) in r.exact {
+            if !value.is_nan() && n > 0 {
+                q.record_n(value, n);
+            }
+        }
+        // Values in the histograms (or the zero count) mean promoted,
+        // whatever the flag says: an exact sketch never counts them.
+        let promoted = r.promoted || r.zero > 0 || !r.neg.is_empty() || !r.pos.is_empty();
+        if promoted && !q.promoted {
+            q.promote();
+        }
+        q.zero = q.zero.saturating_add(r.zero);
+        q.clamped = q.clamped.saturating_add(r.clamped);
         let sigfig = q.config.sigfig;
         let limit = q.limit();
         for (side, values) in [(&mut q.neg, r.neg), (&mut q.pos, r.pos)] {
@@ -625,8 +704,7 @@ mod tests {
         s.record(1e308, 1.0, t(0));
         assert_eq!(s.sum(), f64::INFINITY);
         let mut q = Quantiles::new(QuantileConfig::default());
-        q.record(1.0, 1.0);
-        q.exact[0].1 = u64::MAX;
+        q.record(1.0, f64::MAX); // rounds to u64::MAX events
         q.record(2.0, 1.0);
         assert_eq!(q.len(), u64::MAX);
         assert!(q.quantile(1.0).is_some(), "saturated counts answer without panicking");
@@ -697,24 +775,41 @@ mod tests {
         assert_eq!(q.quantile(0.4), Some(1e-9), "exact: below the histogram resolution too");
         assert_eq!(q.quantile(0.8), Some(3.25));
         assert_eq!(q.quantile(1.0), Some(7.0));
-        for v in 0..20 {
-            q.record(f64::from(v), 1.0);
+        // Up to EXACT_EVENTS events stay exact whatever their values: 1e-9,
+        // the second smallest, reads as itself, not as the histogram's zero.
+        let more = Quantiles::EXACT_EVENTS - 5;
+        for v in 0..more {
+            q.record(v as f64 + 10.0, 1.0);
         }
-        assert_eq!(q.len(), 25);
-        assert!(q.quantile(1.0).is_some_and(|v| (v - 19.0).abs() < 0.2));
+        let second = |q: &Quantiles| q.quantile(2.0 / q.len() as f64);
+        assert_eq!((q.len(), second(&q)), (Quantiles::EXACT_EVENTS, Some(1e-9)));
+        q.record(1e6, 1.0);
+        assert_eq!((q.len(), second(&q)), (Quantiles::EXACT_EVENTS + 1, Some(0.0)), "promoted");
+        assert!(q.quantile(1.0).is_some_and(|v| (v - 1e6).abs() < 1e4));
+        // Many events of few distinct values stay exact, merged or not.
+        let mut few = Quantiles::new(QuantileConfig::default());
+        let mut other = Quantiles::new(QuantileConfig::default());
+        for i in 0..1_000 {
+            few.record(if i % 2 == 0 { 1e-9 } else { 7.0 }, 1.0);
+            other.record(-1e-9 * f64::from(i % 3), 2.0);
+        }
+        assert_eq!(few.quantile(0.5), Some(1e-9));
+        few.merge(&other);
+        assert_eq!((few.len(), few.quantile(0.0), few.quantile(0.7)), (3_000, Some(-2e-9), Some(1e-9)));
     }
 
     #[test]
     fn quantiles_clamp_and_count_extremes() {
         let config = QuantileConfig { max_abs: 100.0, ..QuantileConfig::default() };
         let mut q = Quantiles::new(config);
-        for v in 0..Quantiles::EXACT {
-            q.record(v as f64, 0.0);
+        // As many distinct values as stay exact: the next ones promote.
+        for v in 0..Quantiles::EXACT_EVENTS {
+            q.record(v as f64 / 10.0, 0.0);
         }
         q.record(1e9, 3.0);
         q.record(f64::NEG_INFINITY, 1.0);
         q.record(f64::NAN, 1.0);
-        assert_eq!((q.len(), q.clamped()), (4 + Quantiles::EXACT as u64, 4));
+        assert_eq!((q.len(), q.clamped()), (4 + Quantiles::EXACT_EVENTS, 4));
         assert!(q.quantile(1.0).is_some_and(|v| (v - 100.0).abs() < 1.0));
         assert!(q.quantile(0.0).is_some_and(|v| (v + 100.0).abs() < 1.0));
     }
@@ -731,6 +826,36 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn restoring_any_sketch_keeps_the_exact_limits_and_is_stable(
+            exact in proptest::collection::vec(
+                (prop_oneof![-3.0..3.0f64, Just(0.0), Just(-0.0), Just(1.0), Just(f64::NAN)], 0u64..300),
+                0..200,
+            ),
+            promoted in any::<bool>(),
+            zero in 0u64..3,
+        ) {
+            let repr = QuantilesRepr {
+                config: QuantileConfig::default(),
+                exact: exact.clone(),
+                promoted,
+                zero,
+                clamped: 0,
+                neg: Vec::new(),
+                pos: Vec::new(),
+            };
+            // Postcard, as snapshots are: JSON has no NaN.
+            let once: Quantiles = postcard::from_bytes(&postcard::to_allocvec(&repr).unwrap()).unwrap();
+            let events: u64 = exact.iter().filter(|e| !e.0.is_nan()).map(|e| e.1).sum::<u64>() + zero;
+            prop_assert_eq!(once.len(), events);
+            prop_assert!(once.exact.len() as u64 <= Quantiles::EXACT_EVENTS);
+            prop_assert!(once.exact_events <= Quantiles::EXACT_EVENTS || once.exact.len() <= Quantiles::EXACT);
+            prop_assert!(!once.promoted || once.exact.is_empty());
+            let bytes = postcard::to_allocvec(&once).unwrap();
+            let again: Quantiles = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(postcard::to_allocvec(&again).unwrap(), bytes);
+        }
+
         #[test]
         fn scalar_merge_of_any_partition_equals_one_pass(
             values in values(),
