@@ -357,23 +357,13 @@ impl Quantiles {
             // Past the event budget for the first time: merge equal values,
             // and stay exact only if there are few distinct ones (usually
             // known after a few entries).
-            let mut merged: SmallVec<[(f64, u64); Quantiles::EXACT]> = SmallVec::new();
-            for &(v, n) in &self.exact {
-                if let Some(e) = merged.iter_mut().find(|e| e.0.to_bits() == v.to_bits()) {
-                    e.1 = e.1.saturating_add(n);
-                } else if merged.len() < Self::EXACT {
-                    merged.push((v, n));
-                } else {
-                    return false;
-                }
+            let mut merged = SmallVec::new();
+            if !self.exact.iter().all(|&(v, n)| add_distinct(&mut merged, v, n)) {
+                return false;
             }
             self.exact = merged;
         }
-        if let Some(entry) = self.exact.iter_mut().find(|e| e.0.to_bits() == value.to_bits()) {
-            entry.1 = entry.1.saturating_add(n);
-        } else if self.exact.len() < Self::EXACT {
-            self.exact.push((value, n));
-        } else {
+        if !add_distinct(&mut self.exact, value, n) {
             return false;
         }
         self.exact_events = events;
@@ -534,9 +524,19 @@ impl Quantiles {
     }
 }
 
-/// The histogram of one side, created on first use. Creation cannot fail
-/// for `sigfig` in 1..=3 (which `Quantiles::new` ensures); if it ever did,
-/// the caller counts the values as clamped.
+/// Adds `n` events of `value` to a list of distinct values (by bits): false,
+/// leaving it as it was, when it is full with other values.
+fn add_distinct(list: &mut SmallVec<[(f64, u64); Quantiles::EXACT]>, value: f64, n: u64) -> bool {
+    if let Some(entry) = list.iter_mut().find(|e| e.0.to_bits() == value.to_bits()) {
+        entry.1 = entry.1.saturating_add(n);
+    } else if list.len() < Quantiles::EXACT {
+        list.push((value, n));
+    } else {
+        return false;
+    }
+    true
+}
+
 /// The serialized form of a [`Quantiles`].
 #[derive(Serialize, Deserialize)]
 struct QuantilesRepr {
@@ -624,6 +624,9 @@ fn magnitude(value: f64, resolution: f64, limit: u64) -> Option<(u64, bool)> {
     }
 }
 
+/// The histogram of one side, created on first use. Creation cannot fail
+/// for `sigfig` in 1..=3 (which `Quantiles::new` ensures); if it ever did,
+/// the caller counts the values as clamped.
 fn histogram(side: &mut Option<Box<Histogram<u64>>>, sigfig: u8) -> Option<&mut Histogram<u64>> {
     if side.is_none() {
         *side = Histogram::new(sigfig).ok().map(Box::new);
