@@ -78,10 +78,27 @@ struct Entry {
 
 impl Entry {
     #[inline]
-    fn has(&self, words: Words) -> bool {
-        let len = u32::try_from(words.len).unwrap_or(u32::MAX);
-        self.head == words.head && self.tail == words.tail && self.len == len
+    fn new(words: Words, sym: u32) -> Entry {
+        Entry { head: words.head, tail: words.tail, len: Entry::len(words), sym }
     }
+
+    /// The length as stored, saturated.
+    #[inline]
+    fn len(words: Words) -> u32 {
+        u32::try_from(words.len).unwrap_or(u32::MAX)
+    }
+
+    #[inline]
+    fn has(&self, words: Words) -> bool {
+        self.head == words.head && self.tail == words.tail && self.len == Entry::len(words)
+    }
+}
+
+/// The bytes of symbol `sym` in a table's `text` and `spans` (empty for a
+/// foreign symbol).
+#[inline]
+fn text_of<'a>(text: &'a str, spans: &[Range<usize>], sym: u32) -> &'a [u8] {
+    spans.get(sym as usize).and_then(|r| text.as_bytes().get(r.clone())).unwrap_or_default()
 }
 
 /// A string's length and bytes packed into two words: its first eight bytes
@@ -189,11 +206,8 @@ impl Symbols {
         if recent.words != words {
             return None;
         }
-        if words.len > 16 {
-            let text = self.spans.get(recent.sym as usize).and_then(|r| self.text.as_bytes().get(r.clone()))?;
-            if text != bytes {
-                return None;
-            }
+        if words.len > 16 && text_of(&self.text, &self.spans, recent.sym) != bytes {
+            return None;
         }
         Some(Sym(recent.sym))
     }
@@ -210,9 +224,7 @@ impl Symbols {
     #[inline]
     fn find(&self, hash: u64, words: Words, bytes: &[u8]) -> Option<Sym> {
         let Symbols { text, spans, table, .. } = self;
-        let text_is = |sym: u32| {
-            spans.get(sym as usize).and_then(|r| text.as_bytes().get(r.clone())).is_some_and(|t| short_eq(t, bytes))
-        };
+        let text_is = |sym: u32| short_eq(text_of(text, spans, sym), bytes);
         table.find(hash, |e| e.has(words) && (words.len <= 16 || text_is(e.sym))).map(|e| Sym(e.sym))
     }
 
@@ -222,12 +234,7 @@ impl Symbols {
         let start = text.len();
         text.push_str(s);
         spans.push(start..text.len());
-        let len = u32::try_from(words.len).unwrap_or(u32::MAX);
-        let entry = Entry { head: words.head, tail: words.tail, len, sym: index };
-        table.insert_unique(hash, entry, |e| {
-            let key = spans.get(e.sym as usize).and_then(|r| text.as_bytes().get(r.clone())).unwrap_or_default();
-            hasher.hash_one(key)
-        });
+        table.insert_unique(hash, Entry::new(words, index), |e| hasher.hash_one(text_of(text, spans, e.sym)));
         Sym(index)
     }
 
