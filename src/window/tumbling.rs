@@ -406,6 +406,11 @@ struct Hot {
 }
 
 impl Hot {
+    /// The entry of a group id with no group yet (or no more), at `generation`.
+    fn vacant(generation: u32) -> Hot {
+        Hot { key: NO_KEY, windows: SmallVec::new(), generation }
+    }
+
     /// The slot of the group's state in `window`, if it has one.
     #[inline]
     fn slot(&self, window: i64) -> Option<u32> {
@@ -1428,7 +1433,7 @@ impl Windows {
             Some(id) => id,
             None => {
                 self.groups.push(None);
-                self.hot.push(Hot { key: NO_KEY, windows: SmallVec::new(), generation: 0 });
+                self.hot.push(Hot::vacant(0));
                 self.cold.push(Cold::ACTIVE);
                 (self.groups.len() - 1) as GroupId
             }
@@ -1536,7 +1541,7 @@ impl Windows {
         self.set_idle(id, None);
         let Some(g) = self.groups.get_mut(id as usize).and_then(Option::take) else { return };
         if let Some(h) = self.hot.get_mut(id as usize) {
-            *h = Hot { key: NO_KEY, windows: SmallVec::new(), generation: h.generation.wrapping_add(1) };
+            *h = Hot::vacant(h.generation.wrapping_add(1));
         }
         self.live_key_symbols = self.live_key_symbols.saturating_sub(g.map_key.len());
         self.index.remove(&g.map_key);
