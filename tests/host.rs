@@ -471,6 +471,51 @@ async fn files_the_sink_could_not_take_are_kept_and_stored_after_the_restart() {
     assert_eq!(rows, accepted, "every accepted event reached the store in the end");
 }
 
+/// Counts the raw events in JSON `full` frames.
+fn raw_events(frames: &mut Vec<Bytes>) -> usize {
+    frames
+        .drain(..)
+        .map(|frame| {
+            let frame: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+            frame["events"].as_array().map_or(0, Vec::len)
+        })
+        .sum()
+}
+
+/// The race the test below hit now and then, made certain: a `next`
+/// cancelled after its request was answered with frames, then a shutdown
+/// that hands over more. The answer's frames come first, then the handed
+/// over ones, then the end.
+#[tokio::test]
+async fn frames_answered_to_a_cancelled_next_are_not_lost_at_shutdown() {
+    let host = Host::builder(config("raw: {enabled: true}")).start().await.unwrap();
+    let handle = host.handle();
+    let mut full = handle.subscribe(Subscription::new("acme", "events", Mode::Full).json()).await.unwrap();
+    let mut frames = Vec::new();
+    handle.ingest("acme", "application/x-ndjson", body("acme", 10, 3000, 0)).await.unwrap();
+    // Fan the batch out to the subscriber's queue now, whatever the tick.
+    handle
+        .with_pipeline(|p| p.advance(SystemClock.now(), &mut edgestream::pipeline::Outputs::default()))
+        .await
+        .unwrap();
+    // `next` sends its request and is dropped before the answer...
+    tokio::select! {
+        biased;
+        _ = full.next(&mut frames) => panic!("answered before the pipeline task ran"),
+        () = std::future::ready(()) => {}
+    }
+    // ...which the pipeline task gives before this round trip returns.
+    handle.with_pipeline(|_| ()).await.unwrap();
+    handle.ingest("acme", "application/x-ndjson", body("acme", 5, 3000, 10)).await.unwrap();
+    let report = host.shutdown().await.unwrap();
+    let mut events = 0;
+    while full.next(&mut frames).await.is_ok() {
+        events += raw_events(&mut frames);
+    }
+    assert_eq!(report.stats.total.admitted, 15);
+    assert_eq!(events, 15, "the answered frames and the handed over ones all arrive");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_is_cancel_safe_and_the_last_frames_come_before_the_end() {
     let config = config("raw: {enabled: true}\nsubscribers: {max_queued: 100000}");
@@ -489,20 +534,12 @@ async fn next_is_cancel_safe_and_the_last_frames_come_before_the_end() {
                 _ = tokio::time::sleep(Duration::from_micros(200)) => {}
             }
         }
-        for frame in frames.drain(..) {
-            let frame: serde_json::Value = serde_json::from_slice(&frame).unwrap();
-            events += frame["events"].as_array().unwrap().len();
-        }
+        events += raw_events(&mut frames);
     }
     let report = host.shutdown().await.unwrap();
     loop {
         match full.next(&mut frames).await {
-            Ok(()) => {
-                for frame in frames.drain(..) {
-                    let frame: serde_json::Value = serde_json::from_slice(&frame).unwrap();
-                    events += frame["events"].as_array().unwrap().len();
-                }
-            }
+            Ok(()) => events += raw_events(&mut frames),
             Err(why) => {
                 assert_eq!(why, Closed::Shutdown);
                 break;

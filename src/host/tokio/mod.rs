@@ -92,7 +92,7 @@ use crate::pipeline::{
 };
 use crate::sink::FinishedFile;
 use crate::time::{Span, Timestamp};
-use subscriber::Slot;
+use subscriber::{Held, Slot};
 
 /// A boxed, sendable future: what [`FileSink`] and [`Deliver`] return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -677,7 +677,7 @@ struct Runner {
     out: Outputs,
     clock: Arc<dyn Clock>,
     last_now: Timestamp,
-    slots: HashMap<SubscriberId, Arc<Slot>>,
+    slots: HashMap<SubscriberId, Held>,
     files_tx: Option<mpsc::UnboundedSender<files::ToWriter>>,
     notes_tx: Option<mpsc::UnboundedSender<Notification>>,
     shared: Arc<Shared>,
@@ -767,7 +767,7 @@ impl Runner {
                 };
                 let answer = opened.map(|id| {
                     let slot = Arc::new(Slot::default());
-                    self.slots.insert(id, Arc::clone(&slot));
+                    self.slots.insert(id, Held::new(Arc::clone(&slot)));
                     self.shared.subscribers.store(self.slots.len() as u64, Ordering::Relaxed);
                     // The snapshot on join may be waiting already.
                     slot.wake();

@@ -60,6 +60,33 @@ impl Slot {
     }
 }
 
+/// The pipeline task's hold on a [`Slot`]: however the task lets go of it
+/// (unsubscribed, evicted, shut down, or the task itself failed), the
+/// subscriber's end is closed and woken, so it never waits for nothing.
+#[derive(Debug)]
+pub(super) struct Held(Arc<Slot>);
+
+impl Held {
+    pub(super) fn new(slot: Arc<Slot>) -> Held {
+        Held(slot)
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Slot;
+
+    fn deref(&self) -> &Slot {
+        &self.0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // A reason given before (eviction) stays.
+        self.0.close(Closed::Shutdown);
+    }
+}
+
 /// An open subscription on a [`Host`](super::Host): frames in the
 /// subscription's [`WireFormat`], snapshot first. Dropping it unsubscribes.
 #[derive(Debug)]
@@ -102,44 +129,53 @@ impl Subscriber {
     /// no frame; the next call gets them.
     pub async fn next(&mut self, out: &mut Vec<Bytes>) -> Result<(), Closed> {
         loop {
-            // What the pipeline handed over at shutdown comes before the end.
+            // An answer asked for by a call that was cancelled holds older
+            // frames than any handed over at shutdown: it comes first. The
+            // pipeline answers every request it received before it stops,
+            // or drops it, so this wait ends.
+            let mut empty = false;
+            let mut gone = false;
+            if let Some(answer) = &mut self.pending {
+                let taken = answer.await;
+                self.pending = None;
+                match taken {
+                    Ok(Ok(frames)) if !frames.is_empty() => {
+                        out.extend(frames);
+                        return Ok(());
+                    }
+                    Ok(Ok(_)) => empty = true,
+                    // Gone from the pipeline (evicted, or the host stopped):
+                    // the slot says why, after any last frames.
+                    Ok(Err(SubscribeError::Unknown(_))) | Err(_) => gone = true,
+                    Ok(Err(_)) => return Err(Closed::Shutdown),
+                }
+            }
+            // The pipeline hands the last frames over before it closes the
+            // slot: reading `closed` first means none handed over is missed.
+            let closed = self.slot.closed();
             let last = self.slot.take_last();
             if !last.is_empty() {
                 out.extend(last);
                 return Ok(());
             }
-            if let Some(why) = self.slot.closed() {
+            if let Some(why) = closed {
                 return Err(why);
             }
-            let answer = match &mut self.pending {
-                Some(answer) => answer,
-                None => {
-                    let (reply, answer) = oneshot::channel();
-                    if self.control.send(Control::Take { id: self.id, reply }).is_err() {
-                        return Err(self.slot.closed().unwrap_or(Closed::Shutdown));
-                    }
-                    self.pending.insert(answer)
-                }
-            };
-            let taken = answer.await;
-            self.pending = None;
-            match taken {
-                Ok(Ok(frames)) if !frames.is_empty() => {
-                    out.extend(frames);
-                    return Ok(());
-                }
-                Ok(Ok(_)) => {}
-                // Gone from the pipeline (evicted, or the host stopped): the
-                // slot says why, after any last frames.
-                Ok(Err(SubscribeError::Unknown(_))) | Err(_) => {
-                    if self.slot.closed().is_none() {
-                        return Err(Closed::Shutdown);
-                    }
-                    continue;
-                }
-                Ok(Err(_)) => return Err(Closed::Shutdown),
+            if gone {
+                return Err(Closed::Shutdown);
             }
-            self.slot.notify.notified().await;
+            if empty {
+                self.slot.notify.notified().await;
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            if self.control.send(Control::Take { id: self.id, reply }).is_err() {
+                // The host is stopping: it hands over and closes the slot
+                // (dropping the slot closes it too), which wakes this call.
+                self.slot.notify.notified().await;
+                continue;
+            }
+            self.pending = Some(answer);
         }
     }
 
