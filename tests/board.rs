@@ -521,22 +521,22 @@ fn alert_results_and_events_frames_round_trip_in_both_encodings() {
     let frames = [
         Frame::Alert(Box::new(alert)),
         Frame::Results(ResultsFrame { topic: Arc::from("metrics"), results: vec![row] }),
-        Frame::Events(EventsFrame {
+        Frame::Events(Box::new(EventsFrame {
             topic: Arc::from("events"),
             events: batch.clone(),
             weights: vec![1.0, 2.0, 1.0, 4.0, 1.0],
-        }),
-        Frame::Events(EventsFrame { topic: Arc::from("events"), events: EventBatch::new(), weights: vec![] }),
+        })),
+        Frame::Events(Box::new(EventsFrame { topic: Arc::from("events"), events: EventBatch::new(), weights: vec![] })),
     ];
     for frame in &frames {
         assert_eq!(&Frame::from_protobuf(&frame.to_protobuf()).unwrap(), frame);
         assert_eq!(&Frame::from_json(&frame.to_json()).unwrap(), frame, "{}", frame.to_json());
     }
     // Strict: a weight per event, each finite and positive.
-    let bad = Frame::Events(EventsFrame { topic: Arc::from("e"), events: batch.clone(), weights: vec![1.0] });
+    let bad = Frame::Events(Box::new(EventsFrame { topic: Arc::from("e"), events: batch.clone(), weights: vec![1.0] }));
     assert!(Frame::from_protobuf(&bad.to_protobuf()).is_err());
     assert!(Frame::from_json(&bad.to_json()).is_err());
-    let nan = Frame::Events(EventsFrame { topic: Arc::from("e"), events: batch, weights: vec![f64::NAN; 5] });
+    let nan = Frame::Events(Box::new(EventsFrame { topic: Arc::from("e"), events: batch, weights: vec![f64::NAN; 5] }));
     assert!(Frame::from_protobuf(&nan.to_protobuf()).is_err());
     assert!(Frame::from_json(r#"{"v":1,"kind":"alert","alert":{"nope":1}}"#).is_err());
     assert!(Frame::from_json(r#"{"v":1,"kind":"events","topic":"e","events":[],"weights":[],"extra":1}"#).is_err());

@@ -913,7 +913,7 @@ pub enum Frame {
     /// Window results.
     Results(ResultsFrame),
     /// Raw events with their sample weights.
-    Events(EventsFrame),
+    Events(Box<EventsFrame>),
 }
 
 /// A frame that cannot be read.
@@ -1009,7 +1009,7 @@ impl Frame {
             }
             crate::proto::frame::Kind::Alert(a) => Ok(Frame::Alert(Box::new(frames::alert_from_proto(a)?))),
             crate::proto::frame::Kind::Results(r) => Ok(Frame::Results(frames::results_from_proto(r)?)),
-            crate::proto::frame::Kind::Events(e) => Ok(Frame::Events(frames::events_from_proto(e)?)),
+            crate::proto::frame::Kind::Events(e) => Ok(Frame::Events(Box::new(frames::events_from_proto(e)?))),
         }
     }
 
@@ -1059,7 +1059,7 @@ impl Frame {
         if kind.kind == "events" {
             let events: frames::EventsJson = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
             check_version(events.v)?;
-            return Ok(Frame::Events(events.into_frame()?));
+            return Ok(Frame::Events(Box::new(events.into_frame()?)));
         }
         let frame: JsonFrame = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
         let hex = |c: &str| {

@@ -488,11 +488,11 @@ fn events_frame(
         stream.is_none_or(|s| e.stream() == s) && matches(filters, |k, v| e.dim(k) == Some(v))
     };
     if batch.events.iter().all(|e| wanted(&e)) {
-        return Some(Frame::Events(EventsFrame {
+        return Some(Frame::Events(Box::new(EventsFrame {
             topic: Arc::clone(topic),
             events: batch.events.clone(),
             weights: batch.weights.clone(),
-        }));
+        })));
     }
     let mut events = EventBatch::new();
     let mut weights = Vec::new();
@@ -502,5 +502,5 @@ fn events_frame(
             weights.push(*w);
         }
     }
-    (!events.is_empty()).then(|| Frame::Events(EventsFrame { topic: Arc::clone(topic), events, weights }))
+    (!events.is_empty()).then(|| Frame::Events(Box::new(EventsFrame { topic: Arc::clone(topic), events, weights })))
 }
