@@ -11,7 +11,7 @@
 mod common;
 
 use common::alerts::{group, group_of, minutes, result, values};
-use edgestream::alert::{AlertEvent, AlertState, EvalConfig, Evaluator, Rule};
+use edgestream::alert::{AlertEvent, AlertState, AlertStats, EvalConfig, Evaluator, Rule};
 use edgestream::geo::Geohash;
 use edgestream::time::Span;
 use edgestream::window::agg::{QuantileConfig, Quantiles};
@@ -623,8 +623,8 @@ fn arb_rule() -> impl Strategy<Value = String> {
                 _ => format!("{e} by (g) {op} {t}"),
             },
         );
-    // With `stream=s` (the groups' stream), results are evaluated as they
-    // are pushed; without, they are staged until `advance`.
+    // With and without `stream=s` (the groups' stream): a rule of several
+    // streams keeps the sketches of what it merges.
     let stream = prop_oneof![Just(""), Just(" stream=s")];
     (
         head,
@@ -647,6 +647,42 @@ fn arb_rule() -> impl Strategy<Value = String> {
 /// Window results of groups `g0..g3`, minute by minute, some missing.
 fn arb_traffic() -> impl Strategy<Value = Vec<Vec<(u8, f64)>>> {
     prop::collection::vec(prop::collection::vec((0..4u8, -10.0..20.0f64), 0..4), 1..40)
+}
+
+/// Rules `r0`, `r1`, … of these texts.
+fn numbered(texts: &[impl AsRef<str>]) -> Vec<Rule> {
+    texts.iter().enumerate().map(|(i, text)| Rule::parse(&format!("r{i}"), text.as_ref()).unwrap()).collect()
+}
+
+/// Feeds `traffic` (per window, `(group, value)`; a group's first value
+/// only) to an evaluator of `rules`, advancing to each window's start, so
+/// the last window stays buffered; snapshots and restores before window
+/// `restore_at`; then advances past the end. The events and the counters.
+fn replay(
+    rules: &[Rule],
+    config: EvalConfig,
+    groups: &[Arc<GroupKey>],
+    traffic: &[Vec<(u8, f64)>],
+    restore_at: Option<usize>,
+) -> (Vec<AlertEvent>, AlertStats) {
+    let mut ev = Evaluator::new(rules.to_vec(), config).unwrap();
+    let mut out = Vec::new();
+    for (i, window) in traffic.iter().enumerate() {
+        if restore_at == Some(i) {
+            let mut bytes = Vec::new();
+            ev.snapshot(&mut bytes);
+            ev = Evaluator::restore(rules.to_vec(), config, &bytes).unwrap();
+        }
+        let mut seen = [false; 4];
+        for &(g, v) in window {
+            if !std::mem::replace(&mut seen[g as usize], true) {
+                ev.push(&result(&groups[g as usize], MIN, i as i64, v));
+            }
+        }
+        ev.advance(minutes(i as i64), &mut out);
+    }
+    ev.advance(minutes(traffic.len() as i64 + 30), &mut out);
+    (out, ev.stats().clone())
 }
 
 proptest! {
@@ -702,31 +738,33 @@ proptest! {
         let rule = Rule::parse("r", &rule).unwrap();
         let config = EvalConfig { idle_ttl: Span::from_mins(ttl), ..EvalConfig::default() };
         let groups: Vec<_> = (0..4).map(|g| group(&[("g", &format!("g{g}"))])).collect();
-        let run = |restore_at: Option<usize>| {
-            let mut ev = Evaluator::new(vec![rule.clone()], config).unwrap();
-            let mut out = Vec::new();
-            for (i, window) in traffic.iter().enumerate() {
-                if restore_at == Some(i) {
-                    let mut bytes = Vec::new();
-                    ev.snapshot(&mut bytes);
-                    ev = Evaluator::restore(vec![rule.clone()], config, &bytes).unwrap();
-                }
-                let mut seen = [false; 4];
-                for &(g, v) in window {
-                    if !std::mem::replace(&mut seen[g as usize], true) {
-                        ev.push(&result(&groups[g as usize], MIN, i as i64, v));
-                    }
-                }
-                // Results of the last window stay buffered across the snapshot.
-                ev.advance(minutes(i as i64), &mut out);
-            }
-            ev.advance(minutes(traffic.len() as i64 + 30), &mut out);
-            (out, ev.stats().clone())
-        };
+        let run = |restore_at| replay(std::slice::from_ref(&rule), config, &groups, &traffic, restore_at);
         let (plain, plain_stats) = run(None);
         let (restored, restored_stats) = run(Some(cut));
         prop_assert_eq!(plain, restored);
         prop_assert_eq!(plain_stats, restored_stats);
+    }
+
+    /// Rules that read results alike share their reading (one read, merge
+    /// and staging per result): each still gives exactly the events it
+    /// gives alone, across advances and a snapshot in the middle. Groups
+    /// carry a second label, so a rule `by (g)` merges two results a window.
+    #[test]
+    fn rules_sharing_a_reading_give_the_events_each_gives_alone(
+        rules in prop::collection::vec(arb_rule(), 2..5),
+        traffic in arb_traffic(),
+        cut in 0..40usize,
+    ) {
+        let rules = numbered(&rules);
+        let config = EvalConfig::default();
+        let groups: Vec<_> = (0..4).map(|g| group(&[("g", &format!("g{}", g / 2)), ("h", &format!("h{}", g % 2))])).collect();
+        let (together, _) = replay(&rules, config, &groups, &traffic, Some(cut));
+        for rule in rules {
+            let name = rule.name.clone();
+            let (alone, _) = replay(&[rule], config, &groups, &traffic, None);
+            let mine: Vec<_> = together.iter().filter(|e| *e.rule == *name).cloned().collect();
+            prop_assert_eq!(mine, alone, "{}", name);
+        }
     }
 
     /// Display and parse are inverse on the text form.
@@ -747,12 +785,8 @@ proptest! {
 fn fuzz_seeds_are_valid_snapshots() {
     // `WRITE_FUZZ_SEEDS=1 cargo test --test alert fuzz_seeds` refreshes them.
     // The rules are those of fuzz/fuzz_targets/alert_snapshot.rs.
-    let rules: Vec<Rule> =
-        ["avg(x) by (g) > 1 for 2m", "absent() by (g) for 3m", "spike(count()) > 3 keep_firing_for 1m"]
-            .iter()
-            .enumerate()
-            .map(|(i, text)| Rule::parse(&format!("r{i}"), text).unwrap())
-            .collect();
+    let rules =
+        numbered(&["avg(x) by (g) > 1 for 2m", "absent() by (g) for 3m", "spike(count()) > 3 keep_firing_for 1m"]);
     let mut ev = Evaluator::new(rules.clone(), EvalConfig::default()).unwrap();
     let mut out = Vec::new();
     for i in 0..12 {
@@ -817,4 +851,62 @@ fn memory_per_instance() {
         // timer entries, growth slack, and the staging kept for the next window.
         assert!(held < 640 && peak < 1024, "{rule}: {held} / {peak} bytes per instance");
     }
+}
+
+/// A version-1 snapshot (written before rules that read alike shared
+/// their staged results, by the evaluator of `a5f48a8`) restores: its
+/// per-rule copies of the buffered window collapse into one per reading
+/// (counted twice, the sum of group `a` would fire `r1`), and the run
+/// carries on as an uninterrupted one does.
+#[test]
+fn a_version_1_snapshot_restores() {
+    let rules = numbered(&["sum(x) by (g) > 4 for 2m", "sum(x) by (g) > 9", "avg(x) by (g) > 2"]);
+    // The run the snapshot was taken from, stopped where it was taken.
+    let mut ev = Evaluator::new(rules.clone(), EvalConfig::default()).unwrap();
+    let mut out = Vec::new();
+    for i in 0..6i64 {
+        for (g, h, v) in [("a", "h1", 2.0 + i as f64), ("a", "h2", 1.0), ("b", "h1", 4.0 - i as f64)] {
+            ev.push(&result(&group(&[("g", g), ("h", h)]), MIN, i, v));
+        }
+        ev.advance(minutes(i), &mut out);
+    }
+    // What version 1 emitted up to the snapshot, as this version does.
+    let named = |events: &[AlertEvent]| -> Vec<(String, AlertState, i64)> {
+        events.iter().map(|e| (e.rule.to_string(), e.state, e.at.as_secs() / 60)).collect()
+    };
+    let before = [("r2", Firing, 1), ("r0", Pending, 3), ("r2", Resolved, 3), ("r2", Firing, 3), ("r0", Firing, 4)];
+    assert_eq!(named(&out), before.map(|(r, s, at)| (r.to_owned(), s, at)));
+    let mut tail = Vec::new();
+    ev.advance(minutes(30), &mut tail);
+    assert_eq!(named(&tail), [("r0".to_owned(), Resolved, 7), ("r2".to_owned(), Resolved, 7)]);
+
+    let bytes = include_bytes!("fixtures/alert_snapshot_v1.bin");
+    let mut restored = Evaluator::restore(rules, EvalConfig::default(), bytes).unwrap();
+    let mut after = Vec::new();
+    restored.advance(minutes(30), &mut after);
+    assert_eq!(after, tail);
+    assert_eq!(restored.stats(), ev.stats());
+}
+
+/// Staged results are restored to the reading that reads alike now: a rule
+/// that changed what it reads does not carry results of its old reading
+/// into rules that read alike to its new one.
+#[test]
+fn a_changed_rule_does_not_carry_staged_results_into_another_reading() {
+    let rules = |a: &str| vec![Rule::parse("a", a).unwrap(), Rule::parse("d", "sum(x) by (g) > 1 tenant=t2").unwrap()];
+    let mut ev = Evaluator::new(rules("sum(x) by (g) > 1 tenant=t1"), EvalConfig::default()).unwrap();
+    ev.push(&result(&group_of("t1", "s", &[("g", "a")]), MIN, 0, 5.0));
+    let mut bytes = Vec::new();
+    ev.snapshot(&mut bytes);
+    // Unchanged, the buffered result fires `a` for t1.
+    let mut same = Evaluator::restore(rules("sum(x) by (g) > 1 tenant=t1"), EvalConfig::default(), &bytes).unwrap();
+    let mut out = Vec::new();
+    same.advance(minutes(1), &mut out);
+    assert_eq!(out.iter().map(|e| (&*e.rule, &*e.tenant)).collect::<Vec<_>>(), [("a", "t1")]);
+    // `a` now reads t2, as `d` does: neither evaluates t1's result.
+    let mut changed = Evaluator::restore(rules("sum(x) by (g) > 1 tenant=t2"), EvalConfig::default(), &bytes).unwrap();
+    let mut out = Vec::new();
+    changed.advance(minutes(1), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(changed.stats().instances, 0);
 }

@@ -175,7 +175,9 @@ pub struct ActiveAlert {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AlertStats {
-    /// (Result, rule) pairs evaluated.
+    /// (Result, rule) pairs evaluated; results that merged into one staged
+    /// entry (of one instance, window and cell, arriving together) count
+    /// once.
     pub evaluated: u64,
     /// Partial results (`is_final: false`) skipped: rules read closed windows.
     pub partials_skipped: u64,
@@ -186,7 +188,8 @@ pub struct AlertStats {
     /// Results that lacked what the rule reads (the field, or the quantile
     /// and a sketch to merge): counted as no data.
     pub no_value: u64,
-    /// Results skipped because their group would exceed an instance cap.
+    /// Results skipped because their group would exceed an instance cap,
+    /// counted per rule and per staged entry, like `evaluated`.
     pub instances_capped: u64,
     /// Results skipped because the buffer between two `advance` calls was full.
     pub buffer_full: u64,
@@ -298,12 +301,6 @@ struct Instance {
     /// time of its entry in the timer heap; it may be earlier than needed).
     deadline: Option<Timestamp>,
     generation: u32,
-    /// First and last of its results staged for the next `advance`
-    /// (indexes into `Evaluator::staging`, [`NONE`] when there are none).
-    #[serde(skip, default = "no_entry")]
-    head: u32,
-    #[serde(skip, default = "no_entry")]
-    tail: u32,
 }
 
 /// The per-cell state of a geo-cluster instance.
@@ -354,11 +351,11 @@ enum Acc {
     },
 }
 
-/// Sketch merges done while one result is pushed: rules that read the same
-/// parts into the same instance (the same field and `by` labels, say `p99`
-/// and `p50` rules or one rule per threshold) start from one shared sketch
-/// and add the same part, so all but the first take the first one's result
-/// instead of copying and merging again.
+/// Sketch merges done while one result is pushed: readings that merge the
+/// same parts into the same instance key (the same field and `by` labels,
+/// say a `p99` and a `p50` rule) start from one shared sketch and add the
+/// same part, so all but the first take the first one's result instead of
+/// copying and merging again.
 #[derive(Default)]
 struct SketchMerges {
     /// The merge of the sketches at addresses `(before, part)`.
@@ -391,10 +388,11 @@ impl SketchMerges {
     }
 }
 
-/// Quantiles read from shared sketches during one `advance`: rules that
-/// merged the same parts hold one sketch (see [`SketchMerges`]), so each
-/// quantile of it is read once. Keyed by the sketch's address, which the
-/// kept `Arc`s stop from being reused until the memo is cleared.
+/// Quantiles read from sketches during one `advance`: the rules of a
+/// reading read the same staged sketch, and readings that merged the same
+/// parts hold one sketch (see [`SketchMerges`]), so each quantile of it is
+/// read once. Keyed by the sketch's address, which the kept `Arc`s stop
+/// from being reused until the memo is cleared.
 #[derive(Default)]
 struct QuantileMemo {
     values: HashMap<(usize, u64), Option<f64>>,
@@ -403,10 +401,6 @@ struct QuantileMemo {
 
 impl QuantileMemo {
     fn quantile(&mut self, sketch: &Arc<Quantiles>, q: f64) -> Option<f64> {
-        if Arc::strong_count(sketch) == 1 {
-            // Nobody else holds it: it is read once.
-            return sketch.quantile(q);
-        }
         let key = (Arc::as_ptr(sketch) as usize, q.to_bits());
         if let Some(&value) = self.values.get(&key) {
             return value;
@@ -492,22 +486,26 @@ impl Acc {
         true
     }
 
-    fn value(&self, agg: Agg, memo: &mut QuantileMemo) -> Option<f64> {
+    /// The aggregate's value. Quantiles of a sketch go through `memo`
+    /// when others may read the same sketch (`None` for a private copy).
+    fn value(&self, agg: Agg, memo: Option<&mut QuantileMemo>) -> Option<f64> {
+        let read = |sketch: &Arc<Quantiles>, q: f64| match memo {
+            Some(memo) => memo.quantile(sketch, q),
+            None => sketch.quantile(q),
+        };
         match (self, agg) {
             (Acc::Add(v) | Acc::Min(v) | Acc::Max(v) | Acc::Last(_, v), _) => Some(*v),
             (Acc::Mean { sum, weight }, _) => (*weight > 0.0).then(|| sum / weight),
-            (Acc::Quantile { sketch: Some(sketch), merged: true, .. }, Agg::Quantile(q)) => memo.quantile(sketch, q),
-            (Acc::Quantile { value, sketch: Some(sketch), .. }, Agg::Quantile(q)) if value.is_nan() => {
-                memo.quantile(sketch, q)
-            }
+            (Acc::Quantile { sketch: Some(sketch), merged: true, .. }, Agg::Quantile(q)) => read(sketch, q),
+            (Acc::Quantile { value, sketch: Some(sketch), .. }, Agg::Quantile(q)) if value.is_nan() => read(sketch, q),
             (Acc::Quantile { value, .. }, _) => (!value.is_nan()).then_some(*value),
         }
     }
 }
 
-/// What a rule read from a window result, waiting for
-/// [`Evaluator::advance`]: merged per (instance, window, cell) as results
-/// come, and linked per instance.
+/// What a reading took from a window result, waiting for
+/// [`Evaluator::advance`]: merged per (instance key, window, cell) as
+/// results come, and linked per [`Pending`] group.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Staged {
     start: Timestamp,
@@ -517,7 +515,7 @@ struct Staged {
     acc: Option<Acc>,
     /// Parts that could not be merged (quantiles without sketches) met.
     unmergeable: bool,
-    /// The next entry of the same instance, or [`NONE`].
+    /// The next entry of the same pending group, or [`NONE`].
     #[serde(skip, default = "no_entry")]
     next: u32,
 }
@@ -550,7 +548,71 @@ impl Plan {
     }
 }
 
-/// A result's instance key for the rules sharing one `by` list.
+/// Rules that read results alike: the same stream, tenant and window
+/// filters, the same selector and the same `by` labels (rules that differ
+/// only in their threshold, durations, severity or labels, such as a
+/// warning and a critical rule on one metric). A result is read, merged
+/// and staged once per reading, and each of its rules evaluates the
+/// staged windows with its own instance.
+struct Reading {
+    plan: Plan,
+    /// What makes rules alike; staged entries are snapshotted under it.
+    key: ReadingKey,
+    /// Readings with the same `by` list share an id, so a result's instance
+    /// key is worked out once for all of them.
+    by_id: u32,
+    /// Its rules, in the order given.
+    rules: SmallVec<[u32; 4]>,
+}
+
+/// What rules of one [`Reading`] have in common, in plain data: the key
+/// readings are found by when rules are given, and staged entries in a
+/// snapshot are restored under (a rule that changed what it reads finds
+/// another reading, or none, and does not take entries read for others).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct ReadingKey {
+    stream: Option<String>,
+    tenant: Option<String>,
+    window: Option<Span>,
+    /// The cell label of a cluster rule.
+    cell: Option<String>,
+    /// The selector's text (`None` for absence rules).
+    selector: Option<String>,
+    by: Vec<String>,
+}
+
+impl ReadingKey {
+    fn of(rule: &Rule) -> ReadingKey {
+        ReadingKey {
+            stream: rule.stream.clone(),
+            tenant: rule.tenant.clone(),
+            window: rule.window,
+            cell: match &rule.condition {
+                Condition::GeoCluster { label, .. } => Some(label.clone()),
+                _ => None,
+            },
+            selector: rule.expr().map(|e| e.selector().to_string()),
+            by: rule.by.clone(),
+        }
+    }
+}
+
+/// The entries staged for one reading and one instance key (tenant and
+/// `by` values) until the next `advance`, which evaluates them for each
+/// rule of the reading.
+struct Pending {
+    reading: u32,
+    tenant: Arc<str>,
+    /// The `by` values (empty for a label the group lacks).
+    values: SmallVec<[Arc<str>; 2]>,
+    /// [`hash_key`] of tenant and values: the rules' instance hash.
+    hash: u64,
+    /// First and last of its entries in `Evaluator::staging`.
+    head: u32,
+    tail: u32,
+}
+
+/// A result's instance key for the readings sharing one `by` list.
 struct Key<'a> {
     by_id: u32,
     /// The `by` labels' values; `None` for a label the group lacks (read as empty).
@@ -560,7 +622,8 @@ struct Key<'a> {
     others: SmallVec<[&'a str; 4]>,
 }
 
-/// A staged entry in a snapshot, with its instance.
+/// A staged entry in a version-1 snapshot, with the rule instance it was
+/// staged for (version 1 staged every result once per rule).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Buffered {
     rule: u32,
@@ -572,11 +635,6 @@ struct Buffered {
 struct RuleSlot {
     rule: Arc<Rule>,
     name: Arc<str>,
-    /// Rules with the same `by` labels share an id, so a result's instance
-    /// key is worked out once for all of them.
-    by_id: u32,
-    /// What `push` reads of the rule, kept together.
-    plan: Plan,
     /// Instance slots (`None` when free) and their index by key.
     instances: Vec<Option<Instance>>,
     free: Vec<u32>,
@@ -636,22 +694,25 @@ struct RuleSlot {
 /// ```
 pub struct Evaluator {
     rules: Vec<RuleSlot>,
+    readings: Vec<Reading>,
+    /// Readings by the stream their rules name, and those of rules that
+    /// read every stream.
     by_stream: HashMap<String, Vec<u32>>,
     any_stream: Vec<u32>,
     config: EvalConfig,
-    /// Staged results, linked per instance; cleared by each `advance`.
+    /// Staged entries, linked per pending group; cleared by each `advance`.
     staging: Vec<Staged>,
-    /// Instances with staged results, in staging order.
-    dirty: Vec<(u32, u32)>,
-    /// The previous `dirty`, kept for its capacity.
-    dirty_spare: Vec<(u32, u32)>,
-    /// Events of results evaluated as they were pushed, waiting for the
-    /// `advance` whose watermark passes them.
+    /// Groups with staged entries, in the order they were first staged.
+    pending: Vec<Pending>,
+    /// `pending` by reading and instance key.
+    pending_index: HashTable<u32>,
+    /// Events waiting for the `advance` whose watermark passes them (the
+    /// resolutions of a restore's dropped rules, and the events a version-1
+    /// snapshot held).
     held: Vec<AlertEvent>,
     /// Sketch merges of the result being pushed; emptied after it.
     sketch_merges: SketchMerges,
-    /// Quantiles of shared sketches read by an `advance` (or a `push`
-    /// that evaluates at once); emptied after it.
+    /// Quantiles of sketches read by an `advance`; emptied after it.
     quantile_memo: QuantileMemo,
     /// The (group, window end) of every result staged and not yet
     /// evaluated: a second result for one of them (a correction) is stale.
@@ -704,6 +765,38 @@ fn index_insert(
     });
 }
 
+/// Whether the instance key `tenant`, `values` is `other_tenant`,
+/// `others` (where `None`, a label the group lacks, reads as empty).
+fn key_is(tenant: &Arc<str>, values: &[Arc<str>], other_tenant: &Arc<str>, others: &[Option<&Arc<str>>]) -> bool {
+    (Arc::ptr_eq(tenant, other_tenant) || tenant == other_tenant)
+        && values.len() == others.len()
+        && values.iter().zip(others).all(|(a, b)| match b {
+            Some(b) => Arc::ptr_eq(a, b) || a == *b,
+            None => a.is_empty(),
+        })
+}
+
+/// The values of an instance key, a missing label as empty.
+fn owned_values(values: &[Option<&Arc<str>>]) -> SmallVec<[Arc<str>; 2]> {
+    values.iter().map(|v| v.map_or_else(|| Arc::from(""), Arc::clone)).collect()
+}
+
+/// The indexes of a list of staged entries, from its head.
+fn entries_from(staging: &[Staged], head: u32) -> impl Iterator<Item = (u32, &Staged)> {
+    let mut next = head;
+    core::iter::from_fn(move || {
+        let i = next;
+        let entry = staging.get(i as usize)?;
+        next = entry.next;
+        Some((i, entry))
+    })
+}
+
+/// The hash of a pending group in `Evaluator::pending_index`.
+fn pending_hash(reading: u32, key_hash: u64) -> u64 {
+    key_hash ^ u64::from(reading).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 impl Evaluator {
     /// An evaluator of `rules`; rule names must be unique, `idle_ttl`
     /// positive and the limits at least 1.
@@ -721,28 +814,41 @@ impl Evaluator {
         let mut by_stream: HashMap<String, Vec<u32>> = HashMap::new();
         let mut any_stream = Vec::new();
         let mut slots = Vec::with_capacity(rules.len());
+        let mut readings: Vec<Reading> = Vec::new();
+        let mut reading_of: HashMap<ReadingKey, u32> = HashMap::new();
         let mut by_lists: Vec<Vec<String>> = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (i, rule) in rules.into_iter().enumerate() {
             if !names.insert(rule.name.clone()) {
                 return Err(RuleError::Invalid { rule: rule.name, reason: "two rules have this name".into() });
             }
-            let id = u32::try_from(i)
-                .map_err(|_| RuleError::Invalid { rule: rule.name.clone(), reason: "too many rules".into() })?;
-            match &rule.stream {
-                Some(stream) => by_stream.entry(stream.clone()).or_default().push(id),
-                None => any_stream.push(id),
-            }
+            let too_many = || RuleError::Invalid { rule: rule.name.clone(), reason: "too many rules".into() };
+            let id = u32::try_from(i).map_err(|_| too_many())?;
             let by_id = match by_lists.iter().position(|b| *b == rule.by) {
                 Some(i) => i,
                 None => {
                     by_lists.push(rule.by.clone());
                     by_lists.len() - 1
                 }
+            } as u32;
+            let key = ReadingKey::of(&rule);
+            let reading = match reading_of.get(&key) {
+                Some(&r) => r,
+                None => {
+                    let r = u32::try_from(readings.len()).map_err(|_| too_many())?;
+                    match &rule.stream {
+                        Some(stream) => by_stream.entry(stream.clone()).or_default().push(r),
+                        None => any_stream.push(r),
+                    }
+                    readings.push(Reading { plan: Plan::of(&rule), key: key.clone(), by_id, rules: SmallVec::new() });
+                    reading_of.insert(key, r);
+                    r
+                }
             };
+            if let Some(r) = readings.get_mut(reading as usize) {
+                r.rules.push(id);
+            }
             slots.push(RuleSlot {
-                by_id: by_id as u32,
-                plan: Plan::of(&rule),
                 name: Arc::from(rule.name.as_str()),
                 rule: Arc::new(rule),
                 instances: Vec::new(),
@@ -753,12 +859,13 @@ impl Evaluator {
         }
         Ok(Evaluator {
             rules: slots,
+            readings,
             by_stream,
             any_stream,
             config,
             staging: Vec::new(),
-            dirty: Vec::new(),
-            dirty_spare: Vec::new(),
+            pending: Vec::new(),
+            pending_index: HashTable::new(),
             held: Vec::new(),
             sketch_merges: SketchMerges::default(),
             quantile_memo: QuantileMemo::default(),
@@ -796,28 +903,33 @@ impl Evaluator {
             return;
         }
         let stream = &*result.group.stream;
-        let rules: SmallVec<[u32; 16]> =
+        let readings: SmallVec<[u32; 16]> =
             self.by_stream.get(stream).into_iter().flatten().chain(self.any_stream.iter()).copied().collect();
-        if rules.is_empty() {
+        if readings.is_empty() {
             return;
         }
         if self.seen.len() >= self.config.max_buffered {
-            add(&mut self.stats.buffer_full, rules.len() as u64);
+            let rules = readings.iter().map(|&r| self.rules_of(r)).sum();
+            add(&mut self.stats.buffer_full, rules);
             return;
         }
         if !self.seen.insert((Arc::clone(&result.group), result.start, result.end)) {
             // The first final result of a group's window is the one evaluated.
-            add(&mut self.stats.stale, rules.len() as u64);
+            let rules = readings.iter().map(|&r| self.rules_of(r)).sum();
+            add(&mut self.stats.stale, rules);
             return;
         }
         let mut keys: SmallVec<[Key<'_>; 2]> = SmallVec::new();
-        for rule_id in rules {
-            let Some(slot) = self.rules.get(rule_id as usize) else { continue };
-            let by_id = slot.by_id;
+        for reading_id in readings {
+            let Some(reading) = self.readings.get(reading_id as usize) else { continue };
+            let by_id = reading.by_id;
             let key = match keys.iter().position(|k| k.by_id == by_id) {
                 Some(i) => i,
                 None => {
-                    let by = &slot.rule.by;
+                    let Some(by) = reading.rules.first().and_then(|&r| self.rules.get(r as usize)).map(|s| &s.rule.by)
+                    else {
+                        continue;
+                    };
                     let values: SmallVec<[Option<&Arc<str>>; 4]> = by
                         .iter()
                         .map(|k| result.group.labels.iter().find(|(l, _)| **l == **k).map(|(_, v)| v))
@@ -831,16 +943,21 @@ impl Evaluator {
                 }
             };
             if let Some(key) = keys.get(key) {
-                self.push_for(rule_id, result, key);
+                self.push_for(reading_id, result, key);
             }
         }
         self.sketch_merges.clear();
-        self.quantile_memo.clear();
     }
 
-    fn push_for(&mut self, rule_id: u32, result: &WindowResult, key: &Key<'_>) {
-        let Some(slot) = self.rules.get(rule_id as usize) else { return };
-        let plan = &slot.plan;
+    /// The number of rules of a reading, for counters kept per rule.
+    fn rules_of(&self, reading: u32) -> u64 {
+        self.readings.get(reading as usize).map_or(0, |r| r.rules.len() as u64)
+    }
+
+    fn push_for(&mut self, reading_id: u32, result: &WindowResult, key: &Key<'_>) {
+        let Some(reading) = self.readings.get(reading_id as usize) else { return };
+        let rules = reading.rules.len() as u64;
+        let plan = &reading.plan;
         if plan.tenant.as_ref().is_some_and(|t| *t != result.group.tenant)
             || plan.window.is_some_and(|w| w != result.end.saturating_since(result.start))
         {
@@ -851,14 +968,14 @@ impl Evaluator {
             Some(label) => match result.group.label(label) {
                 Some(cell) => Some(cell),
                 None => {
-                    add(&mut self.stats.no_value, 1);
+                    add(&mut self.stats.no_value, rules);
                     return;
                 }
             },
             None => None,
         };
         if self.staging.len() >= self.config.max_buffered {
-            add(&mut self.stats.buffer_full, 1);
+            add(&mut self.stats.buffer_full, rules);
             return;
         }
         // Results of finer groups than `by` (or of several streams) merge
@@ -869,15 +986,10 @@ impl Evaluator {
             Some(selector) => match Acc::read(result, selector, merges || !plan.fixed_stream) {
                 Some(acc) => Some(acc),
                 None => {
-                    add(&mut self.stats.no_value, 1);
+                    add(&mut self.stats.no_value, rules);
                     return;
                 }
             },
-        };
-        let (geo, fixed_stream) = (cell_label.is_some(), plan.fixed_stream);
-        let Some(slot_id) = self.instance(rule_id, &result.group.tenant, &key.values, key.hash) else {
-            add(&mut self.stats.instances_capped, 1);
-            return;
         };
         let staged = Staged {
             start: result.start,
@@ -887,39 +999,37 @@ impl Evaluator {
             unmergeable: false,
             next: NONE,
         };
-        // One result is all an instance gets for this window when the rule
-        // has one stream and the group has no label beyond `by` (and no
-        // cell): evaluate it now rather than stage it. Its events wait in
-        // `held` for the `advance` that passes them, so the output is as if
-        // it had been staged.
-        let alone = fixed_stream && !geo && !merges && self.held.len() < self.config.max_buffered;
-        let nothing_staged = self
-            .rules
-            .get(rule_id as usize)
-            .and_then(|s| s.instances.get(slot_id as usize))
-            .and_then(Option::as_ref)
-            .is_some_and(|inst| inst.head == NONE);
-        if alone && nothing_staged {
-            let mut held = std::mem::take(&mut self.held);
-            self.evaluate(rule_id, slot_id, &mut [staged], &[0], &mut held);
-            self.held = held;
-        } else {
-            self.stage(rule_id, slot_id, staged);
-        }
+        let pending = self.pending_group(reading_id, &result.group.tenant, &key.values, key.hash);
+        self.stage(pending, staged);
     }
 
-    /// Adds a staged entry to an instance's list, merging it into the last
+    /// The pending group of (`reading`, `tenant`, `values`), added if new;
+    /// a value `None` (a label the group lacks) reads as empty. `hash` is
+    /// [`hash_key`] of tenant and values.
+    fn pending_group(&mut self, reading: u32, tenant: &Arc<str>, values: &[Option<&Arc<str>>], hash: u64) -> u32 {
+        let Evaluator { pending, pending_index, .. } = self;
+        let slot_hash = pending_hash(reading, hash);
+        let found = pending_index.find(slot_hash, |&i| {
+            pending
+                .get(i as usize)
+                .is_some_and(|p| p.reading == reading && p.hash == hash && key_is(&p.tenant, &p.values, tenant, values))
+        });
+        if let Some(&i) = found {
+            return i;
+        }
+        let id = pending.len() as u32;
+        let values = owned_values(values);
+        pending.push(Pending { reading, tenant: Arc::clone(tenant), values, hash, head: NONE, tail: NONE });
+        pending_index
+            .insert_unique(slot_hash, id, |&i| pending.get(i as usize).map_or(0, |p| pending_hash(p.reading, p.hash)));
+        id
+    }
+
+    /// Adds an entry to a pending group's list, merging it into the last
     /// one when it is of the same window (and cell).
-    fn stage(&mut self, rule_id: u32, slot_id: u32, mut staged: Staged) {
-        let Some(inst) = self
-            .rules
-            .get_mut(rule_id as usize)
-            .and_then(|s| s.instances.get_mut(slot_id as usize))
-            .and_then(Option::as_mut)
-        else {
-            return;
-        };
-        if let Some(last) = self.staging.get_mut(inst.tail as usize)
+    fn stage(&mut self, pending: u32, mut staged: Staged) {
+        let Some(group) = self.pending.get_mut(pending as usize) else { return };
+        if let Some(last) = self.staging.get_mut(group.tail as usize)
             && (last.start, last.end) == (staged.start, staged.end)
             && last.cell == staged.cell
         {
@@ -932,28 +1042,21 @@ impl Evaluator {
         let Ok(index) = u32::try_from(self.staging.len()) else { return };
         staged.next = NONE;
         self.staging.push(staged);
-        match self.staging.get_mut(inst.tail as usize) {
+        match self.staging.get_mut(group.tail as usize) {
             Some(last) => last.next = index,
-            None => {
-                inst.head = index;
-                self.dirty.push((rule_id, slot_id));
-            }
+            None => group.head = index,
         }
-        inst.tail = index;
+        group.tail = index;
     }
 
     /// Finds or creates the instance of (`rule`, `tenant`, `values`).
     fn instance(&mut self, rule_id: u32, tenant: &Arc<str>, values: &[Option<&Arc<str>>], hash: u64) -> Option<u32> {
         let slot = self.rules.get_mut(rule_id as usize)?;
         let found = slot.index.find(hash, |&i| {
-            slot.instances.get(i as usize).and_then(Option::as_ref).is_some_and(|inst| {
-                (Arc::ptr_eq(&inst.tenant, tenant) || *inst.tenant == **tenant)
-                    && inst.values.len() == values.len()
-                    && inst.values.iter().zip(values).all(|(a, b)| match b {
-                        Some(b) => Arc::ptr_eq(a, b) || **a == ***b,
-                        None => a.is_empty(),
-                    })
-            })
+            slot.instances
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|inst| key_is(&inst.tenant, &inst.values, tenant, values))
         });
         if let Some(&i) = found {
             return Some(i);
@@ -964,9 +1067,7 @@ impl Evaluator {
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let values: SmallVec<[Arc<str>; 2]> =
-            values.iter().map(|v| v.map_or_else(|| Arc::from(""), Arc::clone)).collect();
-        let instance = fresh_instance(&slot.rule, tenant, &values, generation);
+        let instance = fresh_instance(&slot.rule, tenant, &owned_values(values), generation);
         let id = match slot.free.pop() {
             Some(id) => {
                 if let Some(place) = slot.instances.get_mut(id as usize) {
@@ -1006,31 +1107,19 @@ impl Evaluator {
             out.extend(due);
             self.held = later;
         }
-        let spare = std::mem::take(&mut self.dirty_spare);
-        let mut dirty = std::mem::replace(&mut self.dirty, spare);
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_index.clear();
         let mut staging = std::mem::take(&mut self.staging);
-        let mut carry: Vec<(u32, u32, Staged)> = Vec::new();
+        let mut carry: Vec<(u32, Staged)> = Vec::new();
         let mut entries: Vec<u32> = Vec::new();
-        for &(rule_id, slot_id) in &dirty {
-            let Some(inst) = self
-                .rules
-                .get_mut(rule_id as usize)
-                .and_then(|s| s.instances.get_mut(slot_id as usize))
-                .and_then(Option::as_mut)
-            else {
-                continue;
-            };
+        for (group_id, group) in pending.iter().enumerate() {
             entries.clear();
-            let mut next = std::mem::replace(&mut inst.head, NONE);
-            inst.tail = NONE;
-            while let Some(entry) = staging.get(next as usize) {
-                entries.push(next);
-                next = entry.next;
-            }
+            entries.extend(entries_from(&staging, group.head).map(|(i, _)| i));
             let key = |i: &u32| staging.get(*i as usize).map(|e| (e.end, e.cell.clone()));
             if !entries.is_sorted_by_key(key) {
                 entries.sort_by_key(key);
             }
+            let values: SmallVec<[Option<&Arc<str>>; 4]> = group.values.iter().map(Some).collect();
             // One window (every cell of it) at a time, in event-time order.
             let mut rest = entries.as_slice();
             while let Some(&head) = rest.first() {
@@ -1039,12 +1128,20 @@ impl Evaluator {
                 let (window, tail) = rest.split_at(n);
                 rest = tail;
                 if end <= watermark {
-                    self.evaluate(rule_id, slot_id, &mut staging, window, out);
+                    let rule = |ev: &Self, k: usize| ev.readings.get(group.reading as usize)?.rules.get(k).copied();
+                    let mut k = 0;
+                    while let Some(rule_id) = rule(self, k) {
+                        k += 1;
+                        match self.instance(rule_id, &group.tenant, &values, group.hash) {
+                            Some(slot_id) => self.evaluate(rule_id, slot_id, &staging, window, out),
+                            None => add(&mut self.stats.instances_capped, window.len() as u64),
+                        }
+                    }
                 } else {
                     for &i in window {
                         if let Some(e) = staging.get_mut(i as usize) {
                             let kept = Staged { cell: e.cell.take(), acc: e.acc.take(), next: NONE, ..*e };
-                            carry.push((rule_id, slot_id, kept));
+                            carry.push((group_id as u32, kept));
                         }
                     }
                 }
@@ -1053,10 +1150,12 @@ impl Evaluator {
         staging.clear();
         self.staging = staging;
         self.seen.retain(|(_, _, end)| *end > watermark);
-        dirty.clear();
-        self.dirty_spare = dirty;
-        for (rule_id, slot_id, staged) in carry {
-            self.stage(rule_id, slot_id, staged);
+        for (group_id, staged) in carry {
+            if let Some(group) = pending.get(group_id as usize) {
+                let values: SmallVec<[Option<&Arc<str>>; 4]> = group.values.iter().map(Some).collect();
+                let id = self.pending_group(group.reading, &group.tenant, &values, group.hash);
+                self.stage(id, staged);
+            }
         }
         self.sketch_merges.clear();
         while let Some(entry) = self.deadlines.first_entry() {
@@ -1129,14 +1228,7 @@ impl Evaluator {
 
     /// Evaluates one window of an instance: `window` indexes its staged
     /// entries (all of one end, sorted by cell).
-    fn evaluate(
-        &mut self,
-        rule_id: u32,
-        slot_id: u32,
-        staging: &mut [Staged],
-        window: &[u32],
-        out: &mut Vec<AlertEvent>,
-    ) {
+    fn evaluate(&mut self, rule_id: u32, slot_id: u32, staging: &[Staged], window: &[u32], out: &mut Vec<AlertEvent>) {
         let Some((start, end)) = window.first().and_then(|&i| staging.get(i as usize)).map(|e| (e.start, e.end)) else {
             return;
         };
@@ -1195,13 +1287,8 @@ impl Evaluator {
         if expiry_at(inst, self.config.idle_ttl).is_some_and(|expiry| t >= expiry) {
             expire(&rule, &name, inst, t, out);
             add(&mut self.stats.expired, 1);
-            if inst.head == NONE {
-                self.remove(rule_id, slot_id);
-            } else {
-                // Results carried to a later `advance` start it afresh.
-                let (head, tail) = (inst.head, inst.tail);
-                *inst = Instance { head, tail, ..fresh_instance(&rule, &inst.tenant, &inst.values, inst.generation) };
-            }
+            // Results carried to a later `advance` start a fresh instance.
+            self.remove(rule_id, slot_id);
             return;
         }
         self.rearm(rule_id, slot_id);
@@ -1313,8 +1400,6 @@ fn fresh_instance(rule: &Rule, tenant: &Arc<str>, values: &[Arc<str>], generatio
         geo: None,
         deadline: None,
         generation,
-        head: NONE,
-        tail: NONE,
     }
 }
 
@@ -1344,14 +1429,16 @@ fn gap_holds(rule: &Rule) -> Option<bool> {
 
 /// The first window end at or after `at` on the grid `cursor + k·size`, k ≥ 1.
 fn grid_end(cursor: Timestamp, size: Span, at: Timestamp) -> Timestamp {
-    let s = size.as_nanos().max(1);
     let first = cursor.saturating_add(size);
     if at <= first {
         return first;
     }
-    let k = (i128::from(at.as_nanos()) - i128::from(cursor.as_nanos()) + i128::from(s) - 1) / i128::from(s);
-    let end = i128::from(cursor.as_nanos()) + k * i128::from(s);
-    Timestamp::from_nanos(i64::try_from(end).unwrap_or(i64::MAX))
+    // `at` is after `cursor`, so the gap fits a u64 (no i128 division: this
+    // runs for every instance at every window).
+    let s = size.as_nanos().max(1).unsigned_abs();
+    let gap = at.as_nanos().abs_diff(cursor.as_nanos());
+    let step = gap.div_ceil(s).checked_mul(s);
+    Timestamp::from_nanos(step.map_or(i64::MAX, |step| cursor.as_nanos().saturating_add_unsigned(step)))
 }
 
 /// The end of the next missing window after the instance's cursor at which
@@ -1405,13 +1492,13 @@ fn process_gap(rule: &Rule, name: &Arc<str>, inst: &mut Instance, until: Timesta
 
 /// The last window end at or before `at` on the grid `cursor + k·size`, k ≥ 0.
 fn grid_floor(cursor: Timestamp, size: Span, at: Timestamp) -> Timestamp {
-    let s = i128::from(size.as_nanos().max(1));
-    let gap = i128::from(at.as_nanos()) - i128::from(cursor.as_nanos());
-    if gap <= 0 {
+    if at <= cursor {
         return cursor;
     }
-    let end = i128::from(cursor.as_nanos()) + gap / s * s;
-    Timestamp::from_nanos(i64::try_from(end).unwrap_or(i64::MAX))
+    let s = size.as_nanos().max(1).unsigned_abs();
+    let gap = at.as_nanos().abs_diff(cursor.as_nanos());
+    // At most `at`: no overflow.
+    Timestamp::from_nanos(cursor.as_nanos().saturating_add_unsigned(gap / s * s))
 }
 
 /// (holds, recovered, value) of one window's staged entries (sorted by
@@ -1421,7 +1508,7 @@ fn grid_floor(cursor: Timestamp, size: Span, at: Timestamp) -> Timestamp {
 fn judge_window(
     rule: &Rule,
     inst: &mut Instance,
-    staging: &mut [Staged],
+    staging: &[Staged],
     window: &[u32],
     start: Timestamp,
     end: Timestamp,
@@ -1484,26 +1571,34 @@ fn judge_window(
     }
 }
 
-/// The aggregate of the staged entries `parts`, merged (taking their accumulators).
-fn merged_value(expr: &Expr, staging: &mut [Staged], parts: &[u32], memo: &mut QuantileMemo) -> Option<f64> {
+/// The aggregate of the staged entries `parts`, merged. The entries are
+/// shared by every rule of a reading, so they are read, not taken: one
+/// part (the usual case: entries of a window and cell merge as they are
+/// staged) is read in place, several are merged into a copy.
+fn merged_value(expr: &Expr, staging: &[Staged], parts: &[u32], memo: &mut QuantileMemo) -> Option<f64> {
     let agg = expr.selector().agg;
+    let mut accs = parts.iter().map(|&i| staging.get(i as usize).filter(|e| !e.unmergeable).map(|e| e.acc.as_ref()));
+    let first = loop {
+        match accs.next() {
+            None => return None,
+            Some(None) => return None, // unmergeable
+            Some(Some(None)) => {}
+            Some(Some(Some(acc))) => break acc,
+        }
+    };
     let mut merged: Option<Acc> = None;
-    for &i in parts {
-        let entry = staging.get_mut(i as usize)?;
-        if entry.unmergeable {
+    for acc in accs {
+        if let Some(acc) = acc?
+            && !merged.get_or_insert_with(|| first.clone()).merge(acc.clone(), None)
+        {
             return None;
         }
-        match (&mut merged, entry.acc.take()) {
-            (_, None) => {}
-            (None, acc) => merged = acc,
-            (Some(m), Some(acc)) => {
-                if !m.merge(acc, None) {
-                    return None;
-                }
-            }
-        }
     }
-    merged?.value(agg, memo)
+    match &merged {
+        // A copy only this rule reads, dropped on return.
+        Some(copy) => copy.value(agg, None),
+        None => first.value(agg, Some(memo)),
+    }
 }
 
 /// One window of the state machine.
@@ -1623,7 +1718,7 @@ fn event(
 }
 
 /// The snapshot format version written by [`Evaluator::snapshot`].
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// Why an alert snapshot could not be restored.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -1633,7 +1728,7 @@ pub enum SnapshotError {
     #[error("not an alert snapshot: {0}")]
     Malformed(String),
     /// A snapshot from another version of the format.
-    #[error("alert snapshot version {0} is not supported (this build reads version 1)")]
+    #[error("alert snapshot version {0} is not supported (this build reads versions 1 and 2)")]
     Version(u32),
     /// The snapshot's parts do not fit together.
     #[error("inconsistent alert snapshot: {0}")]
@@ -1643,16 +1738,93 @@ pub enum SnapshotError {
     Rule(#[from] RuleError),
 }
 
+/// Version 2: staged entries per pending group.
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
     version: u32,
     rules: Vec<RuleSnapshot>,
-    /// Buffered results, with the index of their rule in `rules`.
+    /// The readings the pending groups of `buffer` belong to.
+    readings: Vec<ReadingKey>,
+    buffer: Vec<PendingSnapshot>,
+    held: Vec<AlertEvent>,
+    seen: Vec<(GroupKey, Timestamp, Timestamp)>,
+    stats: AlertStats,
+    next_generation: u32,
+}
+
+/// Version 1: staged entries per rule instance.
+#[derive(Deserialize)]
+struct SnapshotV1 {
+    #[serde(rename = "version")]
+    _version: u32,
+    rules: Vec<RuleSnapshot>,
     buffer: Vec<Buffered>,
     held: Vec<AlertEvent>,
     seen: Vec<(GroupKey, Timestamp, Timestamp)>,
     stats: AlertStats,
     next_generation: u32,
+}
+
+/// A pending group in a snapshot: its reading (an index in the snapshot's
+/// `readings`), its instance key and its entries in staging order.
+#[derive(Serialize, Deserialize)]
+struct PendingSnapshot {
+    reading: u32,
+    tenant: Arc<str>,
+    values: Vec<Arc<str>>,
+    staged: Vec<Staged>,
+}
+
+impl SnapshotV1 {
+    /// The same state in version 2: each rule instance's entries become a
+    /// pending group of the rule's reading (a restore keeps one group per
+    /// reading and key, so the copies the other rules of a reading held
+    /// drop out).
+    fn upgrade(self) -> Snapshot {
+        // The reading of each rule, from its text.
+        let mut readings: Vec<ReadingKey> = Vec::new();
+        let reading_of: Vec<Option<u32>> = self
+            .rules
+            .iter()
+            .map(|r| {
+                let key = ReadingKey::of(&Rule::parse(&r.name, &r.text).ok()?);
+                let i = readings.iter().position(|k| *k == key).unwrap_or_else(|| {
+                    readings.push(key);
+                    readings.len() - 1
+                });
+                Some(i as u32)
+            })
+            .collect();
+        let mut buffer: Vec<PendingSnapshot> = Vec::new();
+        let mut last: Option<(u32, u32)> = None;
+        for b in self.buffer {
+            let inst =
+                self.rules.get(b.rule as usize).and_then(|r| r.instances.get(b.slot as usize)).and_then(Option::as_ref);
+            let Some(inst) = inst.filter(|i| i.generation == b.generation) else { continue };
+            let Some(Some(reading)) = reading_of.get(b.rule as usize).copied() else { continue };
+            // Entries were written instance by instance.
+            match buffer.last_mut() {
+                Some(group) if last == Some((b.rule, b.slot)) => group.staged.push(b.staged),
+                _ => buffer.push(PendingSnapshot {
+                    reading,
+                    tenant: Arc::clone(&inst.tenant),
+                    values: inst.values.to_vec(),
+                    staged: vec![b.staged],
+                }),
+            }
+            last = Some((b.rule, b.slot));
+        }
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            rules: self.rules,
+            readings,
+            buffer,
+            held: self.held,
+            seen: self.seen,
+            stats: self.stats,
+            next_generation: self.next_generation,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1665,22 +1837,20 @@ struct RuleSnapshot {
 }
 
 impl Evaluator {
-    /// The staged entries, instance by instance, in staging order.
-    fn staged_entries(&self) -> Vec<Buffered> {
-        let mut out = Vec::with_capacity(self.staging.len());
-        for &(rule, slot) in &self.dirty {
-            let Some(inst) =
-                self.rules.get(rule as usize).and_then(|s| s.instances.get(slot as usize)).and_then(Option::as_ref)
-            else {
-                continue;
-            };
-            let mut next = inst.head;
-            while let Some(entry) = self.staging.get(next as usize) {
-                out.push(Buffered { rule, slot, generation: inst.generation, staged: entry.clone() });
-                next = entry.next;
-            }
-        }
-        out
+    /// The staged entries, pending group by pending group.
+    fn staged_entries(&self) -> Vec<PendingSnapshot> {
+        self.pending
+            .iter()
+            .map(|group| {
+                let staged = entries_from(&self.staging, group.head).map(|(_, e)| e.clone()).collect();
+                PendingSnapshot {
+                    reading: group.reading,
+                    tenant: Arc::clone(&group.tenant),
+                    values: group.values.to_vec(),
+                    staged,
+                }
+            })
+            .collect()
     }
 
     /// Appends the whole state (every instance with its phase, timers and
@@ -1699,6 +1869,7 @@ impl Evaluator {
                     instances: slot.instances.clone(),
                 })
                 .collect(),
+            readings: self.readings.iter().map(|r| r.key.clone()).collect(),
             buffer: self.staged_entries(),
             held: self.held.clone(),
             seen: self.seen.iter().map(|(g, start, end)| ((**g).clone(), *start, *end)).collect(),
@@ -1719,20 +1890,20 @@ impl Evaluator {
     /// baselines (or drops them, if its `by` labels changed).
     pub fn restore(rules: Vec<Rule>, config: EvalConfig, bytes: &[u8]) -> Result<Evaluator, SnapshotError> {
         let version = postcard::take_from_bytes::<u32>(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?.0;
-        if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version(version));
-        }
-        let snap: Snapshot = postcard::from_bytes(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        let malformed = |e: postcard::Error| SnapshotError::Malformed(e.to_string());
+        let snap: Snapshot = match version {
+            1 => postcard::from_bytes::<SnapshotV1>(bytes).map_err(malformed)?.upgrade(),
+            SNAPSHOT_VERSION => postcard::from_bytes(bytes).map_err(malformed)?,
+            _ => return Err(SnapshotError::Version(version)),
+        };
         let mut ev = Evaluator::new(rules, config)?;
         ev.stats = snap.stats;
         ev.stats.instances = 0;
         ev.held = snap.held.into_iter().filter(|e| ev.rules.iter().any(|s| s.name == e.rule)).collect();
         ev.seen = snap.seen.into_iter().map(|(g, start, end)| (Arc::new(g), start, end)).collect();
         ev.next_generation = snap.next_generation;
-        // Old rule index → new one.
-        let mut map = vec![None; snap.rules.len()];
         let mut restored = Vec::new();
-        for (old, saved) in snap.rules.into_iter().enumerate() {
+        for saved in snap.rules {
             let position = ev.rules.iter().position(|s| s.rule.name == saved.name && s.rule.by == saved.by);
             let Some(new) = position else {
                 // Its rule is gone (or groups differently now): the firing
@@ -1746,9 +1917,6 @@ impl Evaluator {
                 continue;
             };
             let Some(slot) = ev.rules.get_mut(new) else { continue };
-            if let Some(m) = map.get_mut(old) {
-                *m = Some(new as u32);
-            }
             let changed = slot.rule.to_string() != saved.text;
             let fresh = fresh_history(&slot.rule);
             for (id, inst) in saved.instances.into_iter().enumerate() {
@@ -1783,17 +1951,87 @@ impl Evaluator {
                 }
             }
         }
-        for b in snap.buffer {
-            let Some(Some(new)) = map.get(b.rule as usize).copied() else { continue };
-            let slot = ev.rules.get(new as usize);
-            let inst = slot.and_then(|s| s.instances.get(b.slot as usize)).and_then(Option::as_ref);
-            if inst.is_some_and(|inst| inst.generation == b.generation) {
-                ev.stage(new, b.slot, b.staged);
+        // Staged entries go to the reading that reads alike now, if any: a
+        // rule that changed what it reads does not take them, and a rule
+        // added alike to others reads them as they would have.
+        let reading_of: HashMap<&ReadingKey, u32> =
+            ev.readings.iter().enumerate().map(|(i, r)| (&r.key, i as u32)).collect();
+        let now: Vec<Option<u32>> = snap.readings.iter().map(|k| reading_of.get(k).copied()).collect();
+        for group in snap.buffer {
+            let Some(Some(reading)) = now.get(group.reading as usize).copied() else { continue };
+            let Some(by) = ev.readings.get(reading as usize).map(|r| r.key.by.len()) else { continue };
+            if by != group.values.len() {
+                return Err(SnapshotError::Inconsistent("a staged result has the wrong number of labels"));
+            }
+            let values: SmallVec<[Option<&Arc<str>>; 4]> = group.values.iter().map(Some).collect();
+            let hash = hash_key(&ev.hasher, &group.tenant, group.values.iter().map(|v| &**v));
+            let known = ev.pending.len();
+            let id = ev.pending_group(reading, &group.tenant, &values, hash);
+            if (id as usize) < known {
+                // A version-1 snapshot's copy of another rule of this reading.
+                continue;
+            }
+            for staged in group.staged {
+                ev.stage(id, staged);
             }
         }
         for (rule_id, slot_id) in restored {
             ev.rearm(rule_id, slot_id);
         }
         Ok(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+
+    use proptest::prelude::*;
+
+    use super::{Span, Timestamp, grid_end, grid_floor};
+
+    /// The grid arithmetic in 128 bits, as it was written first.
+    fn reference(cursor: i64, size: i64, at: i64) -> (i64, i64) {
+        let s = i128::from(size.max(1));
+        let (c, a) = (i128::from(cursor), i128::from(at));
+        let first = i128::from(cursor.saturating_add(size));
+        let end = if a <= first { first } else { c + (a - c + s - 1) / s * s };
+        let floor = if a <= c { c } else { c + (a - c) / s * s };
+        let clamp = |x: i128| i64::try_from(x).unwrap_or(i64::MAX);
+        (clamp(end), clamp(floor))
+    }
+
+    fn check(cursor: i64, size: i64, at: i64) {
+        let (c, s, a) = (Timestamp::from_nanos(cursor), Span::from_nanos(size), Timestamp::from_nanos(at));
+        let (end, floor) = reference(cursor, size, at);
+        assert_eq!(grid_end(c, s, a).as_nanos(), end, "grid_end({cursor}, {size}, {at})");
+        assert_eq!(grid_floor(c, s, a).as_nanos(), floor, "grid_floor({cursor}, {size}, {at})");
+    }
+
+    #[test]
+    fn grid_arithmetic_at_the_ends_of_time() {
+        for (cursor, size, at) in [
+            (i64::MIN + 1, 1, i64::MAX),
+            (i64::MIN + 1, i64::MAX, i64::MAX),
+            (i64::MIN + 1, 3, i64::MAX),
+            (-7, 10, i64::MAX),
+            (i64::MAX - 5, 10, i64::MAX),
+            (0, 1_000_000_000, 2_500_000_000),
+            (0, 1_000_000_000, 3_000_000_000),
+            (-1_500, 1_000, -2_000),
+        ] {
+            check(cursor, size, at);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn grid_arithmetic_agrees_with_128_bit_arithmetic(
+            cursor in any::<i64>(),
+            size in prop_oneof![1i64..1_000_000, 1i64..=i64::MAX],
+            at in any::<i64>(),
+        ) {
+            check(cursor, size, at);
+        }
     }
 }
