@@ -73,6 +73,34 @@ fn valid_event() -> impl Strategy<Value = Event> {
         })
 }
 
+/// A valid event whose dims come from a small pool, as in real traffic, so
+/// that a batch repeats them: `Dim` messages of every size class the
+/// Protobuf decoder's memo tells apart (under 8 bytes, up to 16, up to 32,
+/// longer), and pairs that share a key or a value.
+///
+/// Half of them take their whole dims list from a few sources, as events
+/// of one device do, so that runs of dims repeat too: runs that differ
+/// only in the middle, runs past the decoder's 64 bytes and 4 dims, a run
+/// with a repeated key.
+fn pooled_event() -> impl Strategy<Value = Event> {
+    let keys = ["k", "region", "device", "a-rather-long-dimension-key"];
+    let values = ["a", "eu-west", "d-0001", "", "é", "device-with-a-name-longer-than-the-memo"];
+    let sources: [&[(usize, usize)]; 6] = [
+        &[(1, 1), (2, 2), (0, 0)],
+        &[(1, 1), (2, 4), (0, 0)],
+        &[(2, 5), (0, 3)],
+        &[(0, 0), (0, 0)],
+        &[(3, 5), (2, 5), (0, 0)],
+        &[(1, 1), (2, 2), (0, 0), (3, 0), (1, 3)],
+    ];
+    let random = proptest::collection::vec((0..keys.len(), 0..values.len()), 0..6);
+    let dims = prop_oneof![random, proptest::sample::select(sources.to_vec()).prop_map(<[_]>::to_vec)];
+    (valid_event(), dims).prop_map(move |(mut e, dims)| {
+        e.dims = dims.into_iter().map(|(k, v)| (keys[k].to_owned(), values[v].to_owned())).collect();
+        e
+    })
+}
+
 /// Any event the codecs can carry, valid or not: NaN and infinite fields,
 /// repeated keys, empty strings, control characters.
 fn any_event() -> impl Strategy<Value = Event> {
@@ -193,6 +221,33 @@ proptest! {
     }
 
     #[test]
+    fn protobuf_decoding_into_a_reused_batch_agrees_with_prost(
+        bodies in proptest::collection::vec(
+            (proptest::collection::vec(pooled_event(), 1..12), proptest::option::of((any::<prop::sample::Index>(), any::<u8>()))),
+            1..6,
+        ),
+    ) {
+        // Dims and fields repeat within and across bodies, and each body
+        // numbers its symbols afresh: what the decoder remembers of one
+        // batch must never leak into the next.
+        let limits = unbounded();
+        let mut batch = EventBatch::new();
+        for (events, flip) in bodies {
+            let mut wire = proto::EventBatch::from(&batch_of(&events)).encode_to_vec();
+            if let Some((at, byte)) = flip {
+                let i = at.index(wire.len());
+                wire[i] = byte;
+            }
+            let ours = Format::Protobuf.decode_into(&Bytes::from(wire.clone()), &limits, &mut batch).map(|()| batch.to_events());
+            match (ours, prost_decode(&wire)) {
+                (Ok(a), Some(b)) => prop_assert!(same(&a, &b), "ours {:?}\nprost {:?}", a, b),
+                (Err(_), None) => {}
+                (a, b) => prop_assert!(false, "disagreement on {:?}: ours {:?}, prost {:?}", wire, a, b),
+            }
+        }
+    }
+
+    #[test]
     fn protobuf_fast_path_agrees_with_prost_on_random_bytes(wire in proptest::collection::vec(any::<u8>(), 1..200)) {
         let limits = unbounded();
         let mut ours = EventBatch::new();
@@ -288,4 +343,177 @@ fn protobuf_keeps_nan_payloads_and_negative_zero_exactly() {
     assert_eq!(e.field("nan").unwrap().to_bits(), odd_nan.to_bits());
     assert_eq!(e.field("neg0").unwrap().to_bits(), (-0.0f64).to_bits());
     assert_eq!(e.geo().unwrap().lon.to_bits(), odd_nan.to_bits());
+}
+
+/// Appends a Protobuf varint.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends a length-delimited field.
+fn len_field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+#[test]
+fn protobuf_reads_every_form_of_a_field_message_as_prost_does() {
+    // Encoders write a `Field` as its name then its value, which the
+    // decoder takes a shortcut for; every other form takes the general
+    // path and must read the same as `prost`.
+    let name = |n: &[u8], out: &mut Vec<u8>| len_field(0x0a, n, out);
+    let value = |v: f64, out: &mut Vec<u8>| {
+        out.push(0x11);
+        out.extend_from_slice(&v.to_le_bytes());
+    };
+    let long = vec![b'n'; 130];
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+    let mut form = |parts: &dyn Fn(&mut Vec<u8>)| {
+        let mut f = Vec::new();
+        parts(&mut f);
+        forms.push(f);
+    };
+    form(&|f| {
+        name(b"temp_c", f);
+        value(21.5, f);
+    });
+    form(&|f| {
+        value(21.5, f);
+        name(b"temp_c", f);
+    });
+    form(&|f| {
+        name(b"temp_c", f);
+        f.extend_from_slice(&[0x18, 0x07]); // unknown varint field 3
+        value(1.0, f);
+    });
+    form(&|f| name(b"temp_c", f));
+    form(&|f| value(-2.0, f));
+    form(&|f| {
+        name(&long, f);
+        value(3.0, f);
+    });
+    form(&|f| {
+        name(b"temp_c", f);
+        value(1.0, f);
+        value(2.0, f); // a repeated scalar keeps its last value
+    });
+    form(&|f| {
+        name(b"a", f);
+        name(b"b", f);
+        value(4.0, f);
+    });
+    form(&|f| {
+        name(b"\xff\xfe", f); // not UTF-8: refused on both paths
+        value(1.0, f);
+    });
+    form(&|f| {
+        name(b"temp_c", f);
+        f.extend_from_slice(&[0x11, 0, 0]); // a truncated value
+    });
+    let mut batch = EventBatch::new();
+    for field in forms {
+        let mut event = vec![0x18, 0x01];
+        len_field(0x3a, &field, &mut event);
+        len_field(0x3a, &field, &mut event);
+        let mut wire = Vec::new();
+        len_field(0x0a, &event, &mut wire);
+        len_field(0x0a, &event, &mut wire);
+        let ours = Format::Protobuf
+            .decode_into(&Bytes::from(wire.clone()), &unbounded(), &mut batch)
+            .map(|()| batch.to_events());
+        match (ours, prost_decode(&wire)) {
+            (Ok(a), Some(b)) => assert!(same(&a, &b), "{field:?}: ours {a:?}, prost {b:?}"),
+            (Err(_), None) => {}
+            (a, b) => panic!("{field:?}: ours {a:?}, prost {b:?}"),
+        }
+    }
+}
+
+/// One id field of an event: `id_str` (true) or `id_bytes`, raw bytes.
+type RawId = (bool, Vec<u8>);
+
+/// A body of events (tenant `t`, time 1), each with the id fields in
+/// `ids` (a later one replacing an earlier one, as in a `oneof`), and
+/// where each id's length byte sits.
+fn body_with_raw_ids(ids: &[Vec<RawId>]) -> (Vec<u8>, Vec<Vec<usize>>) {
+    let mut wire = Vec::new();
+    let mut at = Vec::new();
+    for event_ids in ids {
+        let mut event = vec![0x0a, 0x01, b't', 0x18, 0x01];
+        let mut event_at = Vec::new();
+        for (is_str, id) in event_ids {
+            event.push(if *is_str { 0x22 } else { 0x2a });
+            event_at.push(event.len());
+            event.push(id.len() as u8);
+            event.extend_from_slice(id);
+        }
+        wire.extend_from_slice(&[0x0a, event.len() as u8]);
+        at.push(event_at.iter().map(|offset| wire.len() + offset).collect());
+        wire.extend_from_slice(&event);
+    }
+    (wire, at)
+}
+
+/// Bytes that make valid and invalid UTF-8 in few draws: ASCII, the two
+/// halves of `é`, the three bytes of `日`, a byte never valid.
+fn id_bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(proptest::sample::select(vec![b'a', 0xc3, 0xa9, 0xe6, 0x97, 0xa5, 0xff]), 0..6)
+}
+
+/// The id fields of one event: mostly one string id, sometimes several of
+/// either kind.
+fn event_ids() -> impl Strategy<Value = Vec<RawId>> {
+    prop_oneof![
+        3 => id_bytes().prop_map(|id| vec![(true, id)]),
+        1 => proptest::collection::vec((any::<bool>(), id_bytes()), 1..4),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// String ids are checked as UTF-8 together, once per body: the result
+    /// must be that of checking each alone, as it is read. In particular a
+    /// character split between two ids (valid once joined) is refused, and
+    /// so is a bad string id that a later id of its event replaces (as
+    /// `prost` refuses it); the error names the first bad id and points at it.
+    #[test]
+    fn protobuf_string_ids_are_checked_one_by_one_in_effect(ids in proptest::collection::vec(event_ids(), 1..6)) {
+        let (wire, at) = body_with_raw_ids(&ids);
+        let mut batch = EventBatch::new();
+        let ours = Format::Protobuf.decode_into(&Bytes::from(wire.clone()), &Limits::default(), &mut batch);
+        let first_bad = ids.iter().enumerate().find_map(|(event, event_ids)| {
+            let field = event_ids.iter().position(|(is_str, id)| *is_str && std::str::from_utf8(id).is_err())?;
+            Some((event, at[event][field]))
+        });
+        match first_bad {
+            None => {
+                prop_assert!(ours.is_ok(), "{:?}", ours);
+                let back: Vec<_> = batch.iter().map(|e| e.id().map(|id| id.as_bytes().to_vec())).collect();
+                let want: Vec<_> = ids.iter().map(|event_ids| event_ids.last().map(|(_, id)| id.clone())).collect();
+                prop_assert_eq!(back, want);
+                prop_assert!(same(&batch.to_events(), &prost_decode(&wire).unwrap_or_default()));
+            }
+            Some((bad, offset)) => {
+                prop_assert!(prost_decode(&wire).is_none());
+                match ours {
+                    Err(DecodeError::Protobuf { event, offset: got, kind: edgestream::event::ProtoErrorKind::InvalidUtf8("id_str") }) => {
+                        prop_assert_eq!(event, bad);
+                        prop_assert_eq!(got, offset);
+                        prop_assert!(batch.is_empty());
+                    }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+    }
 }

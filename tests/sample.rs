@@ -73,13 +73,15 @@ fn the_stable_hash_does_not_change() {
     // These values are part of the sampling contract: every replica, every
     // platform (wasm32 included) and every version must compute them.
     // (Computed independently from the documented algorithm.)
-    let cases: [(u64, &[u8], u64); 6] = [
+    let cases: [(u64, &[u8], u64); 8] = [
         (0, b"", 0xf490_368a_ba8b_feac),
         (0, b"a", 0x80fa_b60d_a747_dbb5),
         (0, b"evt-1", 0xa3b7_a19a_2f56_f560),
         (0, b"12345678", 0x18b8_e245_22d4_c150),
         (0, b"123456789", 0x792a_6b5e_1ac6_8634),
         (42, b"evt-1", 0x981a_7325_0bed_5aa2),
+        (0, b"evt-0003-00000123", 0xec1c_ea21_0cb4_84aa),
+        (7, "device-é-1234567".as_bytes(), 0x3322_9d47_5dd5_d129),
     ];
     for (seed, bytes, want) in cases {
         assert_eq!(stable_hash(seed, bytes), want, "{seed} {:?}: {:#x}", bytes, stable_hash(seed, bytes));

@@ -296,8 +296,20 @@ pub struct EventBatch {
     /// UTF-8 check) and of byte ids.
     id_text: String,
     id_bytes: Vec<u8>,
+    /// String ids a decoder appended without checking them as UTF-8 one by
+    /// one: they continue `id_text` (their ranges count from its start)
+    /// until [`EventBatch::check_ids`] checks them all at once and moves
+    /// them there. Empty between decodes.
+    id_unchecked: Vec<u8>,
+    /// Whether an unchecked id that is not UTF-8 was replaced by a later id
+    /// of the same event: gone from `id_unchecked`, it must still fail
+    /// [`EventBatch::check_ids`] (a decoder that checks each id as it is
+    /// read refuses it).
+    dropped_bad_id: bool,
     /// Scratch for validation: a verdict per symbol, kept to reuse the allocation.
     verdicts: Vec<u8>,
+    /// The Protobuf decoder's recent dims, valid until `clear`.
+    dim_memo: protobuf::DimMemo,
 }
 
 impl fmt::Debug for EventBatch {
@@ -334,11 +346,65 @@ impl EventBatch {
     /// Removes every event and string, keeping the allocations.
     pub fn clear(&mut self) {
         self.symbols.clear();
+        self.dim_memo.clear();
         self.records.clear();
         self.dims.clear();
         self.fields.clear();
         self.id_text.clear();
         self.id_bytes.clear();
+        self.id_unchecked.clear();
+        self.dropped_bad_id = false;
+    }
+
+    /// Where the next string id starts: after the checked text and any
+    /// unchecked text.
+    #[inline]
+    fn id_text_end(&self) -> usize {
+        self.id_text.len() + self.id_unchecked.len()
+    }
+
+    /// Checks the string ids appended by [`EventBuilder::id_utf8`] as UTF-8,
+    /// all at once (one pass over a few kilobytes costs less than a call per
+    /// id), and makes them readable. Each id must be valid alone, so each
+    /// must also start and end on a character boundary of the whole. False
+    /// when some id is not UTF-8: the caller clears the batch (whose ids
+    /// are then unusable) and finds which by checking them one by one.
+    pub(crate) fn check_ids(&mut self) -> bool {
+        if self.dropped_bad_id {
+            return false;
+        }
+        if self.id_unchecked.is_empty() {
+            return true;
+        }
+        let base = self.id_text.len();
+        if base == 0 {
+            // The usual case (a decoder starts from a cleared batch): the
+            // checked bytes become the text without a copy, and the empty
+            // text's allocation is kept for the next batch.
+            let unchecked = core::mem::take(&mut self.id_unchecked);
+            let mut spare = core::mem::take(&mut self.id_text).into_bytes();
+            // Sized for the next batch like this one, so that a batch
+            // reused for bodies alike stops allocating from the second.
+            spare.reserve(unchecked.len());
+            match String::from_utf8(unchecked) {
+                Ok(text) => self.id_text = text,
+                Err(_) => return false,
+            }
+            self.id_unchecked = spare;
+        } else {
+            let Ok(text) = core::str::from_utf8(&self.id_unchecked) else { return false };
+            self.id_text.push_str(text);
+            self.id_unchecked.clear();
+        }
+        // Every position in ASCII text is a boundary.
+        let text = self.id_text.get(base..).unwrap_or_default();
+        text.is_ascii()
+            || self.records.iter().all(|r| match &r.id {
+                IdSlot::Str(range) if range.end > base => {
+                    text.is_char_boundary(range.start.saturating_sub(base)) && text.is_char_boundary(range.end - base)
+                }
+                _ => true,
+            })
     }
 
     /// The batch's string table: resolves the [`Sym`]s of its events.
@@ -381,11 +447,12 @@ impl EventBatch {
     }
 
     /// Starts appending an event; decoders build events through this.
+    #[inline]
     pub(crate) fn start_event(&mut self) -> EventBuilder<'_> {
         EventBuilder {
             dims_start: self.dims.len(),
             fields_start: self.fields.len(),
-            id_starts: (self.id_text.len(), self.id_bytes.len()),
+            id_starts: (self.id_text_end(), self.id_bytes.len()),
             id: IdSlot::None,
             batch: self,
         }
@@ -471,11 +538,28 @@ impl EventBuilder<'_> {
     }
 
     /// Sets a string id, replacing any id set before.
+    #[inline]
     pub(crate) fn id_str(&mut self, id: &str) {
+        if self.batch.id_unchecked.is_empty() {
+            self.drop_id();
+            let (start, _) = self.id_starts;
+            self.batch.id_text.push_str(id);
+            self.id = IdSlot::Str(start..self.batch.id_text.len());
+        } else {
+            // Behind unchecked ids: it goes after them.
+            self.id_utf8(id.as_bytes());
+        }
+    }
+
+    /// Sets a string id from bytes that must be UTF-8, replacing any id set
+    /// before. The check is left to [`EventBatch::check_ids`], which the
+    /// decoder must call before the batch is read.
+    #[inline]
+    pub(crate) fn id_utf8(&mut self, id: &[u8]) {
         self.drop_id();
         let (start, _) = self.id_starts;
-        self.batch.id_text.push_str(id);
-        self.id = IdSlot::Str(start..self.batch.id_text.len());
+        self.batch.id_unchecked.extend_from_slice(id);
+        self.id = IdSlot::Str(start..self.batch.id_text_end());
     }
 
     /// Sets a bytes id, replacing any id set before.
@@ -489,11 +573,30 @@ impl EventBuilder<'_> {
     /// Drops an id this same event set before from the arenas.
     fn drop_id(&mut self) {
         let (text, bytes) = self.id_starts;
-        self.batch.id_text.truncate(text);
+        let checked = self.batch.id_text.len();
+        match text.checked_sub(checked) {
+            Some(unchecked) => {
+                let batch = &mut *self.batch;
+                if let Some(dropped) = batch.id_unchecked.get(unchecked..)
+                    && !dropped.is_empty()
+                    && core::str::from_utf8(dropped).is_err()
+                {
+                    batch.dropped_bad_id = true;
+                }
+                batch.id_unchecked.truncate(unchecked);
+            }
+            // `text` was the length of `id_text` when the event started: a
+            // character boundary.
+            None => {
+                self.batch.id_text.truncate(text);
+                self.batch.id_unchecked.clear();
+            }
+        }
         self.batch.id_bytes.truncate(bytes);
     }
 
     /// Seals the event and appends it to the batch.
+    #[inline]
     pub(crate) fn finish(self, tenant: Sym, stream: Sym, ts: Timestamp, geo: Option<GeoPoint>, payload: Option<Bytes>) {
         let record = Record {
             tenant,
@@ -579,6 +682,15 @@ impl<'a> EventRef<'a> {
             IdSlot::None => None,
             IdSlot::Str(r) => self.batch.id_text.get(r.clone()).map(EventIdRef::Str),
             IdSlot::Bytes(r) => self.batch.id_bytes.get(r.clone()).map(EventIdRef::Bytes),
+        }
+    }
+
+    /// The length in bytes of the id, if any (without slicing the text).
+    #[inline]
+    pub(crate) fn id_len(&self) -> Option<usize> {
+        match &self.record.id {
+            IdSlot::None => None,
+            IdSlot::Str(r) | IdSlot::Bytes(r) => Some(r.len()),
         }
     }
 

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use super::decode::{DecodeError, ProtoErrorKind};
 use super::{Event, EventBatch, EventBuilder, EventId, EventIdRef, EventRef, GeoPoint, Sym};
 use crate::proto;
+use crate::text::short_eq;
 use crate::time::Timestamp;
 
 const VARINT: u8 = 0;
@@ -55,10 +56,29 @@ pub(crate) fn decode_into(
     max_events: usize,
     batch: &mut EventBatch,
 ) -> core::result::Result<(), DecodeError> {
+    let result = decode_pass(body, max_events, batch, false);
+    // Also after an error: an id before it may be the first thing wrong.
+    if batch.check_ids() {
+        return result;
+    }
+    // Some string id is not UTF-8: decode again checking each, which gives
+    // the error (and the offset) a check of each as it is read gives.
+    decode_pass(body, max_events, batch, true)
+}
+
+/// One pass over the body; `check_each_id` checks string ids one by one
+/// instead of leaving them to [`EventBatch::check_ids`].
+fn decode_pass(
+    body: &Bytes,
+    max_events: usize,
+    batch: &mut EventBatch,
+    check_each_id: bool,
+) -> core::result::Result<(), DecodeError> {
     batch.clear();
-    let mut r = Reader { buf: body, pos: 0, tag: 0 };
+    let mut r = Reader { buf: body, pos: 0, tag: 0, check_each_id };
+    let mut repeats = Repeats::default();
     while r.pos < body.len() {
-        if let Err((offset, kind)) = next_field(&mut r, body, batch) {
+        if let Err((offset, kind)) = next_field(&mut r, body, batch, &mut repeats) {
             return Err(DecodeError::Protobuf { offset, event: batch.len(), kind });
         }
         if batch.len() > max_events {
@@ -70,58 +90,125 @@ pub(crate) fn decode_into(
 
 /// Reads one field of the top-level `EventBatch`: an event, or an unknown
 /// field to skip.
-fn next_field(r: &mut Reader<'_>, body: &Bytes, batch: &mut EventBatch) -> Result<()> {
+fn next_field<'a>(r: &mut Reader<'a>, body: &Bytes, batch: &mut EventBatch, repeats: &mut Repeats<'a>) -> Result<()> {
     let end = body.len();
     let (field, wire) = r.key(end)?;
     if field == 1 {
         r.expect(wire, LEN, "events")?;
         let event_end = r.len_end(end)?;
-        decode_event(r, event_end, body, batch)
+        decode_event(r, event_end, body, batch, repeats)
     } else {
         r.skip(field, wire, end, RECURSION_LIMIT)
     }
 }
 
-fn decode_event(r: &mut Reader<'_>, end: usize, body: &Bytes, batch: &mut EventBatch) -> Result<()> {
+/// The strings the previous event had in the same places, and their
+/// symbols: consecutive events mostly repeat their tenant, stream and field
+/// names, and comparing a few bytes costs less than interning them.
+#[derive(Default)]
+struct Repeats<'a> {
+    tenant: Repeat<'a>,
+    stream: Repeat<'a>,
+    /// The names of the first fields, by position.
+    fields: [Repeat<'a>; 4],
+}
+
+type Repeat<'a> = Option<(&'a [u8], Sym)>;
+
+/// The symbol of `bytes` (from `field` of the body, starting at `start`):
+/// `last`'s if it holds the same bytes, else interned (checked as UTF-8)
+/// and kept in `last`.
+#[inline]
+fn symbol_of<'a>(
+    bytes: &'a [u8],
+    last: &mut Repeat<'a>,
+    ev: &mut EventBuilder<'_>,
+    start: usize,
+    field: &'static str,
+) -> Result<Sym> {
+    if let Some((seen, sym)) = *last
+        && short_eq(seen, bytes)
+    {
+        return Ok(sym);
+    }
+    let sym = ev.intern_utf8(bytes).map_err(|_| (start, ProtoErrorKind::InvalidUtf8(field)))?;
+    *last = Some((bytes, sym));
+    Ok(sym)
+}
+
+fn decode_event<'a>(
+    r: &mut Reader<'a>,
+    end: usize,
+    body: &Bytes,
+    batch: &mut EventBatch,
+    repeats: &mut Repeats<'a>,
+) -> Result<()> {
     let start = r.pos;
     let depth = RECURSION_LIMIT - 1;
     let mut ev = batch.start_event();
     let (mut tenant, mut stream, mut ts, mut geo, mut payload) = (None, None, None, None::<GeoPoint>, None);
+    // Fields read so far (by the plain path): where to look for a repeat.
+    let mut fields = 0;
     while r.pos < end {
         let (field, wire) = r.key(end)?;
         match field {
-            1 => tenant = Some(r.symbol(wire, end, "tenant", &mut ev)?),
-            2 => stream = Some(r.symbol(wire, end, "stream", &mut ev)?),
+            1 => tenant = Some(r.symbol_as_before(wire, end, "tenant", &mut ev, &mut repeats.tenant)?),
+            2 => stream = Some(r.symbol_as_before(wire, end, "stream", &mut ev, &mut repeats.stream)?),
             3 => {
                 r.expect(wire, VARINT, "ts_unix_nanos")?;
                 // int64 is the varint's bit pattern as two's complement.
                 ts = Some(r.varint(end)? as i64);
             }
-            4 => {
+            4 if r.check_each_id => {
                 let id = r.string(wire, end, "id_str")?;
                 ev.id_str(id);
+            }
+            4 => {
+                let id = r.bytes(wire, end, "id_str")?;
+                ev.id_utf8(id);
             }
             5 => {
                 let id = r.bytes(wire, end, "id_bytes")?;
                 ev.id_bytes(id);
             }
             6 => {
-                r.expect(wire, LEN, "dims")?;
-                let dim_end = r.len_end(end)?;
-                let (key, value) = decode_pair(
-                    r,
-                    dim_end,
-                    depth - 1,
-                    "dims.key",
-                    &mut ev,
-                    |r, wire, end, ev| r.symbol(wire, end, "dims.value", ev),
-                    |ev| ev.intern(""),
-                )?;
-                ev.dim_sym(key, value);
+                // An event's dims sit together and repeat together (a
+                // device's name, region and type): a run of them whose bytes
+                // were decoded before gives all its symbols at once.
+                let Some(run_end) = dim_run(r.buf, r.tag, end) else {
+                    decode_dim(r, wire, end, depth, &mut ev)?;
+                    continue;
+                };
+                let run = r.buf.get(r.tag..run_end).unwrap_or_default();
+                let batch = &mut *ev.batch;
+                if let Some(syms) = batch.dim_memo.get_run(run) {
+                    batch.dims.extend_from_slice(syms);
+                    r.pos = run_end;
+                    continue;
+                }
+                let first = batch.dims.len();
+                r.pos = r.tag;
+                while r.pos < run_end {
+                    let (_, wire) = r.key(end)?;
+                    decode_dim(r, wire, end, depth, &mut ev)?;
+                }
+                let batch = &mut *ev.batch;
+                batch.dim_memo.put_run(run, batch.dims.get(first..).unwrap_or_default());
             }
             7 => {
                 r.expect(wire, LEN, "fields")?;
                 let field_end = r.len_end(end)?;
+                if let Some((name, value)) = r.buf.get(r.pos..field_end).and_then(plain_field) {
+                    // Where the generic path reports a bad name: its length.
+                    let at = r.pos + 1;
+                    let mut beyond = None;
+                    let last = repeats.fields.get_mut(fields).unwrap_or(&mut beyond);
+                    let name = symbol_of(name, last, &mut ev, at, "fields.name")?;
+                    fields += 1;
+                    r.pos = field_end;
+                    ev.field_sym(name, value);
+                    continue;
+                }
                 let (name, value) = decode_pair(
                     r,
                     field_end,
@@ -157,6 +244,57 @@ fn decode_event(r: &mut Reader<'_>, end: usize, body: &Bytes, batch: &mut EventB
     Ok(())
 }
 
+/// Decodes one `dims` field (its key read: `wire`) into `ev`.
+fn decode_dim(r: &mut Reader<'_>, wire: u8, end: usize, depth: u32, ev: &mut EventBuilder<'_>) -> Result<()> {
+    r.expect(wire, LEN, "dims")?;
+    let dim_end = r.len_end(end)?;
+    // A `Dim` message decodes the same wherever its bytes occur: a repeat
+    // of a recent one is found by its bytes alone.
+    let entry = r.buf.get(r.pos..dim_end).unwrap_or_default();
+    if let Some((key, value)) = ev.batch.dim_memo.get(entry) {
+        r.pos = dim_end;
+        ev.dim_sym(key, value);
+        return Ok(());
+    }
+    let (key, value) = decode_pair(
+        r,
+        dim_end,
+        depth - 1,
+        "dims.key",
+        ev,
+        |r, wire, end, ev| r.symbol(wire, end, "dims.value", ev),
+        |ev| ev.intern(""),
+    )?;
+    ev.batch.dim_memo.put(entry, key, value);
+    ev.dim_sym(key, value);
+    Ok(())
+}
+
+/// The key byte of a `dims` field (field 6, length-delimited).
+const DIMS_KEY: u8 = 6 << 3 | LEN;
+
+/// The end of the run of consecutive `dims` fields starting at `start` (at
+/// a key), each with a one-byte key and length, if it holds 2 to
+/// [`RUN_DIMS`] of them in at most [`RUN_BYTES`] bytes before `end`.
+#[inline]
+fn dim_run(buf: &[u8], start: usize, end: usize) -> Option<usize> {
+    let mut pos = start;
+    let mut dims = 0;
+    while dims < RUN_DIMS
+        && let Some(&[key, len]) = buf.get(pos..end).and_then(|b| b.first_chunk::<2>())
+        && key == DIMS_KEY
+        && len < 0x80
+    {
+        let next = pos + 2 + usize::from(len);
+        if next > end || next - start > RUN_BYTES {
+            break;
+        }
+        pos = next;
+        dims += 1;
+    }
+    (dims >= 2).then_some(pos)
+}
+
 /// Decodes a `Dim` or `Field` message: a string key (named `key_name` in
 /// errors) in field 1 and a value in field 2 read by `value`; a missing part
 /// takes its proto3 default (the empty string, `default` for the value).
@@ -183,6 +321,19 @@ fn decode_pair<T>(
     Ok((k, v))
 }
 
+/// The name and value of a `Field` message in the form encoders write:
+/// the name (field 1, shorter than 128 bytes) then the value (field 2), and
+/// nothing else. Any other form is left to [`decode_pair`], which reads it
+/// the same way.
+#[inline]
+fn plain_field(bytes: &[u8]) -> Option<(&[u8], f64)> {
+    let (&[tag, len], rest) = bytes.split_first_chunk::<2>()?;
+    let (name, rest) = rest.split_at_checked(usize::from(len))?;
+    let (&[value_tag], value) = rest.split_first_chunk::<1>()?;
+    let value = <[u8; 8]>::try_from(value).ok()?;
+    (tag == 1 << 3 | LEN && len < 0x80 && value_tag == 2 << 3 | FIXED64).then(|| (name, f64::from_le_bytes(value)))
+}
+
 fn decode_geo(r: &mut Reader<'_>, end: usize, depth: u32, mut geo: GeoPoint) -> Result<GeoPoint> {
     while r.pos < end {
         let (field, wire) = r.key(end)?;
@@ -195,6 +346,211 @@ fn decode_geo(r: &mut Reader<'_>, end: usize, depth: u32, mut geo: GeoPoint) -> 
     Ok(geo)
 }
 
+/// `Dim` messages decoded recently in the current batch, by their bytes:
+/// dims repeat (a region, a device name), and a repeat costs a few word
+/// compares instead of two keys, two lengths and two interned strings.
+/// Messages of up to 32 bytes are kept (most dims); a longer one is decoded
+/// each time. Two ways per set, the latest first, so that a few hundred
+/// distinct dims mostly stay. The symbols belong to the batch's table, so
+/// [`EventBatch::clear`] forgets every entry, by starting a new epoch.
+#[derive(Default)]
+pub(crate) struct DimMemo {
+    /// Allocated when a first dim is decoded (boxed whole: batches that
+    /// never see Protobuf pay one pointer).
+    table: Option<Box<DimTable>>,
+    /// Runs of consecutive `dims` fields (see [`dim_run`]), allocated when
+    /// a first run is decoded.
+    runs: Option<Box<RunTable>>,
+}
+
+/// Most dims in a run kept whole.
+const RUN_DIMS: usize = 4;
+/// Most bytes of a run kept whole (all its fields, keys and lengths).
+const RUN_BYTES: usize = 64;
+const RUN_SET_BITS: u32 = 8;
+
+struct RunTable {
+    /// Entries of another epoch are stale.
+    epoch: u32,
+    /// Direct-mapped by a hash of the run's bytes.
+    entries: [RunEntry; 1 << RUN_SET_BITS],
+}
+
+/// A decoded run: its bytes and the dims it gave.
+#[derive(Clone, Copy)]
+struct RunEntry {
+    bytes: [u8; RUN_BYTES],
+    len: u8,
+    dims: u8,
+    epoch: u32,
+    syms: [(Sym, Sym); RUN_DIMS],
+}
+
+struct DimTable {
+    /// Entries of another epoch are stale.
+    epoch: u32,
+    /// `DIM_SETS` sets of two.
+    entries: [DimEntry; 2 * DIM_SETS],
+}
+
+const DIM_SET_BITS: u32 = 8;
+const DIM_SETS: usize = 1 << DIM_SET_BITS;
+
+/// A decoded `Dim`: its message bytes as [`dim_words`] and its length, and
+/// the symbols of its key and value.
+#[derive(Clone, Copy)]
+struct DimEntry {
+    words: [u64; 4],
+    len: u32,
+    epoch: u32,
+    key: Sym,
+    value: Sym,
+}
+
+/// The bytes of a message of up to 32 bytes as four words, read so that
+/// together with the length they determine every byte; `None` if longer.
+#[inline]
+fn dim_words(bytes: &[u8]) -> Option<[u64; 4]> {
+    let word = |b: Option<&[u8]>| b.and_then(|b| b.first_chunk::<8>()).map_or(0, |w| u64::from_le_bytes(*w));
+    let len = bytes.len();
+    match len {
+        0..8 => {
+            let mut w = [0; 8];
+            w.get_mut(..len)?.copy_from_slice(bytes);
+            Some([u64::from_le_bytes(w), 0, 0, 0])
+        }
+        8..=16 => Some([word(bytes.get(..8)), word(bytes.get(len - 8..)), 0, 0]),
+        17..=32 => Some([
+            word(bytes.get(..8)),
+            word(bytes.get(8..16)),
+            word(bytes.get(len - 16..)),
+            word(bytes.get(len - 8..)),
+        ]),
+        _ => None,
+    }
+}
+
+/// A clone of a batch starts with an empty memo: it is a cache of the
+/// decoder, not part of the events, and a batch kept (as raw events are)
+/// should not hold 24 KB of it.
+impl Clone for DimMemo {
+    fn clone(&self) -> Self {
+        DimMemo::default()
+    }
+}
+
+impl DimMemo {
+    /// The two entries of the set of a message.
+    #[inline]
+    fn set(words: &[u64; 4], len: usize) -> core::ops::Range<usize> {
+        let [a, b, c, d] = *words;
+        let mixed = (a ^ b.rotate_left(17) ^ c.rotate_left(31) ^ d.rotate_left(47) ^ len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let set = (mixed >> (64 - DIM_SET_BITS)) as usize;
+        2 * set..2 * set + 2
+    }
+
+    /// The key and value of the `Dim` message `bytes`, if decoded in this
+    /// epoch.
+    #[inline]
+    fn get(&self, bytes: &[u8]) -> Option<(Sym, Sym)> {
+        let table = self.table.as_deref()?;
+        let words = dim_words(bytes)?;
+        let set = table.entries.get(Self::set(&words, bytes.len()))?;
+        set.iter()
+            .find(|e| e.words == words && e.len as usize == bytes.len() && e.epoch == table.epoch)
+            .map(|e| (e.key, e.value))
+    }
+
+    /// Remembers that `bytes` decoded to `key` and `value`, first in its
+    /// set (the other entry of the set moves second, the second goes).
+    #[inline]
+    fn put(&mut self, bytes: &[u8], key: Sym, value: Sym) {
+        let Some(words) = dim_words(bytes) else { return };
+        let table = self.table.get_or_insert_with(|| {
+            // Epoch 0 is never current (see `clear`).
+            let empty = DimEntry { words: [0; 4], len: 0, epoch: 0, key, value };
+            Box::new(DimTable { epoch: 1, entries: [empty; 2 * DIM_SETS] })
+        });
+        let entry = DimEntry { words, len: bytes.len() as u32, epoch: table.epoch, key, value };
+        let set = table.entries.get_mut(Self::set(&words, bytes.len()));
+        if let Some([first, second]) = set.and_then(|s| <&mut [DimEntry; 2]>::try_from(s).ok()) {
+            *second = core::mem::replace(first, entry);
+        }
+    }
+
+    /// The slot of a run in [`RunTable::entries`]: a hash of all its
+    /// bytes (runs of one region and type differ in the device between).
+    #[inline]
+    fn run_slot(run: &[u8]) -> usize {
+        let mix = |h: u64, w: u64| (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        let mut words = run.chunks_exact(8);
+        let mut h = run.len() as u64;
+        for w in &mut words {
+            h = mix(h, w.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)));
+        }
+        // The tail as the last eight bytes (runs are longer than eight).
+        if !words.remainder().is_empty() {
+            h = mix(h, run.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)));
+        }
+        (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RUN_SET_BITS)) as usize
+    }
+
+    /// The dims of the run `run`, if decoded in this epoch.
+    #[inline]
+    fn get_run(&self, run: &[u8]) -> Option<&[(Sym, Sym)]> {
+        let table = self.runs.as_deref()?;
+        let entry = table.entries.get(Self::run_slot(run))?;
+        if entry.epoch != table.epoch || usize::from(entry.len) != run.len() || entry.bytes.get(..run.len())? != run {
+            return None;
+        }
+        entry.syms.get(..usize::from(entry.dims))
+    }
+
+    /// Remembers that the run `run` gave `dims` (as [`dim_run`] bounds
+    /// them; anything longer is not kept).
+    fn put_run(&mut self, run: &[u8], dims: &[(Sym, Sym)]) {
+        let (Some(&first), Ok(len), Ok(n)) = (dims.first(), u8::try_from(run.len()), u8::try_from(dims.len())) else {
+            return;
+        };
+        if run.len() > RUN_BYTES || dims.len() > RUN_DIMS {
+            return;
+        }
+        let table = self.runs.get_or_insert_with(|| {
+            // Epoch 0 is never current (see `clear`).
+            let empty = RunEntry { bytes: [0; RUN_BYTES], len: 0, dims: 0, epoch: 0, syms: [first; RUN_DIMS] };
+            Box::new(RunTable { epoch: 1, entries: [empty; 1 << RUN_SET_BITS] })
+        });
+        let epoch = table.epoch;
+        let Some(entry) = table.entries.get_mut(Self::run_slot(run)) else { return };
+        if let (Some(bytes), Some(syms)) = (entry.bytes.get_mut(..run.len()), entry.syms.get_mut(..dims.len())) {
+            bytes.copy_from_slice(run);
+            syms.copy_from_slice(dims);
+            entry.len = len;
+            entry.dims = n;
+            entry.epoch = epoch;
+        }
+    }
+
+    /// Forgets every entry (their symbols are about to be reused).
+    pub(crate) fn clear(&mut self) {
+        if let Some(table) = &mut self.table {
+            table.epoch = table.epoch.wrapping_add(1);
+            if table.epoch == 0 {
+                // Wrapped: entries of epoch 1 written 2^32 epochs ago would
+                // look current again.
+                self.table = None;
+            }
+        }
+        if let Some(runs) = &mut self.runs {
+            runs.epoch = runs.epoch.wrapping_add(1);
+            if runs.epoch == 0 {
+                self.runs = None;
+            }
+        }
+    }
+}
+
 /// A cursor over the body; every read is bounded by the end of the
 /// enclosing message, and errors carry the offset where the bad item starts.
 struct Reader<'a> {
@@ -202,6 +558,18 @@ struct Reader<'a> {
     pos: usize,
     /// Where the last tag read starts: errors about its field point there.
     tag: usize,
+    /// Check string ids as UTF-8 as they are read (see [`decode_pass`]).
+    check_each_id: bool,
+}
+
+/// The 7-bit groups in the low bits of each byte of `word` (high bits
+/// ignored), joined into one number, least significant group first.
+#[inline]
+fn join_7bit_groups(word: u64) -> u64 {
+    let x = word & 0x7f7f_7f7f_7f7f_7f7f;
+    let x = (x & 0x007f_007f_007f_007f) | (x & 0x7f00_7f00_7f00_7f00) >> 1;
+    let x = (x & 0x0000_3fff_0000_3fff) | (x & 0x3fff_0000_3fff_0000) >> 2;
+    (x & 0x0000_0000_0fff_ffff) | (x & 0x0fff_ffff_0000_0000) >> 4
 }
 
 impl<'a> Reader<'a> {
@@ -218,12 +586,44 @@ impl<'a> Reader<'a> {
         self.varint_slow(end)
     }
 
-    /// A varint of several bytes (timestamps in nanoseconds take nine): one
-    /// bounds check for the whole run rather than one per byte.
+    /// A varint of several bytes (timestamps in nanoseconds take nine):
+    /// its first eight bytes read as one word when the message holds them.
     #[inline]
     fn varint_slow(&mut self, end: usize) -> Result<u64> {
         let start = self.pos;
         let bytes = self.buf.get(start..end).unwrap_or_default();
+        // Two bytes: the length of most events (128 bytes and up).
+        if let Some(&[low, high]) = bytes.first_chunk::<2>()
+            && high < 0x80
+        {
+            self.pos = start + 2;
+            return Ok(u64::from(low & 0x7f) | u64::from(high) << 7);
+        }
+        if let Some(head) = bytes.first_chunk::<8>() {
+            let word = u64::from_le_bytes(*head);
+            // The high bit of each byte that ends the varint.
+            let stops = !word & 0x8080_8080_8080_8080;
+            if stops != 0 {
+                let n = stops.trailing_zeros() as usize / 8 + 1;
+                self.pos = start + n;
+                return Ok(join_7bit_groups(word & (u64::MAX >> (64 - 8 * n))));
+            }
+            // Eight bytes that all continue: 56 bits, then one or two more bytes.
+            let low = join_7bit_groups(word);
+            return match (bytes.get(8), bytes.get(9)) {
+                (Some(&b), _) if b < 0x80 => {
+                    self.pos = start + 9;
+                    Ok(low | u64::from(b) << 56)
+                }
+                // The tenth byte may only carry the top bit of a u64.
+                (Some(&b), Some(&last)) if last <= 1 => {
+                    self.pos = start + 10;
+                    Ok(low | u64::from(b & 0x7f) << 56 | u64::from(last) << 63)
+                }
+                (Some(_), Some(_)) => Err((start, ProtoErrorKind::InvalidVarint)),
+                _ => Err((start, ProtoErrorKind::Truncated)),
+            };
+        }
         let mut value = 0u64;
         for (i, &b) in bytes.iter().take(10).enumerate() {
             value |= u64::from(b & 0x7f) << (7 * i);
@@ -286,6 +686,21 @@ impl<'a> Reader<'a> {
         let range = self.bytes_range(wire, end, field)?;
         let start = range.start;
         self.buf.get(range).ok_or((start, ProtoErrorKind::Truncated))
+    }
+
+    /// Reads a `string` field as [`symbol_of`] does with `last`.
+    #[inline]
+    fn symbol_as_before(
+        &mut self,
+        wire: u8,
+        end: usize,
+        field: &'static str,
+        ev: &mut EventBuilder<'_>,
+        last: &mut Repeat<'a>,
+    ) -> Result<Sym> {
+        let start = self.pos;
+        let bytes = self.bytes(wire, end, field)?;
+        symbol_of(bytes, last, ev, start, field)
     }
 
     /// Reads a `string` field and interns it (UTF-8 is checked once per
@@ -527,5 +942,56 @@ impl TryFrom<proto::Event> for Event {
             geo: p.geo.map(|g| GeoPoint { lat: g.lat, lon: g.lon }),
             payload: p.payload,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our varint reader against `prost`'s on `bytes` (followed by more
+    /// bytes, or not): the same value and length, or both refuse.
+    fn agrees_with_prost(bytes: &[u8]) {
+        let ours = {
+            let mut r = Reader { buf: bytes, pos: 0, tag: 0, check_each_id: true };
+            r.varint(bytes.len()).map(|v| (v, r.pos)).ok()
+        };
+        let theirs = {
+            let mut buf = bytes;
+            prost::encoding::decode_varint(&mut buf).ok().map(|v| (v, bytes.len() - buf.len()))
+        };
+        assert_eq!(ours, theirs, "{bytes:02x?}");
+    }
+
+    #[test]
+    fn varints_of_every_length_read_as_prost_reads_them() {
+        let mut values = vec![0, 1, 127, 128, 300, u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) - 1];
+        values.extend((1..64).map(|b| 1u64 << b));
+        values.extend((1..64).map(|b| (1u64 << b) - 1));
+        values.push(1_795_838_400_123_456_789); // a timestamp in nanoseconds
+        for v in values {
+            let mut wire = Vec::new();
+            varint(v, &mut wire);
+            agrees_with_prost(&wire);
+            for tail in [&[0x05][..], &[0xff; 12], &[0x80, 0x01]] {
+                let mut longer = wire.clone();
+                longer.extend_from_slice(tail);
+                agrees_with_prost(&longer);
+            }
+            // Truncated: every continuation byte without its end.
+            for cut in 1..wire.len() {
+                agrees_with_prost(&wire[..cut]);
+            }
+        }
+        // Overlong and out-of-range tenth bytes, and ten continuing bytes.
+        for last in [0x00, 0x01, 0x02, 0x7f, 0x80, 0xff] {
+            let mut wire = vec![0xff; 9];
+            wire.push(last);
+            agrees_with_prost(&wire);
+            wire.push(0x00);
+            agrees_with_prost(&wire);
+        }
+        agrees_with_prost(&[0x80; 11]);
+        agrees_with_prost(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]);
     }
 }
