@@ -4,7 +4,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EventBatch, EventIdRef, EventRef, Sym};
+use super::{EventBatch, EventRef, Sym};
 use crate::time::{Span, Timestamp};
 
 /// What a batch and its events may contain.
@@ -498,6 +498,11 @@ impl Limits {
         }));
         let mut rejected = Vec::new();
         for (index, event) in batch.iter().enumerate() {
+            // Most events pass: a quick test of every rule first, the full
+            // check (which names the reason) only for those that fail it.
+            if self.passes_all(batch, event.record, &verdicts, latest, earliest, own) {
+                continue;
+            }
             let result = self.check(&event, &verdicts, latest, earliest).and_then(|()| match own {
                 Some(own) if own != Some(event.tenant_sym()) => {
                     Err(RejectReason::ForeignTenant { tenant: event.tenant().to_owned() })
@@ -540,6 +545,55 @@ impl Limits {
         ValidationReport { received, rejected }
     }
 
+    /// Whether `record` passes every check of [`Limits::check`] and the
+    /// tenant check, tested with few branches: `false` also when in doubt
+    /// (the full check decides).
+    #[inline]
+    fn passes_all(
+        &self,
+        batch: &EventBatch,
+        record: &super::Record,
+        verdicts: &[u8],
+        latest: Timestamp,
+        earliest: Option<Timestamp>,
+        own: Option<Option<Sym>>,
+    ) -> bool {
+        let verdict = |sym: Sym| verdicts.get(sym.index()).copied().unwrap_or(0);
+        let (Some(dims), Some(fields)) = (batch.dims.get(record.dims.clone()), batch.fields.get(record.fields.clone()))
+        else {
+            return false;
+        };
+        if dims.len() > self.max_dims_per_event || fields.len() > self.max_fields_per_event {
+            return false;
+        }
+        let mut names = verdict(record.tenant) & verdict(record.stream);
+        let mut values = VALUE_OK;
+        for &(key, value) in dims {
+            names &= verdict(key);
+            values &= verdict(value);
+        }
+        let mut finite = true;
+        for &(name, value) in fields {
+            names &= verdict(name);
+            finite &= value.is_finite();
+        }
+        let id_ok = match &record.id {
+            super::IdSlot::None => true,
+            super::IdSlot::Str(r) | super::IdSlot::Bytes(r) => !r.is_empty() && r.len() <= self.max_id_len,
+        };
+        names & NAME_OK != 0
+            && values & VALUE_OK != 0
+            && finite
+            && id_ok
+            && record.ts <= latest
+            && earliest.is_none_or(|e| record.ts >= e)
+            && own.is_none_or(|own| own == Some(record.tenant))
+            && record.geo.is_none_or(|g| g.is_valid())
+            && record.payload.as_ref().is_none_or(|p| p.len() <= self.max_payload_bytes)
+            && first_duplicate(dims, |d| d.0).is_none()
+            && first_duplicate(fields, |f| f.0).is_none()
+    }
+
     fn check(
         &self,
         e: &EventRef<'_>,
@@ -555,9 +609,9 @@ impl Limits {
         };
         name(Part::Tenant, e.tenant_sym())?;
         name(Part::Stream, e.stream_sym())?;
-        match e.id() {
-            Some(EventIdRef::Str("") | EventIdRef::Bytes([])) => return Err(RejectReason::Empty { part: Part::Id }),
-            Some(id) => max_len(Part::Id, id.as_bytes().len(), self.max_id_len)?,
+        match e.id_len() {
+            Some(0) => return Err(RejectReason::Empty { part: Part::Id }),
+            Some(len) => max_len(Part::Id, len, self.max_id_len)?,
             None => {}
         }
         let dims = e.dim_syms();
@@ -642,10 +696,15 @@ fn no_control(part: Part, s: &str) -> Result<(), RejectReason> {
 /// beats hashing; large ones (a generous configured limit) sort a copy.
 fn first_duplicate<T>(items: &[T], key: impl Fn(&T) -> Sym) -> Option<Sym> {
     if items.len() <= 16 {
-        return items.iter().enumerate().find_map(|(i, a)| {
+        let mut rest = items;
+        while let Some((a, tail)) = rest.split_first() {
             let k = key(a);
-            items.iter().skip(i + 1).any(|b| key(b) == k).then_some(k)
-        });
+            if tail.iter().any(|b| key(b) == k) {
+                return Some(k);
+            }
+            rest = tail;
+        }
+        return None;
     }
     let mut keys: Vec<Sym> = items.iter().map(key).collect();
     keys.sort_unstable();
@@ -672,6 +731,62 @@ mod tests {
         let mut b = EventBatch::new();
         b.push(&e);
         limits.validate(&mut b, now()).rejected.pop().map(|r| r.reason)
+    }
+
+    proptest::proptest! {
+        /// The quick test agrees with the full check (and the tenant
+        /// check) on events that break any mix of rules.
+        #[test]
+        fn the_quick_test_agrees_with_the_full_check(
+            events in proptest::collection::vec((
+                proptest::sample::select(vec!["acme", "other", "", "a\u{0}"]),
+                proptest::collection::vec(
+                    (proptest::sample::select(vec!["region", "k", "", "x\n"]),
+                     proptest::sample::select(vec!["eu".to_owned(), String::new(), "v\u{85}".into(), "v".repeat(1025)])),
+                    0..4,
+                ),
+                proptest::collection::vec(
+                    (proptest::sample::select(vec!["temp", "t", ""]),
+                     proptest::sample::select(vec![1.0, f64::NAN, f64::INFINITY, -0.0])),
+                    0..4,
+                ),
+                proptest::sample::select(vec![None, Some(String::new()), Some("e1".to_owned()), Some("i".repeat(300))]),
+                proptest::sample::select(vec![None, Some(GeoPoint::new(1.0, 2.0)), Some(GeoPoint::new(91.0, 0.0))]),
+                proptest::sample::select(vec![-10i64, 0, 301]),
+                proptest::sample::select(vec![None, Some(10usize), Some(70_000)]),
+            ), 1..8),
+            max_dims in 1usize..4,
+            max_fields in 1usize..4,
+            max_age in proptest::option::of(proptest::sample::select(vec![5i64, 60])),
+        ) {
+            let limits = Limits {
+                max_dims_per_event: max_dims,
+                max_fields_per_event: max_fields,
+                max_event_age: max_age.map(Span::from_secs),
+                ..Limits::default()
+            };
+            let mut batch = EventBatch::new();
+            for (tenant, dims, fields, id, geo, skew, payload) in events {
+                let mut e = Event::new(tenant, "s", now().saturating_add(Span::from_secs(skew)));
+                e.dims = dims.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                e.fields = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                e.id = id.map(crate::event::EventId::Str);
+                e.geo = geo;
+                e.payload = payload.map(|n| bytes::Bytes::from(vec![0u8; n]));
+                batch.push(&e);
+            }
+            let verdicts: Vec<u8> = batch.symbols.iter().map(|(_, s)| {
+                (u8::from(limits.name(Part::Tenant, s).is_ok()) * NAME_OK) | (u8::from(limits.value(s).is_ok()) * VALUE_OK)
+            }).collect();
+            let latest = now().saturating_add(limits.max_future_skew);
+            let earliest = limits.max_event_age.map(|age| now().saturating_sub(age));
+            let own = Some(batch.symbols.get("acme"));
+            for event in batch.iter() {
+                let quick = limits.passes_all(&batch, event.record, &verdicts, latest, earliest, own);
+                let full = limits.check(&event, &verdicts, latest, earliest).is_ok() && event.tenant() == "acme";
+                proptest::prop_assert_eq!(quick, full, "{:?}", event);
+            }
+        }
     }
 
     #[test]
