@@ -381,12 +381,11 @@ impl Quantiles {
         let exact = core::mem::take(&mut self.exact);
         let limit = self.limit();
         let sigfig = self.config.sigfig;
+        // Each value's magnitude, computed once for sizing and recording.
+        let magnitudes: SmallVec<[(bool, Magnitude, u64); Quantiles::EXACT_EVENTS as usize]> =
+            exact.iter().map(|&(v, n)| (v < 0.0, magnitude(v, self.config.resolution, limit), n)).collect();
         for (negative, side) in [(true, &mut self.neg), (false, &mut self.pos)] {
-            let top = exact
-                .iter()
-                .filter(|e| (e.0 < 0.0) == negative)
-                .filter_map(|e| magnitude(e.0, self.config.resolution, limit).map(|(m, _)| m))
-                .max();
+            let top = magnitudes.iter().filter(|e| e.0 == negative).filter_map(|e| e.1.map(|(m, _)| m)).max();
             if let Some(top) = top.filter(|&t| t >= 2)
                 && side.is_none()
             {
@@ -396,21 +395,27 @@ impl Quantiles {
                 });
             }
         }
-        for (value, n) in exact {
-            self.record_in_histograms(value, n);
+        for (negative, m, n) in magnitudes {
+            self.record_magnitude(negative, m, n);
         }
     }
 
     fn record_in_histograms(&mut self, value: f64, n: u64) {
-        let limit = self.limit();
-        let Some((m, clamped)) = magnitude(value, self.config.resolution, limit) else {
+        let m = magnitude(value, self.config.resolution, self.limit());
+        self.record_magnitude(value < 0.0, m, n);
+    }
+
+    /// Records `n` events of a value of sign `negative` and of magnitude
+    /// `m` (as [`magnitude`] gives it).
+    fn record_magnitude(&mut self, negative: bool, m: Magnitude, n: u64) {
+        let Some((m, clamped)) = m else {
             self.zero = self.zero.saturating_add(n);
             return;
         };
         if clamped {
             self.clamped += n;
         }
-        let side = if value < 0.0 { &mut self.neg } else { &mut self.pos };
+        let side = if negative { &mut self.neg } else { &mut self.pos };
         // Auto-resizing histograms accept any value up to i64::MAX / 2, far
         // above `limit`; the error arm only keeps the no-panic promise.
         let recorded = histogram(side, self.config.sigfig).is_some_and(|h| h.record_n(m, n).is_ok());
@@ -427,8 +432,14 @@ impl Quantiles {
             self.clamped += other.len();
             return;
         }
+        let limit = self.limit();
         for &(value, n) in &other.exact {
-            self.record_n(value, n);
+            if self.promoted {
+                // `limit` computed once for all of them.
+                self.record_magnitude(value < 0.0, magnitude(value, self.config.resolution, limit), n);
+            } else {
+                self.record_n(value, n);
+            }
         }
         if !other.promoted {
             return;
@@ -610,10 +621,14 @@ impl<'de> Deserialize<'de> for Quantiles {
     }
 }
 
+/// A value's magnitude in units of the resolution and whether it was
+/// clamped to the limit; `None` for a value that counts as zero.
+type Magnitude = Option<(u64, bool)>;
+
 /// The magnitude `value` is recorded at: `|value| / resolution` rounded,
 /// at most `limit` (then with `true`: clamped); `None` when it rounds to zero.
 #[inline]
-fn magnitude(value: f64, resolution: f64, limit: u64) -> Option<(u64, bool)> {
+fn magnitude(value: f64, resolution: f64, limit: u64) -> Magnitude {
     let magnitude = (value.abs() / resolution).round();
     if magnitude < 1.0 {
         None

@@ -712,10 +712,48 @@ struct Packed {
     /// Per global symbol, the group last inserted with it as its last key
     /// symbol.
     by_last: Vec<GroupId>,
+    /// Groups the map found lately, by a hash of their packed key: the
+    /// shortcut for keys whose last symbol many groups share (a device
+    /// type across regions and tenants), where `by_last` mostly misses.
+    /// Direct-mapped and lossy; allocated on the first miss of `by_last`.
+    recent: Vec<GroupId>,
 }
+
+/// Entries of [`Packed::recent`] (16 KB).
+const RECENT_BITS: u32 = 12;
 
 /// No packed key is all ones: symbols stay below `OVERFLOW_SYM`.
 const NO_KEY: u128 = u128::MAX;
+
+impl Packed {
+    /// The group of `packed` through [`Packed::recent`], else the map
+    /// (remembering what it finds). `is_it` checks a candidate's key.
+    #[inline]
+    fn find_recent(&mut self, packed: u128, is_it: impl Fn(GroupId) -> bool) -> Option<GroupId> {
+        let mixed = ((packed as u64) ^ ((packed >> 64) as u64).rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let slot = (mixed >> (64 - RECENT_BITS)) as usize;
+        if let Some(&id) = self.recent.get(slot)
+            && is_it(id)
+        {
+            return Some(id);
+        }
+        self.find(packed, slot)
+    }
+
+    /// The map's answer, remembered in `slot` of [`Packed::recent`]. Out of
+    /// line, so that the common case saves no registers.
+    #[inline(never)]
+    fn find(&mut self, packed: u128, slot: usize) -> Option<GroupId> {
+        let id = self.map.get(&packed).copied()?;
+        if self.recent.is_empty() {
+            self.recent = vec![GroupId::MAX; 1 << RECENT_BITS];
+        }
+        if let Some(entry) = self.recent.get_mut(slot) {
+            *entry = id;
+        }
+        Some(id)
+    }
+}
 
 impl GroupIndex {
     fn new(key_len: usize) -> Self {
@@ -732,25 +770,22 @@ impl GroupIndex {
         (u128::from(hi) << 64) | u128::from(lo)
     }
 
-    /// The shortcut inline, the map out of line (so that the common case
-    /// saves no registers).
+    /// The group of `key`: through the shortcuts inline, the map out of
+    /// line (so that the common case saves no registers).
     #[inline]
-    fn get(&self, key: &[u32], hot: &[Hot]) -> Option<GroupId> {
-        if let GroupIndex::Packed(p) = self {
-            let last = key.last().and_then(|&s| p.by_last.get(s as usize)).copied();
-            if let Some(id) = last
-                && hot.get(id as usize).is_some_and(|h| h.key == Self::pack(key))
-            {
-                return Some(id);
-            }
-        }
-        self.find(key)
-    }
-
-    #[inline(never)]
-    fn find(&self, key: &[u32]) -> Option<GroupId> {
+    fn get(&mut self, key: &[u32], hot: &[Hot]) -> Option<GroupId> {
         match self {
-            GroupIndex::Packed(p) => p.map.get(&Self::pack(key)).copied(),
+            GroupIndex::Packed(p) => {
+                let packed = Self::pack(key);
+                let is_it = |id: GroupId| hot.get(id as usize).is_some_and(|h| h.key == packed);
+                let last = key.last().and_then(|&s| p.by_last.get(s as usize)).copied();
+                if let Some(id) = last
+                    && is_it(id)
+                {
+                    return Some(id);
+                }
+                p.find_recent(packed, is_it)
+            }
             GroupIndex::Wide(map) => map.get(key).copied(),
         }
     }
@@ -799,6 +834,7 @@ impl GroupIndex {
             GroupIndex::Packed(p) => {
                 p.map.clear();
                 p.by_last.clear();
+                p.recent.clear();
             }
             GroupIndex::Wide(map) => map.clear(),
         }
