@@ -572,6 +572,10 @@ impl EventBuilder<'_> {
 
     /// Drops an id this same event set before from the arenas.
     fn drop_id(&mut self) {
+        if matches!(self.id, IdSlot::None) {
+            // Nothing was appended since the event started.
+            return;
+        }
         let (text, bytes) = self.id_starts;
         let checked = self.batch.id_text.len();
         match text.checked_sub(checked) {

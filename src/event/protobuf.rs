@@ -367,13 +367,15 @@ pub(crate) struct DimMemo {
 const RUN_DIMS: usize = 4;
 /// Most bytes of a run kept whole (all its fields, keys and lengths).
 const RUN_BYTES: usize = 64;
-const RUN_SET_BITS: u32 = 8;
+const RUN_SET_BITS: u32 = 7;
+const RUN_SETS: usize = 1 << RUN_SET_BITS;
 
 struct RunTable {
     /// Entries of another epoch are stale.
     epoch: u32,
-    /// Direct-mapped by a hash of the run's bytes.
-    entries: [RunEntry; 1 << RUN_SET_BITS],
+    /// `RUN_SETS` sets of two, by a hash of the run's bytes, the latest
+    /// first: two runs that hash alike do not evict each other in turn.
+    entries: [RunEntry; 2 * RUN_SETS],
 }
 
 /// A decoded run: its bytes and the dims it gave.
@@ -479,10 +481,11 @@ impl DimMemo {
         }
     }
 
-    /// The slot of a run in [`RunTable::entries`]: a hash of all its
-    /// bytes (runs of one region and type differ in the device between).
+    /// The two entries of the set of a run in [`RunTable::entries`], by a
+    /// hash of all its bytes (runs of one region and type differ in the
+    /// device between).
     #[inline]
-    fn run_slot(run: &[u8]) -> usize {
+    fn run_set(run: &[u8]) -> core::ops::Range<usize> {
         let mix = |h: u64, w: u64| (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
         let mut words = run.chunks_exact(8);
         let mut h = run.len() as u64;
@@ -493,17 +496,17 @@ impl DimMemo {
         if !words.remainder().is_empty() {
             h = mix(h, run.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)));
         }
-        (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RUN_SET_BITS)) as usize
+        let set = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RUN_SET_BITS)) as usize;
+        2 * set..2 * set + 2
     }
 
     /// The dims of the run `run`, if decoded in this epoch.
     #[inline]
     fn get_run(&self, run: &[u8]) -> Option<&[(Sym, Sym)]> {
         let table = self.runs.as_deref()?;
-        let entry = table.entries.get(Self::run_slot(run))?;
-        if entry.epoch != table.epoch || usize::from(entry.len) != run.len() || entry.bytes.get(..run.len())? != run {
-            return None;
-        }
+        let entry = table.entries.get(Self::run_set(run))?.iter().find(|e| {
+            e.epoch == table.epoch && usize::from(e.len) == run.len() && e.bytes.get(..run.len()) == Some(run)
+        })?;
         entry.syms.get(..usize::from(entry.dims))
     }
 
@@ -519,10 +522,12 @@ impl DimMemo {
         let table = self.runs.get_or_insert_with(|| {
             // Epoch 0 is never current (see `clear`).
             let empty = RunEntry { bytes: [0; RUN_BYTES], len: 0, dims: 0, epoch: 0, syms: [first; RUN_DIMS] };
-            Box::new(RunTable { epoch: 1, entries: [empty; 1 << RUN_SET_BITS] })
+            Box::new(RunTable { epoch: 1, entries: [empty; 2 * RUN_SETS] })
         });
         let epoch = table.epoch;
-        let Some(entry) = table.entries.get_mut(Self::run_slot(run)) else { return };
+        let set = table.entries.get_mut(Self::run_set(run));
+        let Some([entry, second]) = set.and_then(|s| <&mut [RunEntry; 2]>::try_from(s).ok()) else { return };
+        *second = *entry;
         if let (Some(bytes), Some(syms)) = (entry.bytes.get_mut(..run.len()), entry.syms.get_mut(..dims.len())) {
             bytes.copy_from_slice(run);
             syms.copy_from_slice(dims);
