@@ -329,7 +329,7 @@ impl Quantiles {
         if value.is_nan() {
             return;
         }
-        let n = if weight.is_finite() && weight >= 1.0 { weight.round() as u64 } else { 1 };
+        let n = if weight.is_finite() && weight >= 1.0 { round_non_negative(weight) as u64 } else { 1 };
         self.record_n(value, n);
     }
 
@@ -629,13 +629,30 @@ type Magnitude = Option<(u64, bool)>;
 /// at most `limit` (then with `true`: clamped); `None` when it rounds to zero.
 #[inline]
 fn magnitude(value: f64, resolution: f64, limit: u64) -> Magnitude {
-    let magnitude = (value.abs() / resolution).round();
+    let magnitude = round_non_negative(value.abs() / resolution);
     if magnitude < 1.0 {
         None
     } else if magnitude > limit as f64 {
         Some((limit, true))
     } else {
         Some((magnitude as u64, false))
+    }
+}
+
+/// `x.round()` for `x` ≥ 0 (and NaN, returned as is), without the library
+/// call `round` is on targets without a rounding instruction (x86-64's
+/// baseline, wasm32 has one): it ran once per recorded weight and value.
+/// Below 2^52 the fraction `x - trunc(x)` is exact, so comparing it with ½
+/// rounds halves away from zero as `round` does; from 2^52 up every value
+/// is an integer already.
+#[inline]
+fn round_non_negative(x: f64) -> f64 {
+    const INTEGRAL: f64 = (1u64 << 52) as f64;
+    if x < INTEGRAL {
+        let whole = (x as i64) as f64;
+        if x - whole >= 0.5 { whole + 1.0 } else { whole }
+    } else {
+        x
     }
 }
 
@@ -686,6 +703,40 @@ mod tests {
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_nanos(s)
+    }
+
+    #[test]
+    fn rounding_matches_round_at_the_edges() {
+        let half_below = 0.5f64.next_down();
+        let big = (1u64 << 52) as f64;
+        for x in [
+            0.0,
+            0.5,
+            half_below,
+            1.5,
+            2.5,
+            1.0 - f64::EPSILON,
+            big - 0.5,
+            big - 1.5,
+            big,
+            big + 1.0,
+            1e300,
+            f64::INFINITY,
+            f64::MIN_POSITIVE,
+            4.499_999_999_999_999,
+        ] {
+            assert_eq!(round_non_negative(x).to_bits(), x.round().to_bits(), "{x}");
+        }
+        assert!(round_non_negative(f64::NAN).is_nan());
+    }
+
+    proptest! {
+        #[test]
+        fn rounding_matches_round(bits in 0u64..0x7ff0_0000_0000_0000, small in 0.0f64..1e6) {
+            let x = f64::from_bits(bits);
+            prop_assert_eq!(round_non_negative(x).to_bits(), x.round().to_bits());
+            prop_assert_eq!(round_non_negative(small).to_bits(), small.round().to_bits());
+        }
     }
 
     #[test]
