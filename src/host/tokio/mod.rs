@@ -905,15 +905,18 @@ impl Runner {
         ends: Ends,
     ) -> ShutdownReport {
         self.shared.accepting.store(false, Ordering::SeqCst);
+        // `recv`, not `try_recv`: after `close` it still waits for a send
+        // already under way (which `try_recv` reports as empty), and ends
+        // once none is left, so every job and request accepted is served.
         jobs.close();
         let mut drained = 0usize;
-        while let Ok(job) = jobs.try_recv() {
+        while let Some(job) = jobs.recv().await {
             self.ingest(job, 0);
             drained += 1;
         }
         // Requests already sent (queries, unsubscribes) still get answers.
         control.close();
-        while let Ok(message) = control.try_recv() {
+        while let Some(message) = control.recv().await {
             self.control(message);
         }
         let now = self.now();
