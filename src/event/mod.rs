@@ -388,7 +388,13 @@ impl EventBatch {
             spare.reserve(unchecked.len());
             match String::from_utf8(unchecked) {
                 Ok(text) => self.id_text = text,
-                Err(_) => return false,
+                Err(e) => {
+                    // Both buffers back in place, allocations kept (`spare`
+                    // is empty, so this is always `Ok`).
+                    self.id_unchecked = e.into_bytes();
+                    self.id_text = String::from_utf8(spare).unwrap_or_default();
+                    return false;
+                }
             }
             self.id_unchecked = spare;
         } else {
@@ -773,6 +779,45 @@ mod tests {
 
     fn ts(n: i64) -> Timestamp {
         Timestamp::from_nanos(n)
+    }
+
+    /// Appends an event with the unchecked string id `id`.
+    fn push_unchecked(batch: &mut EventBatch, id: &[u8]) {
+        let mut b = batch.start_event();
+        let t = b.intern("t");
+        b.id_utf8(id);
+        b.finish(t, t, ts(1), None, None);
+    }
+
+    #[test]
+    fn unchecked_ids_after_checked_text_are_checked_alone() {
+        let mut batch = EventBatch::new();
+        batch.push(&Event::new("t", "t", ts(1)).with_id("checked-é"));
+        push_unchecked(&mut batch, "après".as_bytes());
+        assert!(batch.check_ids(), "the path where text was checked before");
+        let ids: Vec<_> = batch.iter().map(|e| e.id().map(|id| id.as_bytes().to_vec())).collect();
+        assert_eq!(ids, vec![Some("checked-é".as_bytes().to_vec()), Some("après".as_bytes().to_vec())]);
+
+        // A character split between two unchecked ids: valid once joined,
+        // refused as ids.
+        let mut batch = EventBatch::new();
+        batch.push(&Event::new("t", "t", ts(1)).with_id("x"));
+        push_unchecked(&mut batch, &[0xc3]);
+        push_unchecked(&mut batch, &[0xa9]);
+        assert!(!batch.check_ids());
+    }
+
+    #[test]
+    fn a_failed_check_keeps_both_id_buffers() {
+        let mut batch = EventBatch::new();
+        push_unchecked(&mut batch, &[b'a'; 100]);
+        push_unchecked(&mut batch, &[0xff]);
+        assert!(!batch.check_ids());
+        assert!(batch.id_unchecked.capacity() >= 101, "the unchecked bytes' buffer is kept");
+        batch.clear();
+        push_unchecked(&mut batch, b"ok");
+        assert!(batch.check_ids());
+        assert_eq!(batch.get(0).and_then(|e| e.id()).map(|id| id.as_bytes().to_vec()), Some(b"ok".to_vec()));
     }
 
     #[test]

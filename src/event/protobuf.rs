@@ -492,9 +492,16 @@ impl DimMemo {
         for w in &mut words {
             h = mix(h, w.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)));
         }
-        // The tail as the last eight bytes (runs are longer than eight).
-        if !words.remainder().is_empty() {
-            h = mix(h, run.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)));
+        // The tail as the last eight bytes, or zero-padded in a run shorter
+        // than eight (two empty dims: four bytes).
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let word = run.last_chunk::<8>().copied().unwrap_or_else(|| {
+                let mut padded = [0; 8];
+                padded.iter_mut().zip(tail).for_each(|(p, &b)| *p = b);
+                padded
+            });
+            h = mix(h, u64::from_le_bytes(word));
         }
         let set = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RUN_SET_BITS)) as usize;
         2 * set..2 * set + 2
