@@ -434,7 +434,7 @@ fn dim_words(bytes: &[u8]) -> Option<[u64; 4]> {
 
 /// A clone of a batch starts with an empty memo: it is a cache of the
 /// decoder, not part of the events, and a batch kept (as raw events are)
-/// should not hold 24 KB of it.
+/// should not hold its 50 KB (24 KB of dims, 26 KB of runs).
 impl Clone for DimMemo {
     fn clone(&self) -> Self {
         DimMemo::default()
