@@ -326,6 +326,25 @@ fn instance_caps_are_counted() {
     assert_eq!(ev.stats().instances, 2);
 }
 
+/// `max_buffered` counts window results, however many readings (rules
+/// that read differently) take each: the rest are counted per rule.
+#[test]
+fn the_buffer_holds_max_buffered_results_for_every_reading() {
+    let rules = ["avg(x) by (h) > 1", "max(x) by (h) > 1", "sum(x) by (h) > 1"];
+    let rules = rules.iter().enumerate().map(|(i, r)| Rule::parse(&format!("r{i}"), r).unwrap()).collect();
+    let config = EvalConfig { max_buffered: 4, ..EvalConfig::default() };
+    let mut ev = Evaluator::new(rules, config).unwrap();
+    let mut out = Vec::new();
+    for h in ["a", "b", "c", "d", "e"] {
+        ev.push(&result(&group(&[("h", h)]), MIN, 0, 5.0));
+    }
+    ev.advance(minutes(1), &mut out);
+    let stats = ev.stats();
+    assert_eq!(stats.evaluated, 12, "four results, each by three rules");
+    assert_eq!(stats.buffer_full, 3, "the fifth result, for each of the three rules");
+    assert_eq!(out.len(), 12);
+}
+
 #[test]
 fn partials_stale_results_and_missing_fields_are_counted() {
     let mut ev = evaluator("avg(x) > 1");

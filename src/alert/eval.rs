@@ -974,10 +974,8 @@ impl Evaluator {
             },
             None => None,
         };
-        if self.staging.len() >= self.config.max_buffered {
-            add(&mut self.stats.buffer_full, rules);
-            return;
-        }
+        // No cap here: staged entries are at most one per reading for each
+        // result `push` took, and `push` caps those at `max_buffered`.
         // Results of finer groups than `by` (or of several streams) merge
         // into one instance: quantile rules then need the sketches.
         let merges = key.others.iter().any(|&k| Some(k) != cell_label);
