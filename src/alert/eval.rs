@@ -926,10 +926,7 @@ impl Evaluator {
             let key = match keys.iter().position(|k| k.by_id == by_id) {
                 Some(i) => i,
                 None => {
-                    let Some(by) = reading.rules.first().and_then(|&r| self.rules.get(r as usize)).map(|s| &s.rule.by)
-                    else {
-                        continue;
-                    };
+                    let by = &reading.key.by;
                     let values: SmallVec<[Option<&Arc<str>>; 4]> = by
                         .iter()
                         .map(|k| result.group.labels.iter().find(|(l, _)| **l == **k).map(|(_, v)| v))
