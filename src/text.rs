@@ -55,9 +55,44 @@ pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// The last `n` bytes of `bytes` (`n` at most 8 and at most its length) as
+/// a little-endian word, zero-extended: one load of the last eight bytes,
+/// shifted down, when there are eight; a copy otherwise. The tail word of
+/// a hash over whole words.
+#[inline]
+pub(crate) fn tail_word(bytes: &[u8], n: usize) -> u64 {
+    let n = n.min(8).min(bytes.len());
+    if n == 0 {
+        return 0;
+    }
+    match bytes.last_chunk::<8>() {
+        Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - n)),
+        None => {
+            let mut word = [0u8; 8];
+            for (dst, src) in word.iter_mut().zip(bytes.get(bytes.len() - n..).unwrap_or_default()) {
+                *dst = *src;
+            }
+            u64::from_le_bytes(word)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{ShortF64, short_eq};
+    use super::{ShortF64, short_eq, tail_word};
+
+    #[test]
+    fn tail_words_are_zero_extended() {
+        let bytes: Vec<u8> = (1..=12).collect();
+        for len in 0..=12 {
+            let b = &bytes[..len];
+            for n in 0..=len.min(8) {
+                let mut want = [0u8; 8];
+                want[..n].copy_from_slice(&b[len - n..]);
+                assert_eq!(tail_word(b, n), u64::from_le_bytes(want), "{len} {n}");
+            }
+        }
+    }
 
     #[test]
     fn short_and_exact() {

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use super::decode::{DecodeError, ProtoErrorKind};
 use super::{Event, EventBatch, EventBuilder, EventId, EventIdRef, EventRef, GeoPoint, Sym};
 use crate::proto;
-use crate::text::short_eq;
+use crate::text::{short_eq, tail_word};
 use crate::time::Timestamp;
 
 const VARINT: u8 = 0;
@@ -416,11 +416,7 @@ fn dim_words(bytes: &[u8]) -> Option<[u64; 4]> {
     let word = |b: Option<&[u8]>| b.and_then(|b| b.first_chunk::<8>()).map_or(0, |w| u64::from_le_bytes(*w));
     let len = bytes.len();
     match len {
-        0..8 => {
-            let mut w = [0; 8];
-            w.get_mut(..len)?.copy_from_slice(bytes);
-            Some([u64::from_le_bytes(w), 0, 0, 0])
-        }
+        0..8 => Some([tail_word(bytes, len), 0, 0, 0]),
         8..=16 => Some([word(bytes.get(..8)), word(bytes.get(len - 8..)), 0, 0]),
         17..=32 => Some([
             word(bytes.get(..8)),
@@ -492,16 +488,9 @@ impl DimMemo {
         for w in &mut words {
             h = mix(h, w.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)));
         }
-        // The tail as the last eight bytes, or zero-padded in a run shorter
-        // than eight (two empty dims: four bytes).
-        let tail = words.remainder();
-        if !tail.is_empty() {
-            let word = run.last_chunk::<8>().copied().unwrap_or_else(|| {
-                let mut padded = [0; 8];
-                padded.iter_mut().zip(tail).for_each(|(p, &b)| *p = b);
-                padded
-            });
-            h = mix(h, u64::from_le_bytes(word));
+        let tail = words.remainder().len();
+        if tail > 0 {
+            h = mix(h, tail_word(run, tail));
         }
         let set = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RUN_SET_BITS)) as usize;
         2 * set..2 * set + 2

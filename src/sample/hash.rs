@@ -40,18 +40,7 @@ pub fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        // The remaining bytes, zero-extended: from the last eight bytes
-        // shifted down when there are eight (no byte-by-byte copy).
-        let word = match bytes.last_chunk::<8>() {
-            Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - rest.len())),
-            None => {
-                let mut word = [0u8; 8];
-                for (dst, src) in word.iter_mut().zip(rest) {
-                    *dst = *src;
-                }
-                u64::from_le_bytes(word)
-            }
-        };
+        let word = crate::text::tail_word(bytes, rest.len());
         h = round(h, word);
     }
     fmix64(h)
