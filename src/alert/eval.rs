@@ -329,6 +329,7 @@ fn no_entry() -> u32 {
 /// The part of a window result a rule reads, merged over the groups that
 /// share an instance: only what its aggregate needs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "AccRepr", into = "AccRepr")]
 enum Acc {
     /// Counts and sums.
     Add(f64),
@@ -342,72 +343,108 @@ enum Acc {
     /// The latest value and its event time.
     Last(Timestamp, f64),
     /// The quantile of one part (NaN until it is read from the sketch:
-    /// a part that will be merged never needs its own), and its sketch
-    /// when parts may merge.
+    /// a part that will be merged never needs its own), and, when parts
+    /// may merge, the sketches of the parts merged so far. They are kept
+    /// as they are and read together ([`Quantiles::merged_quantile`]):
+    /// the sketches of short windows are lists of values, and selecting
+    /// over them costs a fraction of building the merge's histograms.
     Quantile {
         value: f64,
-        sketch: Option<Arc<Quantiles>>,
-        merged: bool,
+        parts: Parts,
     },
 }
 
-/// Sketch merges done while one result is pushed: readings that merge the
-/// same parts into the same instance key (the same field and `by` labels,
-/// say a `p99` and a `p50` rule) start from one shared sketch and add the
-/// same part, so all but the first take the first one's result instead of
-/// copying and merging again.
-#[derive(Default)]
-struct SketchMerges {
-    /// The merge of the sketches at addresses `(before, part)`.
-    merged: HashMap<(usize, usize), Arc<Quantiles>>,
-    /// The sketches whose addresses key `merged`, held so that no other
-    /// sketch takes one of their addresses while the entries stand.
-    kept: Vec<Arc<Quantiles>>,
-}
+/// The sketches of the parts of a quantile, in the order they came.
+type Parts = SmallVec<[Arc<Quantiles>; 2]>;
 
-impl SketchMerges {
-    /// `before` with `part` merged in: the shared result if these two were
-    /// merged already, else a merge of a copy.
-    fn merge(&mut self, before: &mut Arc<Quantiles>, part: Arc<Quantiles>) {
-        let key = (Arc::as_ptr(before) as usize, Arc::as_ptr(&part) as usize);
-        if let Some(after) = self.merged.get(&key) {
-            *before = Arc::clone(after);
-            return;
-        }
-        self.kept.push(Arc::clone(before));
-        Arc::make_mut(before).merge(&part);
-        self.kept.push(part);
-        self.merged.insert(key, Arc::clone(before));
-    }
+/// Sketches a quantile reading holds before they are merged for real, so
+/// that a reading over many groups holds a bounded number of them.
+const MAX_PARTS: usize = 64;
 
-    fn clear(&mut self) {
-        if !self.kept.is_empty() {
-            self.merged.clear();
-            self.kept.clear();
+/// The quantile `q` of the merge of `parts`.
+fn quantile_of(parts: &[Arc<Quantiles>], q: f64) -> Option<f64> {
+    match parts {
+        [one] => one.quantile(q),
+        _ => {
+            let parts: SmallVec<[&Quantiles; 8]> = parts.iter().map(|p| &**p).collect();
+            Quantiles::merged_quantile(&parts, q)
         }
     }
 }
 
-/// Quantiles read from sketches during one `advance`: the rules of a
-/// reading read the same staged sketch, and readings that merged the same
-/// parts hold one sketch (see [`SketchMerges`]), so each quantile of it is
-/// read once. Keyed by the sketch's address, which the kept `Arc`s stop
-/// from being reused until the memo is cleared.
+/// `parts` merged into one sketch, in order.
+fn merge_parts(parts: &[Arc<Quantiles>]) -> Option<Arc<Quantiles>> {
+    let (first, rest) = parts.split_first()?;
+    if rest.is_empty() {
+        return Some(Arc::clone(first));
+    }
+    let mut merged = (**first).clone();
+    rest.iter().for_each(|p| merged.merge(p));
+    Some(Arc::new(merged))
+}
+
+/// The serialized form of an [`Acc`] (that of snapshot versions 1 and 2):
+/// the parts of a quantile are written merged into one sketch.
+#[derive(Serialize, Deserialize)]
+enum AccRepr {
+    Add(f64),
+    Mean { sum: f64, weight: f64 },
+    Min(f64),
+    Max(f64),
+    Last(Timestamp, f64),
+    Quantile { value: f64, sketch: Option<Arc<Quantiles>>, merged: bool },
+}
+
+impl From<Acc> for AccRepr {
+    fn from(acc: Acc) -> Self {
+        match acc {
+            Acc::Add(v) => AccRepr::Add(v),
+            Acc::Mean { sum, weight } => AccRepr::Mean { sum, weight },
+            Acc::Min(v) => AccRepr::Min(v),
+            Acc::Max(v) => AccRepr::Max(v),
+            Acc::Last(t, v) => AccRepr::Last(t, v),
+            Acc::Quantile { value, parts } => {
+                AccRepr::Quantile { value, sketch: merge_parts(&parts), merged: parts.len() > 1 }
+            }
+        }
+    }
+}
+
+impl From<AccRepr> for Acc {
+    fn from(repr: AccRepr) -> Self {
+        match repr {
+            AccRepr::Add(v) => Acc::Add(v),
+            AccRepr::Mean { sum, weight } => Acc::Mean { sum, weight },
+            AccRepr::Min(v) => Acc::Min(v),
+            AccRepr::Max(v) => Acc::Max(v),
+            AccRepr::Last(t, v) => Acc::Last(t, v),
+            // A merged sketch's value is read from it, not from the first part.
+            AccRepr::Quantile { value, sketch, merged } => {
+                Acc::Quantile { value: if merged { f64::NAN } else { value }, parts: sketch.into_iter().collect() }
+            }
+        }
+    }
+}
+
+/// Quantiles read during one `advance`: the rules of a reading read the
+/// same staged parts, so each quantile of them is read once. Keyed by the
+/// parts' addresses, which the kept `Arc`s stop from being reused until
+/// the memo is cleared.
 #[derive(Default)]
 struct QuantileMemo {
-    values: HashMap<(usize, u64), Option<f64>>,
+    values: HashMap<(SmallVec<[usize; 2]>, u64), Option<f64>>,
     kept: Vec<Arc<Quantiles>>,
 }
 
 impl QuantileMemo {
-    fn quantile(&mut self, sketch: &Arc<Quantiles>, q: f64) -> Option<f64> {
-        let key = (Arc::as_ptr(sketch) as usize, q.to_bits());
+    fn quantile(&mut self, parts: &[Arc<Quantiles>], q: f64) -> Option<f64> {
+        let key = (parts.iter().map(|p| Arc::as_ptr(p) as usize).collect(), q.to_bits());
         if let Some(&value) = self.values.get(&key) {
             return value;
         }
-        let value = sketch.quantile(q);
+        let value = quantile_of(parts, q);
         self.values.insert(key, value);
-        self.kept.push(Arc::clone(sketch));
+        self.kept.extend(parts.iter().cloned());
         value
     }
 
@@ -437,23 +474,22 @@ impl Acc {
                 // The window computed its configured quantiles once: read
                 // them rather than walk the sketch again.
                 let computed = field.quantiles.iter().find(|(fq, _)| (fq - q).abs() < 1e-9).map(|&(_, v)| v);
-                let sketch = if keep_sketch { field.sketch.clone() } else { None };
-                let value = match (computed, &sketch, &field.sketch) {
+                let parts: Parts = field.sketch.iter().filter(|_| keep_sketch).cloned().collect();
+                let value = match (computed, parts.is_empty(), &field.sketch) {
                     (Some(v), ..) => v,
                     // Read when needed, if this part stays alone.
-                    (None, Some(_), _) => f64::NAN,
-                    (None, None, Some(own)) => own.quantile(q)?,
-                    (None, None, None) => return None,
+                    (None, false, _) => f64::NAN,
+                    (None, true, Some(own)) => own.quantile(q)?,
+                    (None, true, None) => return None,
                 };
-                Some(Acc::Quantile { value, sketch, merged: false })
+                Some(Acc::Quantile { value, parts })
             }
         }
     }
 
     /// Folds in `other`; false when they cannot merge (quantiles without
-    /// sketches). `shared`: merges of sketches other accumulators also hold
-    /// are recorded there and reused.
-    fn merge(&mut self, other: Acc, shared: Option<&mut SketchMerges>) -> bool {
+    /// sketches).
+    fn merge(&mut self, other: Acc) -> bool {
         match (self, other) {
             (Acc::Add(a), Acc::Add(b)) => *a += b,
             (Acc::Mean { sum, weight }, Acc::Mean { sum: s, weight: w }) => {
@@ -473,12 +509,12 @@ impl Acc {
                     (*t, *v) = (u, w);
                 }
             }
-            (Acc::Quantile { sketch: Some(a), merged, .. }, Acc::Quantile { sketch: Some(b), .. }) => {
-                *merged = true;
-                match shared.filter(|_| Arc::strong_count(a) > 1) {
-                    Some(memo) => memo.merge(a, b),
-                    // Held by nobody else: merged in place.
-                    None => Arc::make_mut(a).merge(&b),
+            (Acc::Quantile { parts: a, .. }, Acc::Quantile { parts: b, .. }) if !a.is_empty() && !b.is_empty() => {
+                a.extend(b);
+                if a.len() > MAX_PARTS
+                    && let Some(merged) = merge_parts(a)
+                {
+                    *a = SmallVec::from_elem(merged, 1);
                 }
             }
             _ => return false,
@@ -486,18 +522,20 @@ impl Acc {
         true
     }
 
-    /// The aggregate's value. Quantiles of a sketch go through `memo`
-    /// when others may read the same sketch (`None` for a private copy).
+    /// The aggregate's value. Quantiles of sketches go through `memo`
+    /// when others may read the same sketches (`None` for a private copy).
     fn value(&self, agg: Agg, memo: Option<&mut QuantileMemo>) -> Option<f64> {
-        let read = |sketch: &Arc<Quantiles>, q: f64| match memo {
-            Some(memo) => memo.quantile(sketch, q),
-            None => sketch.quantile(q),
-        };
         match (self, agg) {
             (Acc::Add(v) | Acc::Min(v) | Acc::Max(v) | Acc::Last(_, v), _) => Some(*v),
             (Acc::Mean { sum, weight }, _) => (*weight > 0.0).then(|| sum / weight),
-            (Acc::Quantile { sketch: Some(sketch), merged: true, .. }, Agg::Quantile(q)) => read(sketch, q),
-            (Acc::Quantile { value, sketch: Some(sketch), .. }, Agg::Quantile(q)) if value.is_nan() => read(sketch, q),
+            (Acc::Quantile { value, parts }, Agg::Quantile(q))
+                if parts.len() > 1 || (value.is_nan() && !parts.is_empty()) =>
+            {
+                match memo {
+                    Some(memo) => memo.quantile(parts, q),
+                    None => quantile_of(parts, q),
+                }
+            }
             (Acc::Quantile { value, .. }, _) => (!value.is_nan()).then_some(*value),
         }
     }
@@ -710,8 +748,6 @@ pub struct Evaluator {
     /// resolutions of a restore's dropped rules, and the events a version-1
     /// snapshot held).
     held: Vec<AlertEvent>,
-    /// Sketch merges of the result being pushed; emptied after it.
-    sketch_merges: SketchMerges,
     /// Quantiles of sketches read by an `advance`; emptied after it.
     quantile_memo: QuantileMemo,
     /// The (group, window end) of every result staged and not yet
@@ -867,7 +903,6 @@ impl Evaluator {
             pending: Vec::new(),
             pending_index: HashTable::new(),
             held: Vec::new(),
-            sketch_merges: SketchMerges::default(),
             quantile_memo: QuantileMemo::default(),
             seen: hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::with_seed(0x5eed)),
             deadlines: BTreeMap::new(),
@@ -943,7 +978,6 @@ impl Evaluator {
                 self.push_for(reading_id, result, key);
             }
         }
-        self.sketch_merges.clear();
     }
 
     /// The number of rules of a reading, for counters kept per rule.
@@ -1029,7 +1063,7 @@ impl Evaluator {
             && last.cell == staged.cell
         {
             if let (Some(a), Some(b)) = (&mut last.acc, staged.acc) {
-                last.unmergeable |= !a.merge(b, Some(&mut self.sketch_merges));
+                last.unmergeable |= !a.merge(b);
             }
             last.unmergeable |= staged.unmergeable;
             return;
@@ -1152,7 +1186,6 @@ impl Evaluator {
                 self.stage(id, staged);
             }
         }
-        self.sketch_merges.clear();
         while let Some(entry) = self.deadlines.first_entry() {
             if *entry.key() > watermark {
                 break;
@@ -1584,7 +1617,7 @@ fn merged_value(expr: &Expr, staging: &[Staged], parts: &[u32], memo: &mut Quant
     let mut merged: Option<Acc> = None;
     for acc in accs {
         if let Some(acc) = acc?
-            && !merged.get_or_insert_with(|| first.clone()).merge(acc.clone(), None)
+            && !merged.get_or_insert_with(|| first.clone()).merge(acc.clone())
         {
             return None;
         }

@@ -496,17 +496,14 @@ impl Quantiles {
         if total == 0 {
             return None;
         }
-        let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
-        // 1-based rank of the wanted event in ascending order.
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let rank = rank_of(q, total);
         if !self.promoted {
             if self.exact_events == self.exact.len() as u64 {
                 // One event per entry (unweighted, as recorded): the rank-th
                 // smallest value by selection, without sorting them all.
-                let mut values: SmallVec<[f64; Quantiles::EXACT_EVENTS as usize]> =
-                    self.exact.iter().map(|e| e.0).collect();
-                let index = usize::try_from(rank - 1).ok().filter(|&i| i < values.len())?;
-                return Some(*values.select_nth_unstable_by(index, f64::total_cmp).1);
+                let mut keys: SmallVec<[i64; Quantiles::EXACT_EVENTS as usize]> =
+                    self.exact.iter().map(|e| order_key(e.0)).collect();
+                return nth_smallest(&mut keys, rank).map(from_order_key);
             }
             let mut sorted = self.exact.clone();
             sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
@@ -533,6 +530,171 @@ impl Quantiles {
         let h = self.pos.as_deref()?;
         magnitude_at(h, rank - negatives - self.zero).map(|m| m as f64 * scale)
     }
+}
+
+impl Quantiles {
+    /// The value at quantile `q` of the merge of `parts`: bit for bit what
+    /// merging them in order into a copy of the first and reading
+    /// [`Quantiles::quantile`] gives, but without building the merge when
+    /// no part holds histograms (the parts of short windows, which rarely
+    /// hold more than [`Quantiles::EXACT_EVENTS`] events each): the answer
+    /// is then the rank-th smallest of the parts' values, found by
+    /// selection, and rounded to its histogram bucket when the merge would
+    /// have left the exact form. An alert reading the p99 of a region over
+    /// the groups of that region reads it this way. `None` when the parts
+    /// hold no events.
+    ///
+    /// ```
+    /// use edgestream::window::agg::{QuantileConfig, Quantiles};
+    ///
+    /// let mut a = Quantiles::new(QuantileConfig::default());
+    /// let mut b = Quantiles::new(QuantileConfig::default());
+    /// (0..100).for_each(|i| a.record(f64::from(i), 1.0));
+    /// (100..200).for_each(|i| b.record(f64::from(i), 1.0));
+    /// let mut merged = a.clone();
+    /// merged.merge(&b);
+    /// assert_eq!(Quantiles::merged_quantile(&[&a, &b], 0.99), merged.quantile(0.99));
+    /// ```
+    pub fn merged_quantile(parts: &[&Quantiles], q: f64) -> Option<f64> {
+        let first = parts.first()?;
+        let resolution = first.config.resolution;
+        // Histograms, another resolution (which the merge counts as clamped)
+        // or a NaN from a hand-written snapshot: merge for real.
+        if !parts
+            .iter()
+            .all(|p| !p.promoted && p.config.resolution == resolution && !p.exact.iter().any(|e| e.0.is_nan()))
+        {
+            let (first, rest) = parts.split_first()?;
+            let mut merged = (*first).clone();
+            rest.iter().for_each(|p| merged.merge(p));
+            return merged.quantile(q);
+        }
+        // The values in `f64::total_cmp` order as integers: one event per
+        // entry (unweighted) is the usual case.
+        let (value, total, few) = if parts.iter().all(|p| p.exact_events == p.exact.len() as u64) {
+            let mut keys: Vec<i64> = Vec::with_capacity(parts.iter().map(|p| p.exact.len()).sum());
+            for p in parts {
+                keys.extend(p.exact.iter().map(|e| order_key(e.0)));
+            }
+            let total = keys.len() as u64;
+            let key = nth_smallest(&mut keys, rank_of(q, total.max(1)))?;
+            // (Selection reordered the keys, or negated them all: the
+            // number of distinct ones is the same.)
+            (from_order_key(key), total, few_distinct(keys.iter().copied()))
+        } else {
+            let mut values: Vec<(i64, u64)> =
+                parts.iter().flat_map(|p| p.exact.iter().map(|e| (order_key(e.0), e.1))).collect();
+            let total = values.iter().fold(0u64, |t, e| t.saturating_add(e.1));
+            let rank = rank_of(q, total.max(1));
+            values.sort_unstable_by_key(|e| e.0);
+            let mut seen = 0u64;
+            let key = values.iter().find(|e| {
+                seen = seen.saturating_add(e.1);
+                seen >= rank
+            })?;
+            (from_order_key(key.0), total, few_distinct(values.iter().map(|e| e.0)))
+        };
+        // Whether the merge stays exact depends only on the multiset of
+        // values (see the type's documentation).
+        if total <= Self::EXACT_EVENTS || few {
+            return Some(value);
+        }
+        // The histograms would hold it in its magnitude's bucket, and answer
+        // the bucket's middle (see `magnitude_at`).
+        Some(match magnitude(value, resolution, first.limit()) {
+            None => 0.0,
+            Some((m, _)) => {
+                let middle = bucket_middle(m, first.config.sigfig) as f64;
+                if value < 0.0 { -middle * resolution } else { middle * resolution }
+            }
+        })
+    }
+}
+
+/// `v`'s bits as an integer that orders as [`f64::total_cmp`] orders the
+/// values (negative values' magnitude bits flipped).
+fn order_key(v: f64) -> i64 {
+    flip_negative(v.to_bits() as i64)
+}
+
+/// The value of an [`order_key`] (the flip is its own inverse).
+fn from_order_key(key: i64) -> f64 {
+    f64::from_bits(flip_negative(key) as u64)
+}
+
+fn flip_negative(bits: i64) -> i64 {
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
+}
+
+/// Whether `keys` hold at most [`Quantiles::EXACT`] distinct values.
+fn few_distinct(keys: impl IntoIterator<Item = i64>) -> bool {
+    let mut distinct: SmallVec<[i64; Quantiles::EXACT]> = SmallVec::new();
+    keys.into_iter().all(|k| {
+        distinct.contains(&k)
+            || (distinct.len() < Quantiles::EXACT && {
+                distinct.push(k);
+                true
+            })
+    })
+}
+
+/// The `rank`-th smallest of `keys` (1-based), which it may reorder or
+/// change. Ranks near either end (a p99, a p1) keep the few smallest or
+/// largest keys seen, one comparison per key; others select in place.
+fn nth_smallest(keys: &mut [i64], rank: u64) -> Option<i64> {
+    const NEAR: usize = 32;
+    /// The `k`-th smallest of `keys` (`k` ≤ `keys.len()`), keeping the `k`
+    /// smallest seen in order.
+    fn near(keys: &[i64], k: usize) -> Option<i64> {
+        let (head, tail) = keys.split_at_checked(k)?;
+        let mut best: SmallVec<[i64; NEAR]> = SmallVec::from_slice(head);
+        best.sort_unstable();
+        let mut top = *best.last()?;
+        for &key in tail {
+            if key < top {
+                best.pop();
+                best.insert(best.partition_point(|&b| b <= key), key);
+                top = *best.last()?;
+            }
+        }
+        Some(top)
+    }
+    let rank = usize::try_from(rank).ok().filter(|&r| (1..=keys.len()).contains(&r))?;
+    let from_top = keys.len() - rank + 1;
+    if rank <= NEAR {
+        near(keys, rank)
+    } else if from_top <= NEAR {
+        // `!` reverses the order of integers.
+        keys.iter_mut().for_each(|k| *k = !*k);
+        near(keys, from_top).map(|k| !k)
+    } else {
+        Some(*keys.select_nth_unstable(rank - 1).1)
+    }
+}
+
+/// The 1-based rank, in ascending order, of the event at quantile `q` (NaN
+/// read as 0, clamped to 0..=1) among `total` > 0 events.
+fn rank_of(q: f64, total: u64) -> u64 {
+    let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+    ((q * total as f64).ceil() as u64).clamp(1, total)
+}
+
+/// The middle of the bucket an HDR histogram of `sigfig` significant
+/// digits (and lowest discernible value 1, as ours) records magnitude `m`
+/// in: its lowest equivalent value plus half its equivalent range, the
+/// arithmetic of `hdrhistogram`'s `lowest_equivalent` and
+/// `equivalent_range` without a histogram to ask.
+fn bucket_middle(m: u64, sigfig: u8) -> u64 {
+    // log2 of the sub-bucket count: the power of two at or above 2·10^sigfig.
+    let magnitude = match sigfig {
+        0 | 1 => 5,
+        2 => 8,
+        _ => 11,
+    };
+    let mask = (1u64 << magnitude) - 1;
+    let bucket = (64 - magnitude) - (m | mask).leading_zeros();
+    let lowest = (m >> bucket) << bucket;
+    lowest.saturating_add((1u64 << bucket) / 2)
 }
 
 /// Adds `n` events of `value` to a list of distinct values (by bits): false,
@@ -981,6 +1143,74 @@ mod tests {
             }
             prop_assert_eq!(magnitude_at(&h, 0), None);
             prop_assert_eq!(magnitude_at(&h, below + 1), None);
+        }
+
+        #[test]
+        fn bucket_middle_is_hdrhistograms(sigfig in 1u8..=3, m in 1u64..(1 << 53), small in 1u64..5000) {
+            let h = Histogram::<u64>::new(sigfig).unwrap();
+            for m in [m, small] {
+                prop_assert_eq!(bucket_middle(m, sigfig), h.lowest_equivalent(m) + h.equivalent_range(m) / 2);
+            }
+        }
+
+        #[test]
+        fn nth_smallest_is_the_sorted_rank(values in proptest::collection::vec(any::<f64>(), 1..300), pick in any::<prop::sample::Index>()) {
+            let keys: Vec<i64> = values.iter().map(|&v| order_key(v)).collect();
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let mut sorted_keys = keys.clone();
+            sorted_keys.sort_unstable();
+            prop_assert_eq!(sorted_keys.iter().map(|&k| from_order_key(k).to_bits()).collect::<Vec<_>>(),
+                sorted.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            // Ranks near both ends and in the middle.
+            let n = keys.len();
+            for rank in [1, 2, n / 2 + 1, n.saturating_sub(1).max(1), n, pick.index(n) + 1] {
+                prop_assert_eq!(nth_smallest(&mut keys.clone(), rank as u64), sorted_keys.get(rank - 1).copied());
+            }
+            prop_assert_eq!(nth_smallest(&mut keys.clone(), 0), None);
+            prop_assert_eq!(nth_smallest(&mut keys.clone(), n as u64 + 1), None);
+        }
+
+        #[test]
+        fn merged_quantile_is_the_merges_quantile(
+            parts in proptest::collection::vec(
+                (
+                    proptest::collection::vec(
+                        prop_oneof![
+                            // Few distinct values (merges that stay exact),
+                            // wide ones of both signs, near-zero and clamped.
+                            (0u8..6).prop_map(f64::from),
+                            -1e4..1e4f64,
+                            -2e-3..2e-3f64,
+                            Just(5e12),
+                            Just(-0.0),
+                        ],
+                        0..80,
+                    ),
+                    prop_oneof![3 => Just(1.0), 1 => 0.5..6.0f64],
+                ),
+                1..6,
+            ),
+            sigfig in 1u8..=3,
+            q in prop_oneof![Just(0.0), Just(1.0), 0.0..=1.0f64],
+        ) {
+            let config = QuantileConfig { sigfig, ..QuantileConfig::default() };
+            let sketches: Vec<Quantiles> = parts
+                .iter()
+                .map(|(values, weight)| {
+                    let mut s = Quantiles::new(config);
+                    values.iter().for_each(|&v| s.record(v, *weight));
+                    s
+                })
+                .collect();
+            let refs: Vec<&Quantiles> = sketches.iter().collect();
+            let mut merged = sketches[0].clone();
+            sketches[1..].iter().for_each(|s| merged.merge(s));
+            prop_assert_eq!(
+                Quantiles::merged_quantile(&refs, q).map(f64::to_bits),
+                merged.quantile(q).map(f64::to_bits),
+                "promoted {}", merged.promoted
+            );
         }
 
         #[test]
