@@ -71,7 +71,9 @@ impl Name {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TileValue {
-    fields: SmallVec<[(Name, f64); 6]>,
+    /// Inline up to 8: a window result's tile (count, sum, min, max, mean,
+    /// last, start and one quantile) needs no allocation.
+    fields: SmallVec<[(Name, f64); 8]>,
 }
 
 impl TileValue {
@@ -477,30 +479,45 @@ pub fn tiles_of(result: &WindowResult) -> impl Iterator<Item = (TileKey, TileVal
         escape_into(&mut group, v);
     }
     result.fields.iter().map(move |f| {
-        let mut key = format!("{group}|");
+        let mut key = String::with_capacity(group.len() + 1 + f.field.len());
+        key.push_str(&group);
+        key.push('|');
         escape_into(&mut key, &f.field);
         let key: TileKey = key.into();
         let s = &f.scalar;
-        let mut value = TileValue::new()
-            .with("count", s.count())
-            .with("sum", s.sum())
-            .with("start_ms", result.start.as_millis() as f64);
-        for (name, v) in [("min", s.min()), ("max", s.max()), ("mean", s.mean()), ("last", s.last().map(|l| l.1))] {
+        // In name order, so that each field appends.
+        let mut value = TileValue::new().with("count", s.count());
+        for (name, v) in [("last", s.last().map(|l| l.1)), ("max", s.max()), ("mean", s.mean()), ("min", s.min())] {
             if let Some(v) = v {
                 value = value.with(name, v);
             }
         }
         for &(q, v) in &f.quantiles {
-            // Percent to 4 decimals: 0.29 is p29, not p28.999999999999996.
-            value = value.with(&format!("p{}", (q * 1e6).round() / 1e4), v);
+            value = value.with(&quantile_name(q), v);
         }
+        let value = value.with("start_ms", result.start.as_millis() as f64).with("sum", s.sum());
         (key, value)
     })
+}
+
+/// The tile field of quantile `q`: `p` and the percent to 4 decimals (0.29
+/// is `p29`, not `p28.999999999999996`), without formatting the usual ones.
+fn quantile_name(q: f64) -> std::borrow::Cow<'static, str> {
+    let percent = (q * 1e6).round() / 1e4;
+    let known: [(f64, &str); 5] = [(50.0, "p50"), (90.0, "p90"), (95.0, "p95"), (99.0, "p99"), (99.9, "p99.9")];
+    match known.iter().find(|(p, _)| p.to_bits() == percent.to_bits()) {
+        Some((_, name)) => (*name).into(),
+        None => format!("p{percent}").into(),
+    }
 }
 
 /// Appends `s` with `\`, `|`, `,` and `=` escaped by a backslash, so tile
 /// keys of different groups never collide.
 fn escape_into(out: &mut String, s: &str) {
+    if !s.bytes().any(|b| matches!(b, b'\\' | b'|' | b',' | b'=')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if matches!(c, '\\' | '|' | ',' | '=') {
             out.push('\\');
@@ -1243,7 +1260,17 @@ enum JsonFrame {
 
 #[cfg(test)]
 mod tests {
-    use super::{KNOWN, Name};
+    use super::{KNOWN, Name, quantile_name};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn quantile_names_are_the_formatted_percent(q in prop_oneof![
+            Just(0.5), Just(0.9), Just(0.95), Just(0.99), Just(0.999), Just(0.29), 0.0..=1.0f64,
+        ]) {
+            prop_assert_eq!(quantile_name(q), format!("p{}", (q * 1e6).round() / 1e4));
+        }
+    }
 
     #[test]
     fn known_names_map_to_themselves() {
