@@ -421,7 +421,8 @@ impl Default for Tenant {
 /// The engine: see the [module documentation](self).
 pub struct Pipeline {
     config: PipelineConfig,
-    batch: EventBatch,
+    /// The batch bodies decode into, reused (`None` only during `ingest`).
+    batch: Option<EventBatch>,
     weights: Vec<f64>,
     late: Vec<usize>,
     keep: Vec<bool>,
@@ -586,7 +587,7 @@ impl Pipeline {
         };
         Ok(Pipeline {
             config,
-            batch: EventBatch::new(),
+            batch: Some(EventBatch::new()),
             weights: Vec::new(),
             late: Vec::new(),
             keep: Vec::new(),
@@ -650,9 +651,11 @@ impl Pipeline {
         let body: Bytes = body.into();
         self.last_now = Some(now);
         let tenant = self.tenant_key(tenant)?;
-        let mut batch = std::mem::take(&mut self.batch);
+        // Taken out of `self` for the call (an `Option`, so that taking it
+        // leaves no fresh batch to build and drop).
+        let mut batch = self.batch.take().unwrap_or_default();
         let result = self.ingest_batch(&tenant, content_type, &body, now, &mut batch);
-        self.batch = batch;
+        self.batch = Some(batch);
         result
     }
 

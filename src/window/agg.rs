@@ -349,6 +349,12 @@ impl Quantiles {
     fn record_exact(&mut self, value: f64, n: u64) -> bool {
         let events = self.exact_events.saturating_add(n);
         if events <= Self::EXACT_EVENTS {
+            if self.exact.len() == self.exact.capacity() {
+                // Grown in two steps, to 32 and then to the most it holds,
+                // rather than doubling four times from the inline 8.
+                let target = if self.exact.len() < 32 { 32 } else { Self::EXACT_EVENTS as usize };
+                self.exact.reserve_exact(target.saturating_sub(self.exact.len()));
+            }
             self.exact.push((value, n));
             self.exact_events = events;
             return true;

@@ -1113,8 +1113,12 @@ impl Windows {
         if weights.len() != batch.len() {
             return Err(PushError::WeightCount { events: batch.len(), weights: weights.len() });
         }
-        for (index, &weight) in weights.iter().enumerate() {
-            check_weight(index, weight)?;
+        // One branch-free pass over all (the usual case: every weight is
+        // good); the index of a bad one only when there is one.
+        if !weights.iter().fold(true, |ok, &w| ok & (w.is_finite() & (w > 0.0))) {
+            for (index, &weight) in weights.iter().enumerate() {
+                check_weight(index, weight)?;
+            }
         }
         self.push_inner(batch, Some(weights), now, late);
         Ok(())
