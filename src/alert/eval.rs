@@ -432,7 +432,7 @@ impl From<AccRepr> for Acc {
 /// the memo is cleared.
 #[derive(Default)]
 struct QuantileMemo {
-    values: HashMap<(SmallVec<[usize; 2]>, u64), Option<f64>>,
+    values: HashMap<(SmallVec<[usize; 8]>, u64), Option<f64>, foldhash::fast::RandomState>,
     kept: Vec<Arc<Quantiles>>,
 }
 

@@ -645,6 +645,21 @@ impl<'a> Reader<'a> {
     fn key(&mut self, end: usize) -> Result<(u32, u8)> {
         let start = self.pos;
         self.tag = start;
+        // A one-byte key of a valid field number and wire type: nearly all.
+        if start < end
+            && let Some(&b) = self.buf.get(start)
+            && (8..0x80).contains(&b)
+            && b & 7 <= FIXED32
+        {
+            self.pos = start + 1;
+            return Ok((u32::from(b >> 3), b & 7));
+        }
+        self.key_slow(start, end)
+    }
+
+    /// A key of several bytes, or an invalid one.
+    #[cold]
+    fn key_slow(&mut self, start: usize, end: usize) -> Result<(u32, u8)> {
         let key = self.varint(end)?;
         let key = u32::try_from(key).map_err(|_| (start, ProtoErrorKind::InvalidFieldNumber))?;
         let wire = (key & 7) as u8;

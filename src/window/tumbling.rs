@@ -1136,6 +1136,8 @@ impl Windows {
         let symbols = batch.symbols();
         let key_syms: SmallVec<[Option<Sym>; 4]> = self.spec.group_by.iter().map(|k| symbols.get(k)).collect();
         let field_syms: SmallVec<[Option<Sym>; 4]> = self.spec.fields.iter().map(|f| symbols.get(&f.field)).collect();
+        // As slices: the per-event reads skip the inline-or-heap test.
+        let (key_syms, field_syms) = (key_syms.as_slice(), field_syms.as_slice());
         // A `Vec` rather than a `SmallVec`: pushes stay a compare and a store.
         let mut key: Vec<u32> = Vec::with_capacity(3 + key_syms.len());
         // Pass 1: each event's window and group (the string work).
