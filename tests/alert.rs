@@ -187,6 +187,32 @@ fn finer_groups_merge_into_the_rule_groups() {
 }
 
 #[test]
+fn a_reading_over_many_groups_reads_the_merge_not_the_first_groups_quantile() {
+    // 70 groups of one region (more parts than a reading keeps unmerged),
+    // one of them holding histograms, each result carrying its own p99 as
+    // a window computes it: the rule must see the p99 of the merge.
+    let config = QuantileConfig::default();
+    let mut ev = evaluator("p99(x) by (region) > 0");
+    let mut all = Quantiles::new(config);
+    for h in 0..70 {
+        let g = group(&[("region", "eu"), ("host", &h.to_string())]);
+        let n = if h == 3 { 300 } else { 20 };
+        let xs: Vec<f64> = (0..n).map(|i| f64::from(h * 1000 + i) * 0.25).collect();
+        let mut r = values(&g, MIN, 0, &xs);
+        let mut q = Quantiles::new(config);
+        xs.iter().for_each(|&x| q.record(x, 1.0));
+        r.fields[0].quantiles = vec![(0.99, q.quantile(0.99).unwrap())];
+        all.merge(&q);
+        r.fields[0].sketch = Some(Arc::new(q));
+        ev.push(&r);
+    }
+    let mut out = Vec::new();
+    ev.advance(minutes(1), &mut out);
+    assert_eq!(out.iter().map(|e| e.value).collect::<Vec<_>>(), [all.quantile(0.99)]);
+    assert!(all.quantile(0.99).unwrap() > 17_000.0, "the merge's p99 is among the last group's values");
+}
+
+#[test]
 fn merged_quantile_parts_survive_a_snapshot_before_they_are_read() {
     // Quantile parts staged by several groups are held unmerged until
     // `advance` reads them; a snapshot taken before must write them merged

@@ -357,8 +357,9 @@ enum Acc {
 /// The sketches of the parts of a quantile, in the order they came.
 type Parts = SmallVec<[Arc<Quantiles>; 2]>;
 
-/// Sketches a quantile reading holds before they are merged for real, so
-/// that a reading over many groups holds a bounded number of them.
+/// Exact sketches a quantile reading holds before they are merged for
+/// real, so that a reading over many groups holds a bounded number of
+/// them (at most 2 KB each).
 const MAX_PARTS: usize = 64;
 
 /// The quantile `q` of the merge of `parts`.
@@ -370,6 +371,16 @@ fn quantile_of(parts: &[Arc<Quantiles>], q: f64) -> Option<f64> {
             Quantiles::merged_quantile(&parts, q)
         }
     }
+}
+
+/// Merges `parts` into one sketch, in order: into the first, in place
+/// when nothing else holds it (after a first collapse), else into a copy.
+fn collapse(parts: &mut Parts) {
+    let mut rest = core::mem::take(parts).into_iter();
+    let Some(mut merged) = rest.next() else { return };
+    let sketch = Arc::make_mut(&mut merged);
+    rest.for_each(|p| sketch.merge(&p));
+    parts.push(merged);
 }
 
 /// `parts` merged into one sketch, in order.
@@ -509,12 +520,15 @@ impl Acc {
                     (*t, *v) = (u, w);
                 }
             }
-            (Acc::Quantile { parts: a, .. }, Acc::Quantile { parts: b, .. }) if !a.is_empty() && !b.is_empty() => {
+            (Acc::Quantile { parts: a, value }, Acc::Quantile { parts: b, .. }) if !a.is_empty() && !b.is_empty() => {
+                // A merged reading reads its parts, never the first part's
+                // own quantile.
+                *value = f64::NAN;
                 a.extend(b);
-                if a.len() > MAX_PARTS
-                    && let Some(merged) = merge_parts(a)
-                {
-                    *a = SmallVec::from_elem(merged, 1);
+                // Sketches holding histograms are merged at once: selection
+                // cannot read them, and they are large to keep.
+                if a.len() > MAX_PARTS || a.iter().any(|p| !p.is_exact()) {
+                    collapse(a);
                 }
             }
             _ => return false,

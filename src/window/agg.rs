@@ -419,14 +419,14 @@ impl Quantiles {
             return;
         };
         if clamped {
-            self.clamped += n;
+            self.clamped = self.clamped.saturating_add(n);
         }
         let side = if negative { &mut self.neg } else { &mut self.pos };
         // Auto-resizing histograms accept any value up to i64::MAX / 2, far
         // above `limit`; the error arm only keeps the no-panic promise.
         let recorded = histogram(side, self.config.sigfig).is_some_and(|h| h.record_n(m, n).is_ok());
         if !recorded {
-            self.clamped += n;
+            self.clamped = self.clamped.saturating_add(n);
         }
     }
 
@@ -435,7 +435,7 @@ impl Quantiles {
     /// [`Quantiles::clamped`] and not merged.
     pub fn merge(&mut self, other: &Quantiles) {
         if self.config.resolution != other.config.resolution {
-            self.clamped += other.len();
+            self.clamped = self.clamped.saturating_add(other.len());
             return;
         }
         let limit = self.limit();
@@ -460,7 +460,7 @@ impl Quantiles {
             if let Some(theirs) = theirs
                 && histogram(mine, sigfig).is_none_or(|h| h.add(theirs.as_ref()).is_err())
             {
-                self.clamped += theirs.len();
+                self.clamped = self.clamped.saturating_add(theirs.len());
             }
         }
     }
@@ -486,6 +486,12 @@ impl Quantiles {
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the sketch still keeps its values exactly (no histograms):
+    /// see the type's documentation.
+    pub fn is_exact(&self) -> bool {
+        !self.promoted
     }
 
     /// Events whose magnitude was above [`QuantileConfig::max_abs`] (recorded
@@ -530,7 +536,7 @@ impl Quantiles {
             let h = self.neg.as_deref()?;
             return magnitude_at(h, negatives - rank + 1).map(|m| -(m as f64) * scale);
         }
-        if rank <= negatives + self.zero {
+        if rank <= negatives.saturating_add(self.zero) {
             return Some(0.0);
         }
         let h = self.pos.as_deref()?;
@@ -570,10 +576,7 @@ impl Quantiles {
             .iter()
             .all(|p| !p.promoted && p.config.resolution == resolution && !p.exact.iter().any(|e| e.0.is_nan()))
         {
-            let (first, rest) = parts.split_first()?;
-            let mut merged = (*first).clone();
-            rest.iter().for_each(|p| merged.merge(p));
-            return merged.quantile(q);
+            return merged_copy(parts)?.quantile(q);
         }
         // The values in `f64::total_cmp` order as integers: one event per
         // entry (unweighted) is the usual case.
@@ -600,6 +603,11 @@ impl Quantiles {
             })?;
             (from_order_key(key.0), total, few_distinct(values.iter().map(|e| e.0)))
         };
+        // Counts that saturate make the histograms' own totals differ from
+        // the values' (rare: weights near 2^64 events): merge for real.
+        if total == u64::MAX {
+            return merged_copy(parts)?.quantile(q);
+        }
         // Whether the merge stays exact depends only on the multiset of
         // values (see the type's documentation).
         if total <= Self::EXACT_EVENTS || few {
@@ -615,6 +623,14 @@ impl Quantiles {
             }
         })
     }
+}
+
+/// `parts` merged in order into a copy of the first.
+fn merged_copy(parts: &[&Quantiles]) -> Option<Quantiles> {
+    let (first, rest) = parts.split_first()?;
+    let mut merged = (*first).clone();
+    rest.iter().for_each(|p| merged.merge(p));
+    Some(merged)
 }
 
 /// `v`'s bits as an integer that orders as [`f64::total_cmp`] orders the
@@ -896,6 +912,20 @@ mod tests {
             assert_eq!(round_non_negative(x).to_bits(), x.round().to_bits(), "{x}");
         }
         assert!(round_non_negative(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn merged_quantile_of_saturated_counts_is_the_merges() {
+        let config = QuantileConfig::default();
+        let (mut a, mut b) = (Quantiles::new(config), Quantiles::new(config));
+        a.record(-10.0, 1e20);
+        b.record(-5.0, 1e20);
+        (1..=7).for_each(|v| b.record(f64::from(v), 1.0));
+        let mut merged = a.clone();
+        merged.merge(&b);
+        for q in [0.0, 0.5, 1.0] {
+            assert_eq!(Quantiles::merged_quantile(&[&a, &b], q), merged.quantile(q), "q {q}");
+        }
     }
 
     proptest! {
