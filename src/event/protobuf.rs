@@ -482,17 +482,30 @@ impl DimMemo {
     /// device between).
     #[inline]
     fn run_set(run: &[u8]) -> core::ops::Range<usize> {
-        let mix = |h: u64, w: u64| (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        // A sum of each word times an odd constant of its position: the
+        // products are independent, so they overlap, where a chain of
+        // mixes would wait on each (a run is up to eight words).
+        const K: [u64; RUN_BYTES / 8] = [
+            0x9e37_79b9_7f4a_7c15,
+            0xc2b2_ae3d_27d4_eb4f,
+            0x1656_67b1_9e37_79f9,
+            0x85eb_ca77_c2b2_ae63,
+            0x27d4_eb2f_1656_67c5,
+            0xff51_afd7_ed55_8ccd,
+            0xc4ce_b9fe_1a85_ec53,
+            0x8cb9_2ba7_2f3d_8dd7,
+        ];
         let mut words = run.chunks_exact(8);
-        let mut h = run.len() as u64;
-        for w in &mut words {
-            h = mix(h, w.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)));
+        let mut h = (run.len() as u64).wrapping_mul(0xd6e8_feb8_6659_fd93);
+        let mut k = K.iter();
+        for (w, &k) in (&mut words).zip(&mut k) {
+            h = h.wrapping_add(w.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)).wrapping_mul(k));
         }
         let tail = words.remainder().len();
         if tail > 0 {
-            h = mix(h, tail_word(run, tail));
+            h = h.wrapping_add(tail_word(run, tail).wrapping_mul(k.next().copied().unwrap_or(1)));
         }
-        let set = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RUN_SET_BITS)) as usize;
+        let set = ((h ^ h >> 29).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RUN_SET_BITS)) as usize;
         2 * set..2 * set + 2
     }
 
