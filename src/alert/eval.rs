@@ -664,6 +664,15 @@ struct Pending {
     tail: u32,
 }
 
+/// A window of a pending group that [`Evaluator::advance`] evaluates: its
+/// staged entries are `from..to` of that call's sorted entries.
+struct Due {
+    reading: u32,
+    group: u32,
+    from: u32,
+    to: u32,
+}
+
 /// A result's instance key for the readings sharing one `by` list.
 struct Key<'a> {
     by_id: u32,
@@ -1154,38 +1163,68 @@ impl Evaluator {
         self.pending_index.clear();
         let mut staging = std::mem::take(&mut self.staging);
         let mut carry: Vec<(u32, Staged)> = Vec::new();
+        // Each group's entries in event-time order, and its windows that
+        // are due as ranges of them.
         let mut entries: Vec<u32> = Vec::new();
+        let mut due: Vec<Due> = Vec::new();
         for (group_id, group) in pending.iter().enumerate() {
-            entries.clear();
+            let base = entries.len();
             entries.extend(entries_from(&staging, group.head).map(|(i, _)| i));
             let key = |i: &u32| staging.get(*i as usize).map(|e| (e.end, e.cell.clone()));
-            if !entries.is_sorted_by_key(key) {
-                entries.sort_by_key(key);
+            if let Some(own) = entries.get_mut(base..)
+                && !own.is_sorted_by_key(key)
+            {
+                own.sort_by_key(key);
             }
-            let values: SmallVec<[Option<&Arc<str>>; 4]> = group.values.iter().map(Some).collect();
-            // One window (every cell of it) at a time, in event-time order.
-            let mut rest = entries.as_slice();
-            while let Some(&head) = rest.first() {
-                let Some(end) = staging.get(head as usize).map(|e| e.end) else { break };
+            // One window (every cell of it) at a time.
+            let mut at = base;
+            while let Some(end) = entries.get(at).and_then(|&i| staging.get(i as usize)).map(|e| e.end) {
+                let rest = entries.get(at..).unwrap_or_default();
                 let n = rest.iter().take_while(|&&i| staging.get(i as usize).is_some_and(|e| e.end == end)).count();
-                let (window, tail) = rest.split_at(n);
-                rest = tail;
                 if end <= watermark {
-                    let rule = |ev: &Self, k: usize| ev.readings.get(group.reading as usize)?.rules.get(k).copied();
-                    let mut k = 0;
-                    while let Some(rule_id) = rule(self, k) {
-                        k += 1;
-                        match self.instance(rule_id, &group.tenant, &values, group.hash) {
-                            Some(slot_id) => self.evaluate(rule_id, slot_id, &staging, window, out),
-                            None => add(&mut self.stats.instances_capped, window.len() as u64),
-                        }
-                    }
+                    due.push(Due {
+                        reading: group.reading,
+                        group: group_id as u32,
+                        from: at as u32,
+                        to: (at + n) as u32,
+                    });
                 } else {
-                    for &i in window {
+                    for &i in rest.get(..n).unwrap_or_default() {
                         if let Some(e) = staging.get_mut(i as usize) {
                             let kept = Staged { cell: e.cell.take(), acc: e.acc.take(), next: NONE, ..*e };
                             carry.push((group_id as u32, kept));
                         }
+                    }
+                }
+                at += n;
+            }
+        }
+        // Rule by rule: a rule's instances sit together, so one sweep over
+        // them all misses the cache far less than visiting every rule's
+        // instance of one group in turn. An instance still sees its
+        // windows in event-time order (the sort is stable), and instances
+        // are independent of each other.
+        due.sort_by_key(|d| d.reading);
+        let values: Vec<SmallVec<[Option<&Arc<str>>; 4]>> =
+            pending.iter().map(|g| g.values.iter().map(Some).collect()).collect();
+        let mut rest = due.as_slice();
+        while let Some(reading) = rest.first().map(|d| d.reading) {
+            let n = rest.iter().take_while(|d| d.reading == reading).count();
+            let (of_reading, tail) = rest.split_at(n);
+            rest = tail;
+            let rule = |ev: &Self, k: usize| ev.readings.get(reading as usize)?.rules.get(k).copied();
+            let mut k = 0;
+            while let Some(rule_id) = rule(self, k) {
+                k += 1;
+                for d in of_reading {
+                    let (Some(group), Some(values)) = (pending.get(d.group as usize), values.get(d.group as usize))
+                    else {
+                        continue;
+                    };
+                    let window = entries.get(d.from as usize..d.to as usize).unwrap_or_default();
+                    match self.instance(rule_id, &group.tenant, values, group.hash) {
+                        Some(slot_id) => self.evaluate(rule_id, slot_id, &staging, window, out),
+                        None => add(&mut self.stats.instances_capped, window.len() as u64),
                     }
                 }
             }
