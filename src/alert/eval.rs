@@ -668,9 +668,9 @@ struct Pending {
 /// staged entries are `from..to` of that call's sorted entries.
 struct Due {
     reading: u32,
-    group: u32,
-    from: u32,
-    to: u32,
+    group: usize,
+    from: usize,
+    to: usize,
 }
 
 /// A result's instance key for the readings sharing one `by` list.
@@ -1182,12 +1182,7 @@ impl Evaluator {
                 let rest = entries.get(at..).unwrap_or_default();
                 let n = rest.iter().take_while(|&&i| staging.get(i as usize).is_some_and(|e| e.end == end)).count();
                 if end <= watermark {
-                    due.push(Due {
-                        reading: group.reading,
-                        group: group_id as u32,
-                        from: at as u32,
-                        to: (at + n) as u32,
-                    });
+                    due.push(Due { reading: group.reading, group: group_id, from: at, to: at + n });
                 } else {
                     for &i in rest.get(..n).unwrap_or_default() {
                         if let Some(e) = staging.get_mut(i as usize) {
@@ -1217,11 +1212,8 @@ impl Evaluator {
             while let Some(rule_id) = rule(self, k) {
                 k += 1;
                 for d in of_reading {
-                    let (Some(group), Some(values)) = (pending.get(d.group as usize), values.get(d.group as usize))
-                    else {
-                        continue;
-                    };
-                    let window = entries.get(d.from as usize..d.to as usize).unwrap_or_default();
+                    let (Some(group), Some(values)) = (pending.get(d.group), values.get(d.group)) else { continue };
+                    let window = entries.get(d.from..d.to).unwrap_or_default();
                     match self.instance(rule_id, &group.tenant, values, group.hash) {
                         Some(slot_id) => self.evaluate(rule_id, slot_id, &staging, window, out),
                         None => add(&mut self.stats.instances_capped, window.len() as u64),
