@@ -257,6 +257,18 @@ pub(crate) struct Record {
     id: IdSlot,
     dims: Range<usize>,
     fields: Range<usize>,
+    /// Its geo point and payload in [`EventBatch::extras`], or [`NO_EXTRA`]
+    /// (most events have neither): 80 bytes a record instead of 128, and
+    /// every stage reads each record.
+    extra: usize,
+}
+
+/// [`Record::extra`] of an event without geo point or payload.
+const NO_EXTRA: usize = usize::MAX;
+
+/// What few events carry: kept apart from their [`Record`]s.
+#[derive(Clone, Debug)]
+struct Extra {
     geo: Option<GeoPoint>,
     payload: Option<Bytes>,
 }
@@ -310,6 +322,8 @@ pub struct EventBatch {
     verdicts: Vec<u8>,
     /// The Protobuf decoder's recent dims, valid until `clear`.
     dim_memo: protobuf::DimMemo,
+    /// Geo points and payloads, by [`Record::extra`].
+    extras: Vec<Extra>,
 }
 
 impl fmt::Debug for EventBatch {
@@ -348,12 +362,19 @@ impl EventBatch {
         self.symbols.clear();
         self.dim_memo.clear();
         self.records.clear();
+        self.extras.clear();
         self.dims.clear();
         self.fields.clear();
         self.id_text.clear();
         self.id_bytes.clear();
         self.id_unchecked.clear();
         self.dropped_bad_id = false;
+    }
+
+    /// The geo point and payload of `record`, if it has either.
+    #[inline]
+    pub(crate) fn extra_of(&self, record: &Record) -> Option<(Option<GeoPoint>, Option<&Bytes>)> {
+        self.extras.get(record.extra).map(|e| (e.geo, e.payload.as_ref()))
     }
 
     /// Where the next string id starts: after the checked text and any
@@ -615,8 +636,13 @@ impl EventBuilder<'_> {
             id: self.id,
             dims: self.dims_start..self.batch.dims.len(),
             fields: self.fields_start..self.batch.fields.len(),
-            geo,
-            payload,
+            extra: NO_EXTRA,
+        };
+        let record = if geo.is_some() || payload.is_some() {
+            self.batch.extras.push(Extra { geo, payload });
+            Record { extra: self.batch.extras.len() - 1, ..record }
+        } else {
+            record
         };
         self.batch.records.push(record);
     }
@@ -730,12 +756,12 @@ impl<'a> EventRef<'a> {
 
     /// The geo point, if any.
     pub fn geo(&self) -> Option<GeoPoint> {
-        self.record.geo
+        self.batch.extras.get(self.record.extra).and_then(|e| e.geo)
     }
 
     /// The payload, if any: a zero-copy slice of the decoded body.
     pub fn payload(&self) -> Option<&'a Bytes> {
-        self.record.payload.as_ref()
+        self.batch.extras.get(self.record.extra).and_then(|e| e.payload.as_ref())
     }
 
     /// The tenant as a symbol of [`EventBatch::symbols`].
@@ -787,6 +813,38 @@ mod tests {
         let t = b.intern("t");
         b.id_utf8(id);
         b.finish(t, t, ts(1), None, None);
+    }
+
+    /// Every stage reads each record: geo points and payloads live apart.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn records_stay_small() {
+        assert!(size_of::<Record>() <= 80, "{}", size_of::<Record>());
+    }
+
+    /// Geo points and payloads stay with their events when others are
+    /// dropped around them.
+    #[test]
+    fn extras_follow_their_events_through_retain() {
+        let mut batch = EventBatch::new();
+        for i in 0..6 {
+            let mut e = Event::new("t", "t", ts(i));
+            if i % 2 == 1 {
+                e = e.with_geo(GeoPoint::new(i as f64, 0.0)).with_payload(vec![i as u8]);
+            }
+            batch.push(&e);
+        }
+        batch.retain_indexed(|i| i != 1 && i != 2);
+        let seen: Vec<_> = batch.iter().map(|e| (e.ts(), e.geo().map(|g| g.lat), e.payload().cloned())).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (ts(0), None, None),
+                (ts(3), Some(3.0), Some(Bytes::from(vec![3u8]))),
+                (ts(4), None, None),
+                (ts(5), Some(5.0), Some(Bytes::from(vec![5u8]))),
+            ]
+        );
     }
 
     #[test]

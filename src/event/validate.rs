@@ -599,8 +599,9 @@ impl Limits {
             && record.ts <= latest
             && earliest.is_none_or(|e| record.ts >= e)
             && own.is_none_or(|own| own == Some(record.tenant))
-            && record.geo.is_none_or(|g| g.is_valid())
-            && record.payload.as_ref().is_none_or(|p| p.len() <= self.max_payload_bytes)
+            && batch.extra_of(record).is_none_or(|(geo, payload)| {
+                geo.is_none_or(|g| g.is_valid()) && payload.is_none_or(|p| p.len() <= self.max_payload_bytes)
+            })
             && twice == 0
     }
 
