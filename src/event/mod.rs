@@ -505,12 +505,18 @@ impl EventBatch {
     }
 
     /// Keeps only the events for which `keep(index)` is true, in order.
-    /// Arena space of removed events is reclaimed by the next `clear`.
+    /// Arena space of removed events is reclaimed by the next `clear`; their
+    /// payloads are let go at once (a clone of the batch must not hold a
+    /// refused payload's body).
     pub(crate) fn retain_indexed(&mut self, mut keep: impl FnMut(usize) -> bool) {
         let mut i = 0;
-        self.records.retain(|_| {
+        let extras = &mut self.extras;
+        self.records.retain(|r| {
             let k = keep(i);
             i += 1;
+            if !k && let Some(e) = extras.get_mut(r.extra) {
+                e.payload = None;
+            }
             k
         });
     }
@@ -835,6 +841,7 @@ mod tests {
             batch.push(&e);
         }
         batch.retain_indexed(|i| i != 1 && i != 2);
+        assert!(batch.extras.iter().filter(|e| e.payload.is_some()).count() == 2, "event 1's payload let go");
         let seen: Vec<_> = batch.iter().map(|e| (e.ts(), e.geo().map(|g| g.lat), e.payload().cloned())).collect();
         assert_eq!(
             seen,
