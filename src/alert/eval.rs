@@ -376,6 +376,9 @@ fn quantile_of(parts: &[Arc<Quantiles>], q: f64) -> Option<f64> {
 /// Merges `parts` into one sketch, in order: into the first, in place
 /// when nothing else holds it (after a first collapse), else into a copy.
 fn collapse(parts: &mut Parts) {
+    if parts.len() < 2 {
+        return;
+    }
     let mut rest = core::mem::take(parts).into_iter();
     let Some(mut merged) = rest.next() else { return };
     let sketch = Arc::make_mut(&mut merged);
@@ -383,15 +386,11 @@ fn collapse(parts: &mut Parts) {
     parts.push(merged);
 }
 
-/// `parts` merged into one sketch, in order.
+/// `parts` merged into one sketch, in order (the parts stay as they were).
 fn merge_parts(parts: &[Arc<Quantiles>]) -> Option<Arc<Quantiles>> {
-    let (first, rest) = parts.split_first()?;
-    if rest.is_empty() {
-        return Some(Arc::clone(first));
-    }
-    let mut merged = (**first).clone();
-    rest.iter().for_each(|p| merged.merge(p));
-    Some(Arc::new(merged))
+    let mut merged: Parts = parts.iter().cloned().collect();
+    collapse(&mut merged);
+    merged.pop()
 }
 
 /// The serialized form of an [`Acc`] (that of snapshot versions 1 and 2):
