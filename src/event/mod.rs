@@ -762,12 +762,12 @@ impl<'a> EventRef<'a> {
 
     /// The geo point, if any.
     pub fn geo(&self) -> Option<GeoPoint> {
-        self.batch.extras.get(self.record.extra).and_then(|e| e.geo)
+        self.batch.extra_of(self.record).and_then(|(geo, _)| geo)
     }
 
     /// The payload, if any: a zero-copy slice of the decoded body.
     pub fn payload(&self) -> Option<&'a Bytes> {
-        self.batch.extras.get(self.record.extra).and_then(|e| e.payload.as_ref())
+        self.batch.extra_of(self.record).and_then(|(_, payload)| payload)
     }
 
     /// The tenant as a symbol of [`EventBatch::symbols`].
