@@ -301,10 +301,22 @@ tick: 100ms
         "windows: [{name: a, spec: {size: 1s}, board: m}, {name: b, spec: {size: 1s}, board: m}]",
         "windows: [{name: alerts, spec: {size: 1s}}]",
         "windows: [{name: a, spec: {size: 1s}, board: events}]",
+        "windows: [{name: a, spec: {size: 1s, fields: [{field: x, aggregates: [median]}]}}]",
     ] {
         let result = PipelineConfig::from_yaml_str(bad).and_then(Pipeline::new);
         assert!(result.is_err(), "{bad}");
     }
+    // A rule reading an aggregate that the windows feeding it do not keep
+    // would never see a value.
+    let keeping = |aggregates: &str| {
+        format!(
+            "windows: [{{name: a, spec: {{size: 1s, fields: [{{field: x, aggregates: [{aggregates}]}}]}}}}]\n\
+             alerts: {{rules: [{{name: r, rule: 'avg(x) > 1'}}]}}"
+        )
+    };
+    let refused = PipelineConfig::from_yaml_str(&keeping("max")).and_then(Pipeline::new).unwrap_err();
+    assert!(refused.to_string().contains("avg(x)"), "{refused}");
+    Pipeline::new(PipelineConfig::from_yaml_str(&keeping("max, mean")).unwrap()).unwrap();
 }
 
 /// Traffic of many kinds: valid, invalid, foreign, duplicate, malformed.
@@ -503,6 +515,45 @@ fn damaged_or_foreign_snapshots_are_refused() {
     let restored = Pipeline::restore(changed, &blob).unwrap();
     assert_eq!(restored.stats().windows["10s"].windows, 0);
     assert_eq!(restored.tenant_stats("t0").unwrap().admitted, 1, "counters survive");
+}
+
+/// A snapshot of the fuzz target's pipeline (`fuzz/fuzz_targets/pipeline_snapshot.rs`)
+/// after three events restores with its config; with `WRITE_FUZZ_SEEDS`
+/// set it becomes the target's seed (without the checksum, which the
+/// target appends).
+#[test]
+fn the_pipeline_snapshot_fuzz_seed_restores() {
+    let config = || {
+        PipelineConfig::from_json_str(
+            r#"{
+            "tenants": {"rate": {"cells": 100, "per": "1s", "burst": 100}},
+            "sampling": {"kind": "adaptive", "by": "region"},
+            "windows": [{"name": "10s", "board": "metrics", "rollup": {"tiers": [{"size": "1m", "retention": "1h"}]},
+                         "spec": {"size": "10s", "group_by": ["region"], "idle_timeout": "5s",
+                                  "fields": [{"field": "x", "quantiles": [0.5]}]}}],
+            "alerts": {"rules": [{"name": "r", "rule": "avg(x) by (region) > 1 for 1m"}]},
+            "dedup": {"ids_per_tenant": 10},
+            "archive": {"format": {"kind": "csv"}}
+        }"#,
+        )
+        .unwrap()
+    };
+    let mut pipeline = Pipeline::new(config()).unwrap();
+    let events: Vec<Event> = (0..3)
+        .map(|i| {
+            Event::new("t", "s", at(i * 4)).with_id(format!("e{i}")).with_dim("region", "eu").with_field("x", i as f64)
+        })
+        .collect();
+    pipeline.ingest("t", NDJSON, ndjson(&events), at(8)).unwrap();
+    pipeline.advance(at(9), &mut Outputs::default());
+    let mut blob = Vec::new();
+    pipeline.snapshot(&mut blob, &mut Outputs::default()).unwrap();
+    Pipeline::restore(config(), &blob).unwrap();
+    if std::env::var_os("WRITE_FUZZ_SEEDS").is_some() {
+        let seed = &blob[..blob.len() - 8];
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/pipeline_snapshot/three_events.bin"), seed)
+            .unwrap();
+    }
 }
 
 #[test]

@@ -53,7 +53,7 @@ fn spec() -> RollupSpec {
     ])
 }
 
-type Summary = BTreeMap<(String, i64), (u64, f64, Option<f64>, Option<f64>, Option<f64>)>;
+type Summary = BTreeMap<(String, i64), (u64, Option<f64>, Option<f64>, Option<f64>, Option<f64>)>;
 
 fn minute_points(rollup: &Rollup, to: i64) -> Summary {
     let mut q = Query::new("acme", "m", t(0), t(to));
@@ -127,7 +127,7 @@ fn corrections_rebuild_the_tiers_above() {
     rollup.push(&correction[0]); // a duplicate is ignored
     let points = minute_points(&rollup, 120_000);
     assert_eq!(points[&("eu".into(), 0)].0, 2);
-    assert_eq!(points[&("eu".into(), 0)].1, 4.0);
+    assert_eq!(points[&("eu".into(), 0)].1, Some(4.0));
     assert_eq!(rollup.stats().corrections, 1);
     assert_eq!(rollup.stats().ignored, 1);
 }
@@ -171,9 +171,9 @@ fn an_offset_shifts_every_tier_boundary() {
     }
     let mut q = Query::new("acme", "m", t(h(-48)), t(h(24)));
     q.resolution = Some(Span::from_days(1));
-    let days: Vec<(i64, f64)> =
+    let days: Vec<(i64, Option<f64>)> =
         rollup.query(&q).unwrap().series[0].points.iter().map(|p| (p.start.as_millis(), p.sum)).collect();
-    assert_eq!(days, [(h(-27), 1.0), (h(-3), 2.0)]);
+    assert_eq!(days, [(h(-27), Some(1.0)), (h(-3), Some(2.0))]);
 }
 
 #[test]
@@ -200,12 +200,13 @@ fn filters_and_regrouping() {
     let mut q = Query::new("acme", "m", t(0), t(1_000));
     q.group_by = Some(vec!["region".into()]);
     let by_region = rollup.query(&q).unwrap();
-    let sums: Vec<(String, f64)> = by_region.series.iter().map(|s| (s.labels[0].1.clone(), s.points[0].sum)).collect();
-    assert_eq!(sums, [("eu".to_string(), 3.0), ("us".to_string(), 4.0)]);
+    let sums: Vec<(String, Option<f64>)> =
+        by_region.series.iter().map(|s| (s.labels[0].1.clone(), s.points[0].sum)).collect();
+    assert_eq!(sums, [("eu".to_string(), Some(3.0)), ("us".to_string(), Some(4.0))]);
     q.filters = vec![("device".into(), "b".into())];
     let only_b = rollup.query(&q).unwrap();
     assert_eq!(only_b.series.len(), 1);
-    assert_eq!(only_b.series[0].points[0].sum, 2.0);
+    assert_eq!(only_b.series[0].points[0].sum, Some(2.0));
     let json = serde_json::to_string(&only_b).unwrap();
     assert!(json.contains(r#""resolution":"1s""#), "{json}");
 }

@@ -371,7 +371,7 @@ fn sampled_weights_keep_window_counts_and_sums_unbiased() {
         var_sum += (w * w - w) * v * v;
     }
     assert!((result.count - 50_000.0).abs() < 4.0 * var_count.sqrt(), "count {}", result.count);
-    let sum = result.field("v").unwrap().scalar.sum();
+    let sum = result.field("v").unwrap().scalar.sum().unwrap();
     assert!((sum - true_sum).abs() < 4.0 * var_sum.sqrt(), "sum {sum} vs {true_sum} ± {}", var_sum.sqrt());
     assert_eq!(batch.retain_sampled(&mut vec![1.0]), None, "weights must match the batch");
 }

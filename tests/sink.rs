@@ -316,7 +316,7 @@ fn window_results_as_parquet_and_csv() {
             for row in 0..b.num_rows() {
                 let r = results.iter().find(|r| r.start.as_nanos() == start.value(row)).unwrap();
                 let f = r.field("latency_ms").unwrap();
-                assert_eq!(sum.value(row).to_bits(), f.scalar.sum().to_bits());
+                assert_eq!(sum.value(row).to_bits(), f.scalar.sum().unwrap().to_bits());
                 assert_eq!(p99.value(row), f.quantiles.iter().find(|(q, _)| *q == 0.99).unwrap().1);
                 rows += 1;
             }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use edgestream::event::{Event, EventBatch};
 use edgestream::time::{Span, Timestamp};
-use edgestream::window::agg::Scalar;
+use edgestream::window::agg::{Aggregates, Scalar};
 use edgestream::window::{
     EmitMode, FieldSpec, OVERFLOW, Placement, PushError, SpecError, WindowResult, WindowSpec, Windows,
 };
@@ -62,7 +62,7 @@ fn summary(results: &[WindowResult]) -> Summary {
             let s = &r.fields[0].scalar;
             (
                 (r.group.labels[0].1.to_string(), r.start.as_millis()),
-                (r.revision, r.events, s.sum(), s.min(), s.max(), s.last()),
+                (r.revision, r.events, s.sum().unwrap(), s.min(), s.max(), s.last()),
             )
         })
         .collect()
@@ -78,6 +78,18 @@ fn spec_errors() {
         Err(SpecError::Quantile(_))
     ));
     assert!(matches!(Windows::new(spec().max_groups_per_tenant(0)), Err(SpecError::NoGroups)));
+    let mut wide = spec();
+    wide.fields = (0..WindowSpec::MAX_FIELDS).map(|i| FieldSpec::new(format!("f{i}"))).collect();
+    let mut w = Windows::new(wide.clone()).unwrap();
+    let mut event = ev(1_000, "a", 1.0);
+    for i in 0..WindowSpec::MAX_FIELDS {
+        event = event.with_field(format!("f{i}"), i as f64);
+    }
+    let results = run(&mut w, &[event, ev(60_000, "a", 1.0)], 0).0;
+    let last = &results[0].fields[WindowSpec::MAX_FIELDS - 1].scalar;
+    assert_eq!((last.count(), last.last().map(|l| l.1)), (1.0, Some(29.0)), "the last field's state is its own");
+    wide.fields.push(FieldSpec::new("one_too_many"));
+    assert!(matches!(Windows::new(wide), Err(SpecError::TooManyFields(31))));
 }
 
 #[test]
@@ -243,7 +255,7 @@ fn weights_scale_counts_and_sums_but_not_extremes() {
     let r = drain(&mut w).into_iter().find(|r| r.start == t(0)).unwrap();
     assert_eq!((r.events, r.count), (2, 15.0));
     let s = &r.field("v").unwrap().scalar;
-    assert_eq!((s.events(), s.count(), s.sum(), s.min(), s.max()), (2, 15.0, 40.0, Some(2.0), Some(4.0)));
+    assert_eq!((s.count(), s.sum(), s.min(), s.max()), (15.0, Some(40.0), Some(2.0), Some(4.0)));
     assert_eq!(s.mean(), Some(40.0 / 15.0));
     let g = w.resolve("acme", "metrics", &["a"]);
     assert!(matches!(w.push_resolved(g, t(31_000), &[1.0], -2.0, now), Err(PushError::InvalidWeight { .. })));
@@ -475,6 +487,49 @@ fn restore_refuses_bad_bytes() {
 }
 
 #[test]
+fn a_field_reports_only_the_aggregates_it_keeps() {
+    let keep = Aggregates::SUM | Aggregates::MAX;
+    let spec = |keep: Aggregates| {
+        WindowSpec::new(Span::from_secs(10))
+            .group_by(["g"])
+            .field(FieldSpec::new("v").aggregates(keep))
+            .field(FieldSpec::new("w").aggregates(Aggregates::LAST))
+            .out_of_orderness(Span::from_secs(2))
+            .idle_timeout(None)
+    };
+    let events: Vec<Event> = (0..40)
+        .map(|i| ev(i * 700, if i % 3 == 0 { "a" } else { "b" }, f64::from(i as i32 % 7)).with_field("w", -(i as f64)))
+        .collect();
+    let (mut some, mut all) = (Windows::new(spec(keep)).unwrap(), Windows::new(spec(Aggregates::ALL)).unwrap());
+    // Half, then a snapshot and restore of the subset operator, then the rest.
+    let (first, rest) = events.split_at(20);
+    let mut got = run(&mut some, first, 0).0;
+    let mut want = run(&mut all, first, 0).0;
+    let mut bytes = Vec::new();
+    some.snapshot(&mut bytes);
+    let mut some = Windows::restore(&bytes).unwrap();
+    got.extend(run(&mut some, rest, 0).0);
+    want.extend(run(&mut all, rest, 0).0);
+    got.extend(run(&mut some, &[ev(100_000, "end", 0.0)], 0).0);
+    want.extend(run(&mut all, &[ev(100_000, "end", 0.0)], 0).0);
+    assert_eq!(got.len(), want.len());
+    assert!(got.len() >= 6, "{} results", got.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(
+            (&g.group, g.start, g.revision, g.events, g.count),
+            (&w.group, w.start, w.revision, w.events, w.count)
+        );
+        let (gv, wv) = (&g.fields[0].scalar, &w.fields[0].scalar);
+        assert_eq!(gv.kept(), keep);
+        assert_eq!((gv.count(), gv.sum(), gv.max()), (wv.count(), wv.sum(), wv.max()));
+        assert_eq!((gv.min(), gv.mean(), gv.last()), (None, None, None), "not kept");
+        let (gw, ww) = (&g.fields[1].scalar, &w.fields[1].scalar);
+        assert_eq!((gw.count(), gw.last()), (ww.count(), ww.last()));
+        assert_eq!((gw.sum(), gw.max()), (None, None));
+    }
+}
+
+#[test]
 fn snapshot_of_ten_thousand_groups_is_compact() {
     let mut w = Windows::new(spec()).unwrap();
     let events: Vec<Event> = (0..10_000).map(|i| ev(1_000, &format!("dev-{i:05}"), f64::from(i))).collect();
@@ -602,7 +657,8 @@ proptest! {
         }
         let merged: Summary = merged
             .into_iter()
-            .map(|(k, s)| (k, (0, s.events(), s.sum(), s.min(), s.max(), s.last())))
+            // Every event has the field, with weight 1: its count is the window's events.
+            .map(|(k, s)| (k, (0, s.count() as u64, s.sum().unwrap(), s.min(), s.max(), s.last())))
             .collect();
         prop_assert_eq!(merged, one);
     }

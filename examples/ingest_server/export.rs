@@ -158,7 +158,7 @@ fn results_csv(result: QueryResult) -> Body {
                 text.push_str(if series.overflow { ",true," } else { ",false," });
                 csv_field(&mut text, &series.field);
                 text.push_str(&format!(",{},{}", point.events, point.count));
-                for v in [Some(point.sum), point.min, point.max, point.mean, point.last] {
+                for v in [point.sum, point.min, point.max, point.mean, point.last] {
                     text.push(',');
                     csv_number(&mut text, v);
                 }
@@ -210,7 +210,7 @@ fn results_parquet(result: &QueryResult) -> Response {
             overflow.append_value(series.overflow);
             field.append_value(&series.field);
             events.append_value(point.events);
-            let values = [Some(point.count), Some(point.sum), point.min, point.max, point.mean, point.last];
+            let values = [Some(point.count), point.sum, point.min, point.max, point.mean, point.last];
             for (builder, value) in numbers.iter_mut().zip(values) {
                 builder.append_option(value);
             }

@@ -475,8 +475,8 @@ impl Acc {
         let s = &field.scalar;
         match selector.agg {
             Agg::Count => Some(Acc::Add(s.count())),
-            Agg::Sum => (!s.is_empty()).then(|| Acc::Add(s.sum())),
-            Agg::Avg => (!s.is_empty()).then(|| Acc::Mean { sum: s.sum(), weight: s.count() }),
+            Agg::Sum => s.sum().filter(|_| !s.is_empty()).map(Acc::Add),
+            Agg::Avg => s.mean().map(|_| Acc::Mean { sum: s.total(), weight: s.count() }),
             Agg::Min => s.min().map(Acc::Min),
             Agg::Max => s.max().map(Acc::Max),
             Agg::Last => s.last().map(|(t, v)| Acc::Last(t, v)),

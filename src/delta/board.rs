@@ -495,7 +495,11 @@ pub fn tiles_of(result: &WindowResult) -> impl Iterator<Item = (TileKey, TileVal
         for &(q, v) in &f.quantiles {
             value = value.with(&quantile_name(q), v);
         }
-        let value = value.with("start_ms", result.start.as_millis() as f64).with("sum", s.sum());
+        let value = value.with("start_ms", result.start.as_millis() as f64);
+        let value = match s.sum() {
+            Some(sum) => value.with("sum", sum),
+            None => value,
+        };
         (key, value)
     })
 }

@@ -58,15 +58,15 @@ pub struct FieldRow {
     pub field: String,
     /// Weighted count.
     pub count: f64,
-    /// Weighted sum.
-    pub sum: f64,
-    /// Minimum, if any value.
+    /// Weighted sum, if the window keeps it ([`FieldSpec::aggregates`](crate::window::FieldSpec::aggregates)).
+    pub sum: Option<f64>,
+    /// Minimum, if kept and any value.
     pub min: Option<f64>,
-    /// Maximum, if any value.
+    /// Maximum, if kept and any value.
     pub max: Option<f64>,
-    /// Weighted mean, if any value.
+    /// Weighted mean, if kept and any value.
     pub mean: Option<f64>,
-    /// Latest value by event time, if any.
+    /// Latest value by event time, if kept and any.
     pub last: Option<f64>,
     /// The requested quantiles as `(q, value)`.
     pub quantiles: Vec<(f64, f64)>,
@@ -265,7 +265,7 @@ pub(super) fn check_results(frame: ResultsFrame) -> Result<ResultsFrame, FrameEr
             return Err(bad("count"));
         }
         for f in &r.fields {
-            let numbers = [Some(f.count), Some(f.sum), f.min, f.max, f.mean, f.last];
+            let numbers = [Some(f.count), f.sum, f.min, f.max, f.mean, f.last];
             let quantiles = f.quantiles.iter().flat_map(|&(q, v)| [Some(q), Some(v)]);
             if numbers.into_iter().chain(quantiles).flatten().any(|v| !v.is_finite()) {
                 return Err(bad(&f.field));

@@ -62,13 +62,14 @@ pub use subscribe::{
     EvictReason, SubscribeConfig, SubscribeError, SubscriberId, SubscriberStats, Subscription, WireFormat,
 };
 
-use crate::alert::{AlertEvent, Evaluator, Notification, Notifier, RuleFile};
+use crate::alert::{Agg, AlertEvent, Condition, Evaluator, Notification, Notifier, Rule, RuleFile};
 use crate::delta::board::{BoardConfig, Delta, TileBoard};
 use crate::event::{DecodeError, Event, EventBatch, Format, Rejection};
 use crate::flow::{Decision, Fidelity, FidelityLadder, LevelChange, LoadInputs, Quota, RateLimiter};
 use crate::sample::{AdaptiveSampler, HashKey, HashSampler};
 use crate::sink::{EventSink, FinishedFile, SinkError};
 use crate::time::{Span, Timestamp};
+use crate::window::agg::Aggregates;
 use crate::window::{Rollup, WindowResult, Windows};
 
 /// Why a pipeline could not be built.
@@ -566,6 +567,7 @@ impl Pipeline {
             });
         }
         let alerts = config.alerts.clone().validate().map_err(|e| PipelineError::Alerts(e.to_string()))?;
+        check_rules_read_kept(&stages, &alerts.rules)?;
         let (evaluator, notifier) = if alerts.rules.is_empty() {
             (None, None)
         } else {
@@ -1074,6 +1076,7 @@ impl Pipeline {
     /// shows it: restore later snapshots with that configuration.
     pub fn set_alerts(&mut self, alerts: RuleFile, now: Timestamp) -> Result<(), PipelineError> {
         let alerts = alerts.validate().map_err(|e| PipelineError::Alerts(e.to_string()))?;
+        check_rules_read_kept(&self.stages, &alerts.rules)?;
         let alert_error = |e: &dyn core::fmt::Display| PipelineError::Alerts(e.to_string());
         let evaluator = match &self.evaluator {
             Some(old) => {
@@ -1231,4 +1234,36 @@ fn weigh(
         }
     }
     true
+}
+
+/// Refuses a rule that reads an aggregate of a field which the operators
+/// feeding the alerts aggregate, but none of them keeps (see
+/// [`FieldSpec::aggregates`](crate::window::FieldSpec::aggregates)): it
+/// would never see a value. A field no operator aggregates is not checked
+/// here (its rule sees no data, as for any unknown field).
+fn check_rules_read_kept(stages: &[Stage], rules: &[Rule]) -> Result<(), PipelineError> {
+    for rule in rules {
+        let (Condition::Threshold { expr, .. } | Condition::GeoCluster { expr, .. }) = &rule.condition else {
+            continue;
+        };
+        let selector = expr.selector();
+        let wanted = match selector.agg {
+            Agg::Sum => Aggregates::SUM,
+            Agg::Min => Aggregates::MIN,
+            Agg::Max => Aggregates::MAX,
+            Agg::Avg => Aggregates::MEAN,
+            Agg::Last => Aggregates::LAST,
+            _ => continue,
+        };
+        let Some(field) = &selector.field else { continue };
+        let specs = stages.iter().filter(|s| s.alerts).flat_map(|s| &s.windows.spec().fields);
+        let mut aggregated = specs.filter(|f| f.field == *field).peekable();
+        if aggregated.peek().is_some() && !aggregated.any(|f| f.aggregates.contains(wanted)) {
+            return Err(PipelineError::Alerts(format!(
+                "rule `{}` reads {selector}, but no window operator feeding the alerts keeps that aggregate of `{field}`",
+                rule.name
+            )));
+        }
+    }
+    Ok(())
 }

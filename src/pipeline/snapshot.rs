@@ -13,7 +13,7 @@ use crate::time::Timestamp;
 use crate::window::{Rollup, Windows};
 
 /// The snapshot format version written by [`Pipeline::snapshot`].
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Seed of the checksum that ends every snapshot.
 const CHECKSUM_SEED: u64 = 0x7069_7065_6c69_6e65;

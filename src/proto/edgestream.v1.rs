@@ -219,19 +219,19 @@ pub struct FieldAggregates {
     /// Weighted count.
     #[prost(double, tag = "2")]
     pub count: f64,
-    /// Weighted sum.
-    #[prost(double, tag = "3")]
-    pub sum: f64,
-    /// Minimum, when the field had a value.
+    /// Weighted sum, when the window keeps it.
+    #[prost(double, optional, tag = "3")]
+    pub sum: ::core::option::Option<f64>,
+    /// Minimum, when kept and the field had a value.
     #[prost(double, optional, tag = "4")]
     pub min: ::core::option::Option<f64>,
-    /// Maximum, when the field had a value.
+    /// Maximum, when kept and the field had a value.
     #[prost(double, optional, tag = "5")]
     pub max: ::core::option::Option<f64>,
-    /// Weighted mean, when the field had a value.
+    /// Weighted mean, when kept and the field had a value.
     #[prost(double, optional, tag = "6")]
     pub mean: ::core::option::Option<f64>,
-    /// Latest value by event time, when the field had one.
+    /// Latest value by event time, when kept and the field had one.
     #[prost(double, optional, tag = "7")]
     pub last: ::core::option::Option<f64>,
     /// The requested quantiles.

@@ -498,10 +498,10 @@ impl ResultColumns {
         ResultColumns { labels, fields: spec.fields.clone() }
     }
 
-    /// The names of the per-field columns of `field`, in order.
+    /// The names of the per-field columns of `field`, in order: one per
+    /// aggregate it keeps, then one per quantile.
     pub(crate) fn field_columns(field: &FieldSpec) -> Vec<String> {
-        let mut names: Vec<String> =
-            ["count", "sum", "min", "max", "mean", "last"].iter().map(|a| format!("{}_{a}", field.field)).collect();
+        let mut names: Vec<String> = field.aggregates.names().map(|a| format!("{}_{a}", field.field)).collect();
         names.extend(field.quantiles.iter().map(|&q| format!("{}_{}", field.field, crate::alert::Agg::Quantile(q))));
         names
     }
@@ -517,14 +517,18 @@ impl ResultColumns {
 pub(crate) fn result_values(r: &WindowResult, field: &FieldSpec) -> impl Iterator<Item = Option<f64>> {
     let f = r.field(&field.field);
     let s = f.map(|f| f.scalar);
-    let scalars = [
-        s.map(|s| s.count()),
-        s.filter(|s| !s.is_empty()).map(|s| s.sum()),
-        s.and_then(|s| s.min()),
-        s.and_then(|s| s.max()),
-        s.and_then(|s| s.mean()),
-        s.and_then(|s| s.last()).map(|(_, v)| v),
-    ];
+    let scalars = field.aggregates.names().map(move |name| {
+        let s = s?;
+        match name {
+            "count" => Some(s.count()),
+            "sum" => s.sum().filter(|_| !s.is_empty()),
+            "min" => s.min(),
+            "max" => s.max(),
+            "mean" => s.mean(),
+            "last" => s.last().map(|(_, v)| v),
+            _ => None,
+        }
+    });
     let quantiles: Vec<Option<f64>> = field
         .quantiles
         .iter()

@@ -14,6 +14,7 @@
 
 pub mod agg;
 mod rollup;
+mod slab;
 mod tumbling;
 
 pub use rollup::{Point, Query, QueryResult, Rollup, RollupError, RollupSpec, RollupStats, Series, TierSpec};

@@ -565,15 +565,15 @@ pub struct Point {
     pub events: u64,
     /// Weighted count of the field's values.
     pub count: f64,
-    /// Weighted sum.
-    pub sum: f64,
-    /// Minimum.
+    /// Weighted sum, if the field keeps it ([`FieldSpec::aggregates`](super::FieldSpec::aggregates)).
+    pub sum: Option<f64>,
+    /// Minimum, if kept and any value.
     pub min: Option<f64>,
-    /// Maximum.
+    /// Maximum, if kept and any value.
     pub max: Option<f64>,
-    /// Weighted mean.
+    /// Weighted mean, if kept and any value.
     pub mean: Option<f64>,
-    /// Value with the latest event time.
+    /// Value with the latest event time, if kept and any value.
     pub last: Option<f64>,
     /// The requested quantiles, `(q, value)`.
     pub quantiles: Vec<(f64, f64)>,

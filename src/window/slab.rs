@@ -1,0 +1,515 @@
+//! Window states in one flat array of 64-bit words, a slot per (group,
+//! window): a three-word header, then each field's aggregates, only those
+//! its [`FieldSpec::aggregates`] keep. Words live in 64-byte aligned blocks,
+//! so a slot of eight words (the header and a field's count, sum, min and
+//! max) is exactly one cache line, and recording an event touches that one
+//! line.
+
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use super::agg::{Aggregates, QuantileConfig, Quantiles, Scalar, add_compensated, later};
+use super::tumbling::FieldSpec;
+use crate::time::Timestamp;
+
+/// The id of a group in [`super::Windows`].
+pub(super) type GroupId = u32;
+
+/// What a window holds besides its field aggregates, as snapshots store it.
+/// In the slab it packs into [`HEADER`] words.
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
+pub(super) struct Header {
+    /// The group owning this slot. Not in snapshots: a window's snapshot
+    /// entry already names it.
+    #[serde(skip)]
+    pub(super) group: GroupId,
+    /// Emissions so far.
+    pub(super) emitted: u32,
+    pub(super) events: u64,
+    pub(super) count: f64,
+    /// Changed since its last emission.
+    pub(super) dirty: bool,
+    /// Emitted as final at least once (later final emissions are corrections).
+    pub(super) closed_once: bool,
+}
+
+/// Words of a slot's header: the group, emissions and flags; the events;
+/// the weighted count.
+const HEADER: usize = 3;
+const META: u8 = 0;
+const EVENTS: u8 = 1;
+const COUNT: u8 = 2;
+/// In the meta word: the group in the low 32 bits, the emissions in the
+/// next 30 (saturating), then the two flags.
+const EMITTED_SHIFT: u32 = 32;
+const EMITTED_MAX: u32 = (1 << 30) - 1;
+const DIRTY: u64 = 1 << 62;
+const CLOSED_ONCE: u64 = 1 << 63;
+
+/// Where one field's aggregates sit in a slot, as word offsets from its
+/// start (`NONE` when not kept; no lane is at offset 0, the header's): the
+/// count always; the sum and its compensation (two words) for a sum or a
+/// mean; min; max; the last value and its time (two words).
+#[derive(Clone, Copy)]
+struct Lanes {
+    kept: Aggregates,
+    count: u8,
+    sum: u8,
+    min: u8,
+    max: u8,
+    last: u8,
+}
+
+const NONE: u8 = 0;
+
+impl Lanes {
+    /// Records `value` of weight `weight` at `ts` into the words `w`.
+    #[inline(always)]
+    fn record(&self, w: &mut impl Words, value: f64, weight: f64, ts: Timestamp) {
+        w.add(self.count, weight);
+        if self.sum != NONE {
+            let (mut sum, mut err) = (w.float(self.sum), w.float(self.sum + 1));
+            sum = add_compensated(sum, &mut err, value * weight);
+            w.set(self.sum, sum.to_bits());
+            w.set(self.sum + 1, err.to_bits());
+        }
+        if self.min != NONE {
+            w.set(self.min, w.float(self.min).min(value).to_bits());
+        }
+        if self.max != NONE {
+            w.set(self.max, w.float(self.max).max(value).to_bits());
+        }
+        if self.last != NONE {
+            let held = (Timestamp::from_nanos(w.get(self.last + 1) as i64), w.float(self.last));
+            let (ts, v) = later(held, (ts, value));
+            w.set(self.last, v.to_bits());
+            w.set(self.last + 1, ts.as_nanos() as u64);
+        }
+    }
+}
+
+/// A slot's words, by offset from its first.
+trait Words {
+    fn get(&self, at: u8) -> u64;
+    fn set(&mut self, at: u8, v: u64);
+
+    #[inline(always)]
+    fn float(&self, at: u8) -> f64 {
+        f64::from_bits(self.get(at))
+    }
+
+    #[inline(always)]
+    fn add(&mut self, at: u8, x: f64) {
+        self.set(at, (self.float(at) + x).to_bits());
+    }
+}
+
+/// A slot inside one block, from word `from` of it: the usual case (always,
+/// for slots of eight words), where masking the index proves it in bounds.
+struct InBlock<'a> {
+    block: &'a mut [u64; 8],
+    from: usize,
+}
+
+impl Words for InBlock<'_> {
+    #[inline(always)]
+    fn get(&self, at: u8) -> u64 {
+        self.block.get((self.from + usize::from(at)) & 7).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn set(&mut self, at: u8, v: u64) {
+        if let Some(w) = self.block.get_mut((self.from + usize::from(at)) & 7) {
+            *w = v;
+        }
+    }
+}
+
+/// A slot anywhere: its first word is word `from` of `blocks`.
+struct Spanning<'a> {
+    blocks: &'a mut [Block],
+    from: usize,
+}
+
+impl Words for Spanning<'_> {
+    #[inline(always)]
+    fn get(&self, at: u8) -> u64 {
+        let w = self.from + usize::from(at);
+        self.blocks.get(w >> 3).and_then(|b| b.0.get(w & 7)).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn set(&mut self, at: u8, v: u64) {
+        let w = self.from + usize::from(at);
+        if let Some(x) = self.blocks.get_mut(w >> 3).and_then(|b| b.0.get_mut(w & 7)) {
+            *x = v;
+        }
+    }
+}
+
+/// Records one event into the slot `w`: see [`Slab::record`].
+#[inline(always)]
+fn record_into(
+    w: &mut impl Words,
+    lanes: &[Lanes],
+    weight: f64,
+    ts: Timestamp,
+    mark: bool,
+    value: &impl Fn(usize) -> Option<f64>,
+) -> bool {
+    for (i, l) in lanes.iter().enumerate() {
+        if let Some(v) = value(i) {
+            l.record(w, v, weight, ts);
+        }
+    }
+    w.set(EVENTS, w.get(EVENTS).saturating_add(1));
+    w.add(COUNT, weight);
+    let meta = w.get(META);
+    let marked = mark && meta & DIRTY == 0;
+    if marked {
+        w.set(META, meta | DIRTY);
+    }
+    marked
+}
+
+/// A 64-byte aligned run of eight words.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Block([u64; 8]);
+
+/// The window states of an operator, addressed by slot.
+pub(super) struct Slab {
+    /// Words per slot.
+    stride: usize,
+    lanes: SmallVec<[Lanes; 2]>,
+    /// The words of a fresh slot (without its group).
+    blank: SmallVec<[u64; 16]>,
+    blocks: Vec<Block>,
+    /// Slots handed out so far (live or free).
+    slots: usize,
+    free: Vec<u32>,
+    /// Per field, the sketch config if it asks for quantiles.
+    sketch_configs: SmallVec<[Option<QuantileConfig>; 2]>,
+    /// `width` per slot; empty when no field asks for quantiles. Boxed so
+    /// that a final result can take a sketch without copying it.
+    sketches: Vec<Option<Box<Quantiles>>>,
+}
+
+impl Slab {
+    pub(super) fn new(fields: &[FieldSpec], quantile_config: QuantileConfig) -> Self {
+        let mut stride = HEADER;
+        let mut take = |n: usize| {
+            stride += n;
+            // At most 3 + 7 × `WindowSpec::MAX_FIELDS` = 213 words (checked
+            // by `Windows::new`), so every offset fits a byte.
+            u8::try_from(stride - n).unwrap_or(NONE)
+        };
+        let lanes: SmallVec<[Lanes; 2]> = fields
+            .iter()
+            .map(|f| {
+                let kept = f.aggregates | Aggregates::COUNT;
+                let mut lane = |keep: bool, n: usize| if keep { take(n) } else { NONE };
+                Lanes {
+                    kept,
+                    count: lane(true, 1),
+                    sum: lane(kept.sums(), 2),
+                    min: lane(kept.contains(Aggregates::MIN), 1),
+                    max: lane(kept.contains(Aggregates::MAX), 1),
+                    last: lane(kept.contains(Aggregates::LAST), 2),
+                }
+            })
+            .collect();
+        let mut blank: SmallVec<[u64; 16]> = SmallVec::from_elem(0, stride);
+        let mut put = |at: u8, plus: usize, v: u64| {
+            if at != NONE
+                && let Some(w) = blank.get_mut(usize::from(at) + plus)
+            {
+                *w = v;
+            }
+        };
+        for l in &lanes {
+            put(l.min, 0, f64::INFINITY.to_bits());
+            put(l.max, 0, f64::NEG_INFINITY.to_bits());
+            put(l.last, 0, f64::NEG_INFINITY.to_bits());
+            put(l.last, 1, Timestamp::MIN.as_nanos() as u64);
+        }
+        let sketch_configs = fields.iter().map(|f| (!f.quantiles.is_empty()).then_some(quantile_config)).collect();
+        Slab {
+            stride,
+            lanes,
+            blank,
+            blocks: Vec::new(),
+            slots: 0,
+            free: Vec::new(),
+            sketch_configs,
+            sketches: Vec::new(),
+        }
+    }
+
+    /// Fields per slot.
+    pub(super) fn width(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Bytes of state per slot, sketches aside.
+    #[cfg(test)]
+    pub(super) fn slot_bytes(&self) -> usize {
+        self.stride * 8
+    }
+
+    pub(super) fn has_sketches(&self) -> bool {
+        self.sketch_configs.iter().any(Option::is_some)
+    }
+
+    /// Live slots.
+    pub(super) fn live(&self) -> usize {
+        self.slots - self.free.len()
+    }
+
+    /// Slots ever handed out: every slot is below this.
+    pub(super) fn capacity(&self) -> usize {
+        self.slots
+    }
+
+    #[inline]
+    fn word(&self, slot: u32, at: u8) -> u64 {
+        let w = slot as usize * self.stride + usize::from(at);
+        self.blocks.get(w >> 3).and_then(|b| b.0.get(w & 7)).copied().unwrap_or(0)
+    }
+
+    fn set(&mut self, slot: u32, at: u8, v: u64) {
+        Spanning { blocks: &mut self.blocks, from: slot as usize * self.stride }.set(at, v);
+    }
+
+    fn float(&self, slot: u32, at: u8) -> f64 {
+        f64::from_bits(self.word(slot, at))
+    }
+
+    /// A fresh state for `group`.
+    pub(super) fn alloc(&mut self, group: GroupId) -> u32 {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots += 1;
+                self.blocks.resize((self.slots * self.stride).div_ceil(8), Block::default());
+                if self.has_sketches() {
+                    self.sketches.resize(self.slots * self.width(), None);
+                }
+                (self.slots - 1) as u32
+            }
+        };
+        let from = slot as usize * self.stride;
+        let mut words = Spanning { blocks: &mut self.blocks, from };
+        match words.blocks.get_mut(from >> 3).and_then(|b| b.0.get_mut(from & 7..(from & 7) + self.stride)) {
+            // Within one block (always, for slots of eight words): a copy.
+            Some(dst) => dst.iter_mut().zip(&self.blank).for_each(|(d, &v)| *d = v),
+            None => (0..=u8::MAX).zip(&self.blank).for_each(|(at, &v)| words.set(at, v)),
+        }
+        words.set(META, u64::from(group));
+        let base = slot as usize * self.width();
+        if let Some(sketches) = self.sketches.get_mut(base..base + self.sketch_configs.len()) {
+            for (q, config) in sketches.iter_mut().zip(&self.sketch_configs) {
+                *q = config.map(|c| Box::new(Quantiles::new(c)));
+            }
+        }
+        slot
+    }
+
+    pub(super) fn release(&mut self, slot: u32) {
+        let base = slot as usize * self.width();
+        // Drop the histograms now rather than on reuse.
+        if let Some(sketches) = self.sketches.get_mut(base..base + self.sketch_configs.len()) {
+            sketches.fill(None);
+        }
+        self.free.push(slot);
+    }
+
+    /// The group owning `slot`.
+    #[inline]
+    pub(super) fn group(&self, slot: u32) -> GroupId {
+        self.word(slot, META) as GroupId
+    }
+
+    pub(super) fn is_dirty(&self, slot: u32) -> bool {
+        self.word(slot, META) & DIRTY != 0
+    }
+
+    /// Counts one event of weight `weight` at `ts` in `slot`'s window and
+    /// records its values (`value(i)` for field `i`, if it has one), in the
+    /// sketches too; true when `mark` asks to mark the state dirty (changed
+    /// since its last emission) and it was clean.
+    #[inline]
+    pub(super) fn record(
+        &mut self,
+        slot: u32,
+        weight: f64,
+        ts: Timestamp,
+        mark: bool,
+        value: impl Fn(usize) -> Option<f64>,
+    ) -> bool {
+        let from = slot as usize * self.stride;
+        let marked = if (from & 7) + self.stride <= 8 {
+            match self.blocks.get_mut(from >> 3) {
+                Some(b) => {
+                    record_into(&mut InBlock { block: &mut b.0, from: from & 7 }, &self.lanes, weight, ts, mark, &value)
+                }
+                None => false,
+            }
+        } else {
+            record_into(&mut Spanning { blocks: &mut self.blocks, from }, &self.lanes, weight, ts, mark, &value)
+        };
+        if !self.sketches.is_empty() {
+            let width = self.lanes.len();
+            for (i, q) in self.sketches.iter_mut().skip(slot as usize * width).take(width).enumerate() {
+                if let (Some(q), Some(v)) = (q, value(i)) {
+                    q.record(v, weight);
+                }
+            }
+        }
+        marked
+    }
+
+    /// The header of `slot`.
+    pub(super) fn header(&self, slot: u32) -> Header {
+        let meta = self.word(slot, META);
+        Header {
+            group: meta as GroupId,
+            emitted: ((meta >> EMITTED_SHIFT) as u32) & EMITTED_MAX,
+            events: self.word(slot, EVENTS),
+            count: self.float(slot, COUNT),
+            dirty: meta & DIRTY != 0,
+            closed_once: meta & CLOSED_ONCE != 0,
+        }
+    }
+
+    /// Overwrites the header of `slot`.
+    pub(super) fn set_header(&mut self, slot: u32, h: &Header) {
+        let emitted = u64::from(h.emitted.min(EMITTED_MAX)) << EMITTED_SHIFT;
+        let flags = if h.dirty { DIRTY } else { 0 } | if h.closed_once { CLOSED_ONCE } else { 0 };
+        self.set(slot, META, u64::from(h.group) | emitted | flags);
+        self.set(slot, EVENTS, h.events);
+        self.set(slot, COUNT, h.count.to_bits());
+    }
+
+    /// The scalar aggregates of field `field` in `slot`.
+    pub(super) fn scalar(&self, slot: u32, field: usize) -> Scalar {
+        let Some(&l) = self.lanes.get(field) else { return Scalar::new() };
+        let f = |at: u8, empty: f64| if at == NONE { empty } else { self.float(slot, at) };
+        let sum = (f(l.sum, 0.0), if l.sum == NONE { 0.0 } else { self.float(slot, l.sum + 1) });
+        let last_ts =
+            if l.last == NONE { Timestamp::MIN } else { Timestamp::from_nanos(self.word(slot, l.last + 1) as i64) };
+        let last = (last_ts, f(l.last, f64::NEG_INFINITY));
+        let (min, max) = (f(l.min, f64::INFINITY), f(l.max, f64::NEG_INFINITY));
+        Scalar::from_parts(l.kept, self.float(slot, l.count), sum, min, max, last)
+    }
+
+    /// Overwrites field `field` of `slot` with `s` (restoring a snapshot).
+    pub(super) fn set_scalar(&mut self, slot: u32, field: usize, s: &Scalar) {
+        let Some(&l) = self.lanes.get(field) else { return };
+        let (count, (sum, err), min, max, (last_ts, last)) = s.parts();
+        self.set(slot, l.count, count.to_bits());
+        let mut put = |at: u8, plus: u8, v: u64| {
+            if at != NONE {
+                self.set(slot, at + plus, v);
+            }
+        };
+        put(l.sum, 0, sum.to_bits());
+        put(l.sum, 1, err.to_bits());
+        put(l.min, 0, min.to_bits());
+        put(l.max, 0, max.to_bits());
+        put(l.last, 0, last.to_bits());
+        put(l.last, 1, last_ts.as_nanos() as u64);
+    }
+
+    /// The sketch of field `field` in `slot`, if it has one.
+    pub(super) fn sketch_mut(&mut self, slot: u32, field: usize) -> Option<&mut Option<Box<Quantiles>>> {
+        self.sketches.get_mut(slot as usize * self.lanes.len() + field)
+    }
+
+    /// The sketches of `slot`, one per field (empty when none asks for
+    /// quantiles).
+    pub(super) fn sketches(&self, slot: u32) -> &[Option<Box<Quantiles>>] {
+        let base = slot as usize * self.lanes.len();
+        self.sketches.get(base..base + self.lanes.len()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_secs(s).unwrap()
+    }
+
+    /// What a scalar answers.
+    type Answers = (Aggregates, f64, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<(Timestamp, f64)>);
+
+    fn answers(s: &Scalar) -> Answers {
+        (s.kept(), s.count(), s.sum(), s.min(), s.max(), s.mean(), s.last())
+    }
+
+    #[test]
+    fn a_slot_answers_as_a_scalar_fed_the_same_values() {
+        let sets = [
+            Aggregates::ALL,
+            Aggregates::SUM | Aggregates::MIN | Aggregates::MAX,
+            Aggregates::MEAN,
+            Aggregates::LAST,
+            Aggregates::COUNT,
+        ];
+        for set in sets {
+            let fields = [FieldSpec::new("a").aggregates(set), FieldSpec::new("b")];
+            let mut slab = Slab::new(&fields, QuantileConfig::default());
+            let (mut a, mut b) = (Scalar::keeping(set), Scalar::new());
+            let slots = [slab.alloc(7), slab.alloc(8), slab.alloc(9)];
+            for (i, (v, w)) in [(1.5, 1.0), (-4.0, 2.0), (1e16, 1.0), (1.0, 3.0), (-1e16, 1.0)].into_iter().enumerate()
+            {
+                // Field b has no value in every third event.
+                let b_value = (i % 3 != 2).then_some(-v);
+                let ts = t(i as i64 % 3);
+                assert!(!slab.record(slots[1], w, ts, false, |f| if f == 0 { Some(v) } else { b_value }));
+                a.record(v, w, ts);
+                if let Some(bv) = b_value {
+                    b.record(bv, w, ts);
+                }
+            }
+            let h = slab.header(slots[1]);
+            assert_eq!((h.events, h.count, h.dirty), (5, 8.0, false));
+            assert_eq!(answers(&slab.scalar(slots[1], 0)), answers(&a), "{set:?}");
+            assert_eq!(answers(&slab.scalar(slots[1], 1)), answers(&b), "{set:?}");
+            assert!(slab.scalar(slots[0], 0).is_empty() && slab.scalar(slots[2], 1).is_empty(), "neighbours untouched");
+            assert_eq!((slab.group(slots[0]), slab.group(slots[1]), slab.group(slots[2])), (7, 8, 9));
+            // And through the snapshot form.
+            let again = slab.alloc(10);
+            slab.set_scalar(again, 0, &a);
+            assert_eq!(answers(&slab.scalar(again, 0)), answers(&a));
+        }
+    }
+
+    #[test]
+    fn count_sum_min_max_of_one_field_is_one_cache_line() {
+        let keep = Aggregates::SUM | Aggregates::MIN | Aggregates::MAX;
+        assert_eq!(Slab::new(&[FieldSpec::new("v").aggregates(keep)], QuantileConfig::default()).slot_bytes(), 64);
+        assert_eq!(Slab::new(&[FieldSpec::new("v")], QuantileConfig::default()).slot_bytes(), 80);
+        assert_eq!(core::mem::align_of::<Block>(), 64);
+    }
+
+    #[test]
+    fn headers_pack_and_a_freed_slot_comes_back_blank() {
+        let mut slab = Slab::new(&[FieldSpec::new("v")], QuantileConfig::default());
+        let slot = slab.alloc(3);
+        let h = Header { group: 3, emitted: 12, events: 1 << 40, count: 2.5, dirty: true, closed_once: true };
+        slab.set_header(slot, &h);
+        let back = slab.header(slot);
+        assert_eq!((back.group, back.emitted, back.events, back.count), (3, 12, 1 << 40, 2.5));
+        assert!(back.dirty && back.closed_once && slab.is_dirty(slot));
+        assert!(!slab.record(slot, 1.0, t(1), true, |_| Some(4.0)), "already dirty");
+        slab.release(slot);
+        assert_eq!(slab.alloc(5), slot, "reused");
+        let fresh = slab.header(slot);
+        assert_eq!((fresh.group, fresh.emitted, fresh.events, fresh.dirty), (5, 0, 0, false));
+        assert!(slab.scalar(slot, 0).is_empty());
+        assert_eq!(slab.live(), 1);
+    }
+}
