@@ -317,6 +317,17 @@ tick: 100ms
     let refused = PipelineConfig::from_yaml_str(&keeping("max")).and_then(Pipeline::new).unwrap_err();
     assert!(refused.to_string().contains("avg(x)"), "{refused}");
     Pipeline::new(PipelineConfig::from_yaml_str(&keeping("max, mean")).unwrap()).unwrap();
+    // Only the operators whose window size the rule names count.
+    let two = |rule: &str| {
+        format!(
+            "windows: [{{name: a, spec: {{size: 1s, fields: [{{field: x, aggregates: [max]}}]}}}},\n\
+                       {{name: b, spec: {{size: 5s, fields: [{{field: x}}]}}}}]\n\
+             alerts: {{rules: [{{name: r, rule: '{rule}'}}]}}"
+        )
+    };
+    Pipeline::new(PipelineConfig::from_yaml_str(&two("avg(x) > 1 window=5s")).unwrap()).unwrap();
+    let refused = PipelineConfig::from_yaml_str(&two("avg(x) > 1 window=1s")).and_then(Pipeline::new);
+    assert!(refused.is_err());
 }
 
 /// Traffic of many kinds: valid, invalid, foreign, duplicate, malformed.

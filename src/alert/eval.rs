@@ -508,17 +508,8 @@ impl Acc {
             }
             (Acc::Min(a), Acc::Min(b)) => *a = a.min(b),
             (Acc::Max(a), Acc::Max(b)) => *a = a.max(b),
-            (Acc::Last(t, v), Acc::Last(u, w)) => {
-                // The later one; at the same time the larger, as `Scalar` does.
-                let later = match u.cmp(t) {
-                    std::cmp::Ordering::Greater => true,
-                    std::cmp::Ordering::Less => false,
-                    std::cmp::Ordering::Equal => w.total_cmp(v).is_gt(),
-                };
-                if later {
-                    (*t, *v) = (u, w);
-                }
-            }
+            // The later one; at the same time the larger, as `Scalar` does.
+            (Acc::Last(t, v), Acc::Last(u, w)) => (*t, *v) = crate::window::agg::later((*t, *v), (u, w)),
             (Acc::Quantile { parts: a, value }, Acc::Quantile { parts: b, .. }) if !a.is_empty() && !b.is_empty() => {
                 // A merged reading reads its parts, never the first part's
                 // own quantile.

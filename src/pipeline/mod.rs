@@ -1256,7 +1256,8 @@ fn check_rules_read_kept(stages: &[Stage], rules: &[Rule]) -> Result<(), Pipelin
             _ => continue,
         };
         let Some(field) = &selector.field else { continue };
-        let specs = stages.iter().filter(|s| s.alerts).flat_map(|s| &s.windows.spec().fields);
+        let feeding = |s: &&Stage| s.alerts && rule.window.is_none_or(|size| s.windows.spec().size == size);
+        let specs = stages.iter().filter(feeding).flat_map(|s| &s.windows.spec().fields);
         let mut aggregated = specs.filter(|f| f.field == *field).peekable();
         if aggregated.peek().is_some() && !aggregated.any(|f| f.aggregates.contains(wanted)) {
             return Err(PipelineError::Alerts(format!(

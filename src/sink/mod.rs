@@ -465,7 +465,7 @@ pub struct EventSink {
 /// | `labels` | `Map<Utf8, Utf8>` | the other group labels |
 /// | `events` | `UInt64` | events in the window |
 /// | `count` | `Float64` | weighted count |
-/// | `<field>_count`, `_sum`, `_min`, `_max`, `_mean`, `_last` | `Float64` | per field |
+/// | `<field>_count`, `_sum`, `_min`, `_max`, `_mean`, `_last` | `Float64` | per field, those its [`FieldSpec::aggregates`] keep |
 /// | `<field>_p50`, `_p99`, `_p999`, … | `Float64` | the field's quantiles |
 /// | `revision` | `UInt32` | |
 /// | `is_final` | `Boolean` | |

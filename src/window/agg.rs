@@ -42,9 +42,10 @@ use crate::time::Timestamp;
 /// (see [`FieldSpec::aggregates`](super::FieldSpec::aggregates)) and which
 /// ones a [`Scalar`] answers.
 ///
-/// The count is always kept: it costs one number, every other aggregate
-/// needs it to tell an empty state, and the mean divides by it. Sum and
-/// mean share their state, so keeping either costs the same.
+/// The count is always kept, so every set holds it: it costs one number,
+/// every other aggregate needs it to tell an empty state, and the mean
+/// divides by it. Sum and mean share their state, so keeping either costs
+/// the same.
 ///
 /// In human-readable formats (JSON, YAML, TOML) a set is a list of names,
 /// `["count", "sum", "min", "max", "mean", "last"]`; in binary ones a byte.
@@ -63,18 +64,20 @@ use crate::time::Timestamp;
 pub struct Aggregates(u8);
 
 impl Aggregates {
-    /// The weighted count.
-    pub const COUNT: Aggregates = Aggregates(1);
-    /// The weighted sum.
-    pub const SUM: Aggregates = Aggregates(1 << 1);
-    /// The smallest value.
-    pub const MIN: Aggregates = Aggregates(1 << 2);
-    /// The largest value.
-    pub const MAX: Aggregates = Aggregates(1 << 3);
-    /// The weighted mean.
-    pub const MEAN: Aggregates = Aggregates(1 << 4);
-    /// The value with the latest event time.
-    pub const LAST: Aggregates = Aggregates(1 << 5);
+    /// The bit of the count, in every set.
+    const COUNT_BIT: u8 = 1;
+    /// The weighted count (alone).
+    pub const COUNT: Aggregates = Aggregates(Self::COUNT_BIT);
+    /// The weighted sum (and the count).
+    pub const SUM: Aggregates = Aggregates(Self::COUNT_BIT | 1 << 1);
+    /// The smallest value (and the count).
+    pub const MIN: Aggregates = Aggregates(Self::COUNT_BIT | 1 << 2);
+    /// The largest value (and the count).
+    pub const MAX: Aggregates = Aggregates(Self::COUNT_BIT | 1 << 3);
+    /// The weighted mean (and the count).
+    pub const MEAN: Aggregates = Aggregates(Self::COUNT_BIT | 1 << 4);
+    /// The value with the latest event time (and the count).
+    pub const LAST: Aggregates = Aggregates(Self::COUNT_BIT | 1 << 5);
     /// Every scalar aggregate (the default).
     pub const ALL: Aggregates = Aggregates((1 << 6) - 1);
 
@@ -100,7 +103,7 @@ impl Aggregates {
 
     /// Whether the sum (and so the mean) needs keeping.
     pub(crate) const fn sums(self) -> bool {
-        self.0 & (Aggregates::SUM.0 | Aggregates::MEAN.0) != 0
+        self.contains(Aggregates::SUM) || self.contains(Aggregates::MEAN)
     }
 
     /// The names of the aggregates in the set, in the order of
@@ -118,9 +121,9 @@ impl Aggregates {
 impl core::ops::BitOr for Aggregates {
     type Output = Aggregates;
 
-    /// The union; the count is always in it.
+    /// The union.
     fn bitor(self, other: Aggregates) -> Aggregates {
-        Aggregates(self.0 | other.0 | Aggregates::COUNT.0)
+        Aggregates(self.0 | other.0)
     }
 }
 
@@ -157,7 +160,7 @@ impl<'de> Deserialize<'de> for Aggregates {
             if bits & !Aggregates::ALL.0 != 0 {
                 return Err(D::Error::custom(format!("aggregate set {bits:#x} has unknown bits")));
             }
-            Ok(Aggregates(bits | Aggregates::COUNT.0))
+            Ok(Aggregates(bits | Aggregates::COUNT_BIT))
         }
     }
 }
@@ -167,7 +170,7 @@ impl<'de> Deserialize<'de> for Aggregates {
 /// A state may keep only some of them ([`Scalar::kept`]): the others read
 /// as `None`. Serializes with `min`, `max` and `last` absent when empty, so
 /// JSON (which has no infinities) round-trips it.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(into = "ScalarRepr", from = "ScalarRepr")]
 pub struct Scalar {
     /// Σ weight (positive for every recorded value, so zero means empty).
@@ -183,8 +186,9 @@ pub struct Scalar {
     kept: Aggregates,
 }
 
-/// The serialized form of a [`Scalar`].
-#[derive(Clone, Copy, Serialize, Deserialize)]
+/// The serialized form of a [`Scalar`]: only what it answers, so that two
+/// states giving the same answers serialize (and compare) alike.
+#[derive(Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct ScalarRepr {
     count: f64,
     sum: f64,
@@ -192,21 +196,22 @@ struct ScalarRepr {
     min: Option<f64>,
     max: Option<f64>,
     last: Option<(Timestamp, f64)>,
+    #[serde(default)]
     kept: Aggregates,
 }
 
 impl From<Scalar> for ScalarRepr {
     fn from(s: Scalar) -> Self {
-        let non_empty = !s.is_empty();
-        ScalarRepr {
-            count: s.count,
-            sum: s.sum,
-            sum_err: s.sum_err,
-            min: non_empty.then_some(s.min),
-            max: non_empty.then_some(s.max),
-            last: non_empty.then_some((s.last_ts, s.last)),
-            kept: s.kept,
-        }
+        let (sum, sum_err) = if s.kept.sums() { (s.sum, s.sum_err) } else { (0.0, 0.0) };
+        ScalarRepr { count: s.count, sum, sum_err, min: s.min(), max: s.max(), last: s.last(), kept: s.kept }
+    }
+}
+
+/// Equal when they answer the same aggregates alike (what a state does not
+/// keep does not count).
+impl PartialEq for Scalar {
+    fn eq(&self, other: &Scalar) -> bool {
+        ScalarRepr::from(*self) == ScalarRepr::from(*other)
     }
 }
 
@@ -250,7 +255,7 @@ impl Scalar {
             max: f64::NEG_INFINITY,
             last: f64::NEG_INFINITY,
             last_ts: Timestamp::MIN,
-            kept: Aggregates(kept.0 | Aggregates::COUNT.0),
+            kept,
         }
     }
 
@@ -264,7 +269,7 @@ impl Scalar {
         max: f64,
         (last_ts, last): (Timestamp, f64),
     ) -> Self {
-        Scalar { count, sum, sum_err, min, max, last, last_ts, kept: Aggregates(kept.0 | Aggregates::COUNT.0) }
+        Scalar { count, sum, sum_err, min, max, last, last_ts, kept }
     }
 
     /// The parts [`Scalar::from_parts`] takes.
@@ -1119,6 +1124,27 @@ mod tests {
         all.record(10.0, 1.0, t(3));
         all.merge(&s);
         assert_eq!((all.count(), all.max(), all.mean(), all.min()), (5.0, Some(10.0), Some(4.8), None));
+    }
+
+    #[test]
+    fn states_keeping_some_aggregates_round_trip_and_compare_by_their_answers() {
+        let keep = Aggregates::SUM | Aggregates::MAX;
+        let mut recorded = Scalar::keeping(keep);
+        recorded.record(3.0, 2.0, t(1));
+        recorded.record(-1.0, 1.0, t(2));
+        // The same answers, built from parts with nothing in the lanes not kept.
+        let built = Scalar::from_parts(keep, 3.0, (5.0, 0.0), f64::INFINITY, 3.0, (Timestamp::MIN, f64::NEG_INFINITY));
+        assert_eq!(recorded, built);
+        for s in [recorded, built] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<Scalar>(&json).unwrap(), s, "{json}");
+            let bytes = postcard::to_allocvec(&s).unwrap();
+            assert_eq!(postcard::from_bytes::<Scalar>(&bytes).unwrap(), s);
+        }
+        let mut all = Scalar::new();
+        all.record(3.0, 2.0, t(1));
+        all.record(-1.0, 1.0, t(2));
+        assert_ne!(recorded, all, "the same values, but other answers");
     }
 
     #[test]

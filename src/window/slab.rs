@@ -147,29 +147,42 @@ impl Words for Spanning<'_> {
     }
 }
 
-/// Records one event into the slot `w`: see [`Slab::record`].
-#[inline(always)]
-fn record_into(
-    w: &mut impl Words,
-    lanes: &[Lanes],
+/// One event being recorded: see [`Slab::record`].
+#[derive(Clone, Copy)]
+struct Event {
     weight: f64,
     ts: Timestamp,
     mark: bool,
-    value: &impl Fn(usize) -> Option<f64>,
-) -> bool {
-    for (i, l) in lanes.iter().enumerate() {
-        if let Some(v) = value(i) {
-            l.record(w, v, weight, ts);
+}
+
+impl Event {
+    /// Records the event into the slot `w` (and its values into the slot's
+    /// `sketches`, empty or one per field); true when it marked the slot.
+    #[inline(always)]
+    fn record(
+        self,
+        w: &mut impl Words,
+        lanes: &[Lanes],
+        sketches: &mut [Option<Box<Quantiles>>],
+        value: impl Fn(usize) -> Option<f64>,
+    ) -> bool {
+        for (i, l) in lanes.iter().enumerate() {
+            if let Some(v) = value(i) {
+                l.record(w, v, self.weight, self.ts);
+                if let Some(Some(q)) = sketches.get_mut(i) {
+                    q.record(v, self.weight);
+                }
+            }
         }
+        w.set(EVENTS, w.get(EVENTS).saturating_add(1));
+        w.add(COUNT, self.weight);
+        let meta = w.get(META);
+        let marked = self.mark && meta & DIRTY == 0;
+        if marked {
+            w.set(META, meta | DIRTY);
+        }
+        marked
     }
-    w.set(EVENTS, w.get(EVENTS).saturating_add(1));
-    w.add(COUNT, weight);
-    let meta = w.get(META);
-    let marked = mark && meta & DIRTY == 0;
-    if marked {
-        w.set(META, meta | DIRTY);
-    }
-    marked
 }
 
 /// A 64-byte aligned run of eight words.
@@ -207,7 +220,7 @@ impl Slab {
         let lanes: SmallVec<[Lanes; 2]> = fields
             .iter()
             .map(|f| {
-                let kept = f.aggregates | Aggregates::COUNT;
+                let kept = f.aggregates;
                 let mut lane = |keep: bool, n: usize| if keep { take(n) } else { NONE };
                 Lanes {
                     kept,
@@ -348,25 +361,18 @@ impl Slab {
         value: impl Fn(usize) -> Option<f64>,
     ) -> bool {
         let from = slot as usize * self.stride;
-        let marked = if (from & 7) + self.stride <= 8 {
+        let width = self.lanes.len();
+        // The slot's sketches (none when no field asks for quantiles).
+        let sketches = self.sketches.get_mut(slot as usize * width..(slot as usize + 1) * width).unwrap_or_default();
+        let event = Event { weight, ts, mark };
+        if (from & 7) + self.stride <= 8 {
             match self.blocks.get_mut(from >> 3) {
-                Some(b) => {
-                    record_into(&mut InBlock { block: &mut b.0, from: from & 7 }, &self.lanes, weight, ts, mark, &value)
-                }
+                Some(b) => event.record(&mut InBlock { block: &mut b.0, from: from & 7 }, &self.lanes, sketches, value),
                 None => false,
             }
         } else {
-            record_into(&mut Spanning { blocks: &mut self.blocks, from }, &self.lanes, weight, ts, mark, &value)
-        };
-        if !self.sketches.is_empty() {
-            let width = self.lanes.len();
-            for (i, q) in self.sketches.iter_mut().skip(slot as usize * width).take(width).enumerate() {
-                if let (Some(q), Some(v)) = (q, value(i)) {
-                    q.record(v, weight);
-                }
-            }
+            event.record(&mut Spanning { blocks: &mut self.blocks, from }, &self.lanes, sketches, value)
         }
-        marked
     }
 
     /// The header of `slot`.

@@ -83,7 +83,7 @@ impl FieldSpec {
         FieldSpec { field: field.into(), aggregates: Aggregates::ALL, quantiles: Vec::new() }
     }
 
-    /// Keeps only these scalar aggregates (and the count, always).
+    /// Keeps only these scalar aggregates (every set holds the count).
     ///
     /// ```
     /// use edgestream::window::agg::Aggregates;
@@ -95,7 +95,7 @@ impl FieldSpec {
     /// # Ok::<(), serde_json::Error>(())
     /// ```
     pub fn aggregates(mut self, aggregates: Aggregates) -> Self {
-        self.aggregates = aggregates | Aggregates::COUNT;
+        self.aggregates = aggregates;
         self
     }
 
@@ -317,7 +317,8 @@ impl GroupKey {
 pub struct FieldResult {
     /// The field's name.
     pub field: Arc<str>,
-    /// Count, sum, min, max, mean and last; mergeable, for rollups.
+    /// Count, sum, min, max, mean and last, those the field keeps
+    /// ([`FieldSpec::aggregates`]); mergeable, for rollups.
     pub scalar: Scalar,
     /// The requested quantiles as `(q, value)`; empty when none were asked
     /// or the field had no value.
@@ -340,7 +341,7 @@ pub struct WindowResult {
     pub end: Timestamp,
     /// 0 for the first emission of this window, +1 for each later one
     /// (partials, the final result, corrections): the latest revision
-    /// replaces the earlier ones.
+    /// replaces the earlier ones. Saturates at 2^30 − 1.
     pub revision: u32,
     /// Whether the window was closed when this was emitted: false only for
     /// the partial results of [`EmitMode::OnUpdate`].
@@ -1819,6 +1820,9 @@ impl Windows {
         for ws in snap.windows {
             if ws.scalars.len() != width || !(ws.sketches.is_empty() || ws.sketches.len() == width) {
                 return Err(SnapshotError::Inconsistent("a window has the wrong number of fields"));
+            }
+            if ws.scalars.iter().zip(&w.spec.fields).any(|(s, f)| s.kept() != f.aggregates) {
+                return Err(SnapshotError::Inconsistent("a window's aggregates do not match the spec"));
             }
             let wants_sketch = |i: usize| w.spec.fields.get(i).is_some_and(|f| !f.quantiles.is_empty());
             if (0..width).any(|i| wants_sketch(i) != ws.sketches.get(i).is_some_and(Option::is_some)) {
