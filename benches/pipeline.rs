@@ -1,6 +1,6 @@
 //! The whole pipeline on one core: Protobuf bodies of 1,000 events through
 //! decode → validate → rate limit → sample → windows (count, sum, max,
-//! p99) → tile deltas → alert evaluation (100 rules), with the stages
+//! mean, p99) → tile deltas → alert evaluation (100 rules), with the stages
 //! measured one by one in the same run:
 //!
 //! - `decode`: `Format::decode_into` alone;
@@ -87,7 +87,8 @@ fn config() -> PipelineConfig {
         "sampling": {{"kind": "hash", "rate": 0.999}},
         "windows": [{{"name": "10s", "board": "metrics",
                       "spec": {{"size": "10s", "group_by": ["region", "type"],
-                               "fields": [{{"field": "temp_c", "quantiles": [0.99]}}]}}}}],
+                               "fields": [{{"field": "temp_c", "quantiles": [0.99],
+                                            "aggregates": ["count", "sum", "max", "mean"]}}]}}}}],
         "alerts": {{"rules": [{}]}}
     }}"#,
         rules.join(",")
