@@ -232,6 +232,13 @@ impl Slab {
                 }
             })
             .collect();
+        // A slot of up to eight words takes four or eight, so that no slot
+        // crosses a block (a cache line); longer ones pack densely.
+        let stride = match stride {
+            ..=4 => 4,
+            5..=8 => 8,
+            longer => longer,
+        };
         let mut blank: SmallVec<[u64; 16]> = SmallVec::from_elem(0, stride);
         let mut put = |at: u8, plus: usize, v: u64| {
             if at != NONE
@@ -464,9 +471,12 @@ mod tests {
             Aggregates::LAST,
             Aggregates::COUNT,
         ];
-        for set in sets {
+        // With a second field (slots that cross blocks) and alone (slots
+        // of four or eight words, one block each).
+        for (set, alone) in sets.into_iter().flat_map(|set| [(set, false), (set, true)]) {
             let fields = [FieldSpec::new("a").aggregates(set), FieldSpec::new("b")];
-            let mut slab = Slab::new(&fields, QuantileConfig::default());
+            let fields = if alone { &fields[..1] } else { &fields[..] };
+            let mut slab = Slab::new(fields, QuantileConfig::default());
             let (mut a, mut b) = (Scalar::keeping(set), Scalar::new());
             let slots = [slab.alloc(7), slab.alloc(8), slab.alloc(9)];
             for (i, (v, w)) in [(1.5, 1.0), (-4.0, 2.0), (1e16, 1.0), (1.0, 3.0), (-1e16, 1.0)].into_iter().enumerate()
@@ -483,8 +493,14 @@ mod tests {
             let h = slab.header(slots[1]);
             assert_eq!((h.events, h.count, h.dirty), (5, 8.0, false));
             assert_eq!(answers(&slab.scalar(slots[1], 0)), answers(&a), "{set:?}");
-            assert_eq!(answers(&slab.scalar(slots[1], 1)), answers(&b), "{set:?}");
-            assert!(slab.scalar(slots[0], 0).is_empty() && slab.scalar(slots[2], 1).is_empty(), "neighbours untouched");
+            if !alone {
+                assert_eq!(answers(&slab.scalar(slots[1], 1)), answers(&b), "{set:?}");
+            }
+            let last = fields.len() - 1;
+            assert!(
+                slab.scalar(slots[0], 0).is_empty() && slab.scalar(slots[2], last).is_empty(),
+                "neighbours untouched"
+            );
             assert_eq!((slab.group(slots[0]), slab.group(slots[1]), slab.group(slots[2])), (7, 8, 9));
             // And through the snapshot form.
             let again = slab.alloc(10);
@@ -495,9 +511,13 @@ mod tests {
 
     #[test]
     fn count_sum_min_max_of_one_field_is_one_cache_line() {
-        let keep = Aggregates::SUM | Aggregates::MIN | Aggregates::MAX;
-        assert_eq!(Slab::new(&[FieldSpec::new("v").aggregates(keep)], QuantileConfig::default()).slot_bytes(), 64);
-        assert_eq!(Slab::new(&[FieldSpec::new("v")], QuantileConfig::default()).slot_bytes(), 80);
+        let bytes = |keep: Aggregates| {
+            Slab::new(&[FieldSpec::new("v").aggregates(keep)], QuantileConfig::default()).slot_bytes()
+        };
+        assert_eq!(bytes(Aggregates::SUM | Aggregates::MIN | Aggregates::MAX), 64);
+        assert_eq!(bytes(Aggregates::MAX), 64, "padded to a whole line");
+        assert_eq!(bytes(Aggregates::COUNT), 32, "two slots per line");
+        assert_eq!(bytes(Aggregates::ALL), 80);
         assert_eq!(core::mem::align_of::<Block>(), 64);
     }
 
