@@ -534,21 +534,7 @@ fn damaged_or_foreign_snapshots_are_refused() {
 /// target appends).
 #[test]
 fn the_pipeline_snapshot_fuzz_seed_restores() {
-    let config = || {
-        PipelineConfig::from_json_str(
-            r#"{
-            "tenants": {"rate": {"cells": 100, "per": "1s", "burst": 100}},
-            "sampling": {"kind": "adaptive", "by": "region"},
-            "windows": [{"name": "10s", "board": "metrics", "rollup": {"tiers": [{"size": "1m", "retention": "1h"}]},
-                         "spec": {"size": "10s", "group_by": ["region"], "idle_timeout": "5s",
-                                  "fields": [{"field": "x", "quantiles": [0.5]}]}}],
-            "alerts": {"rules": [{"name": "r", "rule": "avg(x) by (region) > 1 for 1m"}]},
-            "dedup": {"ids_per_tenant": 10},
-            "archive": {"format": {"kind": "csv"}}
-        }"#,
-        )
-        .unwrap()
-    };
+    let config = || PipelineConfig::from_json_str(include_str!("../fuzz/pipeline_snapshot_config.json")).unwrap();
     let mut pipeline = Pipeline::new(config()).unwrap();
     let events: Vec<Event> = (0..3)
         .map(|i| {

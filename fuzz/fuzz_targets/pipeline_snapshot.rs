@@ -11,20 +11,9 @@ use libfuzzer_sys::fuzz_target;
 /// The seed `Pipeline::snapshot` checksums with.
 const CHECKSUM_SEED: u64 = 0x7069_7065_6c69_6e65;
 
+/// The config, shared with the test that writes this target's seed.
 fn config() -> PipelineConfig {
-    PipelineConfig::from_json_str(
-        r#"{
-        "tenants": {"rate": {"cells": 100, "per": "1s", "burst": 100}},
-        "sampling": {"kind": "adaptive", "by": "region"},
-        "windows": [{"name": "10s", "board": "metrics", "rollup": {"tiers": [{"size": "1m", "retention": "1h"}]},
-                     "spec": {"size": "10s", "group_by": ["region"], "idle_timeout": "5s",
-                              "fields": [{"field": "x", "quantiles": [0.5]}]}}],
-        "alerts": {"rules": [{"name": "r", "rule": "avg(x) by (region) > 1 for 1m"}]},
-        "dedup": {"ids_per_tenant": 10},
-        "archive": {"format": {"kind": "csv"}}
-    }"#,
-    )
-    .expect("valid config")
+    PipelineConfig::from_json_str(include_str!("../pipeline_snapshot_config.json")).expect("valid config")
 }
 
 fuzz_target!(|data: &[u8]| {
