@@ -8,11 +8,11 @@
 //!
 //! - [`Scalar`]: weighted count, sum, min, max, mean and last value by event
 //!   time (or the subset of them an [`Aggregates`] set names). Count, min,
-//!   max and last are exact under any
-//!   partition and order. The sum is exact whenever the partial sums are
-//!   representable (integers below 2^53, values with few binary digits);
-//!   otherwise it is compensated (Neumaier), so its error stays near one
-//!   rounding of the result rather than growing with the number of values.
+//!   max and last are exact under any partition and order. The sum is exact
+//!   whenever the partial sums are representable (integers below 2^53,
+//!   values with few binary digits); otherwise it is compensated (Neumaier),
+//!   so its error stays near one rounding of the result rather than growing
+//!   with the number of values.
 //! - [`Quantiles`]: a two-sided HDR histogram (negative and positive values)
 //!   answering any quantile within a configured number of significant digits.
 //!
@@ -106,8 +106,8 @@ impl Aggregates {
         self.contains(Aggregates::SUM) || self.contains(Aggregates::MEAN)
     }
 
-    /// The names of the aggregates in the set, in the order of
-    /// [`Aggregates::ALL`]'s list above.
+    /// The names of the aggregates in the set, in the order count, sum,
+    /// min, max, mean, last.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
         Aggregates::NAMES.into_iter().filter(move |&(_, a)| self.contains(a)).map(|(n, _)| n)
     }

@@ -1,9 +1,9 @@
 //! Window states in one flat array of 64-bit words, a slot per (group,
 //! window): a three-word header, then each field's aggregates, only those
 //! its [`FieldSpec::aggregates`] keep. Words live in 64-byte aligned blocks,
-//! so a slot of eight words (the header and a field's count, sum, min and
-//! max) is exactly one cache line, and recording an event touches that one
-//! line.
+//! and slots of up to eight words are padded to four or eight, so such a
+//! slot (the header and a field's count, sum, min and max, say) lies in one
+//! cache line and recording an event touches that one line.
 
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -104,8 +104,9 @@ trait Words {
     }
 }
 
-/// A slot inside one block, from word `from` of it: the usual case (always,
-/// for slots of eight words), where masking the index proves it in bounds.
+/// A slot inside one block, from word `from` of it: every slot of four or
+/// eight words (see [`Slab::new`]), where masking the index proves it in
+/// bounds.
 struct InBlock<'a> {
     block: &'a mut [u64; 8],
     from: usize,
@@ -134,8 +135,7 @@ struct Spanning<'a> {
 impl Words for Spanning<'_> {
     #[inline(always)]
     fn get(&self, at: u8) -> u64 {
-        let w = self.from + usize::from(at);
-        self.blocks.get(w >> 3).and_then(|b| b.0.get(w & 7)).copied().unwrap_or(0)
+        word_at(self.blocks, self.from + usize::from(at))
     }
 
     #[inline(always)]
@@ -145,6 +145,12 @@ impl Words for Spanning<'_> {
             *x = v;
         }
     }
+}
+
+/// Word `w` of `blocks` (0 past the end).
+#[inline(always)]
+fn word_at(blocks: &[Block], w: usize) -> u64 {
+    blocks.get(w >> 3).and_then(|b| b.0.get(w & 7)).copied().unwrap_or(0)
 }
 
 /// One event being recorded: see [`Slab::record`].
@@ -293,8 +299,7 @@ impl Slab {
 
     #[inline]
     fn word(&self, slot: u32, at: u8) -> u64 {
-        let w = slot as usize * self.stride + usize::from(at);
-        self.blocks.get(w >> 3).and_then(|b| b.0.get(w & 7)).copied().unwrap_or(0)
+        word_at(&self.blocks, slot as usize * self.stride + usize::from(at))
     }
 
     fn set(&mut self, slot: u32, at: u8, v: u64) {
@@ -321,7 +326,7 @@ impl Slab {
         let from = slot as usize * self.stride;
         let mut words = Spanning { blocks: &mut self.blocks, from };
         match words.blocks.get_mut(from >> 3).and_then(|b| b.0.get_mut(from & 7..(from & 7) + self.stride)) {
-            // Within one block (always, for slots of eight words): a copy.
+            // Within one block (slots of four or eight words): a copy.
             Some(dst) => dst.iter_mut().zip(&self.blank).for_each(|(d, &v)| *d = v),
             None => (0..=u8::MAX).zip(&self.blank).for_each(|(at, &v)| words.set(at, v)),
         }
