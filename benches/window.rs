@@ -25,7 +25,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use edgestream::event::{Event, EventBatch};
 use edgestream::time::{Span, Timestamp};
 use edgestream::window::agg::Aggregates;
-use edgestream::window::{FieldSpec, GroupHandle, PushError, WindowSpec, Windows};
+use edgestream::window::{FieldSpec, GroupHandle, PushError, ResolvedBatch, WindowSpec, Windows};
 
 #[path = "../tests/common/traffic.rs"]
 #[allow(dead_code, unreachable_pub, reason = "shared with the tests")]
@@ -39,9 +39,15 @@ fn events_per_run() -> usize {
 const BATCH: usize = 1_000;
 const GROUPS: u64 = 10_000;
 
+/// The measured traffic.
 fn batches() -> Vec<EventBatch> {
-    let mut rng = traffic::Rng::new(7);
-    let start = traffic::start();
+    batches_from(traffic::start(), 7)
+}
+
+/// `events_per_run()` events from `start` (about 2 s of event time at
+/// 100,000 events) over `GROUPS` devices.
+fn batches_from(start: Timestamp, seed: u64) -> Vec<EventBatch> {
+    let mut rng = traffic::Rng::new(seed);
     let devices: Vec<String> = (0..GROUPS).map(|d| format!("dev-{d:05}")).collect();
     (0..events_per_run() / BATCH)
         .map(|b| {
@@ -100,22 +106,14 @@ fn ours(batches: &[EventBatch], spec: &WindowSpec) -> usize {
     feed(&mut Windows::new(spec.clone()).unwrap(), batches)
 }
 
-/// An operator in which every group already has a live window (one event
-/// each at the start of the measured range): the steady state of a
-/// long-running stream, where groups exist before their next events.
-fn warmed(spec: &WindowSpec) -> Windows {
+/// An operator that has already aggregated the same traffic for the 2 s
+/// before the measured range (every group has a live window, and the
+/// operator's memory is sized by the windows it has seen): the steady
+/// state of a long-running stream, where groups exist before their next
+/// events.
+fn warmed(spec: &WindowSpec, before: &[EventBatch]) -> Windows {
     let mut w = Windows::new(spec.clone()).unwrap();
-    let mut batch = EventBatch::new();
-    for d in 0..GROUPS {
-        batch.push(
-            &Event::new("acme", "metrics", traffic::start())
-                .with_dim("device", format!("dev-{d:05}"))
-                .with_field("latency_ms", 1.0),
-        );
-    }
-    w.push(&batch, Timestamp::UNIX_EPOCH, &mut Vec::new());
-    w.advance(Timestamp::UNIX_EPOCH);
-    while w.poll_result().is_some() {}
+    feed(&mut w, before);
     w
 }
 
@@ -157,10 +155,41 @@ fn push_resolved_all(
     for chunk in events.chunks(BATCH) {
         for &(g, ts, v) in chunk {
             let g = g as usize;
-            if w.push_resolved(handles[g], ts, &[v], 1.0, now) == Err(PushError::StaleGroup) {
+            if w.push_resolved(handles[g], ts, &[v], 1.0, now) == Err(PushError::StaleGroup { index: 0 }) {
                 handles[g] = w.resolve("acme", "metrics", &[&names[g]]);
                 w.push_resolved(handles[g], ts, &[v], 1.0, now).unwrap();
             }
+        }
+        w.advance(now);
+        while w.poll_result().is_some() {
+            results += 1;
+        }
+    }
+    results
+}
+
+/// As [`push_resolved_all`], a batch of resolved events at a time (filled
+/// in the measured loop, as a host would).
+fn push_resolved_batches(
+    w: &mut Windows,
+    handles: &mut [GroupHandle],
+    names: &[String],
+    events: &[(u32, Timestamp, f64)],
+) -> usize {
+    let now = Timestamp::UNIX_EPOCH;
+    let mut results = 0;
+    let mut batch = ResolvedBatch::with_capacity(1, BATCH);
+    let mut late = Vec::new();
+    for chunk in events.chunks(BATCH) {
+        batch.clear();
+        for &(g, ts, v) in chunk {
+            batch.push(handles[g as usize], ts, &[v]);
+        }
+        while let Err(PushError::StaleGroup { index }) = w.push_resolved_batch(&batch, now, &mut late) {
+            let g = chunk[index].0 as usize;
+            let fresh = w.resolve("acme", "metrics", &[&names[g]]);
+            batch.replace_group(handles[g], fresh);
+            handles[g] = fresh;
         }
         w.advance(now);
         while w.poll_result().is_some() {
@@ -182,6 +211,7 @@ fn plain_resolved(events: &[(u32, Timestamp, f64)]) -> usize {
 
 fn bench(c: &mut Criterion) {
     let batches = batches();
+    let before = batches_from(traffic::start().saturating_sub(Span::from_secs(2)), 8);
     // The baseline's aggregates: count, sum, min and max (the count is
     // always kept).
     let kept = Aggregates::SUM | Aggregates::MIN | Aggregates::MAX;
@@ -202,7 +232,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("edgestream_plus_p99", |b| b.iter(|| black_box(ours(&batches, &with_p99))));
     group.bench_function("edgestream_all_scalar_aggregates", |b| b.iter(|| black_box(ours(&batches, &all))));
     group.bench_function("edgestream_steady_state_count_sum_min_max", |b| {
-        b.iter_batched(|| warmed(&scalar), |mut w| black_box(feed(&mut w, &batches)), BatchSize::LargeInput)
+        b.iter_batched(|| warmed(&scalar, &before), |mut w| black_box(feed(&mut w, &batches)), BatchSize::LargeInput)
     });
     group.bench_function("baseline_plain_hashmap", |b| b.iter(|| black_box(plain(&batches))));
     group.finish();
@@ -214,16 +244,20 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     let names: Vec<String> = (0..GROUPS).map(|d| format!("dev-{d:05}")).collect();
     let setup = || {
-        let mut w = warmed(&scalar);
+        let mut w = warmed(&scalar, &before);
         let handles: Vec<_> = names.iter().map(|d| w.resolve("acme", "metrics", &[d])).collect();
         (w, handles)
     };
     // Every event is placed (the host re-resolves a group freed between
     // its events, as it must); checked once outside the measurement.
     let (mut w, mut handles) = setup();
+    let placed = |w: &Windows| w.stats().on_time + w.stats().late_accepted + w.stats().late_dropped;
+    let warm = placed(&w);
     push_resolved_all(&mut w, &mut handles, &names, &events);
-    let s = w.stats();
-    assert_eq!(s.on_time + s.late_accepted + s.late_dropped, events.len() as u64 + GROUPS, "every event placed");
+    assert_eq!(placed(&w) - warm, events.len() as u64, "every event placed");
+    let (mut batched, mut handles) = setup();
+    push_resolved_batches(&mut batched, &mut handles, &names, &events);
+    assert_eq!(batched.stats(), w.stats(), "batches place events as single pushes do");
     group.bench_function("edgestream_push_resolved", |b| {
         b.iter_batched(
             setup,
@@ -231,11 +265,18 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    group.bench_function("edgestream_push_resolved_batch", |b| {
+        b.iter_batched(
+            setup,
+            |(mut w, mut handles)| black_box(push_resolved_batches(&mut w, &mut handles, &names, &events)),
+            BatchSize::LargeInput,
+        )
+    });
     group.bench_function("baseline_plain_hashmap_u32_keys", |b| b.iter(|| black_box(plain_resolved(&events))));
     group.finish();
 
     // Snapshot and restore of an operator holding 10 k live groups.
-    let live = warmed(&scalar);
+    let live = warmed(&scalar, &before);
     let mut bytes = Vec::new();
     live.snapshot(&mut bytes);
     eprintln!("snapshot of {} live windows: {} bytes", live.live_windows(), bytes.len());

@@ -14,7 +14,7 @@ use edgestream::event::{Event, EventBatch};
 use edgestream::time::{Span, Timestamp};
 use edgestream::window::agg::{Aggregates, Scalar};
 use edgestream::window::{
-    EmitMode, FieldSpec, OVERFLOW, Placement, PushError, SpecError, WindowResult, WindowSpec, Windows,
+    EmitMode, FieldSpec, OVERFLOW, Placement, PushError, ResolvedBatch, SpecError, WindowResult, WindowSpec, Windows,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -323,6 +323,70 @@ fn resolved_groups_give_the_same_results_as_pushed_events() {
 }
 
 #[test]
+fn a_stale_group_fails_a_resolved_batch_before_anything_is_aggregated() {
+    let mut w = Windows::new(spec().group_ttl(Span::ZERO)).unwrap();
+    let a = w.resolve("acme", "metrics", &["a"]);
+    let b = w.resolve("acme", "metrics", &["b"]);
+    let mut batch = ResolvedBatch::new(1);
+    batch.push(a, t(1_000), &[1.0]);
+    batch.push(b, t(20_000), &[1.0]);
+    w.push_resolved_batch(&batch, t(0), &mut Vec::new()).unwrap();
+    w.advance(t(0)); // [0, 10 s) closes and expires: group a is freed
+    drain(&mut w);
+    let before = w.stats().clone();
+    batch.clear();
+    batch.push(b, t(21_000), &[2.0]);
+    batch.push(a, t(22_000), &[3.0]);
+    batch.push(b, t(1_000), &[4.0]); // too late: not reported, nothing is
+    batch.push(a, t(23_000), &[5.0]);
+    let mut late = Vec::new();
+    assert_eq!(w.push_resolved_batch(&batch, t(0), &mut late), Err(PushError::StaleGroup { index: 1 }));
+    assert_eq!((w.stats(), late.len()), (&before, 0), "a refused batch aggregates and reports nothing");
+    let again = w.resolve("acme", "metrics", &["a"]);
+    assert_eq!(batch.replace_group(a, again), 2);
+    assert_eq!(batch.group(3), Some(again));
+    w.push_resolved_batch(&batch, t(0), &mut late).unwrap();
+    assert_eq!(late, [2]);
+    assert_eq!((w.stats().on_time - before.on_time, w.stats().late_dropped - before.late_dropped), (3, 1));
+    w.close_all(t(0));
+    let results = summary(&drain(&mut w));
+    assert_eq!(results[&("a".into(), 20_000)].1, 2);
+    assert_eq!(results[&("b".into(), 20_000)].1, 2, "the event of the first push and one of the second");
+}
+
+#[test]
+fn resolved_batch_values_weights_and_overflow() {
+    let mut w = Windows::new(spec().field(FieldSpec::new("w")).max_groups_per_tenant(1)).unwrap();
+    let a = w.resolve("acme", "metrics", &["a"]);
+    let mut batch = ResolvedBatch::with_capacity(2, 4);
+    batch.push(a, t(1_000), &[1.0, 10.0, 99.0]); // the extra value is ignored
+    w.push_resolved_batch(&batch, t(0), &mut Vec::new()).unwrap();
+    // a is live: b, past the cap, goes to the overflow group.
+    let over = w.resolve("acme", "metrics", &["b"]);
+    batch.clear();
+    batch.push(a, t(2_000), &[3.0]); // no value for w
+    batch.push(a, t(3_000), &[f64::NAN, 20.0]); // NaN: no value for v
+    assert_eq!(
+        batch.push_weighted(a, t(4_000), &[1.0, 1.0], -1.0),
+        Err(PushError::InvalidWeight { index: 2, weight: -1.0 })
+    );
+    assert_eq!(batch.len(), 2, "a refused event is not added");
+    batch.push_weighted(a, t(4_000), &[5.0, 30.0], 2.0).unwrap();
+    batch.push(over, t(5_000), &[7.0, 7.0]);
+    w.push_resolved_batch(&batch, t(0), &mut Vec::new()).unwrap();
+    assert_eq!((w.stats().on_time, w.stats().overflowed), (5, 1));
+    w.close_all(t(0));
+    let results = drain(&mut w);
+    let a_window = results.iter().find(|r| r.group.labels[0].1.as_ref() == "a").unwrap();
+    assert_eq!((a_window.events, a_window.count), (4, 5.0));
+    let (v, x) = (&a_window.field("v").unwrap().scalar, &a_window.field("w").unwrap().scalar);
+    assert_eq!((v.count(), v.sum(), v.min(), v.max()), (4.0, Some(14.0), Some(1.0), Some(5.0)));
+    assert_eq!((x.count(), x.sum(), x.min(), x.max()), (4.0, Some(90.0), Some(10.0), Some(30.0)));
+    let overflow = results.iter().find(|r| r.group.labels[0].1.as_ref() == OVERFLOW).unwrap();
+    assert_eq!(overflow.events, 1);
+}
+
+#[test]
 fn idle_groups_keep_their_handles_and_give_way_at_the_cap() {
     let mut w = Windows::new(spec().max_groups_per_tenant(2)).unwrap();
     let a = w.resolve("acme", "metrics", &["a"]);
@@ -354,7 +418,7 @@ fn idle_groups_keep_their_handles_and_give_way_at_the_cap() {
     let mut bytes = Vec::new();
     w.snapshot(&mut bytes);
     let mut restored = Windows::restore(&bytes).unwrap();
-    assert_eq!(restored.push_resolved(d, t(47_000), &[1.0], 1.0, t(0)), Err(PushError::StaleGroup));
+    assert_eq!(restored.push_resolved(d, t(47_000), &[1.0], 1.0, t(0)), Err(PushError::StaleGroup { index: 0 }));
     let d = restored.resolve("acme", "metrics", &["d"]);
     assert_eq!(restored.push_resolved(d, t(47_000), &[1.0], 1.0, t(0)), Ok(Placement::OnTime));
 }
@@ -368,7 +432,7 @@ fn handles_of_freed_groups_are_refused() {
     assert_eq!(w.push_resolved(b, t(20_000), &[1.0], 1.0, t(0)), Ok(Placement::OnTime));
     w.advance(t(0)); // [0, 10 s) closes and expires: group a is freed
     drain(&mut w);
-    assert_eq!(w.push_resolved(a, t(21_000), &[1.0], 1.0, t(0)), Err(PushError::StaleGroup));
+    assert_eq!(w.push_resolved(a, t(21_000), &[1.0], 1.0, t(0)), Err(PushError::StaleGroup { index: 0 }));
     let c = w.resolve("acme", "metrics", &["c"]); // may reuse a's id
     assert_ne!(a, c);
     assert_eq!(w.push_resolved(c, t(1_000), &[f64::NAN], 1.0, t(0)), Ok(Placement::Dropped), "too late");
@@ -633,6 +697,77 @@ proptest! {
         }
         prop_assert_eq!(got, expected);
         prop_assert_eq!(resumed.stats(), straight.stats());
+    }
+
+    #[test]
+    fn a_resolved_batch_equals_pushing_its_events_one_at_a_time(
+        events in proptest::collection::vec((0i64..60_000, 0u8..6, -1_000i32..1_000, 1u8..4, any::<bool>()), 1..120),
+        chunks in 1usize..6,
+    ) {
+        // Late events within the lateness and past it; weights; a second
+        // field often without value; groups freed when idle (TTL zero), so
+        // that handles go stale between chunks.
+        let spec = spec()
+            .allowed_lateness(Span::from_secs(5))
+            .group_ttl(Span::ZERO)
+            .field(FieldSpec::new("x").with_quantiles([0.5]));
+        let name = |g: u8| format!("g{g}");
+        let mut single = Windows::new(spec.clone()).unwrap();
+        let mut batched = Windows::new(spec).unwrap();
+        let (mut single_handles, mut batched_handles) = (BTreeMap::new(), BTreeMap::new());
+        let (mut expected, mut got) = (Vec::new(), Vec::new());
+        let (mut expected_late, mut got_late) = (Vec::new(), Vec::new());
+        for (c, part) in events.chunks(events.len().div_ceil(chunks)).enumerate() {
+            let values = |&(_, _, v, _, has_x): &(i64, u8, i32, u8, bool)| {
+                [f64::from(v), if has_x { f64::from(v) / 2.0 } else { f64::NAN }]
+            };
+            for (i, e) in part.iter().enumerate() {
+                let h = *single_handles.entry(e.1).or_insert_with(|| single.resolve("acme", "metrics", &[&name(e.1)]));
+                let placed = match single.push_resolved(h, t(e.0), &values(e), f64::from(e.3), t(0)) {
+                    Err(PushError::StaleGroup { index: 0 }) => {
+                        let h = single.resolve("acme", "metrics", &[&name(e.1)]);
+                        single_handles.insert(e.1, h);
+                        single.push_resolved(h, t(e.0), &values(e), f64::from(e.3), t(0)).unwrap()
+                    }
+                    placed => placed.unwrap(),
+                };
+                if placed == Placement::Dropped {
+                    expected_late.push((c, i));
+                }
+            }
+            let mut batch = ResolvedBatch::new(2);
+            for e in part {
+                let h = *batched_handles.entry(e.1).or_insert_with(|| batched.resolve("acme", "metrics", &[&name(e.1)]));
+                batch.push_weighted(h, t(e.0), &values(e), f64::from(e.3)).unwrap();
+            }
+            let mut late = Vec::new();
+            while let Err(PushError::StaleGroup { index }) = batched.push_resolved_batch(&batch, t(0), &mut late) {
+                let g = part[index].1;
+                let h = batched.resolve("acme", "metrics", &[&name(g)]);
+                let old = batched_handles.insert(g, h).unwrap();
+                prop_assert!(batch.replace_group(old, h) > 0);
+            }
+            got_late.extend(late.into_iter().map(|i| (c, i)));
+            single.advance(t(0));
+            batched.advance(t(0));
+            expected.extend(drain(&mut single));
+            got.extend(drain(&mut batched));
+        }
+        single.close_all(t(0));
+        batched.close_all(t(0));
+        expected.extend(drain(&mut single));
+        got.extend(drain(&mut batched));
+        prop_assert_eq!(got_late, expected_late);
+        prop_assert_eq!(batched.stats(), single.stats());
+        // The same results, in the same order up to the order of the
+        // groups within one window's emission.
+        let describe = |results: Vec<WindowResult>| -> Vec<String> {
+            let mut lines: Vec<String> = results.iter().map(|r| format!("{}|{}|{}|{}|{}|{}|{:?}|{:?}|{:?}", r.start, r.group.labels[0].1,
+                r.revision, r.is_final, r.events, r.count, r.fields[0].scalar, r.fields[1].scalar, r.fields[1].quantiles)).collect();
+            lines.sort();
+            lines
+        };
+        prop_assert_eq!(describe(got), describe(expected));
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub(crate) fn q5(bids: &[Bid], window: Span) -> Result<Vec<Q5Row>, Error> {
         match windows.push_resolved(handle, bid.ts, &[], 1.0, bid.ts) {
             Ok(_) => {}
             // The auction's group was freed (idle past its TTL): again.
-            Err(PushError::StaleGroup) => {
+            Err(PushError::StaleGroup { .. }) => {
                 let handle = resolve(&mut windows, bid.auction);
                 handles.insert(bid.auction, handle);
                 windows.push_resolved(handle, bid.ts, &[], 1.0, bid.ts)?;

@@ -13,10 +13,12 @@
 //! [`Query`]s.
 
 pub mod agg;
+mod resolved;
 mod rollup;
 mod slab;
 mod tumbling;
 
+pub use resolved::ResolvedBatch;
 pub use rollup::{Point, Query, QueryResult, Rollup, RollupError, RollupSpec, RollupStats, Series, TierSpec};
 
 pub use tumbling::{

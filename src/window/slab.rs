@@ -172,11 +172,21 @@ impl Event {
         sketches: &mut [Option<Box<Quantiles>>],
         value: impl Fn(usize) -> Option<f64>,
     ) -> bool {
-        for (i, l) in lanes.iter().enumerate() {
-            if let Some(v) = value(i) {
-                l.record(w, v, self.weight, self.ts);
-                if let Some(Some(q)) = sketches.get_mut(i) {
-                    q.record(v, self.weight);
+        // Two loops, so that operators without quantiles skip what
+        // recording into a sketch costs even before it looks at a value.
+        if sketches.is_empty() {
+            for (i, l) in lanes.iter().enumerate() {
+                if let Some(v) = value(i) {
+                    l.record(w, v, self.weight, self.ts);
+                }
+            }
+        } else {
+            for (i, l) in lanes.iter().enumerate() {
+                if let Some(v) = value(i) {
+                    l.record(w, v, self.weight, self.ts);
+                    if let Some(Some(q)) = sketches.get_mut(i) {
+                        q.record(v, self.weight);
+                    }
                 }
             }
         }
