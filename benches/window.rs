@@ -185,7 +185,8 @@ fn push_resolved_batches(
         for &(g, ts, v) in chunk {
             batch.push(handles[g as usize], ts, &[v]);
         }
-        while let Err(PushError::StaleGroup { index }) = w.push_resolved_batch(&batch, now, &mut late) {
+        while let Err(e) = w.push_resolved_batch(&mut batch, now, &mut late) {
+            let PushError::StaleGroup { index } = e else { panic!("{e}") };
             let g = chunk[index].0 as usize;
             let fresh = w.resolve("acme", "metrics", &[&names[g]]);
             batch.replace_group(handles[g], fresh);

@@ -323,35 +323,94 @@ fn resolved_groups_give_the_same_results_as_pushed_events() {
 }
 
 #[test]
-fn a_stale_group_fails_a_resolved_batch_before_anything_is_aggregated() {
+fn a_resolved_batch_stops_at_a_stale_group_and_goes_on_from_it() {
     let mut w = Windows::new(spec().group_ttl(Span::ZERO)).unwrap();
     let a = w.resolve("acme", "metrics", &["a"]);
     let b = w.resolve("acme", "metrics", &["b"]);
-    let mut batch = ResolvedBatch::new(1);
+    let mut batch = ResolvedBatch::for_spec(w.spec());
     batch.push(a, t(1_000), &[1.0]);
     batch.push(b, t(20_000), &[1.0]);
-    w.push_resolved_batch(&batch, t(0), &mut Vec::new()).unwrap();
+    w.push_resolved_batch(&mut batch, t(0), &mut Vec::new()).unwrap();
+    assert_eq!(batch.pushed(), 2);
     w.advance(t(0)); // [0, 10 s) closes and expires: group a is freed
     drain(&mut w);
+    assert!(!w.is_current(a) && w.is_current(b));
     let before = w.stats().clone();
     batch.clear();
     batch.push(b, t(21_000), &[2.0]);
     batch.push(a, t(22_000), &[3.0]);
-    batch.push(b, t(1_000), &[4.0]); // too late: not reported, nothing is
+    batch.push(b, t(1_000), &[4.0]); // too late
     batch.push(a, t(23_000), &[5.0]);
     let mut late = Vec::new();
-    assert_eq!(w.push_resolved_batch(&batch, t(0), &mut late), Err(PushError::StaleGroup { index: 1 }));
-    assert_eq!((w.stats(), late.len()), (&before, 0), "a refused batch aggregates and reports nothing");
+    assert_eq!(w.push_resolved_batch(&mut batch, t(0), &mut late), Err(PushError::StaleGroup { index: 1 }));
+    assert_eq!(batch.pushed(), 1, "the event before the stale one is aggregated");
+    assert_eq!((w.stats().on_time - before.on_time, late.len()), (1, 0), "the ones after it are not");
+    // Pushing again without mending stops at the same event, adding nothing.
+    assert_eq!(w.push_resolved_batch(&mut batch, t(0), &mut late), Err(PushError::StaleGroup { index: 1 }));
+    assert_eq!(w.stats().on_time - before.on_time, 1);
     let again = w.resolve("acme", "metrics", &["a"]);
     assert_eq!(batch.replace_group(a, again), 2);
     assert_eq!(batch.group(3), Some(again));
-    w.push_resolved_batch(&batch, t(0), &mut late).unwrap();
-    assert_eq!(late, [2]);
+    w.push_resolved_batch(&mut batch, t(0), &mut late).unwrap();
+    assert_eq!(late, [2], "late indexes are the whole batch's");
     assert_eq!((w.stats().on_time - before.on_time, w.stats().late_dropped - before.late_dropped), (3, 1));
+    assert_eq!(batch.pushed(), 4);
+    w.push_resolved_batch(&mut batch, t(0), &mut late).unwrap();
+    assert_eq!(w.stats().on_time - before.on_time, 3, "a pushed batch pushes nothing again");
     w.close_all(t(0));
     let results = summary(&drain(&mut w));
     assert_eq!(results[&("a".into(), 20_000)].1, 2);
     assert_eq!(results[&("b".into(), 20_000)].1, 2, "the event of the first push and one of the second");
+}
+
+/// The retry loop a host runs: resolve the stale event's group again.
+fn push_mending(w: &mut Windows, batch: &mut ResolvedBatch, names: &[String], late: &mut Vec<usize>) -> usize {
+    let mut retries = 0;
+    while let Err(e) = w.push_resolved_batch(batch, t(0), late) {
+        let PushError::StaleGroup { index } = e else { panic!("{e}") };
+        let stale = batch.group(index).unwrap();
+        let fresh = w.resolve("acme", "metrics", &[&names[index]]);
+        assert!(batch.replace_group(stale, fresh) > 0);
+        retries += 1;
+    }
+    retries
+}
+
+#[test]
+fn resolved_batches_end_at_the_group_cap_and_across_chunks() {
+    // Cap 1: resolving a group evicts the other idle one, so a batch of
+    // fresh handles of several groups goes stale as it is mended. The
+    // retry loop must still end, with every event placed once.
+    let mut w = Windows::new(spec().max_groups_per_tenant(1).group_ttl(Span::ZERO)).unwrap();
+    let mut seed = 7u64;
+    let mut fill = |w: &mut Windows, n: i64, from_ms: i64| {
+        let (mut batch, mut names) = (ResolvedBatch::for_spec(w.spec()), Vec::new());
+        for i in 0..n {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let name = format!("g{}", seed >> 61);
+            let handle = w.resolve("acme", "metrics", &[&name]);
+            names.push(name);
+            // Every 200th event far too late (once the watermark moved).
+            let ms = if i % 200 == 199 { 0 } else { from_ms + i * 10 };
+            batch.push(handle, t(ms), &[1.0]);
+        }
+        (batch, names)
+    };
+    let (mut first, names) = fill(&mut w, 1_000, 20_000);
+    let mut late = Vec::new();
+    let mut retries = push_mending(&mut w, &mut first, &names, &mut late);
+    w.advance(t(0)); // the watermark passes 27 s
+    let (mut second, names) = fill(&mut w, 2_500, 40_000);
+    retries += push_mending(&mut w, &mut second, &names, &mut late);
+    assert!(retries > 0, "handles went stale");
+    assert_eq!(second.pushed(), 2_500);
+    let expected_late: Vec<usize> = (0..12).map(|k| 200 * k + 199).collect();
+    assert_eq!(late, expected_late, "late indexes of the second batch, across chunks");
+    let s = w.stats().clone();
+    assert_eq!((s.on_time + s.late_accepted, s.late_dropped), (3_500 - 12, 12));
+    w.close_all(t(0));
+    let events: u64 = drain(&mut w).iter().map(|r| r.events).sum();
+    assert_eq!(events, 3_500 - 12, "every placed event is in a result once");
 }
 
 #[test]
@@ -359,8 +418,9 @@ fn resolved_batch_values_weights_and_overflow() {
     let mut w = Windows::new(spec().field(FieldSpec::new("w")).max_groups_per_tenant(1)).unwrap();
     let a = w.resolve("acme", "metrics", &["a"]);
     let mut batch = ResolvedBatch::with_capacity(2, 4);
+    assert_eq!(batch.fields(), w.spec().fields.len());
     batch.push(a, t(1_000), &[1.0, 10.0, 99.0]); // the extra value is ignored
-    w.push_resolved_batch(&batch, t(0), &mut Vec::new()).unwrap();
+    w.push_resolved_batch(&mut batch, t(0), &mut Vec::new()).unwrap();
     // a is live: b, past the cap, goes to the overflow group.
     let over = w.resolve("acme", "metrics", &["b"]);
     batch.clear();
@@ -373,7 +433,7 @@ fn resolved_batch_values_weights_and_overflow() {
     assert_eq!(batch.len(), 2, "a refused event is not added");
     batch.push_weighted(a, t(4_000), &[5.0, 30.0], 2.0).unwrap();
     batch.push(over, t(5_000), &[7.0, 7.0]);
-    w.push_resolved_batch(&batch, t(0), &mut Vec::new()).unwrap();
+    w.push_resolved_batch(&mut batch, t(0), &mut Vec::new()).unwrap();
     assert_eq!((w.stats().on_time, w.stats().overflowed), (5, 1));
     w.close_all(t(0));
     let results = drain(&mut w);
@@ -741,7 +801,8 @@ proptest! {
                 batch.push_weighted(h, t(e.0), &values(e), f64::from(e.3)).unwrap();
             }
             let mut late = Vec::new();
-            while let Err(PushError::StaleGroup { index }) = batched.push_resolved_batch(&batch, t(0), &mut late) {
+            while let Err(e) = batched.push_resolved_batch(&mut batch, t(0), &mut late) {
+                let PushError::StaleGroup { index } = e else { panic!("{e}") };
                 let g = part[index].1;
                 let h = batched.resolve("acme", "metrics", &[&name(g)]);
                 let old = batched_handles.insert(g, h).unwrap();

@@ -12,7 +12,10 @@ use crate::time::Timestamp;
 /// A host that resolves each group once (an auction id, a device id it
 /// already holds) and then only has numbers to aggregate fills one of
 /// these per batch: pushing a batch lets the operator look up many events'
-/// states at once, which is several times faster than an event at a time.
+/// states at once (about 1.2× the speed of one call per event in
+/// `benches/window.rs`). The batch remembers how many of its events were
+/// aggregated, so that a push stopped by a stale group goes on from it
+/// (see [`Windows::push_resolved_batch`](super::Windows::push_resolved_batch)).
 ///
 /// ```
 /// use edgestream::time::{Span, Timestamp};
@@ -22,23 +25,25 @@ use crate::time::Timestamp;
 /// let mut windows = Windows::new(spec)?;
 /// let sensor = windows.resolve("acme", "metrics", &["sensor-1"]);
 /// let at = |ms| Timestamp::UNIX_EPOCH.saturating_add(Span::from_millis(ms));
-/// let mut batch = ResolvedBatch::new(1);
+/// let mut batch = ResolvedBatch::for_spec(windows.spec());
 /// batch.push(sensor, at(1_200), &[21.5]);
 /// batch.push_weighted(sensor, at(1_700), &[22.5], 4.0)?;
-/// windows.push_resolved_batch(&batch, Timestamp::UNIX_EPOCH, &mut Vec::new())?;
+/// windows.push_resolved_batch(&mut batch, Timestamp::UNIX_EPOCH, &mut Vec::new())?;
 /// assert_eq!(windows.stats().on_time, 2);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ResolvedBatch {
     /// Values per event (`values` holds `fields` per event, NaN for none).
     fields: usize,
     events: Vec<Resolved>,
     values: Vec<f64>,
+    /// Events already aggregated, from the first.
+    pushed: usize,
 }
 
 /// One event of a [`ResolvedBatch`], but its values.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub(super) struct Resolved {
     pub(super) group: GroupHandle,
     pub(super) ts: Timestamp,
@@ -46,11 +51,23 @@ pub(super) struct Resolved {
 }
 
 impl ResolvedBatch {
-    /// An empty batch of events with `fields` values each (the length of
-    /// the operator's [`WindowSpec::fields`]; at most
-    /// [`WindowSpec::MAX_FIELDS`] are kept, as no spec reads more).
+    /// An empty batch of events with `fields` values each: the length of
+    /// the operator's [`WindowSpec::fields`] (what
+    /// [`ResolvedBatch::for_spec`] takes; values for fields the spec does
+    /// not have are ignored, fields the batch lacks get no value). At most
+    /// [`WindowSpec::MAX_FIELDS`] are kept, as no spec has more.
     pub fn new(fields: usize) -> Self {
-        ResolvedBatch { fields: fields.min(WindowSpec::MAX_FIELDS), ..ResolvedBatch::default() }
+        ResolvedBatch { fields: fields.min(WindowSpec::MAX_FIELDS), events: Vec::new(), values: Vec::new(), pushed: 0 }
+    }
+
+    /// An empty batch with one value per field of `spec`, in its order.
+    pub fn for_spec(spec: &WindowSpec) -> Self {
+        ResolvedBatch::new(spec.fields.len())
+    }
+
+    /// Values per event.
+    pub fn fields(&self) -> usize {
+        self.fields
     }
 
     /// As [`ResolvedBatch::new`], with room for `events` events.
@@ -101,10 +118,19 @@ impl ResolvedBatch {
         self.events.is_empty()
     }
 
+    /// Events already aggregated by
+    /// [`Windows::push_resolved_batch`](super::Windows::push_resolved_batch),
+    /// from the first: all of them after a push that succeeded, those
+    /// before the stale one after [`PushError::StaleGroup`].
+    pub fn pushed(&self) -> usize {
+        self.pushed
+    }
+
     /// Removes every event, keeping the allocations.
     pub fn clear(&mut self) {
         self.events.clear();
         self.values.clear();
+        self.pushed = 0;
     }
 
     /// The group of event `index`.
@@ -114,7 +140,11 @@ impl ResolvedBatch {
 
     /// Gives every event of group `old` the group `new` instead, and says
     /// how many it changed: after [`PushError::StaleGroup`], resolve the
-    /// stale group again, replace it, and push the batch again.
+    /// stale group again, replace it, and push the batch again. (It scans
+    /// the whole batch: a host with many stale handles, after a restore
+    /// say, does better to check them with
+    /// [`Windows::is_current`](super::Windows::is_current) before filling
+    /// the batch.)
     pub fn replace_group(&mut self, old: GroupHandle, new: GroupHandle) -> usize {
         let mut changed = 0;
         for e in self.events.iter_mut().filter(|e| e.group == old) {
@@ -122,6 +152,10 @@ impl ResolvedBatch {
             changed += 1;
         }
         changed
+    }
+
+    pub(super) fn set_pushed(&mut self, pushed: usize) {
+        self.pushed = pushed.min(self.events.len());
     }
 
     pub(super) fn events(&self) -> &[Resolved] {

@@ -15,8 +15,9 @@ use crate::event::{EventBatch, Sym, Symbols};
 use crate::geo::Geohash;
 use crate::time::{Span, TimeError, Timestamp, Tumbling};
 
-/// A group resolved by [`Windows::resolve`], valid until the group is
-/// freed (when its last window expires).
+/// A group resolved by [`Windows::resolve`], valid for its operator until
+/// the group is freed (idle past [`WindowSpec::group_ttl`], or evicted at
+/// the cap): see [`Windows::is_current`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GroupHandle {
     id: GroupId,
@@ -395,7 +396,9 @@ pub enum PushError {
     /// last window expired and it stayed idle past
     /// [`WindowSpec::group_ttl`], or it was evicted at the cap), or it is
     /// another operator's; resolve it again.
-    #[error("event {index}: its group was freed since it was resolved; resolve it again")]
+    #[error(
+        "event {index}: its group handle is stale (the group was freed, or the handle is another operator's); resolve it again"
+    )]
     StaleGroup {
         /// Index of the first such event in the batch (0 for
         /// `push_resolved`).
@@ -841,7 +844,8 @@ pub struct Windows {
     empty: u32,
     /// Batch symbol index → global symbol (or UNSEEN), for the batch being pushed.
     translate: Vec<u32>,
-    /// Scratch for `push`, kept to reuse its allocation.
+    /// Scratch for `push` and `push_resolved_batch`, kept to reuse its
+    /// allocation.
     plan: Vec<Planned>,
     index: GroupIndex,
     /// Per group id; `None` once freed (the id waits in `free_groups`).
@@ -1071,7 +1075,7 @@ impl Windows {
         if batch.is_empty() {
             return;
         }
-        self.last_arrival = Some(self.last_arrival.map_or(now, |t| t.max(now)));
+        self.note_arrival(now);
         self.translate.clear();
         self.translate.resize(batch.symbols().len(), UNSEEN);
         // The batch symbols of the group-by keys and fields (None: no event
@@ -1133,9 +1137,7 @@ impl Windows {
         // Pass 2: the state slot of each event. Pass 3: aggregate. Short
         // loops over independent events keep many cache misses in flight
         // at once, where one long loop per event would wait on each.
-        for p in &mut plan {
-            p.slot = self.slot_for(p.group, p.window);
-        }
+        self.locate(&mut plan);
         for p in &plan {
             let Some(event) = batch.get(p.index as usize) else { continue };
             let fields = event.field_syms();
@@ -1261,42 +1263,68 @@ impl Windows {
         if group.overflow {
             self.stats.overflowed = self.stats.overflowed.saturating_add(1);
         }
-        self.last_arrival = Some(self.last_arrival.map_or(now, |t| t.max(now)));
+        self.note_arrival(now);
         let Some((window, closed)) = self.place(ts) else { return Ok(Placement::Dropped) };
         let slot = self.slot_for(group.id, window);
         self.record(slot, window, closed, ts, weight, |i| values.get(i).copied().filter(|v| !v.is_nan()));
         Ok(if closed { Placement::Late } else { Placement::OnTime })
     }
 
-    /// Aggregates every event of `batch` (see [`ResolvedBatch`]) as
-    /// [`Windows::push_resolved`] would one at a time, with the same
-    /// results and counts, but faster: the states of many events are
-    /// looked up before any is updated, so their cache misses overlap. The
-    /// indexes of events too late to aggregate are appended to `late`, as
-    /// in [`Windows::push`].
+    /// Aggregates the events of `batch` not pushed yet (see
+    /// [`ResolvedBatch`]) as [`Windows::push_resolved`] would one at a
+    /// time, but faster: the states of many events are looked up before
+    /// any is updated, so their cache misses overlap. The indexes (in the
+    /// whole batch) of events too late to aggregate are appended to
+    /// `late`, as in [`Windows::push`].
     ///
-    /// Fails with [`PushError::StaleGroup`] naming the first event whose
-    /// group is stale, aggregating nothing: resolve that group again, put
-    /// it in the batch with [`ResolvedBatch::replace_group`], and push the
-    /// batch again.
+    /// Fails with [`PushError::StaleGroup`] at the first event whose group
+    /// is stale (see [`Windows::is_current`]): the events before it are
+    /// aggregated and the batch remembers that ([`ResolvedBatch::pushed`]),
+    /// the rest are not. Resolve that event's group again, put it in the
+    /// batch with [`ResolvedBatch::replace_group`], and push the batch
+    /// again: it goes on from that event. Each retry aggregates at least
+    /// that event, so the loop ends, even when resolving at a tenant's
+    /// group cap evicts another group of the batch.
+    ///
+    /// ```
+    /// use edgestream::time::{Span, Timestamp};
+    /// use edgestream::window::{PushError, ResolvedBatch, WindowSpec, Windows};
+    ///
+    /// let mut windows = Windows::new(WindowSpec::new(Span::from_secs(1)).group_by(["device"]))?;
+    /// let handle = windows.resolve("acme", "metrics", &["d1"]);
+    /// let mut batch = ResolvedBatch::for_spec(windows.spec());
+    /// batch.push(handle, Timestamp::UNIX_EPOCH, &[]);
+    /// let mut late = Vec::new();
+    /// while let Err(e) = windows.push_resolved_batch(&mut batch, Timestamp::UNIX_EPOCH, &mut late) {
+    ///     let PushError::StaleGroup { index } = e else { return Err(e.into()) };
+    ///     let stale = batch.group(index).ok_or("no such event")?;
+    ///     // The host knows which group the handle stood for.
+    ///     let fresh = windows.resolve("acme", "metrics", &["d1"]);
+    ///     batch.replace_group(stale, fresh);
+    /// }
+    /// assert_eq!((batch.pushed(), windows.stats().on_time), (1, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn push_resolved_batch(
         &mut self,
-        batch: &ResolvedBatch,
+        batch: &mut ResolvedBatch,
         now: Timestamp,
         late: &mut Vec<usize>,
     ) -> Result<(), PushError> {
-        // Every handle before any event: a stale one fails the whole batch.
-        if let Some(index) = batch.events().iter().position(|e| !self.holds(e.group)) {
-            return Err(PushError::StaleGroup { index });
+        let start = batch.pushed();
+        let pending = batch.events().get(start..).unwrap_or_default();
+        // Every handle before any event (this also brings each group's
+        // entry into cache for the passes below).
+        let stale = pending.iter().position(|e| !self.holds(e.group));
+        let end = start + stale.unwrap_or(pending.len());
+        if end > start {
+            self.note_arrival(now);
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.last_arrival = Some(self.last_arrival.map_or(now, |t| t.max(now)));
         let mut plan = core::mem::take(&mut self.plan);
+        let events = batch.events().get(start..end).unwrap_or_default();
         // In chunks, so the plan stays small and in cache between passes.
-        for (chunk, events) in batch.events().chunks(RESOLVED_CHUNK).enumerate() {
-            let first = chunk * RESOLVED_CHUNK;
+        for (chunk, events) in events.chunks(RESOLVED_CHUNK).enumerate() {
+            let first = start + chunk * RESOLVED_CHUNK;
             // Pass 1: each event's window.
             plan.clear();
             for (i, e) in events.iter().enumerate() {
@@ -1309,14 +1337,8 @@ impl Windows {
                 };
                 plan.push(Planned { index: i as u32, group: e.group.id, slot: NO_SLOT, window, closed });
             }
-            // Pass 2: each event's state, read once so that its cache miss
-            // overlaps the others'. Pass 3: aggregate.
-            let mut touched = 0u32;
-            for p in &mut plan {
-                p.slot = self.slot_for(p.group, p.window);
-                touched = touched.wrapping_add(self.slab.group(p.slot));
-            }
-            core::hint::black_box(touched);
+            // Pass 2: each event's state. Pass 3: aggregate.
+            self.locate(&mut plan);
             for p in &plan {
                 let Some(e) = events.get(p.index as usize) else { continue };
                 let values = batch.values(first + p.index as usize);
@@ -1326,7 +1348,38 @@ impl Windows {
             }
         }
         self.plan = plan;
-        Ok(())
+        batch.set_pushed(end);
+        match stale {
+            Some(_) => Err(PushError::StaleGroup { index: end }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether events can be pushed to `group`: false once the group was
+    /// freed (idle past [`WindowSpec::group_ttl`], or evicted at the cap),
+    /// and for another operator's handles (a restored operator's
+    /// included). Hosts that hold many handles can check them all after a
+    /// [`Windows::restore`] or an [`Windows::advance`] and resolve the
+    /// stale ones before pushing.
+    pub fn is_current(&self, group: GroupHandle) -> bool {
+        self.holds(group)
+    }
+
+    /// Pass 2 of a batch: the state slot of each planned event, created if
+    /// new, read once so that its cache miss overlaps the next events'
+    /// instead of stalling pass 3.
+    fn locate(&mut self, plan: &mut [Planned]) {
+        let mut touched = 0u32;
+        for p in plan.iter_mut() {
+            p.slot = self.slot_for(p.group, p.window);
+            touched = touched.wrapping_add(self.slab.group(p.slot));
+        }
+        core::hint::black_box(touched);
+    }
+
+    /// The host's clock at an arrival, for the idle timeout.
+    fn note_arrival(&mut self, now: Timestamp) {
+        self.last_arrival = Some(self.last_arrival.map_or(now, |t| t.max(now)));
     }
 
     /// Whether `group` is a live group of this operator, as resolved.
