@@ -388,7 +388,9 @@ pub struct WindowStats {
     pub corrections: u64,
 }
 
-/// Why an event could not be pushed. Nothing of the call was aggregated.
+/// Why an event could not be pushed. Nothing of the call was aggregated,
+/// but by [`Windows::push_resolved_batch`], which aggregates the events
+/// before a stale group's (see [`ResolvedBatch::pushed`]).
 #[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PushError {
