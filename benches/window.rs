@@ -117,15 +117,18 @@ fn warmed(spec: &WindowSpec, before: &[EventBatch]) -> Windows {
     w
 }
 
+/// Closes what the watermark passed and drops the results; their count.
+fn advance_and_drain(w: &mut Windows) -> usize {
+    w.advance(Timestamp::UNIX_EPOCH);
+    core::iter::from_fn(|| w.poll_result()).count()
+}
+
 fn feed(w: &mut Windows, batches: &[EventBatch]) -> usize {
     let mut late = Vec::new();
     let mut results = 0;
     for batch in batches {
         w.push(batch, Timestamp::UNIX_EPOCH, &mut late);
-        w.advance(Timestamp::UNIX_EPOCH);
-        while w.poll_result().is_some() {
-            results += 1;
-        }
+        results += advance_and_drain(w);
     }
     results + w.live_windows()
 }
@@ -160,10 +163,7 @@ fn push_resolved_all(
                 w.push_resolved(handles[g], ts, &[v], 1.0, now).unwrap();
             }
         }
-        w.advance(now);
-        while w.poll_result().is_some() {
-            results += 1;
-        }
+        results += advance_and_drain(w);
     }
     results
 }
@@ -192,10 +192,7 @@ fn push_resolved_batches(
             batch.replace_group(handles[g], fresh);
             handles[g] = fresh;
         }
-        w.advance(now);
-        while w.poll_result().is_some() {
-            results += 1;
-        }
+        results += advance_and_drain(w);
     }
     results
 }
