@@ -1193,19 +1193,24 @@ impl Evaluator {
         let values: Vec<SmallVec<[Option<&Arc<str>>; 4]>> =
             pending.iter().map(|g| g.values.iter().map(Some).collect()).collect();
         let mut rest = due.as_slice();
+        // The merged value of each due window of a reading: the same for
+        // all its rules, so worked out once (by the first that needs it).
+        let mut merged: Vec<Option<Option<f64>>> = Vec::new();
         while let Some(reading) = rest.first().map(|d| d.reading) {
             let n = rest.iter().take_while(|d| d.reading == reading).count();
             let (of_reading, tail) = rest.split_at(n);
             rest = tail;
+            merged.clear();
+            merged.resize(n, None);
             let rule = |ev: &Self, k: usize| ev.readings.get(reading as usize)?.rules.get(k).copied();
             let mut k = 0;
             while let Some(rule_id) = rule(self, k) {
                 k += 1;
-                for d in of_reading {
+                for (d, merged) in of_reading.iter().zip(&mut merged) {
                     let (Some(group), Some(values)) = (pending.get(d.group), values.get(d.group)) else { continue };
                     let window = entries.get(d.from..d.to).unwrap_or_default();
                     match self.instance(rule_id, &group.tenant, values, group.hash) {
-                        Some(slot_id) => self.evaluate(rule_id, slot_id, &staging, window, out),
+                        Some(slot_id) => self.evaluate(rule_id, slot_id, &staging, window, merged, out),
                         None => add(&mut self.stats.instances_capped, window.len() as u64),
                     }
                 }
@@ -1290,8 +1295,17 @@ impl Evaluator {
     }
 
     /// Evaluates one window of an instance: `window` indexes its staged
-    /// entries (all of one end, sorted by cell).
-    fn evaluate(&mut self, rule_id: u32, slot_id: u32, staging: &[Staged], window: &[u32], out: &mut Vec<AlertEvent>) {
+    /// entries (all of one end, sorted by cell), `merged` caches their
+    /// merged value for the other rules of the reading.
+    fn evaluate(
+        &mut self,
+        rule_id: u32,
+        slot_id: u32,
+        staging: &[Staged],
+        window: &[u32],
+        merged: &mut Option<Option<f64>>,
+        out: &mut Vec<AlertEvent>,
+    ) {
         let Some((start, end)) = window.first().and_then(|&i| staging.get(i as usize)).map(|e| (e.start, e.end)) else {
             return;
         };
@@ -1324,7 +1338,7 @@ impl Evaluator {
         // The gap before this window, as missing windows.
         process_gap(rule, name, inst, start, out);
         let memo = &mut self.quantile_memo;
-        match judge_window(rule, inst, staging, window, start, end, &self.config, &mut self.stats, memo) {
+        match judge_window(rule, inst, staging, window, merged, start, end, &self.config, &mut self.stats, memo) {
             Some((holds, recovered, value)) => {
                 inst.value = value;
                 step(rule, name, inst, start, end, holds, recovered, value, out);
@@ -1566,13 +1580,15 @@ fn grid_floor(cursor: Timestamp, size: Span, at: Timestamp) -> Timestamp {
 
 /// (holds, recovered, value) of one window's staged entries (sorted by
 /// cell), updating the instance's histories; `None` when the window has
-/// no usable value.
+/// no usable value. `merged` caches the entries' merged value (threshold
+/// rules read it whole).
 #[allow(clippy::too_many_arguments)]
 fn judge_window(
     rule: &Rule,
     inst: &mut Instance,
     staging: &[Staged],
     window: &[u32],
+    merged: &mut Option<Option<f64>>,
     start: Timestamp,
     end: Timestamp,
     limits: &EvalConfig,
@@ -1582,7 +1598,10 @@ fn judge_window(
     match &rule.condition {
         Condition::Absent => Some((false, true, None)),
         Condition::Threshold { expr, compare } => {
-            let x = merged_value(expr, staging, window, memo)?;
+            let x = match *merged {
+                Some(x) => x,
+                None => *merged.insert(merged_value(expr, staging, window, memo)),
+            }?;
             let v = inst.history.eval(expr, start, end, x);
             Some(judge(compare, rule.recover.as_ref(), v))
         }
