@@ -735,7 +735,7 @@ impl Pipeline {
             self.id_keys.clear();
             self.body_ids.clear();
             for event in batch.iter() {
-                let key = event.id().map(|id| id_key(id.as_bytes()));
+                let key = event.id_bytes().map(id_key);
                 // Seen before, or earlier in this body.
                 let duplicate = key.is_some_and(|k| state.dedup.contains(k) || !self.body_ids.insert(k));
                 if let (Some(k), false) = (key, duplicate) {

@@ -145,7 +145,7 @@ impl HashSampler {
     /// Decides on an event by its [`HashKey`], and counts the decision.
     pub fn sample_event(&mut self, event: &EventRef<'_>) -> Sampled {
         let key = match &self.key {
-            HashKey::Id => event.id().map(|id| id.as_bytes()),
+            HashKey::Id => event.id_bytes(),
             HashKey::Dim(name) => event.dim(name).map(str::as_bytes),
         };
         let hash = match key {
