@@ -520,8 +520,8 @@ fn quantile_name(q: f64) -> std::borrow::Cow<'static, str> {
 /// Appends `s` with `\`, `|`, `,` and `=` escaped by a backslash, so tile
 /// keys of different groups never collide.
 fn escape_into(out: &mut String, s: &str) {
-    // Folded without an early exit, so that it compiles to a few vector
-    // compares: names are short, and almost never hold one.
+    // Folded without an early exit (no branch per byte): names are short,
+    // and almost never hold one.
     if !s.bytes().fold(false, |found, b| found | matches!(b, b'\\' | b'|' | b',' | b'=')) {
         out.push_str(s);
         return;
