@@ -1196,6 +1196,7 @@ impl Evaluator {
         // The merged value of each due window of a reading: the same for
         // all its rules, so worked out once (by the first that needs it).
         let mut merged: Vec<Option<Option<f64>>> = Vec::new();
+        let mut slots: Vec<Option<Option<u32>>> = Vec::new();
         while let Some(reading) = rest.first().map(|d| d.reading) {
             let n = rest.iter().take_while(|d| d.reading == reading).count();
             let (of_reading, tail) = rest.split_at(n);
@@ -1206,12 +1207,27 @@ impl Evaluator {
             let mut k = 0;
             while let Some(rule_id) = rule(self, k) {
                 k += 1;
-                for (d, merged) in of_reading.iter().zip(&mut merged) {
-                    let (Some(group), Some(values)) = (pending.get(d.group), values.get(d.group)) else { continue };
+                // Every instance first, then every evaluation: the lookups
+                // are independent, so their cache misses (the instances are
+                // cold after a batch) overlap, where looking each up just
+                // before evaluating it would wait on each in turn.
+                // Evaluating creates or frees no instance, so this finds
+                // and creates the same ones in the same order.
+                slots.clear();
+                for d in of_reading {
+                    // `None`: no such group (never so); `Some(None)`: capped.
+                    let slot = match (pending.get(d.group), values.get(d.group)) {
+                        (Some(group), Some(values)) => Some(self.instance(rule_id, &group.tenant, values, group.hash)),
+                        _ => None,
+                    };
+                    slots.push(slot);
+                }
+                for ((d, merged), &slot) in of_reading.iter().zip(&mut merged).zip(&slots) {
                     let window = entries.get(d.from..d.to).unwrap_or_default();
-                    match self.instance(rule_id, &group.tenant, values, group.hash) {
-                        Some(slot_id) => self.evaluate(rule_id, slot_id, &staging, window, merged, out),
-                        None => add(&mut self.stats.instances_capped, window.len() as u64),
+                    match slot {
+                        Some(Some(slot_id)) => self.evaluate(rule_id, slot_id, &staging, window, merged, out),
+                        Some(None) => add(&mut self.stats.instances_capped, window.len() as u64),
+                        None => {}
                     }
                 }
             }
