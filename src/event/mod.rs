@@ -439,6 +439,13 @@ impl EventBatch {
         &self.symbols
     }
 
+    /// The dims of every event, one event after another, including those
+    /// of events a retain dropped (their arena entries stay until `clear`).
+    #[inline]
+    pub(crate) fn dims_arena(&self) -> &[(Sym, Sym)] {
+        &self.dims
+    }
+
     /// The event at `index`.
     pub fn get(&self, index: usize) -> Option<EventRef<'_>> {
         self.records.get(index).map(|record| EventRef { batch: self, record })

@@ -844,7 +844,8 @@ pub struct Windows {
     shared: Vec<Option<Arc<str>>>,
     /// The global symbol of `""` (always interned).
     empty: u32,
-    /// Batch symbol index → global symbol (or UNSEEN), for the batch being pushed.
+    /// Batch symbol index → global symbol (or UNSEEN; ABSENT: not global
+    /// when last looked up), for the batch being pushed.
     translate: Vec<u32>,
     /// Scratch for `push` and `push_resolved_batch`, kept to reuse its
     /// allocation.
@@ -1087,6 +1088,7 @@ impl Windows {
         let field_syms: SmallVec<[Option<Sym>; 4]> = self.spec.fields.iter().map(|f| symbols.get(&f.field)).collect();
         // As slices: the per-event reads skip the inline-or-heap test.
         let (key_syms, field_syms) = (key_syms.as_slice(), field_syms.as_slice());
+        self.translate_labels(batch, key_syms);
         // A `Vec` rather than a `SmallVec`: pushes stay a compare and a store.
         let mut key: Vec<u32> = Vec::with_capacity(3 + key_syms.len());
         // Pass 1: each event's window and group (the string work).
@@ -1389,11 +1391,36 @@ impl Windows {
         group.epoch == self.epoch && self.hot.get(group.id as usize).is_some_and(|h| h.generation == group.generation)
     }
 
+    /// Looks up the global symbols of the batch's group-by values before
+    /// pass 1, in one loop over its dims: the lookups are independent, so
+    /// their cache misses overlap (a batch of a thousand events may name a
+    /// thousand devices), where pass 1 would wait on each in turn. A value
+    /// not global yet is marked ABSENT, which [`Windows::global`] looks up
+    /// again (its group may be created in between). Skipped for a batch
+    /// of few distinct strings (fewer than a quarter of its events): pass 1
+    /// meets those a few times each, and the loop would cost more than the
+    /// misses it overlaps.
+    fn translate_labels(&mut self, batch: &EventBatch, key_syms: &[Option<Sym>]) {
+        let symbols = batch.symbols();
+        if key_syms.iter().all(Option::is_none) || symbols.len().saturating_mul(4) < batch.len() {
+            return;
+        }
+        for &(key, value) in batch.dims_arena() {
+            if !key_syms.contains(&Some(key)) || self.translate.get(value.index()) != Some(&UNSEEN) {
+                continue;
+            }
+            let g = self.global_str(symbols.str(value));
+            if let Some(slot) = self.translate.get_mut(value.index()) {
+                *slot = g;
+            }
+        }
+    }
+
     /// The global symbol of batch symbol `sym`, or ABSENT.
     #[inline]
     fn global(&mut self, symbols: &Symbols, sym: Sym) -> u32 {
         match self.translate.get(sym.index()) {
-            Some(&g) if g != UNSEEN => g,
+            Some(&g) if g != UNSEEN && g != ABSENT => g,
             _ => {
                 let g = self.global_str(symbols.resolve(sym).unwrap_or_default());
                 // ABSENT is not cached: the string may become global when
