@@ -6,7 +6,10 @@
 //! with ±20 ms of disorder, 10,000 groups given as a dim (strings the window
 //! code resolves), 1 s windows (about 5 events per group and window), and
 //! over one field: count, sum, min and max (the baseline's aggregates); the
-//! same and p99; every scalar aggregate (mean and last too).
+//! same and p99; every scalar aggregate (mean and last too). Then a dense
+//! stream: 1,000,000 events in one second of event time (about 100 events
+//! per group and window, as a stream of 1 M events/s has), with string
+//! dims and with resolved groups.
 //!
 //! `cargo bench --bench window`; figures in BENCHMARKS.md.
 
@@ -39,23 +42,31 @@ fn events_per_run() -> usize {
 const BATCH: usize = 1_000;
 const GROUPS: u64 = 10_000;
 
-/// The measured traffic.
+/// The measured traffic: a stream of 50,000 events per second of event
+/// time (about 5 events per group and window).
 fn batches() -> Vec<EventBatch> {
-    batches_from(traffic::start(), 7)
+    batches_from(traffic::start(), 7, events_per_run(), SPARSE_GAP_US)
 }
 
-/// `events_per_run()` events from `start` (about 2 s of event time at
-/// 100,000 events) over `GROUPS` devices.
-fn batches_from(start: Timestamp, seed: u64) -> Vec<EventBatch> {
+/// Event time between two events of the sparse stream (50 per ms: 100 k
+/// events span 2 s) and of the dense one (1,000 per ms: 100 events per
+/// group and window, the density of a stream that runs at 1 M events/s).
+const SPARSE_GAP_US: i64 = 20;
+const DENSE_GAP_US: i64 = 1;
+/// Events per run of the dense stream: one second of it.
+const DENSE_EVENTS: usize = 1_000_000;
+
+/// `events` events from `start`, `gap_us` microseconds apart in event time
+/// (±20 ms of disorder), over `GROUPS` devices.
+fn batches_from(start: Timestamp, seed: u64, events: usize, gap_us: i64) -> Vec<EventBatch> {
     let mut rng = traffic::Rng::new(seed);
     let devices: Vec<String> = (0..GROUPS).map(|d| format!("dev-{d:05}")).collect();
-    (0..events_per_run() / BATCH)
+    (0..events / BATCH)
         .map(|b| {
             let mut batch = EventBatch::new();
             for i in 0..BATCH {
                 let n = (b * BATCH + i) as i64;
-                // 50 events per ms: 100 k events span 2 s.
-                let ts = start.saturating_add(Span::from_micros(n * 20 + rng.below(40_000) as i64 - 20_000));
+                let ts = start.saturating_add(Span::from_micros(n * gap_us + rng.below(40_000) as i64 - 20_000));
                 let device = &devices[rng.below(GROUPS) as usize];
                 batch.push(
                     &Event::new("acme", "metrics", ts)
@@ -209,7 +220,7 @@ fn plain_resolved(events: &[(u32, Timestamp, f64)]) -> usize {
 
 fn bench(c: &mut Criterion) {
     let batches = batches();
-    let before = batches_from(traffic::start().saturating_sub(Span::from_secs(2)), 8);
+    let before = batches_from(traffic::start().saturating_sub(Span::from_secs(2)), 8, events_per_run(), SPARSE_GAP_US);
     // The baseline's aggregates: count, sum, min and max (the count is
     // always kept).
     let kept = Aggregates::SUM | Aggregates::MIN | Aggregates::MAX;
@@ -271,6 +282,39 @@ fn bench(c: &mut Criterion) {
         )
     });
     group.bench_function("baseline_plain_hashmap_u32_keys", |b| b.iter(|| black_box(plain_resolved(&events))));
+    group.finish();
+
+    // A dense stream: one second of 1 M events/s, about 100 events per
+    // group and window, so each result costs a hundredth of an event
+    // where it cost a fifth above (steady state: the operator saw the
+    // second before).
+    let dense = batches_from(traffic::start(), 7, DENSE_EVENTS, DENSE_GAP_US);
+    let dense_before = batches_from(traffic::start().saturating_sub(Span::from_secs(1)), 8, DENSE_EVENTS, DENSE_GAP_US);
+    let dense_events = resolved_events(&dense);
+    let dense_setup = || {
+        let mut w = warmed(&scalar, &dense_before);
+        let handles: Vec<_> = names.iter().map(|d| w.resolve("acme", "metrics", &[d])).collect();
+        (w, handles)
+    };
+    let mut group = c.benchmark_group("window/dense_10k_groups_1s_1m_events");
+    group.throughput(Throughput::Elements(DENSE_EVENTS as u64));
+    group.sample_size(10);
+    group.bench_function("edgestream_steady_state_count_sum_min_max", |b| {
+        b.iter_batched(
+            || warmed(&scalar, &dense_before),
+            |mut w| black_box(feed(&mut w, &dense)),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("baseline_plain_hashmap", |b| b.iter(|| black_box(plain(&dense))));
+    group.bench_function("edgestream_push_resolved_batch", |b| {
+        b.iter_batched(
+            dense_setup,
+            |(mut w, mut handles)| black_box(push_resolved_batches(&mut w, &mut handles, &names, &dense_events)),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("baseline_plain_hashmap_u32_keys", |b| b.iter(|| black_box(plain_resolved(&dense_events))));
     group.finish();
 
     // Snapshot and restore of an operator holding 10 k live groups.
