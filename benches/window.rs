@@ -24,7 +24,8 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use edgestream::event::{Event, EventBatch};
 use edgestream::time::{Span, Timestamp};
 use edgestream::window::agg::Aggregates;
@@ -128,6 +129,13 @@ fn warmed(spec: &WindowSpec, before: &[EventBatch]) -> Windows {
     w
 }
 
+/// A [`warmed`] operator and a handle for each of the `names` groups.
+fn warmed_with_handles(spec: &WindowSpec, before: &[EventBatch], names: &[String]) -> (Windows, Vec<GroupHandle>) {
+    let mut w = warmed(spec, before);
+    let handles = names.iter().map(|d| w.resolve("acme", "metrics", &[d])).collect();
+    (w, handles)
+}
+
 /// Closes what the watermark passed and drops the results; their count.
 fn advance_and_drain(w: &mut Windows) -> usize {
     w.advance(Timestamp::UNIX_EPOCH);
@@ -218,6 +226,24 @@ fn plain_resolved(events: &[(u32, Timestamp, f64)]) -> usize {
     map.len()
 }
 
+/// `push_resolved_batches` from `setup`'s operator, and the plain
+/// `HashMap<(u32, i64)>` baseline, over the same resolved events.
+fn batch_and_baseline(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    setup: impl Fn() -> (Windows, Vec<GroupHandle>),
+    names: &[String],
+    events: &[(u32, Timestamp, f64)],
+) {
+    group.bench_function("edgestream_push_resolved_batch", |b| {
+        b.iter_batched(
+            &setup,
+            |(mut w, mut handles)| black_box(push_resolved_batches(&mut w, &mut handles, names, events)),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("baseline_plain_hashmap_u32_keys", |b| b.iter(|| black_box(plain_resolved(events))));
+}
+
 fn bench(c: &mut Criterion) {
     let batches = batches();
     let before = batches_from(traffic::start().saturating_sub(Span::from_secs(2)), 8, events_per_run(), SPARSE_GAP_US);
@@ -252,11 +278,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(events_per_run() as u64));
     group.sample_size(20);
     let names: Vec<String> = (0..GROUPS).map(|d| format!("dev-{d:05}")).collect();
-    let setup = || {
-        let mut w = warmed(&scalar, &before);
-        let handles: Vec<_> = names.iter().map(|d| w.resolve("acme", "metrics", &[d])).collect();
-        (w, handles)
-    };
+    let setup = || warmed_with_handles(&scalar, &before, &names);
     // Every event is placed (the host re-resolves a group freed between
     // its events, as it must); checked once outside the measurement.
     let (mut w, mut handles) = setup();
@@ -274,14 +296,7 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    group.bench_function("edgestream_push_resolved_batch", |b| {
-        b.iter_batched(
-            setup,
-            |(mut w, mut handles)| black_box(push_resolved_batches(&mut w, &mut handles, &names, &events)),
-            BatchSize::LargeInput,
-        )
-    });
-    group.bench_function("baseline_plain_hashmap_u32_keys", |b| b.iter(|| black_box(plain_resolved(&events))));
+    batch_and_baseline(&mut group, setup, &names, &events);
     group.finish();
 
     // A dense stream: one second of 1 M events/s, about 100 events per
@@ -291,11 +306,7 @@ fn bench(c: &mut Criterion) {
     let dense = batches_from(traffic::start(), 7, DENSE_EVENTS, DENSE_GAP_US);
     let dense_before = batches_from(traffic::start().saturating_sub(Span::from_secs(1)), 8, DENSE_EVENTS, DENSE_GAP_US);
     let dense_events = resolved_events(&dense);
-    let dense_setup = || {
-        let mut w = warmed(&scalar, &dense_before);
-        let handles: Vec<_> = names.iter().map(|d| w.resolve("acme", "metrics", &[d])).collect();
-        (w, handles)
-    };
+    let dense_setup = || warmed_with_handles(&scalar, &dense_before, &names);
     let mut group = c.benchmark_group("window/dense_10k_groups_1s_1m_events");
     group.throughput(Throughput::Elements(DENSE_EVENTS as u64));
     group.sample_size(10);
@@ -307,14 +318,7 @@ fn bench(c: &mut Criterion) {
         )
     });
     group.bench_function("baseline_plain_hashmap", |b| b.iter(|| black_box(plain(&dense))));
-    group.bench_function("edgestream_push_resolved_batch", |b| {
-        b.iter_batched(
-            dense_setup,
-            |(mut w, mut handles)| black_box(push_resolved_batches(&mut w, &mut handles, &names, &dense_events)),
-            BatchSize::LargeInput,
-        )
-    });
-    group.bench_function("baseline_plain_hashmap_u32_keys", |b| b.iter(|| black_box(plain_resolved(&dense_events))));
+    batch_and_baseline(&mut group, dense_setup, &names, &dense_events);
     group.finish();
 
     // Snapshot and restore of an operator holding 10 k live groups.
