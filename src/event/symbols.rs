@@ -43,7 +43,7 @@ pub struct Symbols {
     /// string of up to 16 bytes without reading `spans` or `text`: in a
     /// large table (a window operator's), two cache misses fewer.
     table: HashTable<Entry>,
-    hasher: foldhash::fast::RandomState,
+    hasher: Hasher,
     /// Symbols found recently, by a cheap key of their bytes: a string that
     /// repeats (a dim key, a tenant) is found by comparing two words,
     /// without a hash, a table probe or a look at the text (up to 16 bytes;
@@ -141,13 +141,42 @@ impl Words {
     }
 }
 
+/// The table's hash: for a string of up to 16 bytes, one folded multiply
+/// of its [`Words`] (which a lookup computes anyway) with two secret keys;
+/// longer strings go through `foldhash`. Keyed per table, so that nobody
+/// can choose device names that collide.
+#[derive(Clone)]
+struct Hasher {
+    long: foldhash::fast::RandomState,
+    keys: [u64; 2],
+}
+
+impl Hasher {
+    fn new() -> Hasher {
+        let long = foldhash::fast::RandomState::default();
+        let keys = [long.hash_one(0x243f_6a88_85a3_08d3_u64), long.hash_one(0x1319_8a2e_0370_7344_u64)];
+        Hasher { long, keys }
+    }
+
+    /// The hash of `bytes`, whose words are `words`.
+    #[inline]
+    fn hash(&self, words: Words, bytes: &[u8]) -> u64 {
+        if words.len > 16 {
+            return self.long.hash_one(bytes);
+        }
+        let [k0, k1] = self.keys;
+        let product = u128::from(words.head ^ k0) * u128::from(words.tail ^ k1 ^ words.len as u64);
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+}
+
 impl Default for Symbols {
     fn default() -> Self {
         Symbols {
             text: String::new(),
             spans: Vec::new(),
             table: HashTable::new(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: Hasher::new(),
             recent: Box::new([NO_RECENT; RECENT]),
         }
     }
@@ -172,7 +201,7 @@ impl Symbols {
         if let Some(sym) = self.recent_hit(words, s.as_bytes()) {
             return sym;
         }
-        let hash = self.hasher.hash_one(s.as_bytes());
+        let hash = self.hasher.hash(words, s.as_bytes());
         let sym = match self.find(hash, words, s.as_bytes()) {
             Some(sym) => sym,
             None => self.insert(hash, words, s),
@@ -190,7 +219,7 @@ impl Symbols {
         if let Some(sym) = self.recent_hit(words, bytes) {
             return Ok(sym);
         }
-        let hash = self.hasher.hash_one(bytes);
+        let hash = self.hasher.hash(words, bytes);
         let sym = match self.find(hash, words, bytes) {
             Some(sym) => sym,
             None => self.insert(hash, words, core::str::from_utf8(bytes)?),
@@ -234,13 +263,17 @@ impl Symbols {
         let start = text.len();
         text.push_str(s);
         spans.push(start..text.len());
-        table.insert_unique(hash, Entry::new(words, index), |e| hasher.hash_one(text_of(text, spans, e.sym)));
+        table.insert_unique(hash, Entry::new(words, index), |e| {
+            let bytes = text_of(text, spans, e.sym);
+            hasher.hash(Words::of(bytes), bytes)
+        });
         Sym(index)
     }
 
     /// The symbol for `s` if it has been interned.
     pub fn get(&self, s: &str) -> Option<Sym> {
-        self.find(self.hasher.hash_one(s.as_bytes()), Words::of(s.as_bytes()), s.as_bytes())
+        let words = Words::of(s.as_bytes());
+        self.find(self.hasher.hash(words, s.as_bytes()), words, s.as_bytes())
     }
 
     /// The string behind `sym`, or `None` if `sym` was not issued by this
@@ -341,11 +374,19 @@ mod tests {
 
     #[test]
     fn many_strings_survive_growth() {
+        // Short names hash by their words, long ones through foldhash: both
+        // must be found again after the table has grown many times.
+        let names: Vec<String> =
+            (0..10_000).flat_map(|i| [format!("device-{i}"), format!("a-much-longer-device-name-{i}")]).collect();
         let mut s = Symbols::new();
-        let syms: Vec<_> = (0..10_000).map(|i| s.intern(&format!("device-{i}"))).collect();
-        for (i, sym) in syms.iter().enumerate() {
-            assert_eq!(s.resolve(*sym), Some(format!("device-{i}").as_str()));
-            assert_eq!(s.intern(&format!("device-{i}")), *sym);
+        let syms: Vec<_> = names.iter().map(|n| s.intern(n)).collect();
+        assert_eq!(s.len(), names.len());
+        for (name, sym) in names.iter().zip(&syms) {
+            assert_eq!(s.resolve(*sym), Some(name.as_str()));
+            assert_eq!(s.get(name), Some(*sym));
+            assert_eq!(s.intern(name), *sym);
         }
+        assert_eq!(s.get("device-10000"), None);
+        assert_eq!(s.get("a-much-longer-device-name-10000"), None);
     }
 }
