@@ -143,8 +143,8 @@ impl Words {
 
 /// The table's hash: for a string of up to 16 bytes, one folded multiply
 /// of its [`Words`] (which a lookup computes anyway) with two secret keys;
-/// longer strings go through `foldhash`. Keyed per table, so that nobody
-/// can choose device names that collide.
+/// longer strings go through `foldhash`. Keyed per table (as `foldhash`
+/// is), so that colliding names cannot be computed ahead of time.
 #[derive(Clone)]
 struct Hasher {
     long: foldhash::fast::RandomState,
