@@ -1423,8 +1423,9 @@ impl Windows {
             Some(&g) if g != UNSEEN && g != ABSENT => g,
             _ => {
                 let g = self.global_str(symbols.resolve(sym).unwrap_or_default());
-                // ABSENT is not cached: the string may become global when
-                // its group is created, a moment later.
+                // ABSENT (found here, or by `translate_labels`) is looked
+                // up again next time, never trusted: the string may become
+                // global when its group is created, a moment later.
                 if g != ABSENT
                     && let Some(slot) = self.translate.get_mut(sym.index())
                 {
