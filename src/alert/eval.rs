@@ -1369,16 +1369,14 @@ impl Evaluator {
 
     fn on_timer(&mut self, t: Timestamp, rule_id: u32, slot_id: u32, generation: u32, out: &mut Vec<AlertEvent>) {
         let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
-        let rule = Arc::clone(&slot.rule);
-        let name = Arc::clone(&slot.name);
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
         if inst.generation != generation || inst.deadline != Some(t) {
             return;
         }
         inst.deadline = None;
-        process_gap(&rule, &name, inst, t, out);
+        process_gap(&slot.rule, &slot.name, inst, t, out);
         if expiry_at(inst, self.config.idle_ttl).is_some_and(|expiry| t >= expiry) {
-            expire(&rule, &name, inst, t, out);
+            expire(&slot.rule, &slot.name, inst, t, out);
             add(&mut self.stats.expired, 1);
             // Results carried to a later `advance` start a fresh instance.
             self.remove(rule_id, slot_id);
