@@ -1405,13 +1405,17 @@ impl Evaluator {
 
     /// Schedules the instance's next look: its next gap transition, or its
     /// expiry. A look already scheduled earlier is kept (it finds nothing
-    /// to do and schedules again), so steady instances do not churn the heap.
+    /// to do and schedules again), so an instance whose data stops does not
+    /// churn the heap; one scheduled at or before the instance's cursor is
+    /// replaced, as it could only schedule again (no gap ends by then, and
+    /// the expiry is at least a window past the last data), and an
+    /// instance fed every window would otherwise pay that look each time.
     fn rearm(&mut self, rule_id: u32, slot_id: u32) {
         let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
         let expiry = expiry_at(inst, self.config.idle_ttl);
         let Some(next) = next_gap_change(&slot.rule, inst).into_iter().chain(expiry).min() else { return };
-        if inst.deadline.is_none_or(|scheduled| scheduled > next) {
+        if inst.deadline.is_none_or(|scheduled| scheduled > next || scheduled <= inst.cursor) {
             inst.deadline = Some(next);
             self.deadlines.entry(next).or_default().push((rule_id, slot_id, inst.generation));
             self.timers += 1;
