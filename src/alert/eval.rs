@@ -1405,11 +1405,12 @@ impl Evaluator {
 
     /// Schedules the instance's next look: its next gap transition, or its
     /// expiry. A look already scheduled earlier is kept (it finds nothing
-    /// to do and schedules again), so an instance whose data stops does not
-    /// churn the heap; one scheduled at or before the instance's cursor is
-    /// replaced, as it could only schedule again (no gap ends by then, and
-    /// the expiry is at least a window past the last data), and an
-    /// instance fed every window would otherwise pay that look each time.
+    /// to do and schedules again) unless it falls at or before the
+    /// instance's cursor: such a look could only schedule again (no gap
+    /// ends by then, and the expiry is at least a window past the last
+    /// data), so it is replaced now and its heap entry is skipped when it
+    /// comes due. An instance fed every window thus costs one entry per
+    /// window, not also a look.
     fn rearm(&mut self, rule_id: u32, slot_id: u32) {
         let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
