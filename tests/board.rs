@@ -486,6 +486,59 @@ fn tile_keys_escape_separators_and_quantiles_have_round_names() {
 }
 
 #[test]
+fn set_result_stages_the_tiles_of_the_result() {
+    // Two fields, quantiles out of name order, names to escape; windows
+    // one after another, so tiles are added and then changed.
+    let spec = WindowSpec::new(Span::from_secs(10))
+        .group_by(["path", "region"])
+        .field(FieldSpec::new("ms").with_quantiles([0.999, 0.29, 0.5]))
+        .field(FieldSpec::new("b|ytes"))
+        .idle_timeout(None);
+    let mut w = Windows::new(spec).unwrap();
+    let t0 = Timestamp::from_secs(1_795_838_400).unwrap();
+    let (mut by_result, mut by_tile) = (board(), board());
+    let mut replica = Replica::new();
+    replica.apply_snapshot(&by_result.snapshot()).unwrap();
+    let mut deltas = 0;
+    for window in 0..4i64 {
+        let mut batch = EventBatch::new();
+        for (i, path) in ["a|b", "a", "a,b=c"].into_iter().enumerate().filter(|_| window < 3) {
+            let at = t0.saturating_add(Span::from_secs(10 * window + i as i64));
+            let ms = (window * 3 + i as i64) as f64;
+            batch.push(
+                &Event::new("acme", "api", at).with_dim("path", path).with_dim("region", "eu").with_field("ms", ms),
+            );
+            batch.push(&Event::new("acme", "api", at).with_dim("path", path).with_field("b|ytes", 5.0));
+        }
+        w.push(&batch, t0, &mut Vec::new());
+        if window < 3 {
+            w.advance(t0);
+        } else {
+            w.close_all(t0);
+        }
+        while let Some(r) = w.poll_result() {
+            by_result.set_result(&r).unwrap();
+            for (key, value) in tiles_of(&r) {
+                by_tile.set(key, value).unwrap();
+            }
+        }
+        let (a, b) = (by_result.commit(), by_tile.commit());
+        assert_eq!(a, b, "window {window}");
+        if let Some(delta) = a {
+            replica.apply_delta(&delta).unwrap();
+            deltas += 1;
+        }
+        assert_eq!(by_result.checksum(), by_tile.checksum());
+        assert_eq!(state(&by_result), state(&by_tile));
+        assert_eq!(replica_state(&replica), state(&by_result));
+    }
+    assert_eq!(deltas, 3);
+    // Six groups (with and without a region), a tile per field each.
+    assert_eq!(state(&by_result).len(), 12);
+    assert_eq!(by_result.stats(), by_tile.stats());
+}
+
+#[test]
 fn alert_results_and_events_frames_round_trip_in_both_encodings() {
     use edgestream::alert::{AlertEvent, AlertState};
     use edgestream::delta::board::{EventsFrame, ResultRow, ResultsFrame};

@@ -13,7 +13,7 @@ use super::frames;
 pub use super::frames::{EventsFrame, FieldRow, ResultRow, ResultsFrame};
 use crate::alert::AlertEvent;
 use crate::sample::stable_hash;
-use crate::window::WindowResult;
+use crate::window::{FieldResult, WindowResult};
 
 /// A tile's key, e.g. `metrics|region=eu|latency_ms`.
 pub type TileKey = Arc<str>;
@@ -21,6 +21,18 @@ pub type TileKey = Arc<str>;
 /// Field names most tiles use, shared without allocating.
 const KNOWN: [&str; 14] =
     ["count", "last", "max", "mean", "min", "p50", "p90", "p95", "p99", "p99.9", "start_ms", "sum", "value", "rate"];
+
+/// Indexes in [`KNOWN`] of the fields a window result's tile has.
+#[derive(Clone, Copy)]
+enum Known {
+    Count = 0,
+    Last = 1,
+    Max = 2,
+    Mean = 3,
+    Min = 4,
+    StartMs = 10,
+    Sum = 11,
+}
 
 /// A field name: one of [`KNOWN`], or any other.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,10 +102,16 @@ impl TileValue {
     /// Sets field `name` (replacing an earlier value of the same name).
     #[inline]
     pub fn with(mut self, name: &str, value: f64) -> Self {
+        self.set_field(name, value);
+        self
+    }
+
+    /// [`TileValue::with`] in place.
+    fn set_field(&mut self, name: &str, value: f64) {
         // Fields given in name order (the usual case) append.
         if self.fields.last().is_none_or(|(last, _)| last.as_str() < name) {
             self.fields.push((Name::new(name), value));
-            return self;
+            return;
         }
         match self.fields.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
             Ok(i) => {
@@ -103,7 +121,14 @@ impl TileValue {
             }
             Err(i) => self.fields.insert(i, (Name::new(name), value)),
         }
-        self
+    }
+
+    /// Appends known field `name`, which the caller knows sorts after
+    /// every field already set.
+    fn push_known(&mut self, name: Known, value: f64) {
+        let name = Name::Known(name as u8);
+        debug_assert!(self.fields.last().is_none_or(|(last, _)| last.as_str() < name.as_str()));
+        self.fields.push((name, value));
     }
 
     /// Field `name`.
@@ -176,6 +201,14 @@ impl Epsilon {
         a.to_bits() == b.to_bits()
             || tolerant && (a - b).abs() <= self.absolute.max(self.relative * a.abs().max(b.abs()))
     }
+}
+
+/// A tile on a [`TileBoard`], with its share of the board checksum (so
+/// that replacing it does not hash the old value again).
+#[derive(Clone, Debug)]
+struct Published {
+    value: TileValue,
+    hash: u64,
 }
 
 /// Configuration of a [`TileBoard`].
@@ -266,7 +299,7 @@ pub struct TileBoard {
     topic: Arc<str>,
     config: BoardConfig,
     seq: u64,
-    tiles: HashMap<TileKey, TileValue, foldhash::fast::RandomState>,
+    tiles: HashMap<TileKey, Published, foldhash::fast::RandomState>,
     /// Real changes only: a staged value differs from the published one.
     staged: HashMap<TileKey, Option<TileValue>, foldhash::fast::RandomState>,
     /// Staged values for keys not on the board.
@@ -274,6 +307,8 @@ pub struct TileBoard {
     checksum: Checksum,
     wire_size: usize,
     stats: BoardStats,
+    /// Where [`TileBoard::set_result`] builds keys.
+    key_buf: String,
 }
 
 impl TileBoard {
@@ -289,6 +324,7 @@ impl TileBoard {
             checksum: Checksum::default(),
             wire_size: 0,
             stats: BoardStats::default(),
+            key_buf: String::new(),
         }
     }
 
@@ -306,8 +342,8 @@ impl TileBoard {
             if let Some(field) = value.non_finite() {
                 return Err(BoardError::NonFinite { key, field: field.into() });
             }
-            board.remember(&key, &value);
-            if let Some(old) = board.tiles.insert(key.clone(), value) {
+            let hash = board.remember(&key, &value);
+            if let Some(old) = board.tiles.insert(key.clone(), Published { value, hash }) {
                 board.forget(&key, &old);
             }
         }
@@ -326,14 +362,17 @@ impl TileBoard {
             self.stats.refused += 1;
             return Err(BoardError::NonFinite { key: key.into(), field: field.into() });
         }
-        match self.tiles.get(key.as_ref()) {
-            Some(published) if published.close_to(&value, &self.config.epsilon) => {
+        match self.tiles.get_key_value(key.as_ref()) {
+            Some((_, published)) if published.value.close_to(&value, &self.config.epsilon) => {
                 self.stats.unchanged += 1;
                 self.staged.remove(key.as_ref());
             }
-            Some(_) => {
-                self.staged.insert(key.into(), Some(value));
-            }
+            Some((published, _)) => match self.staged.get_mut(key.as_ref()) {
+                Some(slot) => *slot = Some(value),
+                None => {
+                    self.staged.insert(Arc::clone(published), Some(value));
+                }
+            },
             None => {
                 if let Some(slot) = self.staged.get_mut(key.as_ref()) {
                     *slot = Some(value);
@@ -360,7 +399,24 @@ impl TileBoard {
 
     /// Stages one tile per field of a window result (see [`tiles_of`]).
     pub fn set_result(&mut self, result: &WindowResult) -> Result<(), BoardError> {
-        tiles_of(result).try_for_each(|(key, value)| self.set(key, value))
+        // The keys are built in a buffer the board keeps: a tile already
+        // on the board or staged reuses its key, so a steady board
+        // allocates nothing here.
+        let mut key = std::mem::take(&mut self.key_buf);
+        key.clear();
+        group_key_into(&mut key, result);
+        let group = key.len();
+        let mut outcome = Ok(());
+        for f in &result.fields {
+            key.truncate(group);
+            field_key_into(&mut key, f);
+            outcome = self.set(key.as_str(), tile_value(result, f));
+            if outcome.is_err() {
+                break;
+            }
+        }
+        self.key_buf = key;
+        outcome
     }
 
     /// Publishes the staged changes: the delta from the current sequence to
@@ -369,13 +425,15 @@ impl TileBoard {
         let mut upserts = Vec::new();
         let mut removals = Vec::new();
         self.staged_new = 0;
-        for (key, change) in std::mem::take(&mut self.staged) {
+        // Drained, so the map keeps its table for the next round.
+        let mut staged = std::mem::take(&mut self.staged);
+        for (key, change) in staged.drain() {
             match change {
                 Some(value) => {
-                    if let Some(old) = self.tiles.insert(key.clone(), value.clone()) {
+                    let hash = self.remember(&key, &value);
+                    if let Some(old) = self.tiles.insert(key.clone(), Published { value: value.clone(), hash }) {
                         self.forget(&key, &old);
                     }
-                    self.remember(&key, &value);
                     upserts.push((key, value));
                 }
                 None => {
@@ -386,6 +444,7 @@ impl TileBoard {
                 }
             }
         }
+        self.staged = staged;
         if upserts.is_empty() && removals.is_empty() {
             return None;
         }
@@ -401,26 +460,29 @@ impl TileBoard {
         Some(Delta { topic: self.topic.clone(), seq: self.seq, base_seq, upserts, removals, checksum })
     }
 
-    fn remember(&mut self, key: &str, value: &TileValue) {
-        self.checksum.add(key, value);
+    /// Counts tile `key` at `value` in the checksum and size; its hash.
+    fn remember(&mut self, key: &str, value: &TileValue) -> u64 {
+        let hash = value.hash(key);
+        self.checksum.0 = self.checksum.0.wrapping_add(hash);
         self.wire_size += key.len() + value.wire_size();
+        hash
     }
 
-    fn forget(&mut self, key: &str, value: &TileValue) {
-        self.checksum.remove(key, value);
-        self.wire_size = self.wire_size.saturating_sub(key.len() + value.wire_size());
+    fn forget(&mut self, key: &str, old: &Published) {
+        self.checksum.0 = self.checksum.0.wrapping_sub(old.hash);
+        self.wire_size = self.wire_size.saturating_sub(key.len() + old.value.wire_size());
     }
 
     /// The whole published board, tiles in key order.
     pub fn snapshot(&self) -> Snapshot {
-        let mut tiles: Vec<_> = self.tiles.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut tiles: Vec<_> = self.tiles.iter().map(|(k, p)| (k.clone(), p.value.clone())).collect();
         tiles.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Snapshot { topic: self.topic.clone(), seq: self.seq, tiles, checksum: self.checksum.0 }
     }
 
     /// The published value of tile `key`.
     pub fn get(&self, key: &str) -> Option<&TileValue> {
-        self.tiles.get(key)
+        self.tiles.get(key).map(|p| &p.value)
     }
 
     /// The sequence number of the last delta (0 before any).
@@ -467,43 +529,62 @@ impl TileBoard {
 /// `max`, `mean`, `last`, one `pNN` per quantile (`p99`, `p99.9`), and the
 /// window's `start_ms`. Absent aggregates (no value yet) are left out.
 pub fn tiles_of(result: &WindowResult) -> impl Iterator<Item = (TileKey, TileValue)> + '_ {
-    // Sized for the common case of nothing to escape.
-    let labels: usize = result.group.labels.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-    let mut group = String::with_capacity(result.group.stream.len() + 1 + labels);
-    escape_into(&mut group, &result.group.stream);
-    group.push('|');
-    for (i, (k, v)) in result.group.labels.iter().enumerate() {
-        if i > 0 {
-            group.push(',');
-        }
-        escape_into(&mut group, k);
-        group.push('=');
-        escape_into(&mut group, v);
-    }
+    let mut group = String::new();
+    group_key_into(&mut group, result);
     result.fields.iter().map(move |f| {
         let mut key = String::with_capacity(group.len() + 1 + f.field.len());
         key.push_str(&group);
-        key.push('|');
-        escape_into(&mut key, &f.field);
-        let key: TileKey = key.into();
-        let s = &f.scalar;
-        // In name order, so that each field appends.
-        let mut value = TileValue::new().with("count", s.count());
-        for (name, v) in [("last", s.last().map(|l| l.1)), ("max", s.max()), ("mean", s.mean()), ("min", s.min())] {
-            if let Some(v) = v {
-                value = value.with(name, v);
-            }
-        }
-        for &(q, v) in &f.quantiles {
-            value = value.with(&quantile_name(q), v);
-        }
-        let value = value.with("start_ms", result.start.as_millis() as f64);
-        let value = match s.sum() {
-            Some(sum) => value.with("sum", sum),
-            None => value,
-        };
-        (key, value)
+        field_key_into(&mut key, f);
+        (key.into(), tile_value(result, f))
     })
+}
+
+/// Appends the part of the tile keys of `result` its fields share:
+/// `stream|label=value,…`.
+fn group_key_into(out: &mut String, result: &WindowResult) {
+    // Sized for the common case of nothing to escape.
+    let labels: usize = result.group.labels.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    out.reserve(result.group.stream.len() + 1 + labels);
+    escape_into(out, &result.group.stream);
+    out.push('|');
+    for (i, (k, v)) in result.group.labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        escape_into(out, k);
+        out.push('=');
+        escape_into(out, v);
+    }
+}
+
+/// Appends the rest of field `f`'s tile key: `|field`.
+fn field_key_into(out: &mut String, f: &FieldResult) {
+    out.push('|');
+    escape_into(out, &f.field);
+}
+
+/// The tile value of field `f` of `result` (see [`tiles_of`]).
+fn tile_value(result: &WindowResult, f: &FieldResult) -> TileValue {
+    let s = &f.scalar;
+    let mut value = TileValue::new();
+    // In name order, so that each field appends: quantile names start
+    // with `p`, after `min` and before `start_ms`.
+    value.push_known(Known::Count, s.count());
+    let scalars =
+        [(Known::Last, s.last().map(|l| l.1)), (Known::Max, s.max()), (Known::Mean, s.mean()), (Known::Min, s.min())];
+    for (name, v) in scalars {
+        if let Some(v) = v {
+            value.push_known(name, v);
+        }
+    }
+    for &(q, v) in &f.quantiles {
+        value.set_field(&quantile_name(q), v);
+    }
+    value.push_known(Known::StartMs, result.start.as_millis() as f64);
+    if let Some(sum) = s.sum() {
+        value.push_known(Known::Sum, sum);
+    }
+    value
 }
 
 /// The tile field of quantile `q`: `p` and the percent to 4 decimals (0.29
