@@ -497,6 +497,10 @@ fn set_result_stages_the_tiles_of_the_result() {
     let mut w = Windows::new(spec).unwrap();
     let t0 = Timestamp::from_secs(1_795_838_400).unwrap();
     let (mut by_result, mut by_tile) = (board(), board());
+    // Boards too small for every tile: the same refusals at the same tile.
+    let small = BoardConfig { max_tiles: 5, ..BoardConfig::default() };
+    let (mut small_by_result, mut small_by_tile) =
+        (TileBoard::new("metrics", small.clone()), TileBoard::new("metrics", small));
     let mut replica = Replica::new();
     replica.apply_snapshot(&by_result.snapshot()).unwrap();
     let mut deltas = 0;
@@ -517,11 +521,18 @@ fn set_result_stages_the_tiles_of_the_result() {
             w.close_all(t0);
         }
         while let Some(r) = w.poll_result() {
-            by_result.set_result(&r).unwrap();
-            for (key, value) in tiles_of(&r) {
-                by_tile.set(key, value).unwrap();
+            // Twice: the second time every key is already staged.
+            for _ in 0..2 {
+                by_result.set_result(&r).unwrap();
+                for (key, value) in tiles_of(&r) {
+                    by_tile.set(key, value).unwrap();
+                }
             }
+            let refused = small_by_result.set_result(&r);
+            assert_eq!(refused, tiles_of(&r).try_for_each(|(key, value)| small_by_tile.set(key, value)));
         }
+        assert_eq!(small_by_result.commit(), small_by_tile.commit());
+        assert_eq!(small_by_result.stats(), small_by_tile.stats());
         let (a, b) = (by_result.commit(), by_tile.commit());
         assert_eq!(a, b, "window {window}");
         if let Some(delta) = a {
@@ -536,6 +547,8 @@ fn set_result_stages_the_tiles_of_the_result() {
     // Six groups (with and without a region), a tile per field each.
     assert_eq!(state(&by_result).len(), 12);
     assert_eq!(by_result.stats(), by_tile.stats());
+    assert_eq!(state(&small_by_result), state(&small_by_tile));
+    assert!(small_by_result.stats().refused > 0 && small_by_result.len() == 5);
 }
 
 #[test]

@@ -175,12 +175,14 @@ impl TileValue {
 struct Checksum(u64);
 
 impl Checksum {
-    fn add(&mut self, key: &str, value: &TileValue) {
-        self.0 = self.0.wrapping_add(value.hash(key));
+    /// Counts a tile whose [`TileValue::hash`] is `hash`.
+    fn add(&mut self, hash: u64) {
+        self.0 = self.0.wrapping_add(hash);
     }
 
-    fn remove(&mut self, key: &str, value: &TileValue) {
-        self.0 = self.0.wrapping_sub(value.hash(key));
+    /// Stops counting a tile whose [`TileValue::hash`] is `hash`.
+    fn remove(&mut self, hash: u64) {
+        self.0 = self.0.wrapping_sub(hash);
     }
 }
 
@@ -307,7 +309,8 @@ pub struct TileBoard {
     checksum: Checksum,
     wire_size: usize,
     stats: BoardStats,
-    /// Where [`TileBoard::set_result`] builds keys.
+    /// Where [`TileBoard::set_result`] builds keys (scratch: what it holds
+    /// between calls means nothing).
     key_buf: String,
 }
 
@@ -367,10 +370,10 @@ impl TileBoard {
                 self.stats.unchanged += 1;
                 self.staged.remove(key.as_ref());
             }
-            Some((published, _)) => match self.staged.get_mut(key.as_ref()) {
+            Some((published_key, _)) => match self.staged.get_mut(key.as_ref()) {
                 Some(slot) => *slot = Some(value),
                 None => {
-                    self.staged.insert(Arc::clone(published), Some(value));
+                    self.staged.insert(Arc::clone(published_key), Some(value));
                 }
             },
             None => {
@@ -425,7 +428,8 @@ impl TileBoard {
         let mut upserts = Vec::new();
         let mut removals = Vec::new();
         self.staged_new = 0;
-        // Drained, so the map keeps its table for the next round.
+        // Drained, so the map keeps its table for the next round (sized by
+        // the largest round so far, which `max_tiles` bounds).
         let mut staged = std::mem::take(&mut self.staged);
         for (key, change) in staged.drain() {
             match change {
@@ -463,13 +467,13 @@ impl TileBoard {
     /// Counts tile `key` at `value` in the checksum and size; its hash.
     fn remember(&mut self, key: &str, value: &TileValue) -> u64 {
         let hash = value.hash(key);
-        self.checksum.0 = self.checksum.0.wrapping_add(hash);
+        self.checksum.add(hash);
         self.wire_size += key.len() + value.wire_size();
         hash
     }
 
     fn forget(&mut self, key: &str, old: &Published) {
-        self.checksum.0 = self.checksum.0.wrapping_sub(old.hash);
+        self.checksum.remove(old.hash);
         self.wire_size = self.wire_size.saturating_sub(key.len() + old.value.wire_size());
     }
 
@@ -745,7 +749,7 @@ impl Replica {
         self.tiles = snapshot.tiles.iter().cloned().collect();
         self.checksum = Checksum::default();
         for (key, value) in &self.tiles {
-            self.checksum.add(key, value);
+            self.checksum.add(value.hash(key));
         }
         self.topic = Some(snapshot.topic.clone());
         self.stats.snapshots += 1;
@@ -777,14 +781,14 @@ impl Replica {
         }
         for key in &delta.removals {
             if let Some(old) = self.tiles.remove(key) {
-                self.checksum.remove(key, &old);
+                self.checksum.remove(old.hash(key));
             }
         }
         for (key, value) in &delta.upserts {
             if let Some(old) = self.tiles.insert(key.clone(), value.clone()) {
-                self.checksum.remove(key, &old);
+                self.checksum.remove(old.hash(key));
             }
-            self.checksum.add(key, value);
+            self.checksum.add(value.hash(key));
         }
         self.seq = Some(delta.seq);
         self.stats.deltas += 1;
@@ -1349,7 +1353,7 @@ enum JsonFrame {
 
 #[cfg(test)]
 mod tests {
-    use super::{KNOWN, Name, quantile_name};
+    use super::{KNOWN, Known, Name, quantile_name};
     use proptest::prelude::*;
 
     proptest! {
@@ -1368,5 +1372,15 @@ mod tests {
             assert_eq!(Name::new(name).as_str(), *name);
         }
         assert_eq!(Name::new("p42").as_str(), "p42");
+        let window_fields = [
+            (Known::Count, "count"),
+            (Known::Last, "last"),
+            (Known::Max, "max"),
+            (Known::Mean, "mean"),
+            (Known::Min, "min"),
+        ];
+        for (known, name) in window_fields.into_iter().chain([(Known::StartMs, "start_ms"), (Known::Sum, "sum")]) {
+            assert_eq!(Name::Known(known as u8).as_str(), name);
+        }
     }
 }
