@@ -404,7 +404,7 @@ impl TileBoard {
     pub fn set_result(&mut self, result: &WindowResult) -> Result<(), BoardError> {
         // The keys are built in a buffer the board keeps: a tile already
         // on the board or staged reuses its key, so a steady board
-        // allocates nothing here.
+        // allocates no key here.
         let mut key = std::mem::take(&mut self.key_buf);
         key.clear();
         group_key_into(&mut key, result);
@@ -1378,8 +1378,10 @@ mod tests {
             (Known::Max, "max"),
             (Known::Mean, "mean"),
             (Known::Min, "min"),
+            (Known::StartMs, "start_ms"),
+            (Known::Sum, "sum"),
         ];
-        for (known, name) in window_fields.into_iter().chain([(Known::StartMs, "start_ms"), (Known::Sum, "sum")]) {
+        for (known, name) in window_fields {
             assert_eq!(Name::Known(known as u8).as_str(), name);
         }
     }
