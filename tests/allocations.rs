@@ -1,6 +1,7 @@
-//! Repeated strings must not cost a heap allocation per event: decoding
-//! into a reused batch allocates a small constant number of times per body,
-//! whatever the number of events.
+//! What the heap pays for: repeated strings must not cost a heap
+//! allocation per event (decoding into a reused batch allocates a small
+//! constant number of times per body, whatever the number of events), and a
+//! live window state costs its slot and nothing more.
 
 #![allow(
     clippy::unwrap_used,
@@ -55,4 +56,48 @@ fn escaped_strings_and_binary_ids_do_not_allocate_per_event_either() {
     // serde_json unescapes into a scratch buffer per line parser.
     assert!(warm <= 1_000 + 2, "{warm}");
     println!("escaped NDJSON x1000: {warm} allocations warm");
+}
+
+/// The heap bytes one more live (group, window) costs an operator keeping
+/// count, sum, min and max of one field: its 64-byte slot, which also links
+/// the window's list of states. Measured as the growth when every group of
+/// a resolved set opens a second window (a group lists its first two
+/// windows inline).
+#[test]
+fn a_live_window_state_costs_its_64_byte_slot() {
+    use edgestream::time::{Span, Timestamp};
+    use edgestream::window::agg::Aggregates;
+    use edgestream::window::{FieldSpec, ResolvedBatch, WindowSpec, Windows};
+
+    const GROUPS: usize = 4_096;
+    let spec = WindowSpec::new(Span::from_secs(1))
+        .group_by(["device"])
+        .field(FieldSpec::new("v").aggregates(Aggregates::SUM | Aggregates::MIN | Aggregates::MAX))
+        .out_of_orderness(Span::from_secs(60))
+        .idle_timeout(None);
+    let mut w = Windows::new(spec).unwrap();
+    let names: Vec<String> = (0..GROUPS).map(|g| format!("dev-{g:05}")).collect();
+    let handles: Vec<_> = names.iter().map(|n| w.resolve("acme", "metrics", &[n])).collect();
+    let mut batch = ResolvedBatch::with_capacity(1, GROUPS);
+    let mut late = Vec::new();
+    let now = Timestamp::UNIX_EPOCH;
+    let mut open_window = |w: &mut Windows, second: i64| {
+        batch.clear();
+        for (g, &h) in handles.iter().enumerate() {
+            batch.push(h, Timestamp::from_secs(second).unwrap(), &[g as f64]);
+        }
+        w.push_resolved_batch(&mut batch, now, &mut late).unwrap();
+        w.advance(now);
+    };
+    open_window(&mut w, 0);
+    let before = common::alloc::live();
+    open_window(&mut w, 1);
+    let grown = common::alloc::live() - before;
+    assert_eq!(w.live_windows(), 2 * GROUPS);
+    assert!(late.is_empty() && w.poll_result().is_none(), "both windows still open");
+    let per_state = grown as f64 / GROUPS as f64;
+    println!("one more live (group, window): {per_state:.2} heap bytes");
+    // The slots (the slab doubles at powers of two, so 4,096 more slots
+    // are exactly 256 KiB more) and one entry in the operator's window map.
+    assert!((64.0..64.1).contains(&per_state), "{per_state} bytes per state");
 }

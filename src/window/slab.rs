@@ -33,16 +33,22 @@ pub(super) struct Header {
     pub(super) closed_once: bool,
 }
 
-/// Words of a slot's header: the group, emissions and flags; the events;
-/// the weighted count.
+/// Words of a slot's header: the group and the link to the next slot of
+/// its window; the events, emissions and flags; the weighted count.
 const HEADER: usize = 3;
 const META: u8 = 0;
-const EVENTS: u8 = 1;
+const TALLY: u8 = 1;
 const COUNT: u8 = 2;
-/// In the meta word: the group in the low 32 bits, the emissions in the
-/// next 30 (saturating), then the two flags.
-const EMITTED_SHIFT: u32 = 32;
-const EMITTED_MAX: u32 = (1 << 30) - 1;
+/// In the meta word: the group in the low 32 bits, the next slot of the
+/// window's [`Chain`] in the high 32.
+const NEXT_SHIFT: u32 = 32;
+const GROUP_MASK: u64 = (1 << NEXT_SHIFT) - 1;
+/// In the tally word: the events in the low 38 bits, the emissions in the
+/// next 24 (both saturating), then the two flags.
+const EVENTS_MAX: u64 = (1 << 38) - 1;
+const EMITTED_SHIFT: u32 = 38;
+/// The most emissions a slot counts: revisions stop there.
+const EMITTED_MAX: u32 = (1 << 24) - 1;
 const DIRTY: u64 = 1 << 62;
 const CLOSED_ONCE: u64 = 1 << 63;
 
@@ -190,14 +196,33 @@ impl Event {
                 }
             }
         }
-        w.set(EVENTS, w.get(EVENTS).saturating_add(1));
+        // One word counts the event and carries the dirty flag.
+        let tally = w.get(TALLY);
+        let counted = tally + u64::from(tally & EVENTS_MAX != EVENTS_MAX);
+        w.set(TALLY, if self.mark { counted | DIRTY } else { counted });
         w.add(COUNT, self.weight);
-        let meta = w.get(META);
-        let marked = self.mark && meta & DIRTY == 0;
-        if marked {
-            w.set(META, meta | DIRTY);
-        }
-        marked
+        self.mark && tally & DIRTY == 0
+    }
+}
+
+/// A list of slots linked through their headers: the states of one window,
+/// in the order they opened, with no memory of its own per state.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Chain {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
+impl Chain {
+    /// Slots in the chain.
+    pub(super) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Its first slot (meaningless when empty).
+    pub(super) fn head(&self) -> u32 {
+        self.head
     }
 }
 
@@ -366,7 +391,36 @@ impl Slab {
     }
 
     pub(super) fn is_dirty(&self, slot: u32) -> bool {
-        self.word(slot, META) & DIRTY != 0
+        self.word(slot, TALLY) & DIRTY != 0
+    }
+
+    /// Appends `slot` to `chain`.
+    pub(super) fn link(&mut self, chain: &mut Chain, slot: u32) {
+        if chain.len == 0 {
+            chain.head = slot;
+        } else {
+            let tail = chain.tail;
+            let meta = self.word(tail, META);
+            self.set(tail, META, meta & GROUP_MASK | u64::from(slot) << NEXT_SHIFT);
+        }
+        chain.tail = slot;
+        chain.len = chain.len.saturating_add(1);
+    }
+
+    /// The slot after `slot` in its chain (meaningless for a chain's last).
+    #[inline]
+    pub(super) fn next(&self, slot: u32) -> u32 {
+        (self.word(slot, META) >> NEXT_SHIFT) as u32
+    }
+
+    /// The slots of `chain`, in the order they were linked.
+    pub(super) fn chain(&self, chain: &Chain) -> impl Iterator<Item = u32> + '_ {
+        let mut at = chain.head;
+        (0..chain.len).map(move |_| {
+            let slot = at;
+            at = self.next(slot);
+            slot
+        })
     }
 
     /// Counts one event of weight `weight` at `ts` in `slot`'s window and
@@ -399,23 +453,25 @@ impl Slab {
 
     /// The header of `slot`.
     pub(super) fn header(&self, slot: u32) -> Header {
-        let meta = self.word(slot, META);
+        let tally = self.word(slot, TALLY);
         Header {
-            group: meta as GroupId,
-            emitted: ((meta >> EMITTED_SHIFT) as u32) & EMITTED_MAX,
-            events: self.word(slot, EVENTS),
+            group: self.group(slot),
+            emitted: (tally >> EMITTED_SHIFT) as u32 & EMITTED_MAX,
+            events: tally & EVENTS_MAX,
             count: self.float(slot, COUNT),
-            dirty: meta & DIRTY != 0,
-            closed_once: meta & CLOSED_ONCE != 0,
+            dirty: tally & DIRTY != 0,
+            closed_once: tally & CLOSED_ONCE != 0,
         }
     }
 
-    /// Overwrites the header of `slot`.
+    /// Overwrites the header of `slot`, keeping its place in its chain.
+    /// Events and emissions beyond what the slot counts saturate.
     pub(super) fn set_header(&mut self, slot: u32, h: &Header) {
+        let link = self.word(slot, META) & !GROUP_MASK;
+        self.set(slot, META, link | u64::from(h.group));
         let emitted = u64::from(h.emitted.min(EMITTED_MAX)) << EMITTED_SHIFT;
         let flags = if h.dirty { DIRTY } else { 0 } | if h.closed_once { CLOSED_ONCE } else { 0 };
-        self.set(slot, META, u64::from(h.group) | emitted | flags);
-        self.set(slot, EVENTS, h.events);
+        self.set(slot, TALLY, h.events.min(EVENTS_MAX) | emitted | flags);
         self.set(slot, COUNT, h.count.to_bits());
     }
 
@@ -540,17 +596,53 @@ mod tests {
     fn headers_pack_and_a_freed_slot_comes_back_blank() {
         let mut slab = Slab::new(&[FieldSpec::new("v")], QuantileConfig::default());
         let slot = slab.alloc(3);
-        let h = Header { group: 3, emitted: 12, events: 1 << 40, count: 2.5, dirty: true, closed_once: true };
+        let h = Header { group: 3, emitted: 12, events: EVENTS_MAX - 1, count: 2.5, dirty: true, closed_once: true };
         slab.set_header(slot, &h);
         let back = slab.header(slot);
-        assert_eq!((back.group, back.emitted, back.events, back.count), (3, 12, 1 << 40, 2.5));
+        assert_eq!((back.group, back.emitted, back.events, back.count), (3, 12, EVENTS_MAX - 1, 2.5));
         assert!(back.dirty && back.closed_once && slab.is_dirty(slot));
         assert!(!slab.record(slot, 1.0, t(1), true, |_| Some(4.0)), "already dirty");
+        assert!(!slab.record(slot, 1.0, t(1), false, |_| Some(4.0)));
+        let full = slab.header(slot);
+        assert_eq!((full.events, full.emitted, full.count), (EVENTS_MAX, 12, 4.5), "events saturate");
+        assert!(full.dirty && full.closed_once, "without touching the flags");
+        slab.set_header(slot, &Header { emitted: u32::MAX, events: u64::MAX, ..h });
+        assert_eq!((slab.header(slot).emitted, slab.header(slot).events), (EMITTED_MAX, EVENTS_MAX));
         slab.release(slot);
         assert_eq!(slab.alloc(5), slot, "reused");
         let fresh = slab.header(slot);
         assert_eq!((fresh.group, fresh.emitted, fresh.events, fresh.dirty), (5, 0, 0, false));
         assert!(slab.scalar(slot, 0).is_empty());
         assert_eq!(slab.live(), 1);
+    }
+
+    #[test]
+    fn a_chain_lists_its_slots_in_order_through_header_changes() {
+        let mut slab = Slab::new(&[FieldSpec::new("v")], QuantileConfig::default());
+        let (mut a, mut b) = (Chain::default(), Chain::default());
+        assert_eq!(slab.chain(&a).count(), 0);
+        let slots: Vec<u32> = (0..6).map(|g| slab.alloc(g)).collect();
+        // Interleaved, as the states of two windows open.
+        for (i, &slot) in slots.iter().enumerate() {
+            slab.link(if i % 3 == 0 { &mut a } else { &mut b }, slot);
+        }
+        for &slot in &slots {
+            let h = Header { emitted: 2, dirty: true, ..slab.header(slot) };
+            slab.set_header(slot, &h);
+            slab.record(slot, 1.0, t(0), true, |_| Some(1.0));
+        }
+        assert_eq!(slab.chain(&a).collect::<Vec<_>>(), [slots[0], slots[3]]);
+        assert_eq!(slab.chain(&b).collect::<Vec<_>>(), [slots[1], slots[2], slots[4], slots[5]]);
+        assert_eq!((a.len(), b.len(), a.head(), slab.next(a.head())), (2, 4, slots[0], slots[3]));
+        assert!(slots.iter().enumerate().all(|(g, &s)| slab.group(s) == g as GroupId), "groups kept");
+        // Freed and reused, a slot starts a new chain.
+        for slot in slab.chain(&a).collect::<Vec<_>>() {
+            slab.release(slot);
+        }
+        let mut c = Chain::default();
+        let reused = slab.alloc(9);
+        slab.link(&mut c, reused);
+        assert_eq!(slab.chain(&c).collect::<Vec<_>>(), [reused]);
+        assert_eq!(slab.group(reused), 9);
     }
 }

@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 
 use super::agg::{Aggregates, QuantileConfig, Quantiles, Scalar};
 use super::resolved::ResolvedBatch;
-use super::slab::{GroupId, Header, Slab};
+use super::slab::{Chain, GroupId, Header, Slab};
 use crate::event::{EventBatch, Sym, Symbols};
 use crate::geo::Geohash;
 use crate::time::{Span, TimeError, Timestamp, Tumbling};
@@ -343,12 +343,13 @@ pub struct WindowResult {
     pub end: Timestamp,
     /// 0 for the first emission of this window, +1 for each later one
     /// (partials, the final result, corrections): the latest revision
-    /// replaces the earlier ones. Saturates at 2^30 − 1.
+    /// replaces the earlier ones. Saturates at 2^24 − 1 (16,777,215).
     pub revision: u32,
     /// Whether the window was closed when this was emitted: false only for
     /// the partial results of [`EmitMode::OnUpdate`].
     pub is_final: bool,
-    /// Events in the window (of any field), unweighted.
+    /// Events in the window (of any field), unweighted. Saturates at
+    /// 2^38 − 1 (about 2.7 × 10^11).
     pub events: u64,
     /// Weighted event count.
     pub count: f64,
@@ -611,10 +612,10 @@ impl Tenants {
 /// or two, so a scan beats a map.
 type GroupWindows = SmallVec<[(i64, u32); 2]>;
 
-/// The slots that hold state in one window index.
-#[derive(Default)]
+/// The slots that hold state in one window index, linked through their
+/// headers.
 struct Bucket {
-    slots: Vec<u32>,
+    states: Chain,
     closed: bool,
 }
 
@@ -1462,7 +1463,8 @@ impl Windows {
             .tumbling
             .start_of_index(window)
             .is_some_and(|start| start.saturating_add(self.spec.size) <= self.watermark);
-        self.buckets.entry(window).or_insert_with(|| Bucket { slots: Vec::new(), closed }).slots.push(slot);
+        let bucket = self.buckets.entry(window).or_insert_with(|| Bucket { states: Chain::default(), closed });
+        self.slab.link(&mut bucket.states, slot);
         slot
     }
 
@@ -1606,17 +1608,18 @@ impl Windows {
         // A window expiring in this call gives its sketches to its last
         // result instead of cloning them.
         for &window in &closing {
-            let Some(slots) = self.buckets.get_mut(&window).map(|b| core::mem::take(&mut b.slots)) else { continue };
+            let Some(states) = self.buckets.get(&window).map(|b| b.states) else { continue };
             let expiring = expired.contains(&window);
-            self.warm(&slots);
+            self.warm(&states);
             // One allocation for the whole window, not a doubling chain
             // that copies the queue each time.
-            self.ready.reserve(slots.len());
-            for &slot in &slots {
+            self.ready.reserve(states.len());
+            // Emitting keeps a slot's link: the chain stays whole.
+            let mut slot = states.head();
+            for _ in 0..states.len() {
+                let next = self.slab.next(slot);
                 self.emit(slot, window, true, expiring);
-            }
-            if let Some(bucket) = self.buckets.get_mut(&window) {
-                bucket.slots = slots;
+                slot = next;
             }
         }
         // Then what changed since its last emission: corrections of closed
@@ -1630,8 +1633,12 @@ impl Windows {
         }
         for window in expired {
             if let Some(bucket) = self.buckets.remove(&window) {
-                for slot in bucket.slots {
+                // Its link is read before a slot is freed.
+                let mut slot = bucket.states.head();
+                for _ in 0..bucket.states.len() {
+                    let next = self.slab.next(slot);
                     self.release_state(slot, window);
+                    slot = next;
                 }
             }
         }
@@ -1706,14 +1713,16 @@ impl Windows {
         self.shared = shared;
     }
 
-    /// Reads what emitting `slots` will touch first (each state's group
-    /// entry and the reference count of its key): the loads are independent,
-    /// so their cache misses overlap, where the emitting loop would wait on
-    /// each in turn.
-    fn warm(&self, slots: &[u32]) {
-        let counts = slots
-            .iter()
-            .filter_map(|&slot| self.groups.get(self.slab.group(slot) as usize)?.as_ref())
+    /// Reads what emitting the window `states` will touch first (each
+    /// state's slot, its group entry and the reference count of its key):
+    /// walking the chain waits on each slot in turn, but the group loads
+    /// are independent of each other, so their cache misses overlap, where
+    /// the emitting loop would wait on each in turn.
+    fn warm(&self, states: &Chain) {
+        let counts = self
+            .slab
+            .chain(states)
+            .filter_map(|slot| self.groups.get(self.slab.group(slot) as usize)?.as_ref())
             .map(|g| Arc::strong_count(&g.key))
             .fold(0usize, usize::wrapping_add);
         core::hint::black_box(counts);
@@ -1923,7 +1932,7 @@ impl Windows {
         // In bucket order, so that a restored operator emits in the same order.
         let mut windows = Vec::with_capacity(self.live_windows());
         for (&window, bucket) in &self.buckets {
-            for &slot in &bucket.slots {
+            for slot in self.slab.chain(&bucket.states) {
                 windows.push(WindowSnap {
                     group: new_id(slot),
                     window,
@@ -2033,7 +2042,7 @@ impl Windows {
             w.dirty.push((slot, window));
         }
         for (&window, bucket) in &w.buckets {
-            for &slot in &bucket.slots {
+            for slot in w.slab.chain(&bucket.states) {
                 if w.slab.is_dirty(slot) && !listed.get(slot as usize).copied().unwrap_or(true) {
                     w.dirty.push((slot, window));
                 }
@@ -2122,8 +2131,8 @@ mod tests {
     fn state_sizes() {
         // Per (group, window) with one scalar field: its slot (see the
         // slab's tests: 64 bytes for count, sum, min and max, 80 for all
-        // aggregates) + an entry in the group's window list + one in the
-        // bucket.
+        // aggregates; it also links the window's chain) + an entry in the
+        // group's window list, inline for a group's first two windows.
         assert_eq!(core::mem::size_of::<(i64, u32)>(), 16);
         assert_eq!(core::mem::size_of::<GroupId>(), 4);
         // Per group, what the per-event path reads fits one cache line.
