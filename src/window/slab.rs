@@ -214,18 +214,6 @@ pub(super) struct Chain {
     len: u32,
 }
 
-impl Chain {
-    /// Slots in the chain.
-    pub(super) fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// Its first slot (meaningless when empty).
-    pub(super) fn head(&self) -> u32 {
-        self.head
-    }
-}
-
 /// A 64-byte aligned run of eight words.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
@@ -409,7 +397,7 @@ impl Slab {
 
     /// The slot after `slot` in its chain (meaningless for a chain's last).
     #[inline]
-    pub(super) fn next(&self, slot: u32) -> u32 {
+    fn next(&self, slot: u32) -> u32 {
         (self.word(slot, META) >> NEXT_SHIFT) as u32
     }
 
@@ -633,7 +621,6 @@ mod tests {
         }
         assert_eq!(slab.chain(&a).collect::<Vec<_>>(), [slots[0], slots[3]]);
         assert_eq!(slab.chain(&b).collect::<Vec<_>>(), [slots[1], slots[2], slots[4], slots[5]]);
-        assert_eq!((a.len(), b.len(), a.head(), slab.next(a.head())), (2, 4, slots[0], slots[3]));
         assert!(slots.iter().enumerate().all(|(g, &s)| slab.group(s) == g as GroupId), "groups kept");
         // Freed and reused, a slot starts a new chain.
         for slot in slab.chain(&a).collect::<Vec<_>>() {

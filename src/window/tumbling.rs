@@ -1605,21 +1605,24 @@ impl Windows {
                 expired.push(window);
             }
         }
+        // A window's slots, read off its chain once: the loops over them
+        // then load each slot independently, so their cache misses
+        // overlap, where following the links would wait on each in turn.
+        // Dropped with this call: between calls a state costs its slot.
+        let mut slots: Vec<u32> = Vec::new();
         // A window expiring in this call gives its sketches to its last
         // result instead of cloning them.
         for &window in &closing {
             let Some(states) = self.buckets.get(&window).map(|b| b.states) else { continue };
             let expiring = expired.contains(&window);
-            self.warm(&states);
+            slots.clear();
+            slots.extend(self.slab.chain(&states));
+            self.warm(&slots);
             // One allocation for the whole window, not a doubling chain
             // that copies the queue each time.
-            self.ready.reserve(states.len());
-            // Emitting keeps a slot's link: the chain stays whole.
-            let mut slot = states.head();
-            for _ in 0..states.len() {
-                let next = self.slab.next(slot);
+            self.ready.reserve(slots.len());
+            for &slot in &slots {
                 self.emit(slot, window, true, expiring);
-                slot = next;
             }
         }
         // Then what changed since its last emission: corrections of closed
@@ -1633,12 +1636,10 @@ impl Windows {
         }
         for window in expired {
             if let Some(bucket) = self.buckets.remove(&window) {
-                // Its link is read before a slot is freed.
-                let mut slot = bucket.states.head();
-                for _ in 0..bucket.states.len() {
-                    let next = self.slab.next(slot);
+                slots.clear();
+                slots.extend(self.slab.chain(&bucket.states));
+                for &slot in &slots {
                     self.release_state(slot, window);
-                    slot = next;
                 }
             }
         }
@@ -1713,16 +1714,14 @@ impl Windows {
         self.shared = shared;
     }
 
-    /// Reads what emitting the window `states` will touch first (each
-    /// state's slot, its group entry and the reference count of its key):
-    /// walking the chain waits on each slot in turn, but the group loads
-    /// are independent of each other, so their cache misses overlap, where
-    /// the emitting loop would wait on each in turn.
-    fn warm(&self, states: &Chain) {
-        let counts = self
-            .slab
-            .chain(states)
-            .filter_map(|slot| self.groups.get(self.slab.group(slot) as usize)?.as_ref())
+    /// Reads what emitting `slots` will touch first (each state's group
+    /// entry and the reference count of its key): the loads are independent,
+    /// so their cache misses overlap, where the emitting loop would wait on
+    /// each in turn.
+    fn warm(&self, slots: &[u32]) {
+        let counts = slots
+            .iter()
+            .filter_map(|&slot| self.groups.get(self.slab.group(slot) as usize)?.as_ref())
             .map(|g| Arc::strong_count(&g.key))
             .fold(0usize, usize::wrapping_add);
         core::hint::black_box(counts);
