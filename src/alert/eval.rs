@@ -279,13 +279,13 @@ enum Phase {
     Firing { since: Timestamp, recovering: Option<Timestamp> },
 }
 
-/// One alert instance: a (rule, tenant, group) state machine.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// One alert instance: a (rule, tenant, group) state machine. Its key
+/// (tenant and `by` values) is its [`Member`] of the rule's reading,
+/// shared by the instances the reading's other rules have for it.
+#[derive(Clone, Debug)]
 struct Instance {
-    tenant: Arc<str>,
-    /// The values of the rule's `by` labels (shared with the window
-    /// results' group keys, so lookups mostly compare pointers).
-    values: SmallVec<[Arc<str>; 2]>,
+    /// Its member in its reading's [`Members`].
+    member: u32,
     phase: Phase,
     /// End of the last window processed (with data or as a gap).
     cursor: Timestamp,
@@ -301,6 +301,65 @@ struct Instance {
     /// time of its entry in the timer heap; it may be earlier than needed).
     deadline: Option<Timestamp>,
     generation: u32,
+}
+
+/// An instance as snapshots hold it: with its key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SavedInstance {
+    tenant: Arc<str>,
+    values: SmallVec<[Arc<str>; 2]>,
+    phase: Phase,
+    cursor: Timestamp,
+    last_data: Timestamp,
+    size: Span,
+    value: Option<f64>,
+    history: History,
+    geo: Option<Box<GeoState>>,
+    deadline: Option<Timestamp>,
+    generation: u32,
+}
+
+impl SavedInstance {
+    fn of(inst: &Instance, key: Labels<'_>) -> SavedInstance {
+        SavedInstance {
+            tenant: Arc::clone(key.tenant),
+            values: key.values.iter().cloned().collect(),
+            phase: inst.phase,
+            cursor: inst.cursor,
+            last_data: inst.last_data,
+            size: inst.size,
+            value: inst.value,
+            history: inst.history.clone(),
+            geo: inst.geo.clone(),
+            deadline: inst.deadline,
+            generation: inst.generation,
+        }
+    }
+
+    /// The live instance, of member `member`.
+    fn into_instance(self, member: u32) -> Instance {
+        Instance {
+            member,
+            phase: self.phase,
+            cursor: self.cursor,
+            last_data: self.last_data,
+            size: self.size,
+            value: self.value,
+            history: self.history,
+            geo: self.geo,
+            deadline: self.deadline,
+            generation: self.generation,
+        }
+    }
+}
+
+/// An instance key: the tenant and the values of the rule's `by` labels
+/// (shared with the window results' group keys, so lookups mostly compare
+/// pointers).
+#[derive(Clone, Copy)]
+struct Labels<'a> {
+    tenant: &'a Arc<str>,
+    values: &'a [Arc<str>],
 }
 
 /// The per-cell state of a geo-cluster instance.
@@ -605,6 +664,124 @@ struct Reading {
     by_id: u32,
     /// Its rules, in the order given.
     rules: SmallVec<[u32; 4]>,
+    /// The instance keys its rules have instances for.
+    members: Members,
+}
+
+/// An instance key (tenant and `by` values) of a [`Reading`], shared by
+/// the instances its rules have for it: a window staged for the key finds
+/// the instances of all the reading's rules with one lookup, where an
+/// index per rule took one per rule (and a cache miss in each).
+struct Member {
+    tenant: Arc<str>,
+    values: SmallVec<[Arc<str>; 2]>,
+}
+
+impl Member {
+    fn labels(&self) -> Labels<'_> {
+        Labels { tenant: &self.tenant, values: &self.values }
+    }
+}
+
+/// The members of a reading: a slab with an index by key, and the instance
+/// slot each rule of the reading has in each member.
+struct Members {
+    list: Vec<Option<Member>>,
+    /// Per member, the instance slot of each rule of the reading (by
+    /// position) or [`NONE`]: `rules` entries from `rules * member`.
+    slots: Vec<u32>,
+    rules: usize,
+    free: Vec<u32>,
+    /// Members by [`hash_key`] of their key.
+    index: HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Members {
+    /// Members of a reading of `rules` rules, hashing keys with `hasher`.
+    fn new(rules: usize, hasher: foldhash::fast::FixedState) -> Members {
+        Members { list: Vec::new(), slots: Vec::new(), rules, free: Vec::new(), index: HashTable::new(), hasher }
+    }
+
+    /// The key of member `id`.
+    fn labels(&self, id: u32) -> Option<Labels<'_>> {
+        self.list.get(id as usize).and_then(Option::as_ref).map(Member::labels)
+    }
+
+    /// The member of the key `tenant`, `values` (of hash `hash`), if any.
+    fn find(&self, tenant: &Arc<str>, values: &[Option<&Arc<str>>], hash: u64) -> Option<u32> {
+        let list = &self.list;
+        self.index
+            .find(hash, |&i| {
+                list.get(i as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|m| key_is(&m.tenant, &m.values, tenant, values))
+            })
+            .copied()
+    }
+
+    /// The member of a key, added (with no instances) if new.
+    fn find_or_add(&mut self, tenant: &Arc<str>, values: &[Option<&Arc<str>>], hash: u64) -> u32 {
+        if let Some(id) = self.find(tenant, values, hash) {
+            return id;
+        }
+        let member = Member { tenant: Arc::clone(tenant), values: owned_values(values) };
+        let id = match self.free.pop() {
+            Some(id) => {
+                if let Some(place) = self.list.get_mut(id as usize) {
+                    *place = Some(member);
+                }
+                id
+            }
+            None => {
+                self.list.push(Some(member));
+                self.slots.extend(core::iter::repeat_n(NONE, self.rules));
+                (self.list.len() - 1) as u32
+            }
+        };
+        let Members { index, list, hasher, .. } = self;
+        index.insert_unique(hash, id, |&i| member_hash(hasher, list, i));
+        id
+    }
+
+    /// The instance slot rule `k` of the reading has in member `id`.
+    fn slot(&self, id: u32, k: usize) -> u32 {
+        self.slots.get(id as usize * self.rules + k).copied().unwrap_or(NONE)
+    }
+
+    /// Sets rule `k`'s slot in member `id` (to [`NONE`] when its instance
+    /// goes); a member left without instances is removed.
+    fn set_slot(&mut self, id: u32, k: usize, slot: u32) {
+        if let Some(place) = self.slots.get_mut(id as usize * self.rules + k) {
+            *place = slot;
+        }
+        if slot == NONE {
+            self.remove_if_empty(id);
+        }
+    }
+
+    /// Removes member `id` if none of the rules has an instance in it.
+    fn remove_if_empty(&mut self, id: u32) {
+        let from = id as usize * self.rules;
+        let empty = self.slots.get(from..from + self.rules).is_some_and(|s| s.iter().all(|&s| s == NONE));
+        if !empty || self.labels(id).is_none() {
+            return;
+        }
+        let hash = member_hash(&self.hasher, &self.list, id);
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == id) {
+            entry.remove();
+        }
+        if let Some(place) = self.list.get_mut(id as usize) {
+            *place = None;
+        }
+        self.free.push(id);
+    }
+}
+
+/// [`hash_key`] of the key of member `id` of `list`.
+fn member_hash(hasher: &foldhash::fast::FixedState, list: &[Option<Member>], id: u32) -> u64 {
+    let key = list.get(id as usize).and_then(Option::as_ref);
+    key.map_or(0, |k| hash_key(hasher, &k.tenant, k.values.iter().map(|v| &**v)))
 }
 
 /// What rules of one [`Reading`] have in common, in plain data: the key
@@ -686,10 +863,13 @@ struct Buffered {
 struct RuleSlot {
     rule: Arc<Rule>,
     name: Arc<str>,
-    /// Instance slots (`None` when free) and their index by key.
+    /// Its reading, and its position among the reading's rules: its
+    /// instances are indexed by the reading's [`Members`].
+    reading: u32,
+    position: u32,
+    /// Instance slots (`None` when free).
     instances: Vec<Option<Instance>>,
     free: Vec<u32>,
-    index: HashTable<u32>,
     live: usize,
 }
 
@@ -788,6 +968,12 @@ impl std::fmt::Debug for Evaluator {
     }
 }
 
+/// The hasher of instance keys (seeded alike in every run, so that runs
+/// repeat exactly).
+fn key_hasher() -> foldhash::fast::FixedState {
+    foldhash::fast::FixedState::with_seed(0x5eed)
+}
+
 fn hash_key<'a>(hasher: &foldhash::fast::FixedState, tenant: &str, values: impl Iterator<Item = &'a str>) -> u64 {
     let mut h = hasher.build_hasher();
     tenant.hash(&mut h);
@@ -795,23 +981,6 @@ fn hash_key<'a>(hasher: &foldhash::fast::FixedState, tenant: &str, values: impl 
         v.hash(&mut h);
     }
     h.finish()
-}
-
-fn instance_hash(hasher: &foldhash::fast::FixedState, inst: &Instance) -> u64 {
-    hash_key(hasher, &inst.tenant, inst.values.iter().map(|v| &**v))
-}
-
-/// Adds instance `id` (of key hash `hash`) to a rule's index.
-fn index_insert(
-    index: &mut HashTable<u32>,
-    hasher: &foldhash::fast::FixedState,
-    instances: &[Option<Instance>],
-    hash: u64,
-    id: u32,
-) {
-    index.insert_unique(hash, id, |&i| {
-        instances.get(i as usize).and_then(Option::as_ref).map_or(0, |inst| instance_hash(hasher, inst))
-    });
 }
 
 /// Whether the instance key `tenant`, `values` is `other_tenant`,
@@ -889,22 +1058,35 @@ impl Evaluator {
                         Some(stream) => by_stream.entry(stream.clone()).or_default().push(r),
                         None => any_stream.push(r),
                     }
-                    readings.push(Reading { plan: Plan::of(&rule), key: key.clone(), by_id, rules: SmallVec::new() });
+                    readings.push(Reading {
+                        plan: Plan::of(&rule),
+                        key: key.clone(),
+                        by_id,
+                        rules: SmallVec::new(),
+                        members: Members::new(0, key_hasher()),
+                    });
                     reading_of.insert(key, r);
                     r
                 }
             };
+            let mut position = 0;
             if let Some(r) = readings.get_mut(reading as usize) {
+                position = r.rules.len() as u32;
                 r.rules.push(id);
             }
             slots.push(RuleSlot {
                 name: Arc::from(rule.name.as_str()),
                 rule: Arc::new(rule),
+                reading,
+                position,
                 instances: Vec::new(),
                 free: Vec::new(),
-                index: HashTable::new(),
                 live: 0,
             });
+        }
+        for r in &mut readings {
+            // Each member holds a slot per rule of its reading.
+            r.members.rules = r.rules.len();
         }
         Ok(Evaluator {
             rules: slots,
@@ -917,11 +1099,11 @@ impl Evaluator {
             pending_index: HashTable::new(),
             held: Vec::new(),
             quantile_memo: QuantileMemo::default(),
-            seen: hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::with_seed(0x5eed)),
+            seen: hashbrown::HashSet::with_hasher(key_hasher()),
             deadlines: BTreeMap::new(),
             timers: 0,
             per_tenant: HashMap::new(),
-            hasher: foldhash::fast::FixedState::with_seed(0x5eed),
+            hasher: key_hasher(),
             next_generation: 0,
             stats: AlertStats::default(),
         })
@@ -1091,25 +1273,25 @@ impl Evaluator {
         group.tail = index;
     }
 
-    /// Finds or creates the instance of (`rule`, `tenant`, `values`).
-    fn instance(&mut self, rule_id: u32, tenant: &Arc<str>, values: &[Option<&Arc<str>>], hash: u64) -> Option<u32> {
+    /// The instance rule `rule_id` has in member `member` of its reading,
+    /// created if it has none and the caps allow.
+    fn instance(&mut self, rule_id: u32, member: u32) -> Option<u32> {
         let slot = self.rules.get_mut(rule_id as usize)?;
-        let found = slot.index.find(hash, |&i| {
-            slot.instances
-                .get(i as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|inst| key_is(&inst.tenant, &inst.values, tenant, values))
-        });
-        if let Some(&i) = found {
-            return Some(i);
+        let reading = self.readings.get_mut(slot.reading as usize)?;
+        let k = slot.position as usize;
+        let found = reading.members.slot(member, k);
+        if found != NONE {
+            return Some(found);
         }
+        let tenant = reading.members.labels(member)?.tenant;
         let tenant_count = self.per_tenant.get(tenant).copied().unwrap_or(0);
         if slot.live >= self.config.max_instances_per_rule || tenant_count >= self.config.max_instances_per_tenant {
             return None;
         }
+        let tenant = Arc::clone(tenant);
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let instance = fresh_instance(&slot.rule, tenant, &owned_values(values), generation);
+        let instance = fresh_instance(&slot.rule, member, generation);
         let id = match slot.free.pop() {
             Some(id) => {
                 if let Some(place) = slot.instances.get_mut(id as usize) {
@@ -1122,9 +1304,9 @@ impl Evaluator {
                 u32::try_from(slot.instances.len() - 1).ok()?
             }
         };
-        index_insert(&mut slot.index, &self.hasher, &slot.instances, hash, id);
+        reading.members.set_slot(member, k, id);
         slot.live += 1;
-        *self.per_tenant.entry(Arc::clone(tenant)).or_insert(0) += 1;
+        *self.per_tenant.entry(tenant).or_insert(0) += 1;
         add(&mut self.stats.instances, 1);
         Some(id)
     }
@@ -1197,6 +1379,7 @@ impl Evaluator {
         // all its rules, so worked out once (by the first that needs it).
         let mut merged: Vec<Option<Option<f64>>> = Vec::new();
         let mut slots: Vec<Option<Option<u32>>> = Vec::new();
+        let mut members: Vec<Option<u32>> = Vec::new();
         while let Some(reading) = rest.first().map(|d| d.reading) {
             let n = rest.iter().take_while(|d| d.reading == reading).count();
             let (of_reading, tail) = rest.split_at(n);
@@ -1204,6 +1387,14 @@ impl Evaluator {
             merged.clear();
             merged.resize(n, None);
             let rule = |ev: &Self, k: usize| ev.readings.get(reading as usize)?.rules.get(k).copied();
+            // The member of each due window's key, found once for all rules.
+            members.clear();
+            if let Some(r) = self.readings.get_mut(reading as usize) {
+                members.extend(of_reading.iter().map(|d| match (pending.get(d.group), values.get(d.group)) {
+                    (Some(group), Some(values)) => Some(r.members.find_or_add(&group.tenant, values, group.hash)),
+                    _ => None,
+                }));
+            }
             let mut k = 0;
             while let Some(rule_id) = rule(self, k) {
                 k += 1;
@@ -1214,14 +1405,8 @@ impl Evaluator {
                 // Evaluating creates or frees no instance, so this finds
                 // and creates the same ones in the same order.
                 slots.clear();
-                for d in of_reading {
-                    // `None`: no such group (never so); `Some(None)`: capped.
-                    let slot = match (pending.get(d.group), values.get(d.group)) {
-                        (Some(group), Some(values)) => Some(self.instance(rule_id, &group.tenant, values, group.hash)),
-                        _ => None,
-                    };
-                    slots.push(slot);
-                }
+                // `None`: no such member (never so); `Some(None)`: capped.
+                slots.extend(members.iter().map(|m| m.map(|m| self.instance(rule_id, m))));
                 for ((d, merged), &slot) in of_reading.iter().zip(&mut merged).zip(&slots) {
                     let window = entries.get(d.from..d.to).unwrap_or_default();
                     match slot {
@@ -1229,6 +1414,12 @@ impl Evaluator {
                         Some(None) => add(&mut self.stats.instances_capped, window.len() as u64),
                         None => {}
                     }
+                }
+            }
+            // Keys whose every rule was capped got no instance.
+            if let Some(r) = self.readings.get_mut(reading as usize) {
+                for &m in members.iter().flatten() {
+                    r.members.remove_if_empty(m);
                 }
             }
         }
@@ -1289,23 +1480,25 @@ impl Evaluator {
 
     /// The pending and firing instances.
     pub fn alerts(&self) -> impl Iterator<Item = ActiveAlert> + '_ {
-        self.rules.iter().flat_map(|slot| {
+        self.rules.iter().flat_map(move |slot| {
+            let members = self.readings.get(slot.reading as usize).map(|r| &r.members);
             slot.instances.iter().flatten().filter_map(move |inst| {
                 let (state, since) = match inst.phase {
                     Phase::Inactive => return None,
                     Phase::Pending { since } => (AlertState::Pending, since),
                     Phase::Firing { since, .. } => (AlertState::Firing, since),
                 };
-                let labels = labels_of(&slot.rule, inst);
-                let annotations = annotations_of(&slot.rule, inst, &labels, inst.value, inst.cluster());
+                let key = members?.labels(inst.member)?;
+                let labels = labels_of(&slot.rule, key);
+                let annotations = annotations_of(&slot.rule, key, &labels, inst.value, inst.cluster());
                 Some(ActiveAlert {
                     rule: Arc::clone(&slot.name),
-                    tenant: Arc::clone(&inst.tenant),
+                    tenant: Arc::clone(key.tenant),
                     labels,
                     state,
                     value: inst.value,
                     since,
-                    fingerprint: fingerprint_of(&slot.rule, inst),
+                    fingerprint: fingerprint_of(&slot.rule, key),
                     annotations,
                 })
             })
@@ -1331,6 +1524,9 @@ impl Evaluator {
         let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
         let (rule, name) = (&*slot.rule, &slot.name);
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
+        let Some(key) = self.readings.get(slot.reading as usize).and_then(|r| r.members.labels(inst.member)) else {
+            return;
+        };
         if end <= inst.cursor {
             add(&mut self.stats.stale, window.len() as u64);
             return;
@@ -1341,12 +1537,9 @@ impl Evaluator {
         if let Some(expiry) = expiry_at(inst, ttl)
             && expiry <= start
         {
-            process_gap(rule, name, inst, expiry, out);
-            expire(rule, name, inst, expiry, out);
-            *inst = Instance {
-                deadline: inst.deadline,
-                ..fresh_instance(rule, &inst.tenant, &inst.values, inst.generation)
-            };
+            process_gap(rule, name, key, inst, expiry, out);
+            expire(rule, name, key, inst, expiry, out);
+            *inst = Instance { deadline: inst.deadline, ..fresh_instance(rule, inst.member, inst.generation) };
             add(&mut self.stats.expired, 1);
         }
         let size = end.saturating_since(start);
@@ -1354,12 +1547,12 @@ impl Evaluator {
             inst.size = size;
         }
         // The gap before this window, as missing windows.
-        process_gap(rule, name, inst, start, out);
+        process_gap(rule, name, key, inst, start, out);
         let memo = &mut self.quantile_memo;
         match judge_window(rule, inst, staging, window, merged, start, end, &self.config, &mut self.stats, memo) {
             Some((holds, recovered, value)) => {
                 inst.value = value;
-                step(rule, name, inst, start, end, holds, recovered, value, out);
+                step(rule, name, key, inst, start, end, holds, recovered, value, out);
                 inst.cursor = end;
             }
             None => add(&mut self.stats.no_value, 1),
@@ -1375,10 +1568,13 @@ impl Evaluator {
         if inst.generation != generation || inst.deadline != Some(t) {
             return;
         }
+        let Some(key) = self.readings.get(slot.reading as usize).and_then(|r| r.members.labels(inst.member)) else {
+            return;
+        };
         inst.deadline = None;
-        process_gap(&slot.rule, &slot.name, inst, t, out);
+        process_gap(&slot.rule, &slot.name, key, inst, t, out);
         if expiry_at(inst, self.config.idle_ttl).is_some_and(|expiry| t >= expiry) {
-            expire(&slot.rule, &slot.name, inst, t, out);
+            expire(&slot.rule, &slot.name, key, inst, t, out);
             add(&mut self.stats.expired, 1);
             // Results carried to a later `advance` start a fresh instance.
             self.remove(rule_id, slot_id);
@@ -1390,18 +1586,18 @@ impl Evaluator {
     fn remove(&mut self, rule_id: u32, slot_id: u32) {
         let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::take) else { return };
-        let hash = instance_hash(&self.hasher, &inst);
-        if let Ok(entry) = slot.index.find_entry(hash, |&i| i == slot_id) {
-            entry.remove();
-        }
-        slot.free.push(slot_id);
-        slot.live = slot.live.saturating_sub(1);
-        if let Some(n) = self.per_tenant.get_mut(&inst.tenant) {
+        let Some(members) = self.readings.get_mut(slot.reading as usize).map(|r| &mut r.members) else { return };
+        if let Some(key) = members.labels(inst.member)
+            && let Some(n) = self.per_tenant.get_mut(key.tenant)
+        {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_tenant.remove(&inst.tenant);
+                self.per_tenant.remove(key.tenant);
             }
         }
+        members.set_slot(inst.member, slot.position as usize, NONE);
+        slot.free.push(slot_id);
+        slot.live = slot.live.saturating_sub(1);
         self.stats.instances = self.stats.instances.saturating_sub(1);
     }
 
@@ -1444,14 +1640,14 @@ fn expiry_at(inst: &Instance, ttl: Span) -> Option<Timestamp> {
 }
 
 /// Emits the end of an instance that has seen no data for the idle TTL.
-fn expire(rule: &Rule, name: &Arc<str>, inst: &Instance, t: Timestamp, out: &mut Vec<AlertEvent>) {
+fn expire(rule: &Rule, name: &Arc<str>, key: Labels<'_>, inst: &Instance, t: Timestamp, out: &mut Vec<AlertEvent>) {
     let (previous, since) = match inst.phase {
         Phase::Inactive => return,
         Phase::Pending { since } => (AlertState::Pending, since),
         Phase::Firing { since, .. } => (AlertState::Firing, since),
     };
     let state = if previous == AlertState::Firing { AlertState::Resolved } else { AlertState::Inactive };
-    out.push(event(rule, name, inst, state, previous, None, t, since));
+    out.push(event(rule, name, key, inst, state, previous, None, t, since));
 }
 
 /// The history a rule's instances start with.
@@ -1463,7 +1659,7 @@ fn fresh_history(rule: &Rule) -> History {
 }
 
 /// The resolution of a firing instance whose rule went away in a restore.
-fn dropped_event(name: &Arc<str>, by: &[String], inst: &Instance, since: Timestamp) -> AlertEvent {
+fn dropped_event(name: &Arc<str>, by: &[String], inst: &SavedInstance, since: Timestamp) -> AlertEvent {
     let pairs = by.iter().map(String::as_str).zip(inst.values.iter().map(|v| &**v));
     let mut labels: Vec<(String, String)> = vec![("alertname".to_owned(), name.to_string())];
     labels.extend(pairs.clone().map(|(k, v)| (k.to_owned(), v.to_owned())));
@@ -1485,10 +1681,9 @@ fn dropped_event(name: &Arc<str>, by: &[String], inst: &Instance, since: Timesta
 }
 
 /// A new, inactive instance.
-fn fresh_instance(rule: &Rule, tenant: &Arc<str>, values: &[Arc<str>], generation: u32) -> Instance {
+fn fresh_instance(rule: &Rule, member: u32, generation: u32) -> Instance {
     Instance {
-        tenant: Arc::clone(tenant),
-        values: values.iter().cloned().collect(),
+        member,
         phase: Phase::Inactive,
         cursor: Timestamp::MIN,
         last_data: Timestamp::MIN,
@@ -1560,7 +1755,14 @@ fn next_gap_change(rule: &Rule, inst: &Instance) -> Option<Timestamp> {
 
 /// Processes the missing windows between the instance's cursor and `until`
 /// (those ending at or before it).
-fn process_gap(rule: &Rule, name: &Arc<str>, inst: &mut Instance, until: Timestamp, out: &mut Vec<AlertEvent>) {
+fn process_gap(
+    rule: &Rule,
+    name: &Arc<str>,
+    key: Labels<'_>,
+    inst: &mut Instance,
+    until: Timestamp,
+    out: &mut Vec<AlertEvent>,
+) {
     if inst.cursor == Timestamp::MIN || !inst.size.is_positive() {
         return;
     }
@@ -1570,7 +1772,7 @@ fn process_gap(rule: &Rule, name: &Arc<str>, inst: &mut Instance, until: Timesta
         if end > until || end <= start {
             break;
         }
-        step(rule, name, inst, start, end, holds, !holds, None, out);
+        step(rule, name, key, inst, start, end, holds, !holds, None, out);
         inst.cursor = end;
         // The first missing window sets what the whole gap keeps (pending
         // since, recovering since); later ones matter only where a
@@ -1709,6 +1911,7 @@ fn merged_value(expr: &Expr, staging: &[Staged], parts: &[u32], memo: &mut Quant
 fn step(
     rule: &Rule,
     name: &Arc<str>,
+    key: Labels<'_>,
     inst: &mut Instance,
     start: Timestamp,
     end: Timestamp,
@@ -1722,20 +1925,30 @@ fn step(
             if holds {
                 if end.saturating_since(start) >= rule.for_ {
                     inst.phase = Phase::Firing { since: start, recovering: None };
-                    out.push(event(rule, name, inst, AlertState::Firing, AlertState::Inactive, value, end, start));
+                    out.push(event(rule, name, key, inst, AlertState::Firing, AlertState::Inactive, value, end, start));
                 } else {
                     inst.phase = Phase::Pending { since: start };
-                    out.push(event(rule, name, inst, AlertState::Pending, AlertState::Inactive, value, end, start));
+                    out.push(event(
+                        rule,
+                        name,
+                        key,
+                        inst,
+                        AlertState::Pending,
+                        AlertState::Inactive,
+                        value,
+                        end,
+                        start,
+                    ));
                 }
             }
         }
         Phase::Pending { since } => {
             if !holds {
                 inst.phase = Phase::Inactive;
-                out.push(event(rule, name, inst, AlertState::Inactive, AlertState::Pending, value, end, since));
+                out.push(event(rule, name, key, inst, AlertState::Inactive, AlertState::Pending, value, end, since));
             } else if end.saturating_since(since) >= rule.for_ {
                 inst.phase = Phase::Firing { since, recovering: None };
-                out.push(event(rule, name, inst, AlertState::Firing, AlertState::Pending, value, end, since));
+                out.push(event(rule, name, key, inst, AlertState::Firing, AlertState::Pending, value, end, since));
             }
         }
         Phase::Firing { since, recovering } => {
@@ -1743,7 +1956,7 @@ fn step(
                 let from = recovering.unwrap_or(start);
                 if end.saturating_since(from) >= rule.keep_firing_for {
                     inst.phase = Phase::Inactive;
-                    out.push(event(rule, name, inst, AlertState::Resolved, AlertState::Firing, value, end, since));
+                    out.push(event(rule, name, key, inst, AlertState::Resolved, AlertState::Firing, value, end, since));
                 } else {
                     inst.phase = Phase::Firing { since, recovering: Some(from) };
                 }
@@ -1754,10 +1967,10 @@ fn step(
     }
 }
 
-fn labels_of(rule: &Rule, inst: &Instance) -> Vec<(String, String)> {
+fn labels_of(rule: &Rule, key: Labels<'_>) -> Vec<(String, String)> {
     let mut labels: Vec<(String, String)> = Vec::with_capacity(1 + rule.labels.len() + rule.by.len());
     labels.push(("alertname".to_owned(), rule.name.clone()));
-    for (k, v) in rule.by.iter().zip(inst.values.iter()) {
+    for (k, v) in rule.by.iter().zip(key.values) {
         labels.push((k.clone(), v.to_string()));
     }
     for (k, v) in &rule.labels {
@@ -1770,19 +1983,18 @@ fn labels_of(rule: &Rule, inst: &Instance) -> Vec<(String, String)> {
     labels
 }
 
-fn fingerprint_of(rule: &Rule, inst: &Instance) -> Fingerprint {
-    Fingerprint::of(&rule.name, &inst.tenant, rule.by.iter().map(String::as_str).zip(inst.values.iter().map(|v| &**v)))
+fn fingerprint_of(rule: &Rule, key: Labels<'_>) -> Fingerprint {
+    Fingerprint::of(&rule.name, key.tenant, rule.by.iter().map(String::as_str).zip(key.values.iter().map(|v| &**v)))
 }
 
 fn annotations_of(
     rule: &Rule,
-    inst: &Instance,
+    key: Labels<'_>,
     labels: &[(String, String)],
     value: Option<f64>,
     cells: &[String],
 ) -> Vec<(String, String)> {
-    let ctx =
-        Context { rule: &rule.name, tenant: &inst.tenant, severity: rule.severity.as_str(), value, labels, cells };
+    let ctx = Context { rule: &rule.name, tenant: key.tenant, severity: rule.severity.as_str(), value, labels, cells };
     rule.annotations.iter().map(|(k, t)| (k.clone(), template::render(t, &ctx))).collect()
 }
 
@@ -1790,6 +2002,7 @@ fn annotations_of(
 fn event(
     rule: &Rule,
     name: &Arc<str>,
+    key: Labels<'_>,
     inst: &Instance,
     state: AlertState,
     previous: AlertState,
@@ -1797,17 +2010,17 @@ fn event(
     at: Timestamp,
     since: Timestamp,
 ) -> AlertEvent {
-    let labels = labels_of(rule, inst);
+    let labels = labels_of(rule, key);
     let cells = if matches!(rule.condition, Condition::GeoCluster { .. }) && state != AlertState::Resolved {
         inst.cluster().to_vec()
     } else {
         Vec::new()
     };
-    let annotations = annotations_of(rule, inst, &labels, value, &cells);
+    let annotations = annotations_of(rule, key, &labels, value, &cells);
     AlertEvent {
         rule: Arc::clone(name),
-        tenant: Arc::clone(&inst.tenant),
-        fingerprint: fingerprint_of(rule, inst),
+        tenant: Arc::clone(key.tenant),
+        fingerprint: fingerprint_of(rule, key),
         labels,
         state,
         previous,
@@ -1936,7 +2149,7 @@ struct RuleSnapshot {
     /// The rule's text form, to tell whether it changed.
     text: String,
     by: Vec<String>,
-    instances: Vec<Option<Instance>>,
+    instances: Vec<Option<SavedInstance>>,
 }
 
 impl Evaluator {
@@ -1965,11 +2178,15 @@ impl Evaluator {
             rules: self
                 .rules
                 .iter()
-                .map(|slot| RuleSnapshot {
-                    name: slot.rule.name.clone(),
-                    text: slot.rule.to_string(),
-                    by: slot.rule.by.clone(),
-                    instances: slot.instances.clone(),
+                .map(|slot| {
+                    let members = self.readings.get(slot.reading as usize).map(|r| &r.members);
+                    let save = |inst: &Instance| Some(SavedInstance::of(inst, members?.labels(inst.member)?));
+                    RuleSnapshot {
+                        name: slot.rule.name.clone(),
+                        text: slot.rule.to_string(),
+                        by: slot.rule.by.clone(),
+                        instances: slot.instances.iter().map(|i| i.as_ref().and_then(save)).collect(),
+                    }
                 })
                 .collect(),
             readings: self.readings.iter().map(|r| r.key.clone()).collect(),
@@ -2022,6 +2239,7 @@ impl Evaluator {
             let Some(slot) = ev.rules.get_mut(new) else { continue };
             let changed = slot.rule.to_string() != saved.text;
             let fresh = fresh_history(&slot.rule);
+            let Some(members) = ev.readings.get_mut(slot.reading as usize).map(|r| &mut r.members) else { continue };
             for (id, inst) in saved.instances.into_iter().enumerate() {
                 let id = u32::try_from(id).map_err(|_| SnapshotError::Inconsistent("too many instances"))?;
                 match inst {
@@ -2035,22 +2253,25 @@ impl Evaluator {
                         }
                         // Timers are scheduled afresh: the rule may have changed.
                         inst.deadline = None;
+                        let member = {
+                            let values: SmallVec<[Option<&Arc<str>>; 4]> = inst.values.iter().map(Some).collect();
+                            let hash = hash_key(&ev.hasher, &inst.tenant, inst.values.iter().map(|v| &**v));
+                            members.find_or_add(&inst.tenant, &values, hash)
+                        };
+                        if members.slot(member, slot.position as usize) != NONE {
+                            return Err(SnapshotError::Inconsistent("two instances of a rule have one key"));
+                        }
+                        members.set_slot(member, slot.position as usize, id);
                         restored.push((new as u32, id));
                         *ev.per_tenant.entry(Arc::clone(&inst.tenant)).or_insert(0) += 1;
                         slot.live += 1;
                         add(&mut ev.stats.instances, 1);
-                        slot.instances.push(Some(inst));
+                        slot.instances.push(Some(inst.into_instance(member)));
                     }
                     None => {
                         slot.instances.push(None);
                         slot.free.push(id);
                     }
-                }
-            }
-            for (id, inst) in slot.instances.iter().enumerate() {
-                if let Some(inst) = inst {
-                    let hash = instance_hash(&ev.hasher, inst);
-                    index_insert(&mut slot.index, &ev.hasher, &slot.instances, hash, id as u32);
                 }
             }
         }
