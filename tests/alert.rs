@@ -388,6 +388,43 @@ fn instance_caps_are_counted() {
     assert_eq!(ev.stats().instances, 2);
 }
 
+/// Rules that read alike share their instance keys, yet each rule keeps
+/// its own instances: under a tenant cap the later rules of a key go
+/// without one, a key whose instances all expired starts over with fresh
+/// instances for every rule, and a snapshot carries each rule's own.
+#[test]
+fn alike_rules_keep_their_own_instances_of_a_shared_key() {
+    let rules: Vec<Rule> = (0..3).map(|i| Rule::parse(&format!("r{i}"), "avg(x) by (h) > 1").unwrap()).collect();
+    let config = EvalConfig { max_instances_per_tenant: 4, idle_ttl: Span::from_mins(5), ..EvalConfig::default() };
+    let firing = |ev: &Evaluator| {
+        let mut alerts: Vec<_> = ev.alerts().map(|a| format!("{} {}", a.rule, a.labels[1].1)).collect();
+        alerts.sort();
+        alerts
+    };
+    let mut ev = Evaluator::new(rules.clone(), config).unwrap();
+    let mut out = Vec::new();
+    for h in ["a", "b"] {
+        ev.push(&result(&group(&[("h", h)]), MIN, 0, 5.0));
+    }
+    ev.advance(minutes(1), &mut out);
+    assert_eq!((ev.stats().instances, ev.stats().instances_capped), (4, 2));
+    assert_eq!(firing(&ev), ["r0 a", "r0 b", "r1 a", "r1 b"]);
+    let mut bytes = Vec::new();
+    ev.snapshot(&mut bytes);
+    let restored = Evaluator::restore(rules, config, &bytes).unwrap();
+    assert_eq!(firing(&restored), firing(&ev));
+    assert_eq!(restored.stats().instances, 4);
+
+    // Silent past the idle TTL: every instance resolves and goes.
+    ev.advance(minutes(10), &mut out);
+    assert_eq!(ev.stats().instances, 0);
+    assert_eq!(out.iter().filter(|e| e.state == AlertState::Resolved).count(), 4);
+    ev.push(&result(&group(&[("h", "a")]), MIN, 10, 5.0));
+    ev.advance(minutes(11), &mut out);
+    assert_eq!(firing(&ev), ["r0 a", "r1 a", "r2 a"]);
+    assert_eq!(ev.stats().instances, 3);
+}
+
 /// `max_buffered` counts window results, however many readings (rules
 /// that read differently) take each: the rest are counted per rule.
 #[test]
