@@ -300,6 +300,8 @@ struct Instance {
     /// When [`Evaluator::advance`] must look at this instance next (the
     /// time of its entry in the timer heap; it may be earlier than needed).
     deadline: Option<Timestamp>,
+    /// Tells this instance from others that held its slot: timer entries
+    /// and version-1 snapshots name instances by it.
     generation: u32,
 }
 
@@ -694,6 +696,8 @@ struct Members {
     free: Vec<u32>,
     /// Members by [`hash_key`] of their key.
     index: HashTable<u32>,
+    /// Hashes keys as `Evaluator::hasher` does (both [`key_hasher`]): the
+    /// hashes `find` is given come from that one.
     hasher: foldhash::fast::FixedState,
 }
 
