@@ -1590,16 +1590,17 @@ impl Evaluator {
     fn remove(&mut self, rule_id: u32, slot_id: u32) {
         let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
         let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::take) else { return };
-        let Some(members) = self.readings.get_mut(slot.reading as usize).map(|r| &mut r.members) else { return };
-        if let Some(key) = members.labels(inst.member)
-            && let Some(n) = self.per_tenant.get_mut(key.tenant)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_tenant.remove(key.tenant);
+        if let Some(members) = self.readings.get_mut(slot.reading as usize).map(|r| &mut r.members) {
+            if let Some(key) = members.labels(inst.member)
+                && let Some(n) = self.per_tenant.get_mut(key.tenant)
+            {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_tenant.remove(key.tenant);
+                }
             }
+            members.set_slot(inst.member, slot.position as usize, NONE);
         }
-        members.set_slot(inst.member, slot.position as usize, NONE);
         slot.free.push(slot_id);
         slot.live = slot.live.saturating_sub(1);
         self.stats.instances = self.stats.instances.saturating_sub(1);
