@@ -1,5 +1,20 @@
 //! The rule evaluator: one state machine per (rule, group), driven by
 //! window results in event time.
+//!
+//! How the state is laid out, for the per-result and per-window paths:
+//! - Rules that read results alike (stream, tenant and window filters,
+//!   selector, `by` labels) form a *reading*. `push` reads a result once
+//!   per reading and stages it under its instance key (tenant and `by`
+//!   values) in a *pending group*, merging the results of finer groups
+//!   that share a key.
+//! - A reading's *members* are the instance keys its rules have instances
+//!   for, with one row per member holding each rule's instance slot:
+//!   `advance` finds a staged key's member once and reaches every rule's
+//!   instance from the row. Each rule keeps its instances in its own slab
+//!   (a rule's instances sit together, and `advance` sweeps them rule by
+//!   rule); an instance names its member instead of holding the key.
+//! - Timers (gap transitions, `for` and `keep_firing_for` ends, idle
+//!   expiry) are kept by time, most of them at window ends.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
