@@ -297,9 +297,11 @@ enum Phase {
 /// One alert instance: a (rule, tenant, group) state machine. Its key
 /// (tenant and `by` values) is its [`Member`] of the rule's reading,
 /// shared by the instances the reading's other rules have for it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Instance {
-    /// Its member in its reading's [`Members`].
+    /// Its member in its reading's [`Members`] (not in snapshots, which
+    /// hold the key: a restore finds the member again).
+    #[serde(skip)]
     member: u32,
     phase: Phase,
     /// End of the last window processed (with data or as a gap).
@@ -320,20 +322,14 @@ struct Instance {
     generation: u32,
 }
 
-/// An instance as snapshots hold it: with its key.
+/// An instance as snapshots hold it: its key, then its state. Postcard
+/// writes a nested struct's fields in line, so these are the bytes
+/// snapshots held when instances carried their keys.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct SavedInstance {
     tenant: Arc<str>,
     values: SmallVec<[Arc<str>; 2]>,
-    phase: Phase,
-    cursor: Timestamp,
-    last_data: Timestamp,
-    size: Span,
-    value: Option<f64>,
-    history: History,
-    geo: Option<Box<GeoState>>,
-    deadline: Option<Timestamp>,
-    generation: u32,
+    state: Instance,
 }
 
 impl SavedInstance {
@@ -341,31 +337,7 @@ impl SavedInstance {
         SavedInstance {
             tenant: Arc::clone(key.tenant),
             values: key.values.iter().cloned().collect(),
-            phase: inst.phase,
-            cursor: inst.cursor,
-            last_data: inst.last_data,
-            size: inst.size,
-            value: inst.value,
-            history: inst.history.clone(),
-            geo: inst.geo.clone(),
-            deadline: inst.deadline,
-            generation: inst.generation,
-        }
-    }
-
-    /// The live instance, of member `member`.
-    fn into_instance(self, member: u32) -> Instance {
-        Instance {
-            member,
-            phase: self.phase,
-            cursor: self.cursor,
-            last_data: self.last_data,
-            size: self.size,
-            value: self.value,
-            history: self.history,
-            geo: self.geo,
-            deadline: self.deadline,
-            generation: self.generation,
+            state: inst.clone(),
         }
     }
 }
@@ -1692,7 +1664,7 @@ fn dropped_event(name: &Arc<str>, by: &[String], inst: &SavedInstance, since: Ti
         previous: AlertState::Firing,
         severity: Severity::default(),
         value: None,
-        at: inst.cursor,
+        at: inst.state.cursor,
         since,
         fingerprint: Fingerprint::of(name, &inst.tenant, pairs),
         cells: Vec::new(),
@@ -2136,7 +2108,7 @@ impl SnapshotV1 {
         for b in self.buffer {
             let inst =
                 self.rules.get(b.rule as usize).and_then(|r| r.instances.get(b.slot as usize)).and_then(Option::as_ref);
-            let Some(inst) = inst.filter(|i| i.generation == b.generation) else { continue };
+            let Some(inst) = inst.filter(|i| i.state.generation == b.generation) else { continue };
             let Some(Some(reading)) = reading_of.get(b.rule as usize).copied() else { continue };
             // Entries were written instance by instance.
             match buffer.last_mut() {
@@ -2250,7 +2222,7 @@ impl Evaluator {
                 // alerts it held resolve at the next `advance`.
                 let name: Arc<str> = Arc::from(saved.name.as_str());
                 for inst in saved.instances.iter().flatten() {
-                    if let Phase::Firing { since, .. } = inst.phase {
+                    if let Phase::Firing { since, .. } = inst.state.phase {
                         ev.held.push(dropped_event(&name, &saved.by, inst, since));
                     }
                 }
@@ -2268,11 +2240,11 @@ impl Evaluator {
                             return Err(SnapshotError::Inconsistent("an instance has the wrong number of labels"));
                         }
                         if changed {
-                            inst.history = fresh.clone();
-                            inst.geo = None;
+                            inst.state.history = fresh.clone();
+                            inst.state.geo = None;
                         }
                         // Timers are scheduled afresh: the rule may have changed.
-                        inst.deadline = None;
+                        inst.state.deadline = None;
                         let member = {
                             let values: SmallVec<[Option<&Arc<str>>; 4]> = inst.values.iter().map(Some).collect();
                             let hash = hash_key(&ev.hasher, &inst.tenant, inst.values.iter().map(|v| &**v));
@@ -2286,7 +2258,7 @@ impl Evaluator {
                         *ev.per_tenant.entry(Arc::clone(&inst.tenant)).or_insert(0) += 1;
                         slot.live += 1;
                         add(&mut ev.stats.instances, 1);
-                        slot.instances.push(Some(inst.into_instance(member)));
+                        slot.instances.push(Some(Instance { member, ..inst.state }));
                     }
                     None => {
                         slot.instances.push(None);
