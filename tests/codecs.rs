@@ -434,6 +434,56 @@ fn protobuf_reads_every_form_of_a_field_message_as_prost_does() {
     }
 }
 
+/// The wire form of `e` as an `Event` message sent in pieces: its dims
+/// cut at `cuts` into several `dims` runs, with the rest of the event
+/// between them at `rest_at` (Protobuf merges the pieces, appending
+/// repeated fields), so that an event's dims arrive in several runs and
+/// around its other fields.
+fn in_pieces(e: &Event, cuts: &[prop::sample::Index], rest_at: prop::sample::Index) -> Vec<u8> {
+    let batch = batch_of(std::slice::from_ref(e));
+    let mut rest = proto::Event::from(&batch.get(0).unwrap());
+    let dims = std::mem::take(&mut rest.dims);
+    let mut at: Vec<usize> = cuts.iter().map(|c| c.index(dims.len() + 1)).collect();
+    at.push(dims.len());
+    at.sort_unstable();
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut from = 0;
+    for to in at {
+        let piece = proto::Event { dims: dims[from..to].to_vec(), ..Default::default() };
+        pieces.push(piece.encode_to_vec());
+        from = to;
+    }
+    pieces.insert(rest_at.index(pieces.len() + 1), rest.encode_to_vec());
+    pieces.concat()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("tests/proptest-regressions/codecs.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// The decoder lets an event share the dims of an earlier one that
+    /// repeats them: an event whose dims come in several runs, or after
+    /// and before its other fields, must still read as `prost` reads it.
+    #[test]
+    fn protobuf_dims_in_pieces_read_as_prost_reads_them(
+        events in proptest::collection::vec(
+            (pooled_event(), proptest::collection::vec(any::<prop::sample::Index>(), 0..3), any::<prop::sample::Index>()),
+            1..12,
+        ),
+    ) {
+        let mut wire = Vec::new();
+        for (e, cuts, rest_at) in &events {
+            len_field(0x0a, &in_pieces(e, cuts, *rest_at), &mut wire);
+        }
+        let mut ours = EventBatch::new();
+        Format::Protobuf.decode_into(&Bytes::from(wire.clone()), &unbounded(), &mut ours).unwrap();
+        let theirs = prost_decode(&wire).unwrap();
+        prop_assert!(same(&ours.to_events(), &theirs), "ours {:?}\nprost {:?}", ours.to_events(), theirs);
+    }
+}
+
 /// One id field of an event: `id_str` (true) or `id_bytes`, raw bytes.
 type RawId = (bool, Vec<u8>);
 

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use edgestream::event::{Event, EventBatch};
+use edgestream::event::{Event, EventBatch, Format, Limits};
 use edgestream::time::{Span, Timestamp};
 use edgestream::window::agg::{Aggregates, Scalar};
 use edgestream::window::{
@@ -825,6 +825,64 @@ proptest! {
         let describe = |results: Vec<WindowResult>| -> Vec<String> {
             let mut lines: Vec<String> = results.iter().map(|r| format!("{}|{}|{}|{}|{}|{}|{:?}|{:?}|{:?}", r.start, r.group.labels[0].1,
                 r.revision, r.is_final, r.events, r.count, r.fields[0].scalar, r.fields[1].scalar, r.fields[1].quantiles)).collect();
+            lines.sort();
+            lines
+        };
+        prop_assert_eq!(describe(got), describe(expected));
+    }
+
+    #[test]
+    fn events_decoded_with_shared_dims_group_as_events_pushed_one_by_one(
+        events in proptest::collection::vec((0usize..2, 0usize..2, 0usize..5, 0i64..30_000, -100i32..100), 1..150),
+        bodies in 1usize..4,
+        cap in prop_oneof![Just(3usize), Just(1_000)],
+    ) {
+        // The Protobuf decoder lets events that repeat an earlier event's
+        // dims share them, and the operator then resolves their group once:
+        // events of other tenants or streams with the same dims, dims
+        // without a group-by key, and groups past the cap must still come
+        // out as when every event has dims of its own.
+        let dims: [&[(&str, &str)]; 5] = [
+            &[("region", "eu"), ("device", "d-1"), ("type", "pump")],
+            &[("region", "eu"), ("device", "d-2"), ("type", "pump")],
+            &[("region", "us"), ("device", "d-1"), ("type", "meter")],
+            &[("device", "d-3"), ("type", "meter")],
+            &[("region", "us"), ("region", "eu"), ("device", "d-4")],
+        ];
+        let spec = WindowSpec::new(Span::from_secs(10))
+            .group_by(["region", "device"])
+            .field(FieldSpec::new("v"))
+            .out_of_orderness(Span::from_secs(60))
+            .max_groups_per_tenant(cap)
+            .idle_timeout(None);
+        let (mut pushed, mut decoded) = (Windows::new(spec.clone()).unwrap(), Windows::new(spec).unwrap());
+        let (mut got, mut expected) = (Vec::new(), Vec::new());
+        let mut decoded_batch = EventBatch::new();
+        for part in events.chunks(events.len().div_ceil(bodies)) {
+            let mut batch = EventBatch::new();
+            for &(tenant, stream, d, ms, v) in part {
+                let mut e = Event::new(["acme", "globex"][tenant], ["metrics", "logs"][stream], t(ms)).with_field("v", f64::from(v));
+                for (k, v) in dims[d] {
+                    e = e.with_dim(*k, *v);
+                }
+                batch.push(&e);
+            }
+            let mut wire = Vec::new();
+            Format::Protobuf.encode(&batch, &mut wire);
+            Format::Protobuf.decode_into(&wire.into(), &Limits::default(), &mut decoded_batch).unwrap();
+            let (mut late, mut decoded_late) = (Vec::new(), Vec::new());
+            pushed.push(&batch, t(0), &mut late);
+            decoded.push(&decoded_batch, t(0), &mut decoded_late);
+            prop_assert_eq!(late, decoded_late);
+        }
+        pushed.close_all(t(0));
+        decoded.close_all(t(0));
+        expected.extend(drain(&mut pushed));
+        got.extend(drain(&mut decoded));
+        prop_assert_eq!(decoded.stats(), pushed.stats());
+        let describe = |results: Vec<WindowResult>| -> Vec<String> {
+            let mut lines: Vec<String> = results.iter().map(|r| format!("{}|{}|{}|{:?}|{}|{:?}",
+                r.start, r.group.tenant, r.group.stream, r.group.labels, r.events, r.fields[0].scalar)).collect();
             lines.sort();
             lines
         };

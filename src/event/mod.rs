@@ -322,6 +322,8 @@ pub struct EventBatch {
     verdicts: Vec<u8>,
     /// The Protobuf decoder's recent dims, valid until `clear`.
     dim_memo: protobuf::DimMemo,
+    /// Whether some events share their dims (see [`EventRef::dims_id`]).
+    shares_dims: bool,
     /// Geo points and payloads, by [`Record::extra`].
     extras: Vec<Extra>,
 }
@@ -369,6 +371,15 @@ impl EventBatch {
         self.id_bytes.clear();
         self.id_unchecked.clear();
         self.dropped_bad_id = false;
+        self.shares_dims = false;
+    }
+
+    /// Whether some events share the dims of an earlier one (see
+    /// [`EventRef::dims_id`]): only then is work per dims id worth
+    /// remembering.
+    #[inline]
+    pub(crate) fn shares_dims(&self) -> bool {
+        self.shares_dims
     }
 
     /// The geo point and payload of `record`, if it has either.
@@ -488,6 +499,7 @@ impl EventBatch {
             fields_start: self.fields.len(),
             id_starts: (self.id_text_end(), self.id_bytes.len()),
             id: IdSlot::None,
+            shared_dims: None,
             batch: self,
         }
     }
@@ -540,6 +552,9 @@ pub(crate) struct EventBuilder<'b> {
     /// Lengths of the two id arenas when the event started.
     id_starts: (usize, usize),
     id: IdSlot,
+    /// Dims of an earlier event that are all this one's so far (see
+    /// [`EventBuilder::shared_dims`]).
+    shared_dims: Option<Range<usize>>,
 }
 
 impl EventBuilder<'_> {
@@ -558,12 +573,42 @@ impl EventBuilder<'_> {
     pub(crate) fn dim(&mut self, key: &str, value: &str) {
         let k = self.batch.symbols.intern(key);
         let v = self.batch.symbols.intern(value);
-        self.batch.dims.push((k, v));
+        self.dim_sym(k, v);
     }
 
     #[inline]
     pub(crate) fn dim_sym(&mut self, key: Sym, value: Sym) {
+        self.own_dims();
         self.batch.dims.push((key, value));
+    }
+
+    /// Adds `dims`, which an earlier event of the batch wrote at `at` in
+    /// the dims arena: an event that has no other dims shares them (no
+    /// copy, and stages that resolve groups see that the two events'
+    /// dims are one, by [`EventRef::dims_id`]).
+    #[inline]
+    pub(crate) fn shared_dims(&mut self, at: usize, dims: &[(Sym, Sym)]) {
+        let range = at..at + dims.len();
+        if self.shared_dims.is_none()
+            && self.dims_start == self.batch.dims.len()
+            && self.batch.dims.get(range.clone()) == Some(dims)
+        {
+            self.shared_dims = Some(range);
+            self.batch.shares_dims = true;
+        } else {
+            self.own_dims();
+            self.batch.dims.extend_from_slice(dims);
+        }
+    }
+
+    /// Copies shared dims into the event's own, so that more can follow
+    /// them; returns the end of the dims arena.
+    #[inline]
+    pub(crate) fn own_dims(&mut self) -> usize {
+        if let Some(shared) = self.shared_dims.take() {
+            self.batch.dims.extend_from_within(shared);
+        }
+        self.batch.dims.len()
     }
 
     #[inline]
@@ -647,7 +692,7 @@ impl EventBuilder<'_> {
             stream,
             ts,
             id: self.id,
-            dims: self.dims_start..self.batch.dims.len(),
+            dims: self.shared_dims.unwrap_or(self.dims_start..self.batch.dims.len()),
             fields: self.fields_start..self.batch.fields.len(),
             extra: NO_EXTRA,
         };
@@ -802,6 +847,16 @@ impl<'a> EventRef<'a> {
     /// The dims as symbol pairs: the fast path for grouping.
     pub fn dim_syms(&self) -> &'a [(Sym, Sym)] {
         self.batch.dims.get(self.record.dims.clone()).unwrap_or_default()
+    }
+
+    /// Where the event's dims sit in its batch: events of one batch with
+    /// the same `dims_id` have the same dims (a decoder shares the dims of
+    /// events that repeat them), so per-event work on dims can be done
+    /// once per id. Events with the same dims may still have different
+    /// ids.
+    #[inline]
+    pub(crate) fn dims_id(&self) -> (usize, usize) {
+        (self.record.dims.start, self.record.dims.end)
     }
 
     /// The fields keyed by symbol: the fast path for aggregation.

@@ -180,20 +180,19 @@ fn decode_event<'a>(
                     continue;
                 };
                 let run = r.buf.get(r.tag..run_end).unwrap_or_default();
-                let batch = &mut *ev.batch;
-                if let Some(syms) = batch.dim_memo.get_run(run) {
-                    batch.dims.extend_from_slice(syms);
+                if let Some(found) = ev.batch.dim_memo.get_run(run) {
+                    ev.shared_dims(found.at as usize, found.dims());
                     r.pos = run_end;
                     continue;
                 }
-                let first = batch.dims.len();
+                let first = ev.own_dims();
                 r.pos = r.tag;
                 while r.pos < run_end {
                     let (_, wire) = r.key(end)?;
                     decode_dim(r, wire, end, depth, &mut ev)?;
                 }
                 let batch = &mut *ev.batch;
-                batch.dim_memo.put_run(run, batch.dims.get(first..).unwrap_or_default());
+                batch.dim_memo.put_run(run, first, batch.dims.get(first..).unwrap_or_default());
             }
             7 => {
                 r.expect(wire, LEN, "fields")?;
@@ -383,9 +382,23 @@ struct RunTable {
 struct RunEntry {
     bytes: [u8; RUN_BYTES],
     len: u8,
-    dims: u8,
     epoch: u32,
+    dims: RunDims,
+}
+
+/// The dims a run gave, and where in the batch's dims they were first
+/// written (later events of the same run share them).
+#[derive(Clone, Copy)]
+struct RunDims {
+    at: u32,
+    n: u8,
     syms: [(Sym, Sym); RUN_DIMS],
+}
+
+impl RunDims {
+    fn dims(&self) -> &[(Sym, Sym)] {
+        self.syms.get(..usize::from(self.n)).unwrap_or_default()
+    }
 }
 
 struct DimTable {
@@ -430,7 +443,7 @@ fn dim_words(bytes: &[u8]) -> Option<[u64; 4]> {
 
 /// A clone of a batch starts with an empty memo: it is a cache of the
 /// decoder, not part of the events, and a batch kept (as raw events are)
-/// should not hold its 50 KB (24 KB of dims, 26 KB of runs).
+/// should not hold its 52 KB (24 KB of dims, 28 KB of runs).
 impl Clone for DimMemo {
     fn clone(&self) -> Self {
         DimMemo::default()
@@ -511,18 +524,21 @@ impl DimMemo {
 
     /// The dims of the run `run`, if decoded in this epoch.
     #[inline]
-    fn get_run(&self, run: &[u8]) -> Option<&[(Sym, Sym)]> {
+    fn get_run(&self, run: &[u8]) -> Option<RunDims> {
         let table = self.runs.as_deref()?;
         let entry = table.entries.get(Self::run_set(run))?.iter().find(|e| {
             e.epoch == table.epoch && usize::from(e.len) == run.len() && e.bytes.get(..run.len()) == Some(run)
         })?;
-        entry.syms.get(..usize::from(entry.dims))
+        Some(entry.dims)
     }
 
-    /// Remembers that the run `run` gave `dims` (as [`dim_run`] bounds
-    /// them; anything longer is not kept).
-    fn put_run(&mut self, run: &[u8], dims: &[(Sym, Sym)]) {
-        let (Some(&first), Ok(len), Ok(n)) = (dims.first(), u8::try_from(run.len()), u8::try_from(dims.len())) else {
+    /// Remembers that the run `run` gave `dims`, written in the batch's
+    /// dims at `at` (runs as [`dim_run`] bounds them; anything longer is
+    /// not kept).
+    fn put_run(&mut self, run: &[u8], at: usize, dims: &[(Sym, Sym)]) {
+        let (Some(&first), Ok(len), Ok(n), Ok(at)) =
+            (dims.first(), u8::try_from(run.len()), u8::try_from(dims.len()), u32::try_from(at))
+        else {
             return;
         };
         if run.len() > RUN_BYTES || dims.len() > RUN_DIMS {
@@ -530,19 +546,21 @@ impl DimMemo {
         }
         let table = self.runs.get_or_insert_with(|| {
             // Epoch 0 is never current (see `clear`).
-            let empty = RunEntry { bytes: [0; RUN_BYTES], len: 0, dims: 0, epoch: 0, syms: [first; RUN_DIMS] };
+            let dims = RunDims { at: 0, n: 0, syms: [first; RUN_DIMS] };
+            let empty = RunEntry { bytes: [0; RUN_BYTES], len: 0, epoch: 0, dims };
             Box::new(RunTable { epoch: 1, entries: [empty; 2 * RUN_SETS] })
         });
         let epoch = table.epoch;
         let set = table.entries.get_mut(Self::run_set(run));
         let Some([entry, second]) = set.and_then(|s| <&mut [RunEntry; 2]>::try_from(s).ok()) else { return };
         *second = *entry;
-        if let (Some(bytes), Some(syms)) = (entry.bytes.get_mut(..run.len()), entry.syms.get_mut(..dims.len())) {
+        if let (Some(bytes), Some(syms)) = (entry.bytes.get_mut(..run.len()), entry.dims.syms.get_mut(..dims.len())) {
             bytes.copy_from_slice(run);
             syms.copy_from_slice(dims);
             entry.len = len;
-            entry.dims = n;
             entry.epoch = epoch;
+            entry.dims.n = n;
+            entry.dims.at = at;
         }
     }
 

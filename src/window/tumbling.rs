@@ -629,6 +629,26 @@ struct Planned {
     closed: bool,
 }
 
+/// Entries of [`Windows::seen_dims`]: a direct-mapped table, as a batch has
+/// few distinct dims (a few hundred devices) and a miss only costs the
+/// full lookup.
+const SEEN_DIMS: usize = 256;
+
+/// A group `push` found for the events of some dims (see
+/// [`EventRef::dims_id`]), tenant and stream.
+#[derive(Clone, Copy)]
+struct SeenDims {
+    dims: (usize, usize),
+    /// The [`Sym::index`] of the tenant and of the stream.
+    names: (usize, usize),
+    group: GroupId,
+}
+
+impl SeenDims {
+    /// An entry no event matches (dims never end before they start).
+    const NONE: SeenDims = SeenDims { dims: (usize::MAX, 0), names: (0, 0), group: 0 };
+}
+
 /// The bounds of the window the last placed event fell in, so that runs of
 /// events in one window skip the division.
 #[derive(Clone, Copy)]
@@ -851,6 +871,10 @@ pub struct Windows {
     /// Scratch for `push` and `push_resolved_batch`, kept to reuse its
     /// allocation.
     plan: Vec<Planned>,
+    /// The groups `push` found for the batch being pushed, by the events'
+    /// [`EventRef::dims_id`]: events that share their dims (and tenant
+    /// and stream) share their group, found once.
+    seen_dims: Vec<SeenDims>,
     index: GroupIndex,
     /// Per group id; `None` once freed (the id waits in `free_groups`).
     groups: Vec<Option<Group>>,
@@ -989,6 +1013,7 @@ impl Windows {
             empty,
             translate: Vec::new(),
             plan: Vec::new(),
+            seen_dims: Vec::new(),
             index: GroupIndex::new(2 + spec.group_by.len() + usize::from(spec.geo_cell.is_some())),
             groups: Vec::new(),
             hot: Vec::new(),
@@ -1092,6 +1117,13 @@ impl Windows {
         self.translate_labels(batch, key_syms);
         // A `Vec` rather than a `SmallVec`: pushes stay a compare and a store.
         let mut key: Vec<u32> = Vec::with_capacity(3 + key_syms.len());
+        // Only for events that share dims; a group by geohash cell depends
+        // on more than the dims.
+        let mut seen_dims = core::mem::take(&mut self.seen_dims);
+        seen_dims.clear();
+        if batch.shares_dims() && self.spec.geo_cell.is_none() {
+            seen_dims.resize(SEEN_DIMS, SeenDims::NONE);
+        }
         // Pass 1: each event's window and group (the string work).
         let mut plan = core::mem::take(&mut self.plan);
         plan.clear();
@@ -1101,6 +1133,15 @@ impl Windows {
                 late.push(index);
                 continue;
             };
+            let dims = event.dims_id();
+            let seen = seen_dims.get_mut(dims.0 % SEEN_DIMS);
+            let names = (event.tenant_sym().index(), event.stream_sym().index());
+            if let Some(seen) = &seen
+                && (seen.dims, seen.names) == (dims, names)
+            {
+                plan.push(Planned { index: index as u32, group: seen.group, slot: NO_SLOT, window, closed });
+                continue;
+            }
             // The batch symbol of the event's value for group-by key `i`.
             let label = |i: usize| {
                 let k = key_syms.get(i).copied().flatten()?;
@@ -1123,7 +1164,16 @@ impl Windows {
                 key.push(self.global_str(cell.as_ref().map_or("", Geohash::as_str)));
             }
             let group = match self.index.get(&key, &self.hot) {
-                Some(id) => id,
+                Some(id) => {
+                    // An existing group (not the overflow group, which is
+                    // counted per event) that no new group of this batch
+                    // can evict: it has windows, or is taken off the idle
+                    // list below.
+                    if let Some(seen) = seen {
+                        *seen = SeenDims { dims, names, group: id };
+                    }
+                    id
+                }
                 None => {
                     let texts: SmallVec<[&str; 4]> = (0..key_syms.len())
                         .map(|i| label(i).and_then(|v| symbols.resolve(v)).unwrap_or(""))
@@ -1153,6 +1203,7 @@ impl Windows {
             });
         }
         self.plan = plan;
+        self.seen_dims = seen_dims;
     }
 
     /// The window of `ts` and whether it is closed, or `None` (counted) when
