@@ -107,6 +107,9 @@ fn next_field<'a>(r: &mut Reader<'a>, body: &Bytes, batch: &mut EventBatch, repe
 /// names, and comparing a few bytes costs less than interning them.
 #[derive(Default)]
 struct Repeats<'a> {
+    /// The bytes of the last event's tenant and stream fields, when it
+    /// began with them (as encoders write events), and their symbols.
+    head: Option<(&'a [u8], Sym, Sym)>,
     tenant: Repeat<'a>,
     stream: Repeat<'a>,
     /// The names of the first fields, by position.
@@ -146,7 +149,8 @@ fn decode_event<'a>(
     let start = r.pos;
     let depth = RECURSION_LIMIT - 1;
     let mut ev = batch.start_event();
-    let (mut tenant, mut stream, mut ts, mut geo, mut payload) = (None, None, None, None::<GeoPoint>, None);
+    let (mut ts, mut geo, mut payload) = (None, None::<GeoPoint>, None);
+    let (mut tenant, mut stream) = head(r, end, &mut ev, repeats)?;
     // Fields read so far (by the plain path): where to look for a repeat.
     let mut fields = 0;
     while r.pos < end {
@@ -241,6 +245,42 @@ fn decode_event<'a>(
     let stream = stream.unwrap_or_else(|| ev.intern(""));
     ev.finish(tenant, stream, Timestamp::from_nanos(ts), geo, payload);
     Ok(())
+}
+
+/// The tenant and stream of an event that begins with them (fields 1 and
+/// 2, the order encoders write), read past: consecutive events mostly
+/// begin with the same bytes, and one compare with the last event's then
+/// gives both. Only the tenant, or nothing (nothing read), for an event
+/// that begins otherwise: the general loop reads the rest.
+#[inline]
+fn head<'a>(
+    r: &mut Reader<'a>,
+    end: usize,
+    ev: &mut EventBuilder<'_>,
+    repeats: &mut Repeats<'a>,
+) -> Result<(Option<Sym>, Option<Sym>)> {
+    const TENANT_KEY: u8 = 1 << 3 | LEN;
+    const STREAM_KEY: u8 = 2 << 3 | LEN;
+    let start = r.pos;
+    if let Some((head, tenant, stream)) = repeats.head
+        && start + head.len() <= end
+        && r.buf.get(start..start + head.len()).is_some_and(|bytes| short_eq(bytes, head))
+    {
+        r.pos = start + head.len();
+        return Ok((Some(tenant), Some(stream)));
+    }
+    if start >= end || r.buf.get(start) != Some(&TENANT_KEY) {
+        return Ok((None, None));
+    }
+    let (_, wire) = r.key(end)?;
+    let tenant = r.symbol_as_before(wire, end, "tenant", ev, &mut repeats.tenant)?;
+    if r.pos >= end || r.buf.get(r.pos) != Some(&STREAM_KEY) {
+        return Ok((Some(tenant), None));
+    }
+    let (_, wire) = r.key(end)?;
+    let stream = r.symbol_as_before(wire, end, "stream", ev, &mut repeats.stream)?;
+    repeats.head = r.buf.get(start..r.pos).map(|head| (head, tenant, stream));
+    Ok((Some(tenant), Some(stream)))
 }
 
 /// Decodes one `dims` field (its key read: `wire`) into `ev`.
