@@ -356,8 +356,14 @@ fn sampled_weights_keep_window_counts_and_sums_unbiased() {
     let mut sampler = HashSampler::new(0.05, HashKey::Id).unwrap();
     let mut weights = Vec::new();
     sampler.weigh_batch(&batch, &mut weights);
+    // The batch helper decides and counts as deciding one event at a time.
+    let mut one_by_one = HashSampler::new(0.05, HashKey::Id).unwrap();
+    let each: Vec<f64> = batch.iter().map(|e| one_by_one.sample_event(&e).weight()).collect();
+    assert_eq!(each, weights);
+    assert_eq!(one_by_one.stats(), sampler.stats());
     let removed = batch.retain_sampled(&mut weights).unwrap();
     assert_eq!(removed as u64, sampler.stats().dropped);
+    assert_eq!((sampler.stats().seen, sampler.stats().kept), (50_000, batch.len() as u64));
     let mut late = Vec::new();
     windows.push_weighted(&batch, &weights, t(0), &mut late).unwrap();
     windows.advance(t(10_000_000));

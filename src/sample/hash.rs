@@ -30,6 +30,7 @@ const P3: u64 = 0x1656_67B1_9E37_79F9;
 ///
 /// assert_eq!(stable_hash(0, b"evt-1"), 0xa3b7_a19a_2f56_f560);
 /// ```
+#[inline]
 pub fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
     let mut h = seed ^ P3 ^ (bytes.len() as u64).wrapping_mul(P1);
     let mut chunks = bytes.chunks_exact(8);
@@ -144,24 +145,37 @@ impl HashSampler {
 
     /// Decides on an event by its [`HashKey`], and counts the decision.
     pub fn sample_event(&mut self, event: &EventRef<'_>) -> Sampled {
+        let decision = self.decision(self.keeps_hash(self.event_hash(event)));
+        self.stats.count(decision);
+        decision
+    }
+
+    /// The hash an event is decided on.
+    #[inline]
+    fn event_hash(&self, event: &EventRef<'_>) -> u64 {
         let key = match &self.key {
             HashKey::Id => event.id_bytes(),
             HashKey::Dim(name) => event.dim(name).map(str::as_bytes),
         };
-        let hash = match key {
+        match key {
             Some(key) => stable_hash(self.seed, key),
             None => content_hash(self.seed, event),
-        };
-        let decision = self.decision(self.keeps_hash(hash));
-        self.stats.count(decision);
-        decision
+        }
     }
 
     /// Writes one weight per event of `batch` into `weights` (cleared
     /// first): `1 / rate` for a kept event, 0 for one sampled out.
     pub fn weigh_batch(&mut self, batch: &EventBatch, weights: &mut Vec<f64>) {
         weights.clear();
-        weights.extend(batch.iter().map(|event| self.sample_event(&event).weight()));
+        // Counted once for the batch: the events' hashes are independent,
+        // and nothing else carries from one to the next.
+        let mut kept = 0;
+        weights.extend(batch.iter().map(|event| {
+            let keep = self.keeps_hash(self.event_hash(&event));
+            kept += u64::from(keep);
+            self.decision(keep).weight()
+        }));
+        self.stats.count_many(batch.len() as u64, kept);
     }
 
     /// Counters.

@@ -109,6 +109,13 @@ pub struct SampleStats {
 }
 
 impl SampleStats {
+    /// Counts `seen` decisions of which `kept` kept.
+    pub(crate) fn count_many(&mut self, seen: u64, kept: u64) {
+        self.seen += seen;
+        self.kept += kept;
+        self.dropped += seen - kept;
+    }
+
     pub(crate) fn count(&mut self, decision: Sampled) {
         self.seen += 1;
         if decision.is_kept() {
