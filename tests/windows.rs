@@ -870,8 +870,16 @@ proptest! {
             let mut wire = Vec::new();
             Format::Protobuf.encode(&batch, &mut wire);
             Format::Protobuf.decode_into(&wire.into(), &Limits::default(), &mut decoded_batch).unwrap();
+            prop_assert_eq!(&decoded_batch, &batch);
+            // The reference: one event per batch, so no event shares dims.
             let (mut late, mut decoded_late) = (Vec::new(), Vec::new());
-            pushed.push(&batch, t(0), &mut late);
+            for (i, e) in batch.iter().enumerate() {
+                let mut one = EventBatch::new();
+                one.push(&e.to_event());
+                let mut l = Vec::new();
+                pushed.push(&one, t(0), &mut l);
+                late.extend(l.iter().map(|_| i));
+            }
             decoded.push(&decoded_batch, t(0), &mut decoded_late);
             prop_assert_eq!(late, decoded_late);
         }
