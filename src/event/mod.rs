@@ -499,7 +499,7 @@ impl EventBatch {
             fields_start: self.fields.len(),
             id_starts: (self.id_text_end(), self.id_bytes.len()),
             id: IdSlot::None,
-            shared_dims: None,
+            shared: None,
             batch: self,
         }
     }
@@ -554,7 +554,7 @@ pub(crate) struct EventBuilder<'b> {
     id: IdSlot,
     /// Dims of an earlier event that are all this one's so far (see
     /// [`EventBuilder::shared_dims`]).
-    shared_dims: Option<Range<usize>>,
+    shared: Option<Range<usize>>,
 }
 
 impl EventBuilder<'_> {
@@ -589,11 +589,11 @@ impl EventBuilder<'_> {
     #[inline]
     pub(crate) fn shared_dims(&mut self, at: usize, dims: &[(Sym, Sym)]) {
         let range = at..at + dims.len();
-        if self.shared_dims.is_none()
+        if self.shared.is_none()
             && self.dims_start == self.batch.dims.len()
             && self.batch.dims.get(range.clone()) == Some(dims)
         {
-            self.shared_dims = Some(range);
+            self.shared = Some(range);
             self.batch.shares_dims = true;
         } else {
             self.own_dims();
@@ -605,7 +605,7 @@ impl EventBuilder<'_> {
     /// them; returns the end of the dims arena.
     #[inline]
     pub(crate) fn own_dims(&mut self) -> usize {
-        if let Some(shared) = self.shared_dims.take() {
+        if let Some(shared) = self.shared.take() {
             self.batch.dims.extend_from_within(shared);
         }
         self.batch.dims.len()
@@ -692,7 +692,7 @@ impl EventBuilder<'_> {
             stream,
             ts,
             id: self.id,
-            dims: self.shared_dims.unwrap_or(self.dims_start..self.batch.dims.len()),
+            dims: self.shared.unwrap_or(self.dims_start..self.batch.dims.len()),
             fields: self.fields_start..self.batch.fields.len(),
             extra: NO_EXTRA,
         };
