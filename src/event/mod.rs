@@ -588,7 +588,7 @@ impl EventBuilder<'_> {
     /// dims are one, by [`EventRef::dims_id`]).
     #[inline]
     pub(crate) fn shared_dims(&mut self, at: usize, dims: &[(Sym, Sym)]) {
-        let range = at..at + dims.len();
+        let range = at..at.saturating_add(dims.len());
         if self.shared.is_none()
             && self.dims_start == self.batch.dims.len()
             && self.batch.dims.get(range.clone()) == Some(dims)
