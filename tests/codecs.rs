@@ -247,6 +247,26 @@ proptest! {
         }
     }
 
+    /// The decoder lets an event share the dims of an earlier one that
+    /// repeats them: an event whose dims come in several runs, or after
+    /// and before its other fields, must still read as `prost` reads it.
+    #[test]
+    fn protobuf_dims_in_pieces_read_as_prost_reads_them(
+        events in proptest::collection::vec(
+            (pooled_event(), proptest::collection::vec(any::<prop::sample::Index>(), 0..3), any::<prop::sample::Index>()),
+            1..12,
+        ),
+    ) {
+        let mut wire = Vec::new();
+        for (e, cuts, rest_at) in &events {
+            len_field(0x0a, &in_pieces(e, cuts, *rest_at), &mut wire);
+        }
+        let mut ours = EventBatch::new();
+        Format::Protobuf.decode_into(&Bytes::from(wire.clone()), &unbounded(), &mut ours).unwrap();
+        let theirs = prost_decode(&wire).unwrap();
+        prop_assert!(same(&ours.to_events(), &theirs), "ours {:?}\nprost {:?}", ours.to_events(), theirs);
+    }
+
     #[test]
     fn protobuf_fast_path_agrees_with_prost_on_random_bytes(wire in proptest::collection::vec(any::<u8>(), 1..200)) {
         let limits = unbounded();
@@ -455,33 +475,6 @@ fn in_pieces(e: &Event, cuts: &[prop::sample::Index], rest_at: prop::sample::Ind
     }
     pieces.insert(rest_at.index(pieces.len() + 1), rest.encode_to_vec());
     pieces.concat()
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("tests/proptest-regressions/codecs.txt"))),
-        ..ProptestConfig::default()
-    })]
-
-    /// The decoder lets an event share the dims of an earlier one that
-    /// repeats them: an event whose dims come in several runs, or after
-    /// and before its other fields, must still read as `prost` reads it.
-    #[test]
-    fn protobuf_dims_in_pieces_read_as_prost_reads_them(
-        events in proptest::collection::vec(
-            (pooled_event(), proptest::collection::vec(any::<prop::sample::Index>(), 0..3), any::<prop::sample::Index>()),
-            1..12,
-        ),
-    ) {
-        let mut wire = Vec::new();
-        for (e, cuts, rest_at) in &events {
-            len_field(0x0a, &in_pieces(e, cuts, *rest_at), &mut wire);
-        }
-        let mut ours = EventBatch::new();
-        Format::Protobuf.decode_into(&Bytes::from(wire.clone()), &unbounded(), &mut ours).unwrap();
-        let theirs = prost_decode(&wire).unwrap();
-        prop_assert!(same(&ours.to_events(), &theirs), "ours {:?}\nprost {:?}", ours.to_events(), theirs);
-    }
 }
 
 /// One id field of an event: `id_str` (true) or `id_bytes`, raw bytes.
