@@ -16,7 +16,7 @@
 //! - Timers (gap transitions, `for` and `keep_firing_for` ends, idle
 //!   expiry) are kept by time, most of them at window ends.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque, btree_map};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -937,12 +937,8 @@ pub struct Evaluator {
     /// The (group, window end) of every result staged and not yet
     /// evaluated: a second result for one of them (a correction) is stale.
     seen: hashbrown::HashSet<(Arc<GroupKey>, Timestamp, Timestamp), foldhash::fast::FixedState>,
-    /// Timers: `(rule, slot, generation)` of instances by deadline. Many
-    /// instances share a deadline (window ends), so taking every timer due
-    /// at one time is one map operation.
-    deadlines: BTreeMap<Timestamp, Vec<(u32, u32, u32)>>,
-    /// Entries in `deadlines`, live or cancelled.
-    timers: usize,
+    /// The instances' deadlines.
+    timers: Timers,
     per_tenant: HashMap<Arc<str>, usize>,
     hasher: foldhash::fast::FixedState,
     next_generation: u32,
@@ -1091,8 +1087,7 @@ impl Evaluator {
             held: Vec::new(),
             quantile_memo: QuantileMemo::default(),
             seen: hashbrown::HashSet::with_hasher(key_hasher()),
-            deadlines: BTreeMap::new(),
-            timers: 0,
+            timers: Timers::default(),
             per_tenant: HashMap::new(),
             hasher: key_hasher(),
             next_generation: 0,
@@ -1307,7 +1302,7 @@ impl Evaluator {
     /// (a timer that was cancelled); calling `advance` then is harmless.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         let buffered = self.staging.iter().map(|b| b.end).chain(self.held.iter().map(|e| e.at)).min();
-        let timer = self.deadlines.first_key_value().map(|(t, _)| *t);
+        let timer = self.timers.first();
         buffered.into_iter().chain(timer).min()
     }
 
@@ -1424,17 +1419,13 @@ impl Evaluator {
                 self.stage(id, staged);
             }
         }
-        while let Some(entry) = self.deadlines.first_entry() {
-            if *entry.key() > watermark {
-                break;
-            }
-            // Timers an `on_timer` sets at this same time land in a new
-            // entry, taken by the next turn of the loop.
-            let (t, due) = entry.remove_entry();
-            self.timers = self.timers.saturating_sub(due.len());
-            for (rule, slot, generation) in due {
+        // Timers an `on_timer` sets at this same time are taken by the
+        // next turn of the loop.
+        while let Some((t, mut due)) = self.timers.take_due(watermark) {
+            for (rule, slot, generation) in due.drain(..) {
                 self.on_timer(t, rule, slot, generation, out);
             }
+            self.timers.recycle(due);
         }
         // Instances are independent, so the order they were visited in is
         // immaterial; the events go out in one canonical order. Keys taken
@@ -1452,18 +1443,16 @@ impl Evaluator {
     /// moved earlier leaves its old entry behind) outnumber the live ones,
     /// so flapping groups cannot grow them without bound.
     fn compact_timers(&mut self) {
-        if self.timers <= 2 * self.stats.instances as usize + 1_024 {
+        if self.timers.len <= 2 * self.stats.instances as usize + 1_024 {
             return;
         }
-        self.deadlines.clear();
-        self.timers = 0;
+        self.timers.clear();
         for (rule_id, slot) in self.rules.iter().enumerate() {
             for (slot_id, inst) in slot.instances.iter().enumerate() {
                 if let Some(inst) = inst
                     && let Some(t) = inst.deadline
                 {
-                    self.deadlines.entry(t).or_default().push((rule_id as u32, slot_id as u32, inst.generation));
-                    self.timers += 1;
+                    self.timers.set(t, (rule_id as u32, slot_id as u32, inst.generation));
                 }
             }
         }
@@ -1608,9 +1597,83 @@ impl Evaluator {
         let Some(next) = next_gap_change(&slot.rule, inst).into_iter().chain(expiry).min() else { return };
         if inst.deadline.is_none_or(|scheduled| scheduled > next || scheduled <= inst.cursor) {
             inst.deadline = Some(next);
-            self.deadlines.entry(next).or_default().push((rule_id, slot_id, inst.generation));
-            self.timers += 1;
+            self.timers.set(next, (rule_id, slot_id, inst.generation));
         }
+    }
+}
+
+/// A timer: the `(rule, slot, generation)` of the instance it looks at.
+type Timer = (u32, u32, u32);
+
+/// The instances' timers by deadline, live or cancelled (a cancelled one
+/// is skipped when it comes due). Many instances share a deadline (window
+/// ends), so taking every timer due at one time is one map operation; and
+/// the instances of one `advance` mostly set the same next deadline one
+/// after the other, so the latest deadline's timers gather apart, without
+/// a search of the map each.
+#[derive(Default)]
+struct Timers {
+    /// Every timer but those of `latest`.
+    by_time: BTreeMap<Timestamp, Vec<Timer>>,
+    /// The deadline last set and the timers set for it since it changed.
+    latest: (Timestamp, Vec<Timer>),
+    /// Timers, live or cancelled.
+    len: usize,
+}
+
+impl Timers {
+    fn set(&mut self, at: Timestamp, timer: Timer) {
+        if at != self.latest.0 {
+            self.settle();
+            self.latest.0 = at;
+        }
+        self.latest.1.push(timer);
+        self.len += 1;
+    }
+
+    /// Files the latest deadline's timers with the rest, after any set for
+    /// that time before them.
+    fn settle(&mut self) {
+        if self.latest.1.is_empty() {
+            return;
+        }
+        let (at, timers) = &mut self.latest;
+        match self.by_time.entry(*at) {
+            btree_map::Entry::Vacant(v) => {
+                v.insert(core::mem::take(timers));
+            }
+            btree_map::Entry::Occupied(mut o) => o.get_mut().append(timers),
+        }
+    }
+
+    fn first(&self) -> Option<Timestamp> {
+        let latest = (!self.latest.1.is_empty()).then_some(self.latest.0);
+        self.by_time.first_key_value().map(|(t, _)| *t).into_iter().chain(latest).min()
+    }
+
+    /// The earliest deadline at or before `watermark` with its timers, in
+    /// the order they were set.
+    fn take_due(&mut self, watermark: Timestamp) -> Option<(Timestamp, Vec<Timer>)> {
+        self.settle();
+        let entry = self.by_time.first_entry().filter(|e| *e.key() <= watermark)?;
+        let (t, due) = entry.remove_entry();
+        self.len = self.len.saturating_sub(due.len());
+        Some((t, due))
+    }
+
+    /// Keeps the buffer of timers taken (and now emptied) for the next
+    /// deadline's, when it holds more.
+    fn recycle(&mut self, mut spent: Vec<Timer>) {
+        if self.latest.1.is_empty() && spent.capacity() > self.latest.1.capacity() {
+            spent.clear();
+            self.latest.1 = spent;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.by_time.clear();
+        self.latest.1.clear();
+        self.len = 0;
     }
 }
 
@@ -2304,7 +2367,9 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::{Span, Timestamp, grid_end, grid_floor};
+    use std::collections::BTreeMap;
+
+    use super::{Span, Timer, Timers, Timestamp, grid_end, grid_floor};
 
     /// The grid arithmetic in 128 bits, as it was written first.
     fn reference(cursor: i64, size: i64, at: i64) -> (i64, i64) {
@@ -2348,6 +2413,34 @@ mod tests {
             at in any::<i64>(),
         ) {
             check(cursor, size, at);
+        }
+
+        /// Timers come due as one map of deadlines to timers in the order
+        /// set would give them, however the deadlines set interleave.
+        #[test]
+        fn timers_come_due_in_deadline_then_set_order(
+            ops in proptest::collection::vec((0i64..6, any::<bool>()), 0..60),
+        ) {
+            let mut timers = Timers::default();
+            let mut model: BTreeMap<i64, Vec<Timer>> = BTreeMap::new();
+            for (i, (at, take)) in ops.into_iter().enumerate() {
+                if take {
+                    let watermark = Timestamp::from_nanos(at);
+                    let due = timers.take_due(watermark);
+                    let expected = model.first_key_value().filter(|(t, _)| **t <= at).map(|(t, _)| *t);
+                    let expected = expected.and_then(|t| model.remove_entry(&t));
+                    prop_assert_eq!(due.clone().map(|(t, d)| (t.as_nanos(), d)), expected);
+                    if let Some((_, spent)) = due {
+                        timers.recycle(spent);
+                    }
+                } else {
+                    let timer = (i as u32, 0, 0);
+                    timers.set(Timestamp::from_nanos(at), timer);
+                    model.entry(at).or_default().push(timer);
+                }
+                prop_assert_eq!(timers.first().map(Timestamp::as_nanos), model.first_key_value().map(|(t, _)| *t));
+                prop_assert_eq!(timers.len, model.values().map(Vec::len).sum::<usize>());
+            }
         }
     }
 }
