@@ -1514,9 +1514,7 @@ impl Evaluator {
         add(&mut self.stats.evaluated, window.len() as u64);
         // Silent for longer than the idle TTL: the instance had expired (as
         // the timer would have found), and this data starts it afresh.
-        if let Some(expiry) = expiry_at(inst, ttl)
-            && expiry <= start
-        {
+        if let Some(expiry) = expired_by(inst, ttl, start) {
             process_gap(rule, name, key, inst, expiry, out);
             expire(rule, name, key, inst, expiry, out);
             *inst = Instance { deadline: inst.deadline, ..fresh_instance(rule, inst.member, inst.generation) };
@@ -1526,8 +1524,11 @@ impl Evaluator {
         if size.is_positive() {
             inst.size = size;
         }
-        // The gap before this window, as missing windows.
-        process_gap(rule, name, key, inst, start, out);
+        // The gap before this window, as missing windows (none, usually:
+        // the window follows the last one).
+        if inst.cursor.saturating_add(inst.size) <= start {
+            process_gap(rule, name, key, inst, start, out);
+        }
         let memo = &mut self.quantile_memo;
         match judge_window(rule, inst, staging, window, merged, start, end, &self.config, &mut self.stats, memo) {
             Some((holds, recovered, value)) => {
@@ -1539,7 +1540,7 @@ impl Evaluator {
         }
         // A window without a usable value still shows the group is alive.
         inst.last_data = inst.last_data.max(end);
-        self.rearm(rule_id, slot_id);
+        arm(&mut self.timers, rule, inst, ttl, (rule_id, slot_id, inst.generation));
     }
 
     fn on_timer(&mut self, t: Timestamp, rule_id: u32, slot_id: u32, generation: u32, out: &mut Vec<AlertEvent>) {
@@ -1553,14 +1554,14 @@ impl Evaluator {
         };
         inst.deadline = None;
         process_gap(&slot.rule, &slot.name, key, inst, t, out);
-        if expiry_at(inst, self.config.idle_ttl).is_some_and(|expiry| t >= expiry) {
+        if expired_by(inst, self.config.idle_ttl, t).is_some() {
             expire(&slot.rule, &slot.name, key, inst, t, out);
             add(&mut self.stats.expired, 1);
             // Results carried to a later `advance` start a fresh instance.
             self.remove(rule_id, slot_id);
             return;
         }
-        self.rearm(rule_id, slot_id);
+        arm(&mut self.timers, &slot.rule, inst, self.config.idle_ttl, (rule_id, slot_id, generation));
     }
 
     fn remove(&mut self, rule_id: u32, slot_id: u32) {
@@ -1581,24 +1582,26 @@ impl Evaluator {
         slot.live = slot.live.saturating_sub(1);
         self.stats.instances = self.stats.instances.saturating_sub(1);
     }
+}
 
-    /// Schedules the instance's next look: its next gap transition, or its
-    /// expiry. A look already scheduled earlier is kept (it finds nothing
-    /// to do and schedules again) unless it falls at or before the
-    /// instance's cursor: such a look could only schedule again (no gap
-    /// ends by then, and the expiry is at least a window past the last
-    /// data), so it is replaced now and its heap entry is skipped when it
-    /// comes due. An instance fed every window thus costs one entry per
-    /// window, not also a look.
-    fn rearm(&mut self, rule_id: u32, slot_id: u32) {
-        let Some(slot) = self.rules.get_mut(rule_id as usize) else { return };
-        let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut) else { return };
-        let expiry = expiry_at(inst, self.config.idle_ttl);
-        let Some(next) = next_gap_change(&slot.rule, inst).into_iter().chain(expiry).min() else { return };
-        if inst.deadline.is_none_or(|scheduled| scheduled > next || scheduled <= inst.cursor) {
-            inst.deadline = Some(next);
-            self.timers.set(next, (rule_id, slot_id, inst.generation));
-        }
+/// Schedules the instance's next look: its next gap transition, or its
+/// expiry. A look already scheduled earlier is kept (it finds nothing to
+/// do and schedules again) unless it falls at or before the instance's
+/// cursor: such a look could only schedule again (no gap ends by then, and
+/// the expiry is at least a window past the last data), so it is replaced
+/// now and its timer is skipped when it comes due. An instance fed every
+/// window thus costs one timer per window, not also a look.
+fn arm(timers: &mut Timers, rule: &Rule, inst: &mut Instance, ttl: Span, timer: Timer) {
+    let next = match next_gap_change(rule, inst) {
+        // The expiry is no earlier than `last_data + ttl`: no need to work
+        // it out (a division) when the gap's change comes first.
+        Some(change) if inst.last_data.saturating_add(ttl) >= change => Some(change),
+        change => change.into_iter().chain(expiry_at(inst, ttl)).min(),
+    };
+    let Some(next) = next else { return };
+    if inst.deadline.is_none_or(|scheduled| scheduled > next || scheduled <= inst.cursor) {
+        inst.deadline = Some(next);
+        timers.set(next, timer);
     }
 }
 
@@ -1692,6 +1695,15 @@ fn expiry_at(inst: &Instance, ttl: Span) -> Option<Timestamp> {
     }
     let at = inst.last_data.saturating_add(ttl);
     Some(if inst.size.is_positive() { grid_end(inst.last_data, inst.size, at) } else { at })
+}
+
+/// The instance's expiry if it falls at or before `t`; worked out (a
+/// division) only when it may: it is no earlier than `last_data + ttl`.
+fn expired_by(inst: &Instance, ttl: Span, t: Timestamp) -> Option<Timestamp> {
+    if inst.last_data.saturating_add(ttl) > t {
+        return None;
+    }
+    expiry_at(inst, ttl).filter(|expiry| *expiry <= t)
 }
 
 /// Emits the end of an instance that has seen no data for the idle TTL.
@@ -2354,8 +2366,13 @@ impl Evaluator {
                 ev.stage(id, staged);
             }
         }
+        let ttl = ev.config.idle_ttl;
         for (rule_id, slot_id) in restored {
-            ev.rearm(rule_id, slot_id);
+            if let Some(slot) = ev.rules.get_mut(rule_id as usize)
+                && let Some(inst) = slot.instances.get_mut(slot_id as usize).and_then(Option::as_mut)
+            {
+                arm(&mut ev.timers, &slot.rule, inst, ttl, (rule_id, slot_id, inst.generation));
+            }
         }
         Ok(ev)
     }
