@@ -1788,6 +1788,7 @@ fn gap_holds(rule: &Rule) -> Option<bool> {
 }
 
 /// The first window end at or after `at` on the grid `cursor + k·size`, k ≥ 1.
+#[inline]
 fn grid_end(cursor: Timestamp, size: Span, at: Timestamp) -> Timestamp {
     let first = cursor.saturating_add(size);
     if at <= first {
@@ -1803,6 +1804,7 @@ fn grid_end(cursor: Timestamp, size: Span, at: Timestamp) -> Timestamp {
 
 /// The end of the next missing window after the instance's cursor at which
 /// a gap would change its emitted state; `None` if a gap changes nothing.
+#[inline]
 fn next_gap_change(rule: &Rule, inst: &Instance) -> Option<Timestamp> {
     if inst.cursor == Timestamp::MIN || !inst.size.is_positive() {
         return None;
