@@ -1524,11 +1524,8 @@ impl Evaluator {
         if size.is_positive() {
             inst.size = size;
         }
-        // The gap before this window, as missing windows (none, usually:
-        // the window follows the last one).
-        if inst.cursor.saturating_add(inst.size) <= start {
-            process_gap(rule, name, key, inst, start, out);
-        }
+        // The gap before this window, as missing windows.
+        process_gap(rule, name, key, inst, start, out);
         let memo = &mut self.quantile_memo;
         match judge_window(rule, inst, staging, window, merged, start, end, &self.config, &mut self.stats, memo) {
             Some((holds, recovered, value)) => {
@@ -1823,8 +1820,24 @@ fn next_gap_change(rule: &Rule, inst: &Instance) -> Option<Timestamp> {
 }
 
 /// Processes the missing windows between the instance's cursor and `until`
-/// (those ending at or before it).
+/// (those ending at or before it). Usually there are none (a window follows
+/// the last one): that is told here, inline, before the call that steps
+/// through them.
+#[inline]
 fn process_gap(
+    rule: &Rule,
+    name: &Arc<str>,
+    key: Labels<'_>,
+    inst: &mut Instance,
+    until: Timestamp,
+    out: &mut Vec<AlertEvent>,
+) {
+    if inst.cursor.saturating_add(inst.size) <= until {
+        step_through_gap(rule, name, key, inst, until, out);
+    }
+}
+
+fn step_through_gap(
     rule: &Rule,
     name: &Arc<str>,
     key: Labels<'_>,
