@@ -567,7 +567,7 @@ impl DimMemo {
     fn get_run(&self, run: &[u8]) -> Option<RunDims> {
         let table = self.runs.as_deref()?;
         let entry = table.entries.get(Self::run_set(run))?.iter().find(|e| {
-            e.epoch == table.epoch && usize::from(e.len) == run.len() && e.bytes.get(..run.len()) == Some(run)
+            e.epoch == table.epoch && e.bytes.get(..usize::from(e.len)).is_some_and(|bytes| short_eq(bytes, run))
         })?;
         Some(entry.dims)
     }
