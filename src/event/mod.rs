@@ -685,7 +685,7 @@ impl EventBuilder<'_> {
     }
 
     /// Seals the event and appends it to the batch.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finish(self, tenant: Sym, stream: Sym, ts: Timestamp, geo: Option<GeoPoint>, payload: Option<Bytes>) {
         let record = Record {
             tenant,
