@@ -1208,23 +1208,11 @@ impl Windows {
 
     /// The window of `ts` and whether it is closed, or `None` (counted) when
     /// the event is too late even for the allowed lateness or has no window.
-    #[inline]
+    #[inline(always)]
     fn place(&mut self, ts: Timestamp) -> Option<(i64, bool)> {
         let t = ts.as_nanos();
-        let Current { index: window, end, .. } = if self.current.start <= t && t < self.current.end {
-            self.current
-        } else {
-            // One division for the index; start and end follow from it.
-            let window = self.tumbling.index(ts);
-            let bounds =
-                self.tumbling.start_of_index(window).and_then(|s| s.checked_add(self.spec.size).map(|e| (s, e)));
-            let Some((start, end)) = bounds else {
-                self.stats.out_of_range = self.stats.out_of_range.saturating_add(1);
-                return None;
-            };
-            self.current = Current { index: window, start: start.as_nanos(), end: end.as_nanos() };
-            self.current
-        };
+        let Current { index: window, end, .. } =
+            if self.current.start <= t && t < self.current.end { self.current } else { self.enter_window(ts)? };
         let watermark = self.watermark.as_nanos();
         let closed = end <= watermark;
         if closed && end.saturating_add(self.spec.allowed_lateness.as_nanos()) <= watermark {
@@ -1232,6 +1220,21 @@ impl Windows {
             return None;
         }
         Some((window, closed))
+    }
+
+    /// Makes the window of `ts` the current one (see [`Windows::place`]),
+    /// or counts `ts` as out of range if its window has no bounds.
+    #[cold]
+    fn enter_window(&mut self, ts: Timestamp) -> Option<Current> {
+        // One division for the index; start and end follow from it.
+        let window = self.tumbling.index(ts);
+        let bounds = self.tumbling.start_of_index(window).and_then(|s| s.checked_add(self.spec.size).map(|e| (s, e)));
+        let Some((start, end)) = bounds else {
+            self.stats.out_of_range = self.stats.out_of_range.saturating_add(1);
+            return None;
+        };
+        self.current = Current { index: window, start: start.as_nanos(), end: end.as_nanos() };
+        Some(self.current)
     }
 
     /// The slot of `group`'s state in `window`, created if new.
