@@ -497,10 +497,11 @@ impl Limits {
             v
         }));
         let mut rejected = Vec::new();
+        let mut memo = DimsMemo::new(batch.shares_dims());
         for (index, event) in batch.iter().enumerate() {
             // Most events pass: a quick test of every rule first, the full
             // check (which names the reason) only for those that fail it.
-            if self.passes_all(batch, event.record, &verdicts, latest, earliest, own) {
+            if self.passes_all(batch, event.record, &verdicts, latest, earliest, own, &mut memo) {
                 continue;
             }
             let result = self.check(&event, &verdicts, latest, earliest).and_then(|()| match own {
@@ -547,8 +548,10 @@ impl Limits {
 
     /// Whether `record` passes every check of [`Limits::check`] and the
     /// tenant check, tested with few branches: `false` also when in doubt
-    /// (the full check decides).
+    /// (the full check decides). `memo` keeps the verdict on dims that
+    /// several events share.
     #[inline]
+    #[allow(clippy::too_many_arguments, reason = "a private helper of the per-event loop")]
     fn passes_all(
         &self,
         batch: &EventBatch,
@@ -557,30 +560,22 @@ impl Limits {
         latest: Timestamp,
         earliest: Option<Timestamp>,
         own: Option<Option<Sym>>,
+        memo: &mut DimsMemo,
     ) -> bool {
         let verdict = |sym: Sym| verdicts.get(sym.index()).copied().unwrap_or(0);
         let (Some(dims), Some(fields)) = (batch.dims.get(record.dims.clone()), batch.fields.get(record.fields.clone()))
         else {
             return false;
         };
-        if dims.len() > self.max_dims_per_event || fields.len() > self.max_fields_per_event {
+        if fields.len() > self.max_fields_per_event
+            || !memo.verdict((record.dims.start, record.dims.end), || self.dims_pass(dims, verdicts))
+        {
             return false;
         }
         let mut names = verdict(record.tenant) & verdict(record.stream);
-        let mut values = VALUE_OK;
-        // Repeated keys by a bit per symbol, modulo 64: a bit met twice is a
-        // repeat or two symbols alike modulo 64 (rare: keys are few and
-        // interned early), which the full check tells apart.
-        let (mut seen, mut twice) = (0u64, 0u64);
-        for &(key, value) in dims {
-            names &= verdict(key);
-            values &= verdict(value);
-            let bit = 1u64 << (key.index() % 64);
-            twice |= seen & bit;
-            seen |= bit;
-        }
         let mut finite = true;
-        seen = 0;
+        // Repeated names by a bit per symbol, as in `dims_pass`.
+        let (mut seen, mut twice) = (0u64, 0u64);
         for &(name, value) in fields {
             names &= verdict(name);
             finite &= value.is_finite();
@@ -593,7 +588,6 @@ impl Limits {
             super::IdSlot::Str(r) | super::IdSlot::Bytes(r) => !r.is_empty() && r.len() <= self.max_id_len,
         };
         names & NAME_OK != 0
-            && values & VALUE_OK != 0
             && finite
             && id_ok
             && record.ts <= latest
@@ -603,6 +597,30 @@ impl Limits {
                 geo.is_none_or(|g| g.is_valid()) && payload.is_none_or(|p| p.len() <= self.max_payload_bytes)
             })
             && twice == 0
+    }
+
+    /// The part of [`Limits::passes_all`] that depends on the dims alone:
+    /// not too many, every key a valid name and every value a valid value,
+    /// no key twice (`false` also when in doubt).
+    #[inline]
+    fn dims_pass(&self, dims: &[(Sym, Sym)], verdicts: &[u8]) -> bool {
+        let verdict = |sym: Sym| verdicts.get(sym.index()).copied().unwrap_or(0);
+        if dims.len() > self.max_dims_per_event {
+            return false;
+        }
+        let (mut names, mut values) = (NAME_OK, VALUE_OK);
+        // Repeated keys by a bit per symbol, modulo 64: a bit met twice is a
+        // repeat or two symbols alike modulo 64 (rare: keys are few and
+        // interned early), which the full check tells apart.
+        let (mut seen, mut twice) = (0u64, 0u64);
+        for &(key, value) in dims {
+            names &= verdict(key);
+            values &= verdict(value);
+            let bit = 1u64 << (key.index() % 64);
+            twice |= seen & bit;
+            seen |= bit;
+        }
+        names & NAME_OK != 0 && values & VALUE_OK != 0 && twice == 0
     }
 
     fn check(
@@ -725,6 +743,39 @@ fn first_duplicate<T>(items: &[T], key: impl Fn(&T) -> Sym) -> Option<Sym> {
     })
 }
 
+/// Entries of [`DimsMemo`].
+const DIMS_MEMO: usize = 64;
+
+/// The quick test's verdict on the dims of recent events, by their place in
+/// the batch's dims: events that share dims (a decoder gives them the same
+/// place, see [`EventRef::dims_id`]) are judged on them once. Within one
+/// batch, one place always holds the same dims.
+struct DimsMemo {
+    /// Off for batches whose events share no dims: nothing would repeat.
+    on: bool,
+    entries: [((usize, usize), bool); DIMS_MEMO],
+}
+
+impl DimsMemo {
+    fn new(on: bool) -> Self {
+        // A start past its end: no event's dims are there.
+        DimsMemo { on, entries: [((usize::MAX, 0), false); DIMS_MEMO] }
+    }
+
+    /// The verdict on the dims at `place`: remembered, or `judge`'s.
+    #[inline]
+    fn verdict(&mut self, place: (usize, usize), judge: impl FnOnce() -> bool) -> bool {
+        if !self.on {
+            return judge();
+        }
+        let Some(entry) = self.entries.get_mut(place.0 % DIMS_MEMO) else { return judge() };
+        if entry.0 != place {
+            *entry = (place, judge());
+        }
+        entry.1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -761,13 +812,74 @@ mod tests {
         let limits = Limits::default();
         let verdicts = vec![NAME_OK | VALUE_OK; batch.symbols.len()];
         let last = batch.iter().last().unwrap();
-        assert!(!limits.passes_all(&batch, last.record, &verdicts, now(), None, None));
+        assert!(!limits.passes_all(&batch, last.record, &verdicts, now(), None, None, &mut DimsMemo::new(false)));
         let report = limits.validate(&mut batch, now());
         assert!(report.rejected.is_empty(), "{:?}", report.rejected);
         assert_eq!(batch.len(), 71);
     }
 
+    /// Events with the dims of `pool[choice]` and a field, pushed one by
+    /// one (each event its own dims), and the same events decoded from
+    /// Protobuf (where events with equal dims share them).
+    fn pushed_and_decoded(choices: &[(usize, bool)], pool: &[Vec<(&str, &str)>]) -> (EventBatch, EventBatch) {
+        let mut pushed = EventBatch::new();
+        for &(choice, finite) in choices {
+            let mut e = Event::new("acme", "metrics", now()).with_field("t", if finite { 1.0 } else { f64::NAN });
+            e.dims = pool[choice % pool.len()].iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect();
+            pushed.push(&e);
+        }
+        let mut wire = Vec::new();
+        crate::event::protobuf::encode(&pushed, &mut wire);
+        let mut decoded = EventBatch::new();
+        crate::event::Format::Protobuf
+            .decode_into(&bytes::Bytes::from(wire), &Limits::default(), &mut decoded)
+            .unwrap();
+        (pushed, decoded)
+    }
+
+    /// Dims of every kind of verdict: good, a bad value, a repeated key,
+    /// three dims (too many for some limits), a bad key, none.
+    fn dims_pool() -> Vec<Vec<(&'static str, &'static str)>> {
+        vec![
+            vec![("region", "eu"), ("type", "a")],
+            vec![("region", "eu\n")],
+            vec![("k", "v"), ("k", "w")],
+            vec![("a", "1"), ("b", "2"), ("c", "3")],
+            vec![("x\u{0}", "v")],
+            vec![],
+        ]
+    }
+
+    #[test]
+    fn shared_dims_are_judged_once_and_alike() {
+        let choices: Vec<(usize, bool)> = (0..200).map(|i| (i % 6, i % 7 != 0)).collect();
+        let (mut pushed, mut decoded) = pushed_and_decoded(&choices, &dims_pool());
+        assert!(decoded.shares_dims() && !pushed.shares_dims());
+        let limits = Limits { max_dims_per_event: 2, ..Limits::default() };
+        let (a, b) = (limits.validate(&mut pushed, now()), limits.validate(&mut decoded, now()));
+        // Debug: a NaN field in a reason is not equal to itself.
+        assert_eq!(format!("{:?}", a.rejected), format!("{:?}", b.rejected));
+        // Four dims lists of six fail, and every seventh event's field.
+        let failing = (0..200).filter(|i| (1..=4).contains(&(i % 6)) || i % 7 == 0).count();
+        assert_eq!(b.rejected.len(), failing);
+        assert_eq!(pushed.len(), decoded.len());
+    }
+
     proptest::proptest! {
+        /// Events that share dims get the verdicts each would get alone,
+        /// whatever the order and mix of good and bad dims.
+        #[test]
+        fn shared_dims_get_the_verdicts_of_own_dims(
+            choices in proptest::collection::vec((0usize..6, proptest::bool::weighted(0.9)), 1..300),
+            max_dims in 1usize..4,
+        ) {
+            let (mut pushed, mut decoded) = pushed_and_decoded(&choices, &dims_pool());
+            let limits = Limits { max_dims_per_event: max_dims, ..Limits::default() };
+            let (a, b) = (limits.validate(&mut pushed, now()), limits.validate(&mut decoded, now()));
+            proptest::prop_assert_eq!(format!("{:?}", a.rejected), format!("{:?}", b.rejected));
+            proptest::prop_assert_eq!(pushed.len(), decoded.len());
+        }
+
         /// The quick test agrees with the full check (and the tenant
         /// check) on events that break any mix of rules.
         #[test]
@@ -816,7 +928,7 @@ mod tests {
             let earliest = limits.max_event_age.map(|age| now().saturating_sub(age));
             let own = Some(batch.symbols.get("acme"));
             for event in batch.iter() {
-                let quick = limits.passes_all(&batch, event.record, &verdicts, latest, earliest, own);
+                let quick = limits.passes_all(&batch, event.record, &verdicts, latest, earliest, own, &mut DimsMemo::new(false));
                 let full = limits.check(&event, &verdicts, latest, earliest).is_ok() && event.tenant() == "acme";
                 proptest::prop_assert_eq!(quick, full, "{:?}", event);
             }
