@@ -732,19 +732,24 @@ impl Quantiles {
         let first = parts.first()?;
         let resolution = first.config.resolution;
         // Histograms, another resolution (which the merge counts as clamped)
-        // or a NaN from a hand-written snapshot: merge for real.
-        if !parts
-            .iter()
-            .all(|p| !p.promoted && p.config.resolution == resolution && !p.exact.iter().any(|e| e.0.is_nan()))
-        {
+        // or a NaN from a hand-written snapshot (looked for below, in the
+        // pass that reads the values): merge for real.
+        if !parts.iter().all(|p| !p.promoted && p.config.resolution == resolution) {
             return merged_copy(parts)?.quantile(q);
         }
         // The values in `f64::total_cmp` order as integers: one event per
         // entry (unweighted) is the usual case.
         let (value, total, few) = if parts.iter().all(|p| p.exact_events == p.exact.len() as u64) {
             let mut keys: Vec<i64> = Vec::with_capacity(parts.iter().map(|p| p.exact.len()).sum());
+            let mut nan = false;
             for p in parts {
-                keys.extend(p.exact.iter().map(|e| order_key(e.0)));
+                keys.extend(p.exact.iter().map(|e| {
+                    nan |= e.0.is_nan();
+                    order_key(e.0)
+                }));
+            }
+            if nan {
+                return merged_copy(parts)?.quantile(q);
             }
             let total = keys.len() as u64;
             let key = nth_smallest(&mut keys, rank_of(q, total.max(1)))?;
@@ -752,6 +757,9 @@ impl Quantiles {
             // number of distinct ones is the same.)
             (from_order_key(key), total, few_distinct(keys.iter().copied()))
         } else {
+            if parts.iter().any(|p| p.exact.iter().any(|e| e.0.is_nan())) {
+                return merged_copy(parts)?.quantile(q);
+            }
             let mut values: Vec<(i64, u64)> =
                 parts.iter().flat_map(|p| p.exact.iter().map(|e| (order_key(e.0), e.1))).collect();
             let total = values.iter().fold(0u64, |t, e| t.saturating_add(e.1));
@@ -1073,6 +1081,30 @@ mod tests {
             assert_eq!(round_non_negative(x).to_bits(), x.round().to_bits(), "{x}");
         }
         assert!(round_non_negative(f64::NAN).is_nan());
+    }
+
+    /// A NaN among the exact values (only a hand-written snapshot can hold
+    /// one) sends the merged quantile to a real merge, weighted or not.
+    #[test]
+    fn merged_quantile_with_a_nan_value_is_the_merges() {
+        let config = QuantileConfig::default();
+        for weight in [1.0, 3.0] {
+            let (mut a, mut b) = (Quantiles::new(config), Quantiles::new(config));
+            // More than the exact events together, as the merge holds them.
+            (1..=40).for_each(|v| a.record(f64::from(v), weight));
+            (101..=200).for_each(|v| b.record(f64::from(v), 1.0));
+            a.exact.push((f64::NAN, 1));
+            a.exact_events += 1;
+            let mut merged = a.clone();
+            merged.merge(&b);
+            for q in [0.0, 0.5, 0.99, 1.0] {
+                assert_eq!(
+                    Quantiles::merged_quantile(&[&a, &b], q).map(f64::to_bits),
+                    merged.quantile(q).map(f64::to_bits),
+                    "weight {weight}, q {q}"
+                );
+            }
+        }
     }
 
     #[test]
