@@ -562,7 +562,7 @@ impl Limits {
         own: Option<Option<Sym>>,
         memo: &mut DimsMemo,
     ) -> bool {
-        let verdict = |sym: Sym| verdicts.get(sym.index()).copied().unwrap_or(0);
+        let verdict = |sym: Sym| verdict_of(verdicts, sym);
         let (Some(dims), Some(fields)) = (batch.dims.get(record.dims.clone()), batch.fields.get(record.fields.clone()))
         else {
             return false;
@@ -604,7 +604,7 @@ impl Limits {
     /// no key twice (`false` also when in doubt).
     #[inline]
     fn dims_pass(&self, dims: &[(Sym, Sym)], verdicts: &[u8]) -> bool {
-        let verdict = |sym: Sym| verdicts.get(sym.index()).copied().unwrap_or(0);
+        let verdict = |sym: Sym| verdict_of(verdicts, sym);
         if dims.len() > self.max_dims_per_event {
             return false;
         }
@@ -741,6 +741,12 @@ fn first_duplicate<T>(items: &[T], key: impl Fn(&T) -> Sym) -> Option<Sym> {
         [a, b] if a == b => Some(a),
         _ => None,
     })
+}
+
+/// The verdict bits ([`NAME_OK`], [`VALUE_OK`]) on `sym`, none if unknown.
+#[inline]
+fn verdict_of(verdicts: &[u8], sym: Sym) -> u8 {
+    verdicts.get(sym.index()).copied().unwrap_or(0)
 }
 
 /// Entries of [`DimsMemo`].
