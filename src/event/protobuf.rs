@@ -95,7 +95,7 @@ fn next_field<'a>(r: &mut Reader<'a>, body: &Bytes, batch: &mut EventBatch, repe
     let (field, wire) = r.key(end)?;
     if field == 1 {
         r.expect(wire, LEN, "events")?;
-        let event_end = r.len_end(end)?;
+        let event_end = r.event_end(end)?;
         decode_event(r, event_end, body, batch, repeats)
     } else {
         r.skip(field, wire, end, RECURSION_LIMIT)
@@ -661,6 +661,12 @@ fn varint_in_word(word: u64, ninth: Option<u8>) -> Option<(u64, usize)> {
     }
 }
 
+/// The value of the varint `low`, `high` (`low` continues, `high` ends).
+#[inline(always)]
+fn two_byte_varint(low: u8, high: u8) -> u64 {
+    u64::from(low & 0x7f) | u64::from(high) << 7
+}
+
 impl<'a> Reader<'a> {
     #[inline]
     fn varint(&mut self, end: usize) -> Result<u64> {
@@ -690,18 +696,37 @@ impl<'a> Reader<'a> {
         self.varint(end)
     }
 
+    /// A varint expected to take one or two bytes (the length of an event:
+    /// events of 128 bytes to 16 KB take two): both forms read inline,
+    /// without a call; anything else as [`Reader::varint`].
+    #[inline(always)]
+    fn varint_short(&mut self, end: usize) -> Result<u64> {
+        let start = self.pos;
+        if let Some(&[low, high]) = self.buf.get(start..end).and_then(|b| b.first_chunk::<2>()) {
+            if low < 0x80 {
+                self.pos = start + 1;
+                return Ok(u64::from(low));
+            }
+            if high < 0x80 {
+                self.pos = start + 2;
+                return Ok(two_byte_varint(low, high));
+            }
+        }
+        self.varint(end)
+    }
+
     /// A varint of several bytes (timestamps in nanoseconds take nine):
     /// its first eight bytes read as one word when the message holds them.
     #[inline]
     fn varint_slow(&mut self, end: usize) -> Result<u64> {
         let start = self.pos;
         let bytes = self.buf.get(start..end).unwrap_or_default();
-        // Two bytes: the length of most events (128 bytes and up).
+        // Two bytes: lengths from 128 bytes (events take `varint_short`).
         if let Some(&[low, high]) = bytes.first_chunk::<2>()
             && high < 0x80
         {
             self.pos = start + 2;
-            return Ok(u64::from(low & 0x7f) | u64::from(high) << 7);
+            return Ok(two_byte_varint(low, high));
         }
         if let Some(head) = bytes.first_chunk::<8>() {
             let word = u64::from_le_bytes(*head);
@@ -778,6 +803,22 @@ impl<'a> Reader<'a> {
     fn len_end(&mut self, end: usize) -> Result<usize> {
         let start = self.pos;
         let len = self.varint(end)?;
+        self.value_end(start, len, end)
+    }
+
+    /// [`Reader::len_end`] for an event, whose length is mostly two bytes
+    /// long ([`Reader::varint_short`]).
+    #[inline(always)]
+    fn event_end(&mut self, end: usize) -> Result<usize> {
+        let start = self.pos;
+        let len = self.varint_short(end)?;
+        self.value_end(start, len, end)
+    }
+
+    /// The end of a value of `len` bytes from here, which must be within
+    /// `end` (`start`: where its length began, for the error).
+    #[inline(always)]
+    fn value_end(&self, start: usize, len: u64, end: usize) -> Result<usize> {
         match usize::try_from(len).ok().and_then(|len| self.pos.checked_add(len)) {
             Some(value_end) if value_end <= end => Ok(value_end),
             _ => Err((start, ProtoErrorKind::Truncated)),
@@ -1061,21 +1102,26 @@ impl TryFrom<proto::Event> for Event {
 mod tests {
     use super::*;
 
-    /// Our varint readers (the general one and the one for long varints)
-    /// against `prost`'s on `bytes` (followed by more bytes, or not): the
-    /// same value and length, or all refuse.
+    /// Our varint readers (the general one, and those for long and for
+    /// short varints) against `prost`'s on `bytes` (followed by more bytes,
+    /// or not): the same value and length, or all refuse.
     fn agrees_with_prost(bytes: &[u8]) {
-        let ours = |long: bool| {
+        let ours = |form: usize| {
             let mut r = Reader { buf: bytes, pos: 0, tag: 0, check_each_id: true };
-            let value = if long { r.varint_long(bytes.len()) } else { r.varint(bytes.len()) };
+            let value = match form {
+                0 => r.varint(bytes.len()),
+                1 => r.varint_long(bytes.len()),
+                _ => r.varint_short(bytes.len()),
+            };
             value.map(|v| (v, r.pos)).ok()
         };
         let theirs = {
             let mut buf = bytes;
             prost::encoding::decode_varint(&mut buf).ok().map(|v| (v, bytes.len() - buf.len()))
         };
-        assert_eq!(ours(false), theirs, "{bytes:02x?}");
-        assert_eq!(ours(true), theirs, "long: {bytes:02x?}");
+        assert_eq!(ours(0), theirs, "{bytes:02x?}");
+        assert_eq!(ours(1), theirs, "long: {bytes:02x?}");
+        assert_eq!(ours(2), theirs, "short: {bytes:02x?}");
     }
 
     #[test]
