@@ -511,10 +511,7 @@ impl Quantiles {
         let events = self.exact_events.saturating_add(n);
         if events <= Self::EXACT_EVENTS {
             if self.exact.len() == self.exact.capacity() {
-                // Grown in two steps, to 32 and then to the most it holds,
-                // rather than doubling four times from the inline 8.
-                let target = if self.exact.len() < 32 { 32 } else { Self::EXACT_EVENTS as usize };
-                self.exact.reserve_exact(target.saturating_sub(self.exact.len()));
+                self.reserve_exact_values(self.exact.len() + 1);
             }
             self.exact.push((value, n));
             self.exact_events = events;
@@ -535,6 +532,31 @@ impl Quantiles {
         }
         self.exact_events = events;
         true
+    }
+
+    /// Makes room for `n` exact values, in the steps the list grows by as
+    /// values come: to 32 and then to the most it holds, rather than
+    /// doubling four times from the inline 8. Given the number a window
+    /// needed before ([`Quantiles::exact_need`]), a sketch takes its room
+    /// at once instead of reallocating as it fills.
+    pub(crate) fn reserve_exact_values(&mut self, n: usize) {
+        if self.promoted || n <= self.exact.capacity() {
+            return;
+        }
+        let target = if n <= 32 { 32 } else { Self::EXACT_EVENTS as usize };
+        self.exact.reserve_exact(target.saturating_sub(self.exact.len()));
+    }
+
+    /// The room for exact values this sketch needed: as many as it holds,
+    /// or the most a list holds once it was promoted to histograms.
+    pub(crate) fn exact_need(&self) -> usize {
+        if self.promoted { Self::EXACT_EVENTS as usize } else { self.exact.len() }
+    }
+
+    /// The room for exact values held now.
+    #[cfg(test)]
+    pub(crate) fn exact_capacity(&self) -> usize {
+        self.exact.capacity()
     }
 
     /// Moves the exact values into the histograms, each side's created at

@@ -333,8 +333,9 @@ impl Slab {
         f64::from_bits(self.word(slot, at))
     }
 
-    /// A fresh state for `group`.
-    pub(super) fn alloc(&mut self, group: GroupId) -> u32 {
+    /// A fresh state for `group`, its sketches with room for `exact`
+    /// exact values each (see [`Quantiles::reserve_exact_values`]).
+    pub(super) fn alloc(&mut self, group: GroupId, exact: usize) -> u32 {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -357,7 +358,11 @@ impl Slab {
         let base = slot as usize * self.width();
         if let Some(sketches) = self.sketches.get_mut(base..base + self.sketch_configs.len()) {
             for (q, config) in sketches.iter_mut().zip(&self.sketch_configs) {
-                *q = config.map(|c| Box::new(Quantiles::new(c)));
+                *q = config.map(|c| {
+                    let mut sketch = Box::new(Quantiles::new(c));
+                    sketch.reserve_exact_values(exact);
+                    sketch
+                });
             }
         }
         slot
@@ -537,7 +542,7 @@ mod tests {
             let fields = if alone { &fields[..1] } else { &fields[..] };
             let mut slab = Slab::new(fields, QuantileConfig::default());
             let (mut a, mut b) = (Scalar::keeping(set), Scalar::new());
-            let slots = [slab.alloc(7), slab.alloc(8), slab.alloc(9)];
+            let slots = [slab.alloc(7, 0), slab.alloc(8, 0), slab.alloc(9, 0)];
             for (i, (v, w)) in [(1.5, 1.0), (-4.0, 2.0), (1e16, 1.0), (1.0, 3.0), (-1e16, 1.0)].into_iter().enumerate()
             {
                 // Field b has no value in every third event.
@@ -562,7 +567,7 @@ mod tests {
             );
             assert_eq!((slab.group(slots[0]), slab.group(slots[1]), slab.group(slots[2])), (7, 8, 9));
             // And through the snapshot form.
-            let again = slab.alloc(10);
+            let again = slab.alloc(10, 0);
             slab.set_scalar(again, 0, &a);
             assert_eq!(answers(&slab.scalar(again, 0)), answers(&a));
         }
@@ -583,7 +588,7 @@ mod tests {
     #[test]
     fn headers_pack_and_a_freed_slot_comes_back_blank() {
         let mut slab = Slab::new(&[FieldSpec::new("v")], QuantileConfig::default());
-        let slot = slab.alloc(3);
+        let slot = slab.alloc(3, 0);
         let h = Header { group: 3, emitted: 12, events: EVENTS_MAX - 1, count: 2.5, dirty: true, closed_once: true };
         slab.set_header(slot, &h);
         let back = slab.header(slot);
@@ -597,7 +602,7 @@ mod tests {
         slab.set_header(slot, &Header { emitted: u32::MAX, events: u64::MAX, ..h });
         assert_eq!((slab.header(slot).emitted, slab.header(slot).events), (EMITTED_MAX, EVENTS_MAX));
         slab.release(slot);
-        assert_eq!(slab.alloc(5), slot, "reused");
+        assert_eq!(slab.alloc(5, 0), slot, "reused");
         let fresh = slab.header(slot);
         assert_eq!((fresh.group, fresh.emitted, fresh.events, fresh.dirty), (5, 0, 0, false));
         assert!(slab.scalar(slot, 0).is_empty());
@@ -609,7 +614,7 @@ mod tests {
         let mut slab = Slab::new(&[FieldSpec::new("v")], QuantileConfig::default());
         let (mut a, mut b) = (Chain::default(), Chain::default());
         assert_eq!(slab.chain(&a).count(), 0);
-        let slots: Vec<u32> = (0..6).map(|g| slab.alloc(g)).collect();
+        let slots: Vec<u32> = (0..6).map(|g| slab.alloc(g, 0)).collect();
         // Interleaved, as the states of two windows open.
         for (i, &slot) in slots.iter().enumerate() {
             slab.link(if i % 3 == 0 { &mut a } else { &mut b }, slot);
@@ -627,7 +632,7 @@ mod tests {
             slab.release(slot);
         }
         let mut c = Chain::default();
-        let reused = slab.alloc(9);
+        let reused = slab.alloc(9, 0);
         slab.link(&mut c, reused);
         assert_eq!(slab.chain(&c).collect::<Vec<_>>(), [reused]);
         assert_eq!(slab.group(reused), 9);

@@ -438,20 +438,23 @@ struct Group {
 
 /// Per group id, everything the per-event path reads about a group, in one
 /// cache line: its packed index key (what the index's shortcut checks, or
-/// `NO_KEY`), its live windows, and its generation (bumped when the id is
-/// freed, so stale handles are refused).
+/// `NO_KEY`), its live windows, its generation (bumped when the id is
+/// freed, so stale handles are refused), and the room for exact values its
+/// last finished window's sketches needed, which its next states reserve at
+/// once (a group's windows tend to hold alike numbers of events).
 #[derive(Clone)]
 #[repr(C, align(64))]
 struct Hot {
     key: u128,
     windows: GroupWindows,
     generation: u32,
+    exact_need: u16,
 }
 
 impl Hot {
     /// The entry of a group id with no group yet (or no more), at `generation`.
     fn vacant(generation: u32) -> Hot {
-        Hot { key: NO_KEY, windows: SmallVec::new(), generation }
+        Hot { key: NO_KEY, windows: SmallVec::new(), generation, exact_need: 0 }
     }
 
     /// The slot of the group's state in `window`, if it has one.
@@ -1503,7 +1506,8 @@ impl Windows {
 
     /// A fresh state for `group` in `window`, registered with both.
     fn new_state(&mut self, group: GroupId, window: i64) -> u32 {
-        let slot = self.slab.alloc(group);
+        let exact_need = self.hot.get(group as usize).map_or(0, |h| usize::from(h.exact_need));
+        let slot = self.slab.alloc(group, exact_need);
         if self.hot.get(group as usize).is_some_and(|h| h.windows.is_empty()) {
             self.set_idle(group, None);
         }
@@ -1788,9 +1792,13 @@ impl Windows {
         let mut header = self.slab.header(slot);
         let Some(Some(group)) = self.groups.get(header.group as usize) else { return };
         let mut fields = SmallVec::new();
+        let mut exact_need = 0;
         for (i, (name, fs)) in self.field_names.iter().zip(&self.spec.fields).enumerate() {
             let sketch = match self.slab.sketch_mut(slot, i) {
-                Some(q) if take => q.take().map(Arc::from),
+                Some(q) if take => q.take().map(|q| {
+                    exact_need = exact_need.max(q.exact_need());
+                    Arc::from(q)
+                }),
                 Some(q) => q.as_deref().cloned().map(Arc::new),
                 None => None,
             };
@@ -1799,6 +1807,9 @@ impl Windows {
                 None => Vec::new(),
             };
             fields.push(FieldResult { field: name.clone(), scalar: self.slab.scalar(slot, i), quantiles, sketch });
+        }
+        if take && let Some(h) = self.hot.get_mut(header.group as usize) {
+            h.exact_need = u16::try_from(exact_need).unwrap_or(u16::MAX);
         }
         if is_final && header.emitted > 0 && header.closed_once {
             self.stats.corrections = self.stats.corrections.saturating_add(1);
@@ -2178,6 +2189,36 @@ mod tests {
         assert_eq!(w.index.get(&key(&w, "a", "d1"), &w.hot), None);
         assert_eq!(w.index.get(&key(&w, "b", "d1"), &w.hot), Some(b.id));
         assert_eq!(w.index.get(&key(&w, "c", "d2"), &w.hot), Some(c.id));
+    }
+
+    #[test]
+    fn a_groups_next_state_reserves_what_its_last_window_needed() {
+        let spec = WindowSpec::new(Span::from_secs(1))
+            .field(FieldSpec::new("v").with_quantiles([0.5]))
+            .out_of_orderness(Span::ZERO);
+        let mut w = Windows::new(spec).unwrap();
+        let g = w.resolve("t", "s", &[]);
+        let room = |w: &mut Windows, window: i64| {
+            let slot = w.group_slot(g.id, window).unwrap();
+            w.slab.sketch_mut(slot, 0).unwrap().as_ref().unwrap().exact_capacity()
+        };
+        // Events per window, and the room the window's sketch has from its
+        // first event: inline (8) with nothing known, then as much as the
+        // last window needed in the steps a list grows by (50 values: 128;
+        // 3: inline).
+        for (window, (n, expected)) in [(50, 8), (3, 128), (20, 8)].into_iter().enumerate() {
+            let window = 10 + window as i64;
+            let at = |i: i64| Timestamp::from_millis(window * 1_000 + i).unwrap();
+            for i in 0..n {
+                w.push_resolved(g, at(i), &[i as f64], 1.0, at(i)).unwrap();
+                if i == 0 {
+                    assert_eq!(room(&mut w, window), expected, "window {window}");
+                }
+            }
+            w.close_all(at(1_000));
+            let r = w.poll_result().unwrap();
+            assert_eq!(r.fields[0].sketch.as_ref().unwrap().len(), n as u64);
+        }
     }
 
     #[test]
