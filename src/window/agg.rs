@@ -875,7 +875,7 @@ fn nth_smallest(keys: &mut [i64], rank: u64) -> Option<i64> {
     }
     let rank = usize::try_from(rank).ok().filter(|&r| (1..=keys.len()).contains(&r))?;
     let from_top = keys.len() - rank + 1;
-    // The ends (a p99 of up to 100 values is the largest) without a
+    // The ends (a p99 of fewer than 100 values is the largest) without a
     // branch per key: a new extreme is where the loop below mispredicts.
     if rank == 1 {
         keys.iter().min().copied()
