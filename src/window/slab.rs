@@ -56,7 +56,7 @@ const CLOSED_ONCE: u64 = 1 << 63;
 /// start (`NONE` when not kept; no lane is at offset 0, the header's): the
 /// count always; the sum and its compensation (two words) for a sum or a
 /// mean; min; max; the last value and its time (two words).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Lanes {
     kept: Aggregates,
     count: u8,
@@ -68,7 +68,31 @@ struct Lanes {
 
 const NONE: u8 = 0;
 
+/// Which of sum, min and max a field alone in its slot keeps (see
+/// [`Lanes::alone`]).
+type Alone = (bool, bool, bool);
+
 impl Lanes {
+    /// The lanes of a field alone in a slot, keeping `kept` with (`sum`,
+    /// `min`, `max`) and no last value, as [`Slab::new`] lays them out:
+    /// the offsets follow from the three flags. Called with constant flags,
+    /// recording through them compiles to loads and stores at fixed
+    /// offsets, without the tests for lanes not kept.
+    #[inline(always)]
+    const fn alone(kept: Aggregates, (sum, min, max): Alone) -> Lanes {
+        let count = HEADER as u8;
+        let after_sum = count + 1 + if sum { 2 } else { 0 };
+        let after_min = after_sum + if min { 1 } else { 0 };
+        Lanes {
+            kept,
+            count,
+            sum: if sum { count + 1 } else { NONE },
+            min: if min { after_sum } else { NONE },
+            max: if max { after_min } else { NONE },
+            last: NONE,
+        }
+    }
+
     /// Records `value` of weight `weight` at `ts` into the words `w`.
     #[inline(always)]
     fn record(&self, w: &mut impl Words, value: f64, weight: f64, ts: Timestamp) {
@@ -235,6 +259,10 @@ pub(super) struct Slab {
     /// `width` per slot; empty when no field asks for quantiles. Boxed so
     /// that a final result can take a sketch without copying it.
     sketches: Vec<Option<Box<Quantiles>>>,
+    /// For one field without a last value in slots of one block each (a
+    /// count, sum, min and max, say): which of sum, min and max it keeps,
+    /// so that [`Slab::record`] writes it at fixed offsets.
+    alone: Option<Alone>,
 }
 
 impl Slab {
@@ -283,6 +311,14 @@ impl Slab {
             put(l.last, 1, Timestamp::MIN.as_nanos() as u64);
         }
         let sketch_configs = fields.iter().map(|f| (!f.quantiles.is_empty()).then_some(quantile_config)).collect();
+        // Only when the layout above is the one `Lanes::alone` names.
+        let alone = match lanes.as_slice() {
+            [l] if stride == 8 => {
+                let flags = (l.sum != NONE, l.min != NONE, l.max != NONE);
+                (*l == Lanes::alone(l.kept, flags)).then_some(flags)
+            }
+            _ => None,
+        };
         Slab {
             stride,
             lanes,
@@ -292,6 +328,7 @@ impl Slab {
             free: Vec::new(),
             sketch_configs,
             sketches: Vec::new(),
+            alone,
         }
     }
 
@@ -434,6 +471,23 @@ impl Slab {
         // The slot's sketches (none when no field asks for quantiles).
         let sketches = self.sketches.get_mut(slot as usize * width..(slot as usize + 1) * width).unwrap_or_default();
         let event = Event { weight, ts, mark };
+        if let Some(flags) = self.alone {
+            // A slot of eight words is a whole block. Each arm passes its
+            // flags as constants.
+            let Some(b) = self.blocks.get_mut(from >> 3) else { return false };
+            let kept = self.lanes.first().map_or(Aggregates::COUNT, |l| l.kept);
+            let w = &mut InBlock { block: &mut b.0, from: 0 };
+            return match flags {
+                (true, true, true) => event.record(w, &[Lanes::alone(kept, (true, true, true))], sketches, value),
+                (true, true, false) => event.record(w, &[Lanes::alone(kept, (true, true, false))], sketches, value),
+                (true, false, true) => event.record(w, &[Lanes::alone(kept, (true, false, true))], sketches, value),
+                (true, false, false) => event.record(w, &[Lanes::alone(kept, (true, false, false))], sketches, value),
+                (false, true, true) => event.record(w, &[Lanes::alone(kept, (false, true, true))], sketches, value),
+                (false, true, false) => event.record(w, &[Lanes::alone(kept, (false, true, false))], sketches, value),
+                (false, false, true) => event.record(w, &[Lanes::alone(kept, (false, false, true))], sketches, value),
+                (false, false, false) => event.record(w, &[Lanes::alone(kept, (false, false, false))], sketches, value),
+            };
+        }
         if (from & 7) + self.stride <= 8 {
             match self.blocks.get_mut(from >> 3) {
                 Some(b) => event.record(&mut InBlock { block: &mut b.0, from: from & 7 }, &self.lanes, sketches, value),
@@ -531,7 +585,12 @@ mod tests {
         let sets = [
             Aggregates::ALL,
             Aggregates::SUM | Aggregates::MIN | Aggregates::MAX,
+            Aggregates::SUM | Aggregates::MIN,
+            Aggregates::SUM | Aggregates::MAX | Aggregates::MEAN,
             Aggregates::MEAN,
+            Aggregates::MIN | Aggregates::MAX,
+            Aggregates::MIN,
+            Aggregates::MAX,
             Aggregates::LAST,
             Aggregates::COUNT,
         ];
@@ -541,6 +600,10 @@ mod tests {
             let fields = [FieldSpec::new("a").aggregates(set), FieldSpec::new("b")];
             let fields = if alone { &fields[..1] } else { &fields[..] };
             let mut slab = Slab::new(fields, QuantileConfig::default());
+            // A field alone without a last value, in slots of eight words,
+            // is recorded at fixed offsets: every such set takes that path.
+            let fixed = alone && !set.contains(Aggregates::LAST) && set != Aggregates::COUNT;
+            assert_eq!(slab.alone.is_some(), fixed, "{set:?}");
             let (mut a, mut b) = (Scalar::keeping(set), Scalar::new());
             let slots = [slab.alloc(7, 0), slab.alloc(8, 0), slab.alloc(9, 0)];
             for (i, (v, w)) in [(1.5, 1.0), (-4.0, 2.0), (1e16, 1.0), (1.0, 3.0), (-1e16, 1.0)].into_iter().enumerate()
