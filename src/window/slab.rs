@@ -466,28 +466,14 @@ impl Slab {
         mark: bool,
         value: impl Fn(usize) -> Option<f64>,
     ) -> bool {
+        let event = Event { weight, ts, mark };
+        if let Some(flags) = self.alone {
+            return self.record_alone(flags, slot, event, value);
+        }
         let from = slot as usize * self.stride;
         let width = self.lanes.len();
         // The slot's sketches (none when no field asks for quantiles).
         let sketches = self.sketches.get_mut(slot as usize * width..(slot as usize + 1) * width).unwrap_or_default();
-        let event = Event { weight, ts, mark };
-        if let Some(flags) = self.alone {
-            // A slot of eight words is a whole block. Each arm passes its
-            // flags as constants.
-            let Some(b) = self.blocks.get_mut(from >> 3) else { return false };
-            let kept = self.lanes.first().map_or(Aggregates::COUNT, |l| l.kept);
-            let w = &mut InBlock { block: &mut b.0, from: 0 };
-            return match flags {
-                (true, true, true) => event.record(w, &[Lanes::alone(kept, (true, true, true))], sketches, value),
-                (true, true, false) => event.record(w, &[Lanes::alone(kept, (true, true, false))], sketches, value),
-                (true, false, true) => event.record(w, &[Lanes::alone(kept, (true, false, true))], sketches, value),
-                (true, false, false) => event.record(w, &[Lanes::alone(kept, (true, false, false))], sketches, value),
-                (false, true, true) => event.record(w, &[Lanes::alone(kept, (false, true, true))], sketches, value),
-                (false, true, false) => event.record(w, &[Lanes::alone(kept, (false, true, false))], sketches, value),
-                (false, false, true) => event.record(w, &[Lanes::alone(kept, (false, false, true))], sketches, value),
-                (false, false, false) => event.record(w, &[Lanes::alone(kept, (false, false, false))], sketches, value),
-            };
-        }
         if (from & 7) + self.stride <= 8 {
             match self.blocks.get_mut(from >> 3) {
                 Some(b) => event.record(&mut InBlock { block: &mut b.0, from: from & 7 }, &self.lanes, sketches, value),
@@ -495,6 +481,31 @@ impl Slab {
             }
         } else {
             event.record(&mut Spanning { blocks: &mut self.blocks, from }, &self.lanes, sketches, value)
+        }
+    }
+
+    /// [`Slab::record`] for a field alone in slots of one block, which
+    /// keeps `flags` (see [`Slab::alone`]): each case passes its flags as
+    /// constants. Out of line, so that its eight cases do not swell the
+    /// loops that call `record`.
+    #[inline(never)]
+    fn record_alone(&mut self, flags: Alone, slot: u32, event: Event, value: impl Fn(usize) -> Option<f64>) -> bool {
+        // A slot of eight words is block `slot`, and its one sketch (if
+        // the field asks for quantiles) is sketch `slot`.
+        let slot = slot as usize;
+        let Some(b) = self.blocks.get_mut(slot) else { return false };
+        let kept = self.lanes.first().map_or(Aggregates::COUNT, |l| l.kept);
+        let sketches = self.sketches.get_mut(slot..slot + 1).unwrap_or_default();
+        let w = &mut InBlock { block: &mut b.0, from: 0 };
+        match flags {
+            (true, true, true) => event.record(w, &[Lanes::alone(kept, (true, true, true))], sketches, value),
+            (true, true, false) => event.record(w, &[Lanes::alone(kept, (true, true, false))], sketches, value),
+            (true, false, true) => event.record(w, &[Lanes::alone(kept, (true, false, true))], sketches, value),
+            (true, false, false) => event.record(w, &[Lanes::alone(kept, (true, false, false))], sketches, value),
+            (false, true, true) => event.record(w, &[Lanes::alone(kept, (false, true, true))], sketches, value),
+            (false, true, false) => event.record(w, &[Lanes::alone(kept, (false, true, false))], sketches, value),
+            (false, false, true) => event.record(w, &[Lanes::alone(kept, (false, false, true))], sketches, value),
+            (false, false, false) => event.record(w, &[Lanes::alone(kept, (false, false, false))], sketches, value),
         }
     }
 
