@@ -660,6 +660,34 @@ mod tests {
     }
 
     #[test]
+    fn a_field_alone_records_into_its_own_sketch() {
+        // Sum and max with a p99 (a window feeding rules), alone in one
+        // block: the fixed-offset path; every aggregate: the general one.
+        for (set, fixed) in [(Aggregates::SUM | Aggregates::MAX | Aggregates::MEAN, true), (Aggregates::ALL, false)] {
+            let fields = [FieldSpec::new("a").aggregates(set).with_quantiles([0.5, 0.99])];
+            let mut slab = Slab::new(&fields, QuantileConfig::default());
+            assert_eq!(slab.alone.is_some(), fixed, "{set:?}");
+            let slots = [slab.alloc(1, 0), slab.alloc(2, 0), slab.alloc(3, 0)];
+            let (mut scalar, mut sketch) = (Scalar::keeping(set), Quantiles::new(QuantileConfig::default()));
+            for i in 0..150 {
+                let v = ((i * 37) % 101) as f64 - 20.0;
+                assert!(!slab.record(slots[1], 1.0, t(i % 7), false, |_| Some(v)));
+                scalar.record(v, 1.0, t(i % 7));
+                sketch.record(v, 1.0);
+            }
+            assert_eq!(answers(&slab.scalar(slots[1], 0)), answers(&scalar), "{set:?}");
+            let mut held = |slot| slab.sketch_mut(slot, 0).and_then(|q| q.as_deref().cloned()).unwrap();
+            let ours = held(slots[1]);
+            assert_eq!(
+                (ours.len(), ours.quantile(0.5), ours.quantile(0.99)),
+                (150, sketch.quantile(0.5), sketch.quantile(0.99))
+            );
+            // The neighbours' sketches saw nothing.
+            assert_eq!((held(slots[0]).len(), held(slots[2]).len()), (0, 0));
+        }
+    }
+
+    #[test]
     fn headers_pack_and_a_freed_slot_comes_back_blank() {
         let mut slab = Slab::new(&[FieldSpec::new("v")], QuantileConfig::default());
         let slot = slab.alloc(3, 0);
