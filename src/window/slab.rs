@@ -505,6 +505,8 @@ impl Slab {
             (false, true, true) => event.record(w, &[Lanes::alone(kept, (false, true, true))], sketches, value),
             (false, true, false) => event.record(w, &[Lanes::alone(kept, (false, true, false))], sketches, value),
             (false, false, true) => event.record(w, &[Lanes::alone(kept, (false, false, true))], sketches, value),
+            // A count alone takes four words, so `Slab::new` never chooses
+            // this path for it; the arm completes the match.
             (false, false, false) => event.record(w, &[Lanes::alone(kept, (false, false, false))], sketches, value),
         }
     }

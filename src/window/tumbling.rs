@@ -1506,9 +1506,10 @@ impl Windows {
 
     /// A fresh state for `group` in `window`, registered with both.
     fn new_state(&mut self, group: GroupId, window: i64) -> u32 {
-        let exact_need = self.hot.get(group as usize).map_or(0, |h| usize::from(h.exact_need));
+        let (exact_need, was_idle) =
+            self.hot.get(group as usize).map_or((0, false), |h| (usize::from(h.exact_need), h.windows.is_empty()));
         let slot = self.slab.alloc(group, exact_need);
-        if self.hot.get(group as usize).is_some_and(|h| h.windows.is_empty()) {
+        if was_idle {
             self.set_idle(group, None);
         }
         if let Some(h) = self.hot.get_mut(group as usize) {
