@@ -486,15 +486,26 @@ impl Quantiles {
 
     /// Records `value` standing for `weight` events. NaN is ignored (and
     /// never reaches here from a validated batch).
+    #[inline]
     pub fn record(&mut self, value: f64, weight: f64) {
         if value.is_nan() {
             return;
         }
-        let n = if weight.is_finite() && weight >= 1.0 { round_non_negative(weight) as u64 } else { 1 };
+        // Below 1.5 (an unsampled event, or one kept at a rate above 2/3)
+        // a weight rounds to one event; NaN compares false and is one too.
+        let n = if weight < 1.5 { 1 } else { events_of_weight(weight) };
+        // The common case, inline: a list of exact values with room left.
+        let events = self.exact_events.saturating_add(n);
+        if !self.promoted && events <= Self::EXACT_EVENTS && self.exact.len() < self.exact.capacity() {
+            self.exact.push((value, n));
+            self.exact_events = events;
+            return;
+        }
         self.record_n(value, n);
     }
 
     /// Records `value` (not NaN) standing for `n` events.
+    #[inline(never)]
     fn record_n(&mut self, value: f64, n: u64) {
         if !self.promoted {
             if self.record_exact(value, n) {
@@ -1028,6 +1039,11 @@ fn magnitude(value: f64, resolution: f64, limit: u64) -> Magnitude {
 /// rounds halves away from zero as `round` does; from 2^52 up every value
 /// is an integer already.
 #[inline]
+/// The whole events a weight stands for in a sketch: at least one.
+fn events_of_weight(weight: f64) -> u64 {
+    if weight.is_finite() && weight >= 1.0 { round_non_negative(weight) as u64 } else { 1 }
+}
+
 fn round_non_negative(x: f64) -> f64 {
     const INTEGRAL: f64 = (1u64 << 52) as f64;
     if x < INTEGRAL {
