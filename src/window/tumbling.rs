@@ -1094,7 +1094,7 @@ impl Windows {
         }
         // One branch-free pass over all (the usual case: every weight is
         // good); the index of a bad one only when there is one.
-        if !weights.iter().fold(true, |ok, &w| ok & (w.is_finite() & (w > 0.0))) {
+        if weights.iter().map(|&w| usize::from((w > 0.0) & (w <= f64::MAX))).sum::<usize>() != weights.len() {
             for (index, &weight) in weights.iter().enumerate() {
                 check_weight(index, weight)?;
             }
