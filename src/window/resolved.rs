@@ -11,9 +11,9 @@ use crate::time::Timestamp;
 ///
 /// A host that resolves each group once (an auction id, a device id it
 /// already holds) and then only has numbers to aggregate fills one of
-/// these per batch: pushing a batch lets the operator look up many events'
-/// states at once (about 1.2× the speed of one call per event in
-/// `benches/window.rs`). The batch remembers how many of its events were
+/// these per batch: the operator checks the batch's handles in one pass
+/// (bringing the groups' entries into cache) and then records event after
+/// event without a call each. The batch remembers how many of its events were
 /// aggregated, so that a push stopped by a stale group goes on from it
 /// (see [`Windows::push_resolved_batch`](super::Windows::push_resolved_batch)).
 ///

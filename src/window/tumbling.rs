@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 use super::agg::{Aggregates, QuantileConfig, Quantiles, Scalar};
 use super::resolved::ResolvedBatch;
 use super::slab::{Chain, GroupId, Header, Slab};
-use crate::event::{EventBatch, Sym, Symbols};
+use crate::event::{EventBatch, EventRef, Sym, Symbols};
 use crate::geo::Geohash;
 use crate::time::{Span, TimeError, Timestamp, Tumbling};
 
@@ -464,9 +464,6 @@ impl Hot {
     }
 }
 
-const NO_SLOT: u32 = u32::MAX;
-/// Events of a [`ResolvedBatch`] planned at once.
-const RESOLVED_CHUNK: usize = 1_024;
 const NIL: u32 = u32::MAX;
 
 /// A node's place in an intrusive doubly linked list of group ids.
@@ -619,16 +616,6 @@ type GroupWindows = SmallVec<[(i64, u32); 2]>;
 /// headers.
 struct Bucket {
     states: Chain,
-    closed: bool,
-}
-
-/// One event of the batch being pushed, between the passes of `push`.
-#[derive(Clone, Copy)]
-struct Planned {
-    index: u32,
-    group: GroupId,
-    slot: u32,
-    window: i64,
     closed: bool,
 }
 
@@ -871,9 +858,6 @@ pub struct Windows {
     /// Batch symbol index → global symbol (or UNSEEN; ABSENT: not global
     /// when last looked up), for the batch being pushed.
     translate: Vec<u32>,
-    /// Scratch for `push` and `push_resolved_batch`, kept to reuse its
-    /// allocation.
-    plan: Vec<Planned>,
     /// The groups `push` found for the batch being pushed, by the events'
     /// [`EventRef::dims_id`]: events that share their dims (and tenant
     /// and stream) share their group, found once.
@@ -1015,7 +999,6 @@ impl Windows {
             shared: Vec::new(),
             empty,
             translate: Vec::new(),
-            plan: Vec::new(),
             seen_dims: Vec::new(),
             index: GroupIndex::new(2 + spec.group_by.len() + usize::from(spec.geo_cell.is_some())),
             groups: Vec::new(),
@@ -1127,9 +1110,8 @@ impl Windows {
         if batch.shares_dims() && self.spec.geo_cell.is_none() {
             seen_dims.resize(SEEN_DIMS, SeenDims::NONE);
         }
-        // Pass 1: each event's window and group (the string work).
-        let mut plan = core::mem::take(&mut self.plan);
-        plan.clear();
+        // Event by event: its window and group (the string work), then
+        // its group's state in that window, recorded into while in cache.
         for (index, event) in batch.iter().enumerate() {
             let ts = event.ts();
             let Some((window, closed)) = self.place(ts) else {
@@ -1139,74 +1121,68 @@ impl Windows {
             let dims = event.dims_id();
             let seen = seen_dims.get_mut(dims.0 % SEEN_DIMS);
             let names = (event.tenant_sym().index(), event.stream_sym().index());
-            if let Some(seen) = &seen
-                && (seen.dims, seen.names) == (dims, names)
-            {
-                plan.push(Planned { index: index as u32, group: seen.group, slot: NO_SLOT, window, closed });
-                continue;
-            }
-            // The batch symbol of the event's value for group-by key `i`.
-            let label = |i: usize| {
-                let k = key_syms.get(i).copied().flatten()?;
-                event.dim_syms().iter().find(|d| d.0 == k).map(|d| d.1)
-            };
-            // The group key: tenant, stream and each group-by value, as
-            // global symbols (ABSENT when the string is not global yet).
-            key.clear();
-            key.push(self.global(symbols, event.tenant_sym()));
-            key.push(self.global(symbols, event.stream_sym()));
-            for i in 0..key_syms.len() {
-                let g = match label(i) {
-                    Some(v) => self.global(symbols, v),
-                    None => self.empty,
-                };
-                key.push(g);
-            }
-            let cell = self.spec.geo_cell.map(|p| event.geo().and_then(|g| Geohash::encode(g.lat, g.lon, p)));
-            if let Some(cell) = &cell {
-                key.push(self.global_str(cell.as_ref().map_or("", Geohash::as_str)));
-            }
-            let group = match self.index.get(&key, &self.hot) {
-                Some(id) => {
-                    // An existing group (not the overflow group, which is
-                    // counted per event) that no new group of this batch
-                    // can evict: it has windows, or is taken off the idle
-                    // list below.
-                    if let Some(seen) = seen {
+            let group = match seen {
+                Some(seen) if (seen.dims, seen.names) == (dims, names) => seen.group,
+                seen => {
+                    let (id, existing) = self.group_of(&event, symbols, key_syms, &mut key);
+                    // An existing group, not the overflow group (counted
+                    // per event), serves the next events with these dims.
+                    if existing && let Some(seen) = seen {
                         *seen = SeenDims { dims, names, group: id };
                     }
                     id
                 }
-                None => {
-                    let texts: SmallVec<[&str; 4]> = (0..key_syms.len())
-                        .map(|i| label(i).and_then(|v| symbols.resolve(v)).unwrap_or(""))
-                        .chain(cell.as_ref().map(|c| c.as_ref().map_or("", Geohash::as_str)))
-                        .collect();
-                    self.create_group(event.tenant(), event.stream(), &texts, true)
-                }
             };
-            // A group about to get a state is not idle: another new group
-            // of this batch must not evict it before pass 2.
-            if self.hot.get(group as usize).is_some_and(|h| h.windows.is_empty()) {
-                self.set_idle(group, None);
-            }
-            plan.push(Planned { index: index as u32, group, slot: NO_SLOT, window, closed });
-        }
-        // Pass 2: the state slot of each event. Pass 3: aggregate. Short
-        // loops over independent events keep many cache misses in flight
-        // at once, where one long loop per event would wait on each.
-        self.locate(&mut plan);
-        for p in &plan {
-            let Some(event) = batch.get(p.index as usize) else { continue };
+            let slot = self.slot_for(group, window);
             let fields = event.field_syms();
-            let weight = weights.map_or(1.0, |w| w.get(p.index as usize).copied().unwrap_or(1.0));
-            self.record(p.slot, p.window, p.closed, event.ts(), weight, |i| {
+            let weight = weights.map_or(1.0, |w| w.get(index).copied().unwrap_or(1.0));
+            self.record(slot, window, closed, ts, weight, |i| {
                 let sym = field_syms.get(i).copied().flatten()?;
                 fields.iter().find(|f| f.0 == sym).map(|f| f.1)
             });
         }
-        self.plan = plan;
         self.seen_dims = seen_dims;
+    }
+
+    /// The group of `event` (`symbols`: its batch's; `key_syms`: the batch
+    /// symbols of the group-by keys; `key`: scratch), created if new, and
+    /// whether it existed.
+    fn group_of(
+        &mut self,
+        event: &EventRef<'_>,
+        symbols: &Symbols,
+        key_syms: &[Option<Sym>],
+        key: &mut Vec<u32>,
+    ) -> (GroupId, bool) {
+        // The batch symbol of the event's value for group-by key `i`.
+        let label = |i: usize| {
+            let k = key_syms.get(i).copied().flatten()?;
+            event.dim_syms().iter().find(|d| d.0 == k).map(|d| d.1)
+        };
+        // The group key: tenant, stream and each group-by value, as global
+        // symbols (ABSENT when the string is not global yet).
+        key.clear();
+        key.push(self.global(symbols, event.tenant_sym()));
+        key.push(self.global(symbols, event.stream_sym()));
+        for i in 0..key_syms.len() {
+            let g = match label(i) {
+                Some(v) => self.global(symbols, v),
+                None => self.empty,
+            };
+            key.push(g);
+        }
+        let cell = self.spec.geo_cell.map(|p| event.geo().and_then(|g| Geohash::encode(g.lat, g.lon, p)));
+        if let Some(cell) = &cell {
+            key.push(self.global_str(cell.as_ref().map_or("", Geohash::as_str)));
+        }
+        if let Some(id) = self.index.get(key, &self.hot) {
+            return (id, true);
+        }
+        let texts: SmallVec<[&str; 4]> = (0..key_syms.len())
+            .map(|i| label(i).and_then(|v| symbols.resolve(v)).unwrap_or(""))
+            .chain(cell.as_ref().map(|c| c.as_ref().map_or("", Geohash::as_str)))
+            .collect();
+        (self.create_group(event.tenant(), event.stream(), &texts, true), false)
     }
 
     /// The window of `ts` and whether it is closed, or `None` (counted) when
@@ -1376,40 +1352,27 @@ impl Windows {
         let start = batch.pushed();
         let pending = batch.events().get(start..).unwrap_or_default();
         // Every handle before any event (this also brings each group's
-        // entry into cache for the passes below).
+        // entry into cache for the pass below).
         let stale = pending.iter().position(|e| !self.holds(e.group));
         let end = start + stale.unwrap_or(pending.len());
         if end > start {
             self.note_arrival(now);
         }
-        let mut plan = core::mem::take(&mut self.plan);
+        // Then event by event: its window, its group's state in it, and
+        // the values recorded, while the state is in cache.
         let events = batch.events().get(start..end).unwrap_or_default();
-        // In chunks, so the plan stays small and in cache between passes.
-        for (chunk, events) in events.chunks(RESOLVED_CHUNK).enumerate() {
-            let first = start + chunk * RESOLVED_CHUNK;
-            // Pass 1: each event's window.
-            plan.clear();
-            for (i, e) in events.iter().enumerate() {
-                if e.group.overflow {
-                    self.stats.overflowed = self.stats.overflowed.saturating_add(1);
-                }
-                let Some((window, closed)) = self.place(e.ts) else {
-                    late.push(first + i);
-                    continue;
-                };
-                plan.push(Planned { index: i as u32, group: e.group.id, slot: NO_SLOT, window, closed });
+        for (i, e) in events.iter().enumerate() {
+            if e.group.overflow {
+                self.stats.overflowed = self.stats.overflowed.saturating_add(1);
             }
-            // Pass 2: each event's state. Pass 3: aggregate.
-            self.locate(&mut plan);
-            for p in &plan {
-                let Some(e) = events.get(p.index as usize) else { continue };
-                let values = batch.values(first + p.index as usize);
-                self.record(p.slot, p.window, p.closed, e.ts, e.weight, |f| {
-                    values.get(f).copied().filter(|v| !v.is_nan())
-                });
-            }
+            let Some((window, closed)) = self.place(e.ts) else {
+                late.push(start + i);
+                continue;
+            };
+            let slot = self.slot_for(e.group.id, window);
+            let values = batch.values(start + i);
+            self.record(slot, window, closed, e.ts, e.weight, |f| values.get(f).copied().filter(|v| !v.is_nan()));
         }
-        self.plan = plan;
         batch.set_pushed(end);
         match stale {
             Some(_) => Err(PushError::StaleGroup { index: end }),
@@ -1427,18 +1390,6 @@ impl Windows {
         self.holds(group)
     }
 
-    /// Pass 2 of a batch: the state slot of each planned event, created if
-    /// new, read once so that its cache miss overlaps the next events'
-    /// instead of stalling pass 3.
-    fn locate(&mut self, plan: &mut [Planned]) {
-        let mut touched = 0u32;
-        for p in plan.iter_mut() {
-            p.slot = self.slot_for(p.group, p.window);
-            touched = touched.wrapping_add(self.slab.group(p.slot));
-        }
-        core::hint::black_box(touched);
-    }
-
     /// The host's clock at an arrival, for the idle timeout.
     fn note_arrival(&mut self, now: Timestamp) {
         self.last_arrival = Some(self.last_arrival.map_or(now, |t| t.max(now)));
@@ -1450,14 +1401,14 @@ impl Windows {
     }
 
     /// Looks up the global symbols of the batch's group-by values before
-    /// pass 1, in one loop over its dims: the lookups are independent, so
-    /// their cache misses overlap (a batch of a thousand events may name a
-    /// thousand devices), where pass 1 would wait on each in turn. A value
-    /// not global yet is marked ABSENT, which [`Windows::global`] looks up
-    /// again (its group may be created in between). Skipped for a batch
-    /// of few distinct strings (fewer than a quarter of its events): pass 1
-    /// meets those a few times each, and the loop would cost more than the
-    /// misses it overlaps.
+    /// the event loop, in one loop over its dims: the lookups are
+    /// independent, so their cache misses overlap (a batch of a thousand
+    /// events may name a thousand devices), where the event loop would wait
+    /// on each in turn. A value not global yet is marked ABSENT, which
+    /// [`Windows::global`] looks up again (its group may be created in
+    /// between). Skipped for a batch of few distinct strings (fewer than a
+    /// quarter of its events): the event loop meets those a few times each,
+    /// and this loop would cost more than the misses it overlaps.
     fn translate_labels(&mut self, batch: &EventBatch, key_syms: &[Option<Sym>]) {
         let symbols = batch.symbols();
         if key_syms.iter().all(Option::is_none) || symbols.len().saturating_mul(4) < batch.len() {
