@@ -377,7 +377,7 @@ fn push_mending(w: &mut Windows, batch: &mut ResolvedBatch, names: &[String], la
 }
 
 #[test]
-fn resolved_batches_end_at_the_group_cap_and_across_chunks() {
+fn resolved_batches_end_at_the_group_cap_and_name_late_events() {
     // Cap 1: resolving a group evicts the other idle one, so a batch of
     // fresh handles of several groups goes stale as it is mended. The
     // retry loop must still end, with every event placed once.
@@ -405,7 +405,7 @@ fn resolved_batches_end_at_the_group_cap_and_across_chunks() {
     assert!(retries > 0, "handles went stale");
     assert_eq!(second.pushed(), 2_500);
     let expected_late: Vec<usize> = (0..12).map(|k| 200 * k + 199).collect();
-    assert_eq!(late, expected_late, "late indexes of the second batch, across chunks");
+    assert_eq!(late, expected_late, "late indexes of the second batch");
     let s = w.stats().clone();
     assert_eq!((s.on_time + s.late_accepted, s.late_dropped), (3_500 - 12, 12));
     w.close_all(t(0));

@@ -1032,6 +1032,11 @@ fn magnitude(value: f64, resolution: f64, limit: u64) -> Magnitude {
     }
 }
 
+/// The whole events a weight stands for in a sketch: at least one.
+fn events_of_weight(weight: f64) -> u64 {
+    if weight.is_finite() && weight >= 1.0 { round_non_negative(weight) as u64 } else { 1 }
+}
+
 /// `x.round()` for `x` ≥ 0 (and NaN, returned as is), without the library
 /// call `round` is on targets without a rounding instruction (x86-64's
 /// baseline, wasm32 has one): it ran once per recorded weight and value.
@@ -1039,11 +1044,6 @@ fn magnitude(value: f64, resolution: f64, limit: u64) -> Magnitude {
 /// rounds halves away from zero as `round` does; from 2^52 up every value
 /// is an integer already.
 #[inline]
-/// The whole events a weight stands for in a sketch: at least one.
-fn events_of_weight(weight: f64) -> u64 {
-    if weight.is_finite() && weight >= 1.0 { round_non_negative(weight) as u64 } else { 1 }
-}
-
 fn round_non_negative(x: f64) -> f64 {
     const INTEGRAL: f64 = (1u64 << 52) as f64;
     if x < INTEGRAL {

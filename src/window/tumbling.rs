@@ -1310,8 +1310,8 @@ impl Windows {
 
     /// Aggregates the events of `batch` not pushed yet (see
     /// [`ResolvedBatch`]) as [`Windows::push_resolved`] would one at a
-    /// time, but faster: the states of many events are looked up before
-    /// any is updated, so their cache misses overlap. The indexes (in the
+    /// time, with the handles checked in one pass first and no call per
+    /// event. The indexes (in the
     /// whole batch) of events too late to aggregate are appended to
     /// `late`, as in [`Windows::push`].
     ///
