@@ -70,7 +70,7 @@ const NONE: u8 = 0;
 
 /// Which of sum, min and max a field alone in its slot keeps (see
 /// [`Lanes::alone`]).
-type Alone = (bool, bool, bool);
+pub(super) type Alone = (bool, bool, bool);
 
 impl Lanes {
     /// The lanes of a field alone in a slot, keeping `kept` with (`sum`,
@@ -226,6 +226,110 @@ impl Event {
         w.set(TALLY, if self.mark { counted | DIRTY } else { counted });
         w.add(COUNT, self.weight);
         self.mark && tally & DIRTY == 0
+    }
+}
+
+/// How a loop over events records into a [`Slab`], chosen once per batch:
+/// [`AnyLayout`] through [`Slab::record`], [`Fixed`] at the fixed offsets
+/// of [`Slab::record_fixed`] (only for the slab's own [`Slab::alone`]).
+pub(super) trait Layout: Copy {
+    /// Records as [`Slab::record`] does.
+    fn record(
+        self,
+        slab: &mut Slab,
+        slot: u32,
+        weight: f64,
+        ts: Timestamp,
+        mark: bool,
+        value: impl Fn(usize) -> Option<f64>,
+    ) -> bool;
+}
+
+/// Evaluates `$body` with `$layout` bound to the [`Layout`] for `$alone`
+/// (a slab's [`Slab::alone`]): a [`Fixed`] with its flags as constants,
+/// or [`AnyLayout`] for `None`. Each arm is its own copy of `$body`, so a
+/// loop in it is compiled for that layout.
+macro_rules! by_layout {
+    ($alone:expr, $layout:ident => $body:expr) => {
+        match $alone {
+            Some((true, true, true)) => {
+                let $layout = $crate::window::slab::Fixed::<true, true, true>;
+                $body
+            }
+            Some((true, true, false)) => {
+                let $layout = $crate::window::slab::Fixed::<true, true, false>;
+                $body
+            }
+            Some((true, false, true)) => {
+                let $layout = $crate::window::slab::Fixed::<true, false, true>;
+                $body
+            }
+            Some((true, false, false)) => {
+                let $layout = $crate::window::slab::Fixed::<true, false, false>;
+                $body
+            }
+            Some((false, true, true)) => {
+                let $layout = $crate::window::slab::Fixed::<false, true, true>;
+                $body
+            }
+            Some((false, true, false)) => {
+                let $layout = $crate::window::slab::Fixed::<false, true, false>;
+                $body
+            }
+            Some((false, false, true)) => {
+                let $layout = $crate::window::slab::Fixed::<false, false, true>;
+                $body
+            }
+            // A count alone takes four words, so `Slab::new` never chooses
+            // the fixed layout for it; the arm completes the match.
+            Some((false, false, false)) => {
+                let $layout = $crate::window::slab::Fixed::<false, false, false>;
+                $body
+            }
+            None => {
+                let $layout = $crate::window::slab::AnyLayout;
+                $body
+            }
+        }
+    };
+}
+pub(super) use by_layout;
+
+/// Any slab, through [`Slab::record`].
+#[derive(Clone, Copy)]
+pub(super) struct AnyLayout;
+
+impl Layout for AnyLayout {
+    #[inline(always)]
+    fn record(
+        self,
+        slab: &mut Slab,
+        slot: u32,
+        weight: f64,
+        ts: Timestamp,
+        mark: bool,
+        value: impl Fn(usize) -> Option<f64>,
+    ) -> bool {
+        slab.record(slot, weight, ts, mark, value)
+    }
+}
+
+/// A slab whose [`Slab::alone`] is `(SUM, MIN, MAX)`.
+#[derive(Clone, Copy)]
+pub(super) struct Fixed<const SUM: bool, const MIN: bool, const MAX: bool>;
+
+impl<const SUM: bool, const MIN: bool, const MAX: bool> Layout for Fixed<SUM, MIN, MAX> {
+    #[inline(always)]
+    fn record(
+        self,
+        slab: &mut Slab,
+        slot: u32,
+        weight: f64,
+        ts: Timestamp,
+        mark: bool,
+        value: impl Fn(usize) -> Option<f64>,
+    ) -> bool {
+        slab.record_fixed::<SUM, MIN, MAX>(slot, weight, ts, mark, value)
     }
 }
 
@@ -490,6 +594,22 @@ impl Slab {
     /// loops that call `record`.
     #[inline(never)]
     fn record_alone(&mut self, flags: Alone, slot: u32, event: Event, value: impl Fn(usize) -> Option<f64>) -> bool {
+        let Event { weight, ts, mark } = event;
+        by_layout!(Some(flags), layout => layout.record(self, slot, weight, ts, mark, value))
+    }
+
+    /// [`Slab::record`] for a field alone in slots of one block that keeps
+    /// sum, min and max as `SUM`, `MIN` and `MAX` say: only for the flags
+    /// of [`Slab::alone`].
+    #[inline(always)]
+    pub(super) fn record_fixed<const SUM: bool, const MIN: bool, const MAX: bool>(
+        &mut self,
+        slot: u32,
+        weight: f64,
+        ts: Timestamp,
+        mark: bool,
+        value: impl Fn(usize) -> Option<f64>,
+    ) -> bool {
         // A slot of eight words is block `slot`, and its one sketch (if
         // the field asks for quantiles) is sketch `slot`.
         let slot = slot as usize;
@@ -497,18 +617,13 @@ impl Slab {
         let kept = self.lanes.first().map_or(Aggregates::COUNT, |l| l.kept);
         let sketches = self.sketches.get_mut(slot..slot + 1).unwrap_or_default();
         let w = &mut InBlock { block: &mut b.0, from: 0 };
-        match flags {
-            (true, true, true) => event.record(w, &[Lanes::alone(kept, (true, true, true))], sketches, value),
-            (true, true, false) => event.record(w, &[Lanes::alone(kept, (true, true, false))], sketches, value),
-            (true, false, true) => event.record(w, &[Lanes::alone(kept, (true, false, true))], sketches, value),
-            (true, false, false) => event.record(w, &[Lanes::alone(kept, (true, false, false))], sketches, value),
-            (false, true, true) => event.record(w, &[Lanes::alone(kept, (false, true, true))], sketches, value),
-            (false, true, false) => event.record(w, &[Lanes::alone(kept, (false, true, false))], sketches, value),
-            (false, false, true) => event.record(w, &[Lanes::alone(kept, (false, false, true))], sketches, value),
-            // A count alone takes four words, so `Slab::new` never chooses
-            // this path for it; the arm completes the match.
-            (false, false, false) => event.record(w, &[Lanes::alone(kept, (false, false, false))], sketches, value),
-        }
+        Event { weight, ts, mark }.record(w, &[Lanes::alone(kept, (SUM, MIN, MAX))], sketches, value)
+    }
+
+    /// Which of sum, min and max a field alone in one-block slots keeps,
+    /// if that is this slab's layout (see [`Slab::record_fixed`]).
+    pub(super) fn alone(&self) -> Option<Alone> {
+        self.alone
     }
 
     /// The header of `slot`.

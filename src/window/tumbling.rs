@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 
 use super::agg::{Aggregates, QuantileConfig, Quantiles, Scalar};
 use super::resolved::ResolvedBatch;
-use super::slab::{Chain, GroupId, Header, Slab};
+use super::slab::{AnyLayout, Chain, GroupId, Header, Layout, Slab, by_layout};
 use crate::event::{EventBatch, EventRef, Sym, Symbols};
 use crate::geo::Geohash;
 use crate::time::{Span, TimeError, Timestamp, Tumbling};
@@ -619,6 +619,16 @@ struct Bucket {
     closed: bool,
 }
 
+/// What the events of a batch being pushed share: the batch, its weights
+/// and the batch symbols of the group-by keys and fields (None: no event
+/// of the batch has it).
+struct BatchKeys<'a> {
+    batch: &'a EventBatch,
+    weights: Option<&'a [f64]>,
+    key_syms: &'a [Option<Sym>],
+    field_syms: &'a [Option<Sym>],
+}
+
 /// Entries of [`Windows::seen_dims`]: a direct-mapped table, as a batch has
 /// few distinct dims (a few hundred devices) and a miss only costs the
 /// full lookup.
@@ -1101,8 +1111,6 @@ impl Windows {
         // As slices: the per-event reads skip the inline-or-heap test.
         let (key_syms, field_syms) = (key_syms.as_slice(), field_syms.as_slice());
         self.translate_labels(batch, key_syms);
-        // A `Vec` rather than a `SmallVec`: pushes stay a compare and a store.
-        let mut key: Vec<u32> = Vec::with_capacity(3 + key_syms.len());
         // Only for events that share dims; a group by geohash cell depends
         // on more than the dims.
         let mut seen_dims = core::mem::take(&mut self.seen_dims);
@@ -1110,9 +1118,27 @@ impl Windows {
         if batch.shares_dims() && self.spec.geo_cell.is_none() {
             seen_dims.resize(SEEN_DIMS, SeenDims::NONE);
         }
-        // Event by event: its window and group (the string work), then
-        // its group's state in that window, recorded into while in cache.
-        for (index, event) in batch.iter().enumerate() {
+        let keys = BatchKeys { batch, weights, key_syms, field_syms };
+        // Event by event, in a loop made for the slab's layout.
+        let seen = &mut seen_dims;
+        by_layout!(self.slab.alone(), layout => self.push_events(layout, &keys, seen, late));
+        self.seen_dims = seen_dims;
+    }
+
+    /// The events of a batch, each placed, given its group (the string
+    /// work) and recorded into its group's state as soon as that is found,
+    /// while it is in cache.
+    fn push_events<L: Layout>(
+        &mut self,
+        layout: L,
+        keys: &BatchKeys<'_>,
+        seen_dims: &mut [SeenDims],
+        late: &mut Vec<usize>,
+    ) {
+        let symbols = keys.batch.symbols();
+        // A `Vec` rather than a `SmallVec`: pushes stay a compare and a store.
+        let mut key: Vec<u32> = Vec::with_capacity(3 + keys.key_syms.len());
+        for (index, event) in keys.batch.iter().enumerate() {
             let ts = event.ts();
             let Some((window, closed)) = self.place(ts) else {
                 late.push(index);
@@ -1124,7 +1150,7 @@ impl Windows {
             let group = match seen {
                 Some(seen) if (seen.dims, seen.names) == (dims, names) => seen.group,
                 seen => {
-                    let (id, existing) = self.group_of(&event, symbols, key_syms, &mut key);
+                    let (id, existing) = self.group_of(&event, symbols, keys.key_syms, &mut key);
                     // An existing group, not the overflow group (counted
                     // per event), serves the next events with these dims.
                     if existing && let Some(seen) = seen {
@@ -1135,13 +1161,12 @@ impl Windows {
             };
             let slot = self.slot_for(group, window);
             let fields = event.field_syms();
-            let weight = weights.map_or(1.0, |w| w.get(index).copied().unwrap_or(1.0));
-            self.record(slot, window, closed, ts, weight, |i| {
-                let sym = field_syms.get(i).copied().flatten()?;
+            let weight = keys.weights.map_or(1.0, |w| w.get(index).copied().unwrap_or(1.0));
+            self.record_as(layout, slot, window, closed, ts, weight, |i| {
+                let sym = keys.field_syms.get(i).copied().flatten()?;
                 fields.iter().find(|f| f.0 == sym).map(|f| f.1)
             });
         }
-        self.seen_dims = seen_dims;
     }
 
     /// The group of `event` (`symbols`: its batch's; `key_syms`: the batch
@@ -1237,7 +1262,23 @@ impl Windows {
         weight: f64,
         value: impl Fn(usize) -> Option<f64>,
     ) {
-        if self.slab.record(slot, weight, ts, closed || self.spec.emit == EmitMode::OnUpdate, value) {
+        self.record_as(AnyLayout, slot, window, closed, ts, weight, value);
+    }
+
+    /// [`Windows::record`] through `layout`'s recording code.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments, reason = "the per-event fields, passed in registers")]
+    fn record_as<L: Layout>(
+        &mut self,
+        layout: L,
+        slot: u32,
+        window: i64,
+        closed: bool,
+        ts: Timestamp,
+        weight: f64,
+        value: impl Fn(usize) -> Option<f64>,
+    ) {
+        if layout.record(&mut self.slab, slot, weight, ts, closed || self.spec.emit == EmitMode::OnUpdate, value) {
             self.dirty.push((slot, window));
         }
         if closed {
@@ -1358,25 +1399,40 @@ impl Windows {
         if end > start {
             self.note_arrival(now);
         }
-        // Then event by event: its window, its group's state in it, and
-        // the values recorded, while the state is in cache.
-        let events = batch.events().get(start..end).unwrap_or_default();
+        // Then event by event, in a loop made for the slab's layout.
+        let range = start..end;
+        by_layout!(self.slab.alone(), layout => self.push_resolved_events(layout, batch, range, late));
+        batch.set_pushed(end);
+        match stale {
+            Some(_) => Err(PushError::StaleGroup { index: end }),
+            None => Ok(()),
+        }
+    }
+
+    /// Aggregates events `range` of `batch` (all of current groups), each
+    /// recorded as soon as its state is found, while it is in cache.
+    fn push_resolved_events<L: Layout>(
+        &mut self,
+        layout: L,
+        batch: &ResolvedBatch,
+        range: core::ops::Range<usize>,
+        late: &mut Vec<usize>,
+    ) {
+        let first = range.start;
+        let events = batch.events().get(range).unwrap_or_default();
         for (i, e) in events.iter().enumerate() {
             if e.group.overflow {
                 self.stats.overflowed = self.stats.overflowed.saturating_add(1);
             }
             let Some((window, closed)) = self.place(e.ts) else {
-                late.push(start + i);
+                late.push(first + i);
                 continue;
             };
             let slot = self.slot_for(e.group.id, window);
-            let values = batch.values(start + i);
-            self.record(slot, window, closed, e.ts, e.weight, |f| values.get(f).copied().filter(|v| !v.is_nan()));
-        }
-        batch.set_pushed(end);
-        match stale {
-            Some(_) => Err(PushError::StaleGroup { index: end }),
-            None => Ok(()),
+            let values = batch.values(first + i);
+            self.record_as(layout, slot, window, closed, e.ts, e.weight, |f| {
+                values.get(f).copied().filter(|v| !v.is_nan())
+            });
         }
     }
 
