@@ -1162,7 +1162,7 @@ impl Windows {
             let slot = self.slot_for(group, window);
             let fields = event.field_syms();
             let weight = keys.weights.map_or(1.0, |w| w.get(index).copied().unwrap_or(1.0));
-            self.record_as(layout, slot, window, closed, ts, weight, |i| {
+            self.record(layout, slot, window, closed, ts, weight, |i| {
                 let sym = keys.field_syms.get(i).copied().flatten()?;
                 fields.iter().find(|f| f.0 == sym).map(|f| f.1)
             });
@@ -1250,25 +1250,12 @@ impl Windows {
         }
     }
 
-    /// Records one event into the state in `slot` (of `window`); `value(i)`
-    /// is its value for field `i`, if any.
-    #[inline]
-    fn record(
-        &mut self,
-        slot: u32,
-        window: i64,
-        closed: bool,
-        ts: Timestamp,
-        weight: f64,
-        value: impl Fn(usize) -> Option<f64>,
-    ) {
-        self.record_as(AnyLayout, slot, window, closed, ts, weight, value);
-    }
-
-    /// [`Windows::record`] through `layout`'s recording code.
+    /// Records one event into the state in `slot` (of `window`) through
+    /// `layout`'s recording code; `value(i)` is its value for field `i`,
+    /// if any.
     #[inline(always)]
     #[allow(clippy::too_many_arguments, reason = "the per-event fields, passed in registers")]
-    fn record_as<L: Layout>(
+    fn record<L: Layout>(
         &mut self,
         layout: L,
         slot: u32,
@@ -1345,7 +1332,7 @@ impl Windows {
         self.note_arrival(now);
         let Some((window, closed)) = self.place(ts) else { return Ok(Placement::Dropped) };
         let slot = self.slot_for(group.id, window);
-        self.record(slot, window, closed, ts, weight, |i| values.get(i).copied().filter(|v| !v.is_nan()));
+        self.record(AnyLayout, slot, window, closed, ts, weight, |i| values.get(i).copied().filter(|v| !v.is_nan()));
         Ok(if closed { Placement::Late } else { Placement::OnTime })
     }
 
@@ -1430,7 +1417,7 @@ impl Windows {
             };
             let slot = self.slot_for(e.group.id, window);
             let values = batch.values(first + i);
-            self.record_as(layout, slot, window, closed, e.ts, e.weight, |f| {
+            self.record(layout, slot, window, closed, e.ts, e.weight, |f| {
                 values.get(f).copied().filter(|v| !v.is_nan())
             });
         }
