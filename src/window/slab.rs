@@ -229,20 +229,13 @@ impl Event {
     }
 }
 
-/// How a loop over events records into a [`Slab`], chosen once per batch:
-/// [`AnyLayout`] through [`Slab::record`], [`Fixed`] at the fixed offsets
-/// of [`Slab::record_fixed`] (only for the slab's own [`Slab::alone`]).
+/// How a loop over events records into a [`Slab`], chosen once per batch
+/// (see [`Slab::record_as`]): [`AnyLayout`] through [`Slab::record`],
+/// [`Fixed`] at the fixed offsets of [`Slab::record_fixed`] (only for the
+/// slab's own [`Slab::alone`]).
 pub(super) trait Layout: Copy {
-    /// Records as [`Slab::record`] does.
-    fn record(
-        self,
-        slab: &mut Slab,
-        slot: u32,
-        weight: f64,
-        ts: Timestamp,
-        mark: bool,
-        value: impl Fn(usize) -> Option<f64>,
-    ) -> bool;
+    /// The [`Slab::alone`] this layout records for; `None`: any slab.
+    const FIXED: Option<Alone>;
 }
 
 /// Evaluates `$body` with `$layout` bound to the [`Layout`] for `$alone`
@@ -300,18 +293,7 @@ pub(super) use by_layout;
 pub(super) struct AnyLayout;
 
 impl Layout for AnyLayout {
-    #[inline(always)]
-    fn record(
-        self,
-        slab: &mut Slab,
-        slot: u32,
-        weight: f64,
-        ts: Timestamp,
-        mark: bool,
-        value: impl Fn(usize) -> Option<f64>,
-    ) -> bool {
-        slab.record(slot, weight, ts, mark, value)
-    }
+    const FIXED: Option<Alone> = None;
 }
 
 /// A slab whose [`Slab::alone`] is `(SUM, MIN, MAX)`.
@@ -319,18 +301,7 @@ impl Layout for AnyLayout {
 pub(super) struct Fixed<const SUM: bool, const MIN: bool, const MAX: bool>;
 
 impl<const SUM: bool, const MIN: bool, const MAX: bool> Layout for Fixed<SUM, MIN, MAX> {
-    #[inline(always)]
-    fn record(
-        self,
-        slab: &mut Slab,
-        slot: u32,
-        weight: f64,
-        ts: Timestamp,
-        mark: bool,
-        value: impl Fn(usize) -> Option<f64>,
-    ) -> bool {
-        slab.record_fixed::<SUM, MIN, MAX>(slot, weight, ts, mark, value)
-    }
+    const FIXED: Option<Alone> = Some((SUM, MIN, MAX));
 }
 
 /// A list of slots linked through their headers: the states of one window,
@@ -595,15 +566,34 @@ impl Slab {
     #[inline(never)]
     fn record_alone(&mut self, flags: Alone, slot: u32, event: Event, value: impl Fn(usize) -> Option<f64>) -> bool {
         let Event { weight, ts, mark } = event;
-        by_layout!(Some(flags), layout => layout.record(self, slot, weight, ts, mark, value))
+        by_layout!(Some(flags), layout => self.record_as(layout, slot, weight, ts, mark, value))
+    }
+
+    /// [`Slab::record`] as `layout` does it: with a [`Fixed`] layout (the
+    /// slab's own), inline at offsets fixed when this is compiled.
+    #[inline(always)]
+    pub(super) fn record_as<L: Layout>(
+        &mut self,
+        _layout: L,
+        slot: u32,
+        weight: f64,
+        ts: Timestamp,
+        mark: bool,
+        value: impl Fn(usize) -> Option<f64>,
+    ) -> bool {
+        match L::FIXED {
+            Some(flags) => self.record_fixed(flags, slot, weight, ts, mark, value),
+            None => self.record(slot, weight, ts, mark, value),
+        }
     }
 
     /// [`Slab::record`] for a field alone in slots of one block that keeps
-    /// sum, min and max as `SUM`, `MIN` and `MAX` say: only for the flags
-    /// of [`Slab::alone`].
+    /// sum, min and max as `flags` say: only for the flags of
+    /// [`Slab::alone`], and given as constants so that the offsets fold.
     #[inline(always)]
-    pub(super) fn record_fixed<const SUM: bool, const MIN: bool, const MAX: bool>(
+    fn record_fixed(
         &mut self,
+        flags: Alone,
         slot: u32,
         weight: f64,
         ts: Timestamp,
@@ -617,7 +607,7 @@ impl Slab {
         let kept = self.lanes.first().map_or(Aggregates::COUNT, |l| l.kept);
         let sketches = self.sketches.get_mut(slot..slot + 1).unwrap_or_default();
         let w = &mut InBlock { block: &mut b.0, from: 0 };
-        Event { weight, ts, mark }.record(w, &[Lanes::alone(kept, (SUM, MIN, MAX))], sketches, value)
+        Event { weight, ts, mark }.record(w, &[Lanes::alone(kept, flags)], sketches, value)
     }
 
     /// Which of sum, min and max a field alone in one-block slots keeps,

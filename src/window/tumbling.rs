@@ -1265,7 +1265,8 @@ impl Windows {
         weight: f64,
         value: impl Fn(usize) -> Option<f64>,
     ) {
-        if layout.record(&mut self.slab, slot, weight, ts, closed || self.spec.emit == EmitMode::OnUpdate, value) {
+        let mark = closed || self.spec.emit == EmitMode::OnUpdate;
+        if self.slab.record_as(layout, slot, weight, ts, mark, value) {
             self.dirty.push((slot, window));
         }
         if closed {
