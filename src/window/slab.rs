@@ -244,41 +244,18 @@ pub(super) trait Layout: Copy {
 /// loop in it is compiled for that layout.
 macro_rules! by_layout {
     ($alone:expr, $layout:ident => $body:expr) => {
+        // A count alone takes four words, so `Slab::new` never chooses the
+        // fixed layout for it; its arm completes the match.
+        by_layout!(@arms $alone, $layout, $body;
+            (true, true, true) (true, true, false) (true, false, true) (true, false, false)
+            (false, true, true) (false, true, false) (false, false, true) (false, false, false))
+    };
+    (@arms $alone:expr, $layout:ident, $body:expr; $(($sum:literal, $min:literal, $max:literal))*) => {
         match $alone {
-            Some((true, true, true)) => {
-                let $layout = $crate::window::slab::Fixed::<true, true, true>;
+            $(Some(($sum, $min, $max)) => {
+                let $layout = $crate::window::slab::Fixed::<$sum, $min, $max>;
                 $body
-            }
-            Some((true, true, false)) => {
-                let $layout = $crate::window::slab::Fixed::<true, true, false>;
-                $body
-            }
-            Some((true, false, true)) => {
-                let $layout = $crate::window::slab::Fixed::<true, false, true>;
-                $body
-            }
-            Some((true, false, false)) => {
-                let $layout = $crate::window::slab::Fixed::<true, false, false>;
-                $body
-            }
-            Some((false, true, true)) => {
-                let $layout = $crate::window::slab::Fixed::<false, true, true>;
-                $body
-            }
-            Some((false, true, false)) => {
-                let $layout = $crate::window::slab::Fixed::<false, true, false>;
-                $body
-            }
-            Some((false, false, true)) => {
-                let $layout = $crate::window::slab::Fixed::<false, false, true>;
-                $body
-            }
-            // A count alone takes four words, so `Slab::new` never chooses
-            // the fixed layout for it; the arm completes the match.
-            Some((false, false, false)) => {
-                let $layout = $crate::window::slab::Fixed::<false, false, false>;
-                $body
-            }
+            })*
             None => {
                 let $layout = $crate::window::slab::AnyLayout;
                 $body
