@@ -235,9 +235,9 @@ fn batch_and_baseline(
     events: &[(u32, Timestamp, f64)],
 ) {
     group.bench_function("edgestream_push_resolved_batch", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             &setup,
-            |(mut w, mut handles)| black_box(push_resolved_batches(&mut w, &mut handles, names, events)),
+            |(w, handles)| black_box(push_resolved_batches(w, handles, names, events)),
             BatchSize::LargeInput,
         )
     });
@@ -267,7 +267,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("edgestream_plus_p99", |b| b.iter(|| black_box(ours(&batches, &with_p99))));
     group.bench_function("edgestream_all_scalar_aggregates", |b| b.iter(|| black_box(ours(&batches, &all))));
     group.bench_function("edgestream_steady_state_count_sum_min_max", |b| {
-        b.iter_batched(|| warmed(&scalar, &before), |mut w| black_box(feed(&mut w, &batches)), BatchSize::LargeInput)
+        b.iter_batched_ref(|| warmed(&scalar, &before), |w| black_box(feed(w, &batches)), BatchSize::LargeInput)
     });
     group.bench_function("baseline_plain_hashmap", |b| b.iter(|| black_box(plain(&batches))));
     group.finish();
@@ -290,9 +290,9 @@ fn bench(c: &mut Criterion) {
     push_resolved_batches(&mut batched, &mut handles, &names, &events);
     assert_eq!(batched.stats(), w.stats(), "batches place events as single pushes do");
     group.bench_function("edgestream_push_resolved", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             setup,
-            |(mut w, mut handles)| black_box(push_resolved_all(&mut w, &mut handles, &names, &events)),
+            |(w, handles)| black_box(push_resolved_all(w, handles, &names, &events)),
             BatchSize::LargeInput,
         )
     });
@@ -311,11 +311,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(DENSE_EVENTS as u64));
     group.sample_size(10);
     group.bench_function("edgestream_steady_state_count_sum_min_max", |b| {
-        b.iter_batched(
-            || warmed(&scalar, &dense_before),
-            |mut w| black_box(feed(&mut w, &dense)),
-            BatchSize::LargeInput,
-        )
+        b.iter_batched_ref(|| warmed(&scalar, &dense_before), |w| black_box(feed(w, &dense)), BatchSize::LargeInput)
     });
     group.bench_function("baseline_plain_hashmap", |b| b.iter(|| black_box(plain(&dense))));
     batch_and_baseline(&mut group, dense_setup, &names, &dense_events);
