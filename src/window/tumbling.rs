@@ -738,7 +738,7 @@ impl GroupIndex {
 
     /// The group of `key`: through the shortcuts inline, the map out of
     /// line (so that the common case saves no registers).
-    #[inline]
+    #[inline(always)]
     fn get(&mut self, key: &[u32], hot: &[Hot]) -> Option<GroupId> {
         match self {
             GroupIndex::Packed(p) => {
