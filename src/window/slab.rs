@@ -183,12 +183,13 @@ fn word_at(blocks: &[Block], w: usize) -> u64 {
     blocks.get(w >> 3).and_then(|b| b.0.get(w & 7)).copied().unwrap_or(0)
 }
 
-/// One event being recorded: see [`Slab::record`].
+/// One event being recorded: its weight, its time (for the last value),
+/// and whether to mark its state dirty (see [`Slab::record`]).
 #[derive(Clone, Copy)]
-struct Event {
-    weight: f64,
-    ts: Timestamp,
-    mark: bool,
+pub(super) struct Event {
+    pub(super) weight: f64,
+    pub(super) ts: Timestamp,
+    pub(super) mark: bool,
 }
 
 impl Event {
@@ -505,20 +506,12 @@ impl Slab {
         })
     }
 
-    /// Counts one event of weight `weight` at `ts` in `slot`'s window and
-    /// records its values (`value(i)` for field `i`, if it has one), in the
-    /// sketches too; true when `mark` asks to mark the state dirty (changed
-    /// since its last emission) and it was clean.
+    /// Counts `event` in `slot`'s window and records its values
+    /// (`value(i)` for field `i`, if it has one), in the sketches too; true
+    /// when the event asks to mark the state dirty (changed since its last
+    /// emission) and it was clean.
     #[inline]
-    pub(super) fn record(
-        &mut self,
-        slot: u32,
-        weight: f64,
-        ts: Timestamp,
-        mark: bool,
-        value: impl Fn(usize) -> Option<f64>,
-    ) -> bool {
-        let event = Event { weight, ts, mark };
+    pub(super) fn record(&mut self, slot: u32, event: Event, value: impl Fn(usize) -> Option<f64>) -> bool {
         if let Some(flags) = self.alone {
             return self.record_alone(flags, slot, event, value);
         }
@@ -542,8 +535,7 @@ impl Slab {
     /// loops that call `record`.
     #[inline(never)]
     fn record_alone(&mut self, flags: Alone, slot: u32, event: Event, value: impl Fn(usize) -> Option<f64>) -> bool {
-        let Event { weight, ts, mark } = event;
-        by_layout!(Some(flags), layout => self.record_as(layout, slot, weight, ts, mark, value))
+        by_layout!(Some(flags), layout => self.record_as(layout, slot, event, value))
     }
 
     /// [`Slab::record`] as `layout` does it: with a [`Fixed`] layout (the
@@ -553,14 +545,12 @@ impl Slab {
         &mut self,
         _layout: L,
         slot: u32,
-        weight: f64,
-        ts: Timestamp,
-        mark: bool,
+        event: Event,
         value: impl Fn(usize) -> Option<f64>,
     ) -> bool {
         match L::FIXED {
-            Some(flags) => self.record_fixed(flags, slot, weight, ts, mark, value),
-            None => self.record(slot, weight, ts, mark, value),
+            Some(flags) => self.record_fixed(flags, slot, event, value),
+            None => self.record(slot, event, value),
         }
     }
 
@@ -568,15 +558,7 @@ impl Slab {
     /// sum, min and max as `flags` say: only for the flags of
     /// [`Slab::alone`], and given as constants so that the offsets fold.
     #[inline(always)]
-    fn record_fixed(
-        &mut self,
-        flags: Alone,
-        slot: u32,
-        weight: f64,
-        ts: Timestamp,
-        mark: bool,
-        value: impl Fn(usize) -> Option<f64>,
-    ) -> bool {
+    fn record_fixed(&mut self, flags: Alone, slot: u32, event: Event, value: impl Fn(usize) -> Option<f64>) -> bool {
         // A slot of eight words is block `slot`, and its one sketch (if
         // the field asks for quantiles) is sketch `slot`.
         let slot = slot as usize;
@@ -584,7 +566,7 @@ impl Slab {
         let kept = self.lanes.first().map_or(Aggregates::COUNT, |l| l.kept);
         let sketches = self.sketches.get_mut(slot..slot + 1).unwrap_or_default();
         let w = &mut InBlock { block: &mut b.0, from: 0 };
-        Event { weight, ts, mark }.record(w, &[Lanes::alone(kept, flags)], sketches, value)
+        event.record(w, &[Lanes::alone(kept, flags)], sketches, value)
     }
 
     /// Which of sum, min and max a field alone in one-block slots keeps,
@@ -706,7 +688,11 @@ mod tests {
                 // Field b has no value in every third event.
                 let b_value = (i % 3 != 2).then_some(-v);
                 let ts = t(i as i64 % 3);
-                assert!(!slab.record(slots[1], w, ts, false, |f| if f == 0 { Some(v) } else { b_value }));
+                assert!(!slab.record(slots[1], Event { weight: w, ts, mark: false }, |f| if f == 0 {
+                    Some(v)
+                } else {
+                    b_value
+                }));
                 a.record(v, w, ts);
                 if let Some(bv) = b_value {
                     b.record(bv, w, ts);
@@ -755,7 +741,7 @@ mod tests {
             let (mut scalar, mut sketch) = (Scalar::keeping(set), Quantiles::new(QuantileConfig::default()));
             for i in 0..150 {
                 let v = ((i * 37) % 101) as f64 - 20.0;
-                assert!(!slab.record(slots[1], 1.0, t(i % 7), false, |_| Some(v)));
+                assert!(!slab.record(slots[1], Event { weight: 1.0, ts: t(i % 7), mark: false }, |_| Some(v)));
                 scalar.record(v, 1.0, t(i % 7));
                 sketch.record(v, 1.0);
             }
@@ -780,8 +766,8 @@ mod tests {
         let back = slab.header(slot);
         assert_eq!((back.group, back.emitted, back.events, back.count), (3, 12, EVENTS_MAX - 1, 2.5));
         assert!(back.dirty && back.closed_once && slab.is_dirty(slot));
-        assert!(!slab.record(slot, 1.0, t(1), true, |_| Some(4.0)), "already dirty");
-        assert!(!slab.record(slot, 1.0, t(1), false, |_| Some(4.0)));
+        assert!(!slab.record(slot, Event { weight: 1.0, ts: t(1), mark: true }, |_| Some(4.0)), "already dirty");
+        assert!(!slab.record(slot, Event { weight: 1.0, ts: t(1), mark: false }, |_| Some(4.0)));
         let full = slab.header(slot);
         assert_eq!((full.events, full.emitted, full.count), (EVENTS_MAX, 12, 4.5), "events saturate");
         assert!(full.dirty && full.closed_once, "without touching the flags");
@@ -808,7 +794,7 @@ mod tests {
         for &slot in &slots {
             let h = Header { emitted: 2, dirty: true, ..slab.header(slot) };
             slab.set_header(slot, &h);
-            slab.record(slot, 1.0, t(0), true, |_| Some(1.0));
+            slab.record(slot, Event { weight: 1.0, ts: t(0), mark: true }, |_| Some(1.0));
         }
         assert_eq!(slab.chain(&a).collect::<Vec<_>>(), [slots[0], slots[3]]);
         assert_eq!(slab.chain(&b).collect::<Vec<_>>(), [slots[1], slots[2], slots[4], slots[5]]);

@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 
 use super::agg::{Aggregates, QuantileConfig, Quantiles, Scalar};
 use super::resolved::ResolvedBatch;
-use super::slab::{AnyLayout, Chain, GroupId, Header, Layout, Slab, by_layout};
+use super::slab::{AnyLayout, Chain, Event, GroupId, Header, Layout, Slab, by_layout};
 use crate::event::{EventBatch, EventRef, Sym, Symbols};
 use crate::geo::Geohash;
 use crate::time::{Span, TimeError, Timestamp, Tumbling};
@@ -1297,7 +1297,7 @@ impl Windows {
         value: impl Fn(usize) -> Option<f64>,
     ) {
         let mark = closed || self.spec.emit == EmitMode::OnUpdate;
-        if self.slab.record_as(layout, slot, weight, ts, mark, value) {
+        if self.slab.record_as(layout, slot, Event { weight, ts, mark }, value) {
             self.dirty.push((slot, window));
         }
         if closed {
