@@ -352,8 +352,10 @@ impl Scalar {
     }
 }
 
-/// Neumaier's compensated addition of `x` to `sum`, whose running
-/// compensation is `err`: returns the new sum.
+/// Compensated addition of `x` to `sum`, whose running compensation is
+/// `err`: returns the new sum. The rounding error of each addition is
+/// found exactly by Knuth's branch-free TwoSum, the same error Neumaier's
+/// method finds after comparing magnitudes, in fewer instructions.
 #[inline]
 pub(crate) fn add_compensated(sum: f64, err: &mut f64, x: f64) -> f64 {
     let t = sum + x;
@@ -361,7 +363,8 @@ pub(crate) fn add_compensated(sum: f64, err: &mut f64, x: f64) -> f64 {
         // Overflow to ±inf (or a NaN input): compensation is meaningless.
         return t;
     }
-    *err += if sum.abs() >= x.abs() { (sum - t) + x } else { (x - t) + sum };
+    let x_part = t - sum;
+    *err += (sum - (t - x_part)) + (x - x_part);
     t
 }
 
@@ -1388,7 +1391,33 @@ mod tests {
         )
     }
 
+    /// Any finite f64, by its bits: every magnitude, both signs, subnormals.
+    fn any_finite() -> impl Strategy<Value = f64> {
+        any::<u64>().prop_map(f64::from_bits).prop_filter("finite", |v| v.is_finite())
+    }
+
     proptest! {
+        /// TwoSum's error is the exact rounding error of the addition,
+        /// the one Neumaier's magnitude comparison finds (bit for bit).
+        #[test]
+        fn the_compensation_is_the_exact_rounding_error(
+            sum in prop_oneof![any_finite(), -1e6..1e6f64],
+            x in prop_oneof![any_finite(), -1e6..1e6f64],
+            err in -1.0..1.0f64,
+        ) {
+            let mut two_sum = err;
+            let t = add_compensated(sum, &mut two_sum, x);
+            prop_assert_eq!(t.to_bits(), (sum + x).to_bits());
+            let neumaier = if !t.is_finite() {
+                err
+            } else if sum.abs() >= x.abs() {
+                err + ((sum - t) + x)
+            } else {
+                err + ((x - t) + sum)
+            };
+            prop_assert_eq!(two_sum.to_bits(), neumaier.to_bits());
+        }
+
         #[test]
         fn restoring_any_sketch_keeps_the_exact_limits_and_is_stable(
             exact in proptest::collection::vec(

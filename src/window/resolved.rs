@@ -162,6 +162,12 @@ impl ResolvedBatch {
         &self.events
     }
 
+    /// The values of events `range`, each event's fields in a row.
+    #[inline]
+    pub(super) fn values_of(&self, range: core::ops::Range<usize>) -> Option<&[f64]> {
+        self.values.get(range.start.checked_mul(self.fields)?..range.end.checked_mul(self.fields)?)
+    }
+
     /// The value of each field of event `index`.
     #[inline]
     pub(super) fn values(&self, index: usize) -> &[f64] {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::agg::{Aggregates, QuantileConfig, Quantiles, Scalar};
-use super::resolved::ResolvedBatch;
+use super::resolved::{Resolved, ResolvedBatch};
 use super::slab::{AnyLayout, Chain, Event, GroupId, Header, Layout, Slab, by_layout};
 use crate::event::{EventBatch, EventRef, Sym, Symbols};
 use crate::geo::Geohash;
@@ -648,6 +648,10 @@ impl SeenDims {
     /// An entry no event matches (dims never end before they start).
     const NONE: SeenDims = SeenDims { dims: (usize::MAX, 0), names: (0, 0), group: 0 };
 }
+
+/// A resolved event waiting to be recorded: the event, its values, its
+/// window, whether that is closed, and its state's slot.
+type PendingRow<'b> = (&'b Resolved, &'b [f64], i64, bool, u32);
 
 /// The bounds of the window the last placed event fell in, so that runs of
 /// events in one window skip the division.
@@ -1428,8 +1432,7 @@ impl Windows {
         }
     }
 
-    /// Aggregates events `range` of `batch` (all of current groups), each
-    /// recorded right after the next event's state is found.
+    /// Aggregates events `range` of `batch` (all of current groups).
     fn push_resolved_events<L: Layout>(
         &mut self,
         layout: L,
@@ -1438,10 +1441,35 @@ impl Windows {
         late: &mut Vec<usize>,
     ) {
         let first = range.start;
-        let events = batch.events().get(range).unwrap_or_default();
+        let events = batch.events().get(range.clone()).unwrap_or_default();
+        match batch.values_of(range) {
+            // One value per event (the usual batch): the values pair off
+            // with the events, with no index arithmetic per event.
+            Some(values) if batch.fields() == 1 && values.len() == events.len() => {
+                let rows = events.iter().zip(values.iter().map(core::slice::from_ref));
+                self.push_rows(layout, first, rows, late);
+            }
+            _ => {
+                let rows = events.iter().enumerate().map(|(i, e)| (e, batch.values(first + i)));
+                self.push_rows(layout, first, rows, late);
+            }
+        }
+    }
+
+    /// Aggregates `rows` (each an event of a current group and its values,
+    /// the first being event `first` of its batch), each recorded right
+    /// after the next one's state is found.
+    #[inline(always)]
+    fn push_rows<'b, L: Layout>(
+        &mut self,
+        layout: L,
+        first: usize,
+        rows: impl Iterator<Item = (&'b Resolved, &'b [f64])>,
+        late: &mut Vec<usize>,
+    ) {
         // One event behind, as in `push_events` (two behind: slower here).
-        let mut behind: Option<(usize, i64, bool, u32)> = None;
-        for (i, e) in events.iter().enumerate() {
+        let mut behind: Option<PendingRow<'b>> = None;
+        for (i, (e, values)) in rows.enumerate() {
             if e.group.overflow {
                 self.stats.overflowed = self.stats.overflowed.saturating_add(1);
             }
@@ -1450,26 +1478,19 @@ impl Windows {
                 continue;
             };
             let slot = self.slot_for(e.group.id, window);
-            if let Some(previous) = behind.replace((first + i, window, closed, slot)) {
-                self.record_resolved(layout, batch, previous);
+            if let Some(previous) = behind.replace((e, values, window, closed, slot)) {
+                self.record_row(layout, previous);
             }
         }
         if let Some(last) = behind {
-            self.record_resolved(layout, batch, last);
+            self.record_row(layout, last);
         }
     }
 
-    /// Records event `index` of `batch`, placed in `window` (`closed` or
-    /// not) with its state in `slot`.
+    /// Records a pending row: an event and its values, placed in a window
+    /// (closed or not), with its state in a slot.
     #[inline(always)]
-    fn record_resolved<L: Layout>(
-        &mut self,
-        layout: L,
-        batch: &ResolvedBatch,
-        (index, window, closed, slot): (usize, i64, bool, u32),
-    ) {
-        let Some(e) = batch.events().get(index) else { return };
-        let values = batch.values(index);
+    fn record_row<L: Layout>(&mut self, layout: L, (e, values, window, closed, slot): PendingRow<'_>) {
         self.record(layout, slot, window, closed, e.ts, e.weight, |f| values.get(f).copied().filter(|v| !v.is_nan()));
     }
 
