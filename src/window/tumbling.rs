@@ -1857,7 +1857,19 @@ impl Windows {
         let Some(start) = self.tumbling.start_of_index(window) else { return };
         let mut header = self.slab.header(slot);
         let Some(Some(group)) = self.groups.get(header.group as usize) else { return };
-        let mut fields = SmallVec::new();
+        // Queued first and its fields filled in place: a result is a few
+        // hundred bytes, and building its fields apart cost a copy more.
+        self.ready.push_back(WindowResult {
+            group: group.key.clone(),
+            start,
+            end: start.saturating_add(self.spec.size),
+            revision: header.emitted,
+            is_final,
+            events: header.events,
+            count: header.count,
+            fields: SmallVec::new(),
+        });
+        let Some(fields) = self.ready.back_mut().map(|r| &mut r.fields) else { return };
         let mut exact_need = 0;
         for (i, (name, fs)) in self.field_names.iter().zip(&self.spec.fields).enumerate() {
             let sketch = match self.slab.sketch_mut(slot, i) {
@@ -1882,16 +1894,6 @@ impl Windows {
         }
         header.closed_once |= is_final;
         self.stats.results = self.stats.results.saturating_add(1);
-        self.ready.push_back(WindowResult {
-            group: group.key.clone(),
-            start,
-            end: start.saturating_add(self.spec.size),
-            revision: header.emitted,
-            is_final,
-            events: header.events,
-            count: header.count,
-            fields,
-        });
         header.emitted = header.emitted.saturating_add(1);
         header.dirty = false;
         self.slab.set_header(slot, &header);
