@@ -52,6 +52,9 @@ fn drain(w: &mut Windows) -> Vec<WindowResult> {
     std::iter::from_fn(|| w.poll_result()).collect()
 }
 
+/// Tenant, stream, labels and window start (ms).
+type GroupWindow = (String, String, Vec<String>, i64);
+
 /// (group, start ms) → (revision, events, sum, min, max, last).
 type Summary = BTreeMap<(String, i64), (u32, u64, f64, Option<f64>, Option<f64>, Option<(Timestamp, f64)>)>;
 
@@ -904,6 +907,62 @@ proptest! {
             lines
         };
         prop_assert_eq!(describe(got), describe(expected));
+    }
+
+    #[test]
+    fn groups_of_any_number_of_keys_match_a_plain_model(
+        events in proptest::collection::vec(
+            (0usize..2, 0usize..2, proptest::collection::vec(prop::option::of(0usize..3), 3), 0i64..40_000, -50i32..50),
+            1..200,
+        ),
+        keys in 0usize..4,
+        batch_len in 1usize..40,
+    ) {
+        // Zero to three group-by keys (up to two pack into the index's
+        // 128-bit keys, three do not), values often missing (grouped as
+        // ""), two tenants and streams, several events per batch: each
+        // group's windows match a map keyed by the strings themselves.
+        // The keys share their values, so a value read for the wrong key
+        // names another group.
+        const KEYS: [&str; 3] = ["region", "device", "type"];
+        let values = |_: usize, v: usize| format!("v{v}");
+        let spec = WindowSpec::new(Span::from_secs(10))
+            .group_by(KEYS[..keys].iter().copied())
+            .field(FieldSpec::new("v"))
+            .out_of_orderness(Span::from_secs(60))
+            .idle_timeout(None);
+        let mut w = Windows::new(spec).unwrap();
+        let mut model: BTreeMap<GroupWindow, (u64, f64)> = BTreeMap::new();
+        let mut late = Vec::new();
+        for part in events.chunks(batch_len) {
+            let mut batch = EventBatch::new();
+            for (tenant, stream, dims, ms, v) in part {
+                let (tenant, stream) = (["acme", "globex"][*tenant], ["metrics", "logs"][*stream]);
+                let mut e = Event::new(tenant, stream, t(*ms)).with_field("v", f64::from(*v));
+                for (k, d) in dims.iter().enumerate() {
+                    if let Some(d) = d {
+                        e = e.with_dim(KEYS[k], values(k, *d));
+                    }
+                }
+                batch.push(&e);
+                let labels = (0..keys).map(|k| dims[k].map_or(String::new(), |d| values(k, d))).collect();
+                let entry = model.entry((tenant.into(), stream.into(), labels, ms.div_euclid(10_000) * 10_000)).or_default();
+                entry.0 += 1;
+                entry.1 += f64::from(*v);
+            }
+            w.push(&batch, t(0), &mut late);
+        }
+        prop_assert!(late.is_empty());
+        w.close_all(t(0));
+        let got: BTreeMap<_, _> = drain(&mut w)
+            .into_iter()
+            .map(|r| {
+                let labels = r.group.labels.iter().map(|(_, v)| v.to_string()).collect();
+                let key = (r.group.tenant.to_string(), r.group.stream.to_string(), labels, r.start.as_millis());
+                (key, (r.events, r.fields[0].scalar.sum().unwrap_or(0.0)))
+            })
+            .collect();
+        prop_assert_eq!(got, model);
     }
 
     #[test]

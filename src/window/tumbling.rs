@@ -696,6 +696,19 @@ const RECENT_BITS: u32 = 12;
 const NO_KEY: u128 = u128::MAX;
 
 impl Packed {
+    /// The group of packed key `packed`, whose last symbol is `last`:
+    /// through the shortcuts inline, the map out of line.
+    #[inline(always)]
+    fn get(&mut self, packed: u128, last: u32, hot: &[Hot]) -> Option<GroupId> {
+        let is_it = |id: GroupId| hot.get(id as usize).is_some_and(|h| h.key == packed);
+        if let Some(&id) = self.by_last.get(last as usize)
+            && is_it(id)
+        {
+            return Some(id);
+        }
+        self.find_recent(packed, is_it)
+    }
+
     /// The group of `packed` through [`Packed::recent`], else the map
     /// (remembering what it finds). `is_it` checks a candidate's key.
     #[inline]
@@ -745,17 +758,7 @@ impl GroupIndex {
     #[inline(always)]
     fn get(&mut self, key: &[u32], hot: &[Hot]) -> Option<GroupId> {
         match self {
-            GroupIndex::Packed(p) => {
-                let packed = Self::pack(key);
-                let is_it = |id: GroupId| hot.get(id as usize).is_some_and(|h| h.key == packed);
-                let last = key.last().and_then(|&s| p.by_last.get(s as usize)).copied();
-                if let Some(id) = last
-                    && is_it(id)
-                {
-                    return Some(id);
-                }
-                p.find_recent(packed, is_it)
-            }
+            GroupIndex::Packed(p) => p.get(Self::pack(key), key.last().copied().unwrap_or(0), hot),
             GroupIndex::Wide(map) => map.get(key).copied(),
         }
     }
@@ -877,6 +880,9 @@ pub struct Windows {
     /// and stream) share their group, found once.
     seen_dims: Vec<SeenDims>,
     index: GroupIndex,
+    /// Whether group keys are tenant, stream and at most two labels, which
+    /// [`Windows::packed_group`] packs as it reads them.
+    packs: bool,
     /// Per group id; `None` once freed (the id waits in `free_groups`).
     groups: Vec<Option<Group>>,
     /// Parallel to `groups`.
@@ -1015,6 +1021,7 @@ impl Windows {
             translate: Vec::new(),
             seen_dims: Vec::new(),
             index: GroupIndex::new(2 + spec.group_by.len() + usize::from(spec.geo_cell.is_some())),
+            packs: spec.group_by.len() <= 2 && spec.geo_cell.is_none(),
             groups: Vec::new(),
             hot: Vec::new(),
             free_groups: Vec::new(),
@@ -1207,7 +1214,60 @@ impl Windows {
     /// The group of `event` (`symbols`: its batch's; `key_syms`: the batch
     /// symbols of the group-by keys; `key`: scratch), created if new, and
     /// whether it existed.
+    #[inline(always)]
     fn group_of(
+        &mut self,
+        event: &EventRef<'_>,
+        symbols: &Symbols,
+        key_syms: &[Option<Sym>],
+        key: &mut Vec<u32>,
+    ) -> (GroupId, bool) {
+        match self.packed_group(event, symbols, key_syms) {
+            Some(id) => (id, true),
+            None => self.find_group(event, symbols, key_syms, key),
+        }
+    }
+
+    /// The existing group of `event` when the operator's group keys pack
+    /// into a `u128` (at most two group-by keys, no geohash cell): its key
+    /// is packed as it is read, with no key vector, and looked up through
+    /// the index's shortcuts. `None`: another layout, or a group (or a
+    /// string of its key) not known yet, which [`Windows::find_group`]
+    /// finds or creates.
+    #[inline(always)]
+    fn packed_group(&mut self, event: &EventRef<'_>, symbols: &Symbols, key_syms: &[Option<Sym>]) -> Option<GroupId> {
+        if !self.packs {
+            return None;
+        }
+        let tenant = self.global(symbols, event.tenant_sym());
+        let stream = self.global(symbols, event.stream_sym());
+        let mut labels = [0u32; 2];
+        for (k, g) in key_syms.iter().zip(&mut labels) {
+            *g = match k.and_then(|k| event.dim_syms().iter().find(|d| d.0 == k)) {
+                Some(&(_, v)) => self.global(symbols, v),
+                None => self.empty,
+            };
+        }
+        if tenant == ABSENT || stream == ABSENT || labels.contains(&ABSENT) {
+            return None;
+        }
+        let [l0, l1] = labels;
+        let last = match key_syms.len() {
+            0 => stream,
+            1 => l0,
+            _ => l1,
+        };
+        let lo = u64::from(tenant) | u64::from(stream) << 32;
+        let hi = u64::from(l0) | u64::from(l1) << 32;
+        let GroupIndex::Packed(p) = &mut self.index else { return None };
+        p.get(u128::from(hi) << 64 | u128::from(lo), last, &self.hot)
+    }
+
+    /// [`Windows::group_of`] through the key vector `key`, for any layout,
+    /// creating the group if new. Out of line: the per-event loops keep
+    /// their registers for the common case.
+    #[inline(never)]
+    fn find_group(
         &mut self,
         event: &EventRef<'_>,
         symbols: &Symbols,
