@@ -10,9 +10,10 @@
 //!   time (or the subset of them an [`Aggregates`] set names). Count, min,
 //!   max and last are exact under any partition and order. The sum is exact
 //!   whenever the partial sums are representable (integers below 2^53,
-//!   values with few binary digits); otherwise it is compensated (Neumaier),
-//!   so its error stays near one rounding of the result rather than growing
-//!   with the number of values.
+//!   values with few binary digits); otherwise it is compensated (the exact
+//!   rounding error of each addition is kept apart), so its error stays
+//!   near one rounding of the result rather than growing with the number
+//!   of values.
 //! - [`Quantiles`]: a two-sided HDR histogram (negative and positive values)
 //!   answering any quantile within a configured number of significant digits.
 //!
