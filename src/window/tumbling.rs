@@ -1251,16 +1251,17 @@ impl Windows {
         if tenant == ABSENT || stream == ABSENT || labels.contains(&ABSENT) {
             return None;
         }
+        // The labels not in the key are 0, as `GroupIndex::pack` packs
+        // missing places.
         let [l0, l1] = labels;
         let last = match key_syms.len() {
             0 => stream,
             1 => l0,
             _ => l1,
         };
-        let lo = u64::from(tenant) | u64::from(stream) << 32;
-        let hi = u64::from(l0) | u64::from(l1) << 32;
+        let key = [tenant, stream, l0, l1];
         let GroupIndex::Packed(p) = &mut self.index else { return None };
-        p.get(u128::from(hi) << 64 | u128::from(lo), last, &self.hot)
+        p.get(GroupIndex::pack(&key), last, &self.hot)
     }
 
     /// [`Windows::group_of`] through the key vector `key`, for any layout,
