@@ -171,6 +171,6 @@ impl ResolvedBatch {
     /// The value of each field of event `index`.
     #[inline]
     pub(super) fn values(&self, index: usize) -> &[f64] {
-        self.values.get(index * self.fields..(index + 1) * self.fields).unwrap_or_default()
+        self.values_of(index..index.saturating_add(1)).unwrap_or_default()
     }
 }
